@@ -1,0 +1,47 @@
+"""asyncjobs: asyncio-native background jobs on Redis, Sidekiq's model made for Python."""
+
+from ._app import App as App
+from ._errors import ArgumentError as ArgumentError
+from ._errors import AsyncJobsError as AsyncJobsError
+from ._errors import ConfigError as ConfigError
+from ._errors import EnqueueError as EnqueueError
+from ._errors import JobTimeout as JobTimeout
+from ._errors import PayloadError as PayloadError
+from ._errors import RedisUnavailable as RedisUnavailable
+from ._errors import UnknownJobError as UnknownJobError
+from ._job import Deferrer as Deferrer
+from ._job import Job as Job
+from ._job import JobContext as JobContext
+from ._job import current_job as current_job
+from ._retry import Permanent as Permanent
+from ._version import __version__ as __version__
+from ._worker.capsule import CapsuleSpec as CapsuleSpec
+from ._worker.launcher import Worker as Worker
+
+__all__ = [
+    "App",
+    "ArgumentError",
+    "AsyncJobsError",
+    "CapsuleSpec",
+    "ConfigError",
+    "Deferrer",
+    "EnqueueError",
+    "Job",
+    "JobContext",
+    "JobTimeout",
+    "Permanent",
+    "PayloadError",
+    "RedisUnavailable",
+    "UnknownJobError",
+    "Worker",
+    "__version__",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if hasattr(_obj, "__module__") and _name != "__version__":
+        try:
+            _obj.__module__ = "asyncjobs"
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

@@ -1,0 +1,65 @@
+"""The exception hierarchy of asyncjobs.
+
+```
+AsyncJobsError
+├── ConfigError         bad URL, settings, capsule spec (one line, no traceback)
+├── EnqueueError
+│   ├── ArgumentError   names job, argument, expected type (msgspec path)
+│   └── UnknownJobError
+├── PayloadError        undecodable; the worker dead-sets it and goes on
+├── JobTimeout          a job ran past its timeout
+└── RedisUnavailable    redis ConnectionError/TimeoutError, mapped in _redis.py
+```
+
+Foreign exceptions are mapped at the boundary, ``from exc``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArgumentError",
+    "AsyncJobsError",
+    "ConfigError",
+    "EnqueueError",
+    "JobTimeout",
+    "PayloadError",
+    "RedisUnavailable",
+    "UnknownJobError",
+]
+
+
+class AsyncJobsError(Exception):
+    """The root of every error asyncjobs raises."""
+
+
+class ConfigError(AsyncJobsError):
+    """A bad setting: Redis URL, capsule spec, config file, CLI flag."""
+
+
+class EnqueueError(AsyncJobsError):
+    """A job could not be enqueued; nothing reached Redis."""
+
+
+class ArgumentError(EnqueueError, TypeError):
+    """The arguments given to ``defer`` do not fit the job's signature or type hints."""
+
+    def __init__(self, job: str, argument: str | None, message: str) -> None:
+        self.job = job
+        self.argument = argument
+        super().__init__(message)
+
+
+class UnknownJobError(EnqueueError, LookupError):
+    """No job is registered under this name."""
+
+
+class PayloadError(AsyncJobsError):
+    """A payload read from Redis cannot be decoded."""
+
+
+class JobTimeout(AsyncJobsError, TimeoutError):
+    """A job ran longer than its ``timeout`` and was cancelled."""
+
+
+class RedisUnavailable(AsyncJobsError, ConnectionError):
+    """Redis could not be reached (connection refused, reset or timed out)."""

@@ -1,0 +1,424 @@
+"""``@app.job`` → :class:`Job`: ``configure()``, ``defer()``, ``defer_many()``; the job
+context.
+
+Arguments are checked at ``defer`` against the function's signature and type hints with
+msgspec: a bad argument raises :class:`ArgumentError` in the caller and nothing reaches
+Redis. The worker decodes them back into the annotated types.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import functools
+import inspect
+import logging
+import re
+import time
+import typing
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+import msgspec
+
+from ._errors import ArgumentError, ConfigError, EnqueueError
+from ._payload import ENCODER, Payload, new_jid, valid_jid
+
+if TYPE_CHECKING:
+    from ._app import App
+
+__all__ = ["Job", "JobContext", "Deferrer", "current_job"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+RetryIn = Callable[[int, BaseException], "float | int | str | None"]
+
+_current: ContextVar[Payload] = ContextVar("asyncjobs.job")
+_PATH = re.compile(r" - at `\$\.?([A-Za-z_][A-Za-z0-9_]*)?(.*)`$")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+
+
+class JobContext:
+    """What a running job knows about itself: ``asyncjobs.current_job()``."""
+
+    __slots__ = ("_logger", "_payload")
+
+    def __init__(self, payload: Payload) -> None:
+        self._payload = payload
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def jid(self) -> str:
+        return self._payload.jid
+
+    @property
+    def name(self) -> str:
+        """The registered name of the job function."""
+        return self._payload.job
+
+    @property
+    def queue(self) -> str:
+        return self._payload.queue
+
+    @property
+    def retry_count(self) -> int:
+        """How many times this job was retried before this run (0 on the first run)."""
+        return self._payload.retry_count
+
+    @property
+    def enqueued_at(self) -> dt.datetime | None:
+        t = self._payload.enqueued_at
+        return None if t is None else dt.datetime.fromtimestamp(t, dt.UTC)
+
+    @property
+    def created_at(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self._payload.created_at, dt.UTC)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Extra payload fields added by middleware (for example a request id)."""
+        return self._payload.meta
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records carry this job's jid, name and queue."""
+        if self._logger is None:
+            p = self._payload
+            self._logger = logging.LoggerAdapter(
+                logging.getLogger("asyncjobs.job"),
+                {"jid": p.jid, "job": p.job, "queue": p.queue},
+            )
+        return self._logger
+
+    def __repr__(self) -> str:
+        return f"<JobContext {self.name} jid={self.jid} queue={self.queue}>"
+
+
+def current_job() -> JobContext:
+    """The context of the job running in this task.
+
+    Raises :class:`LookupError` outside a job.
+    """
+    try:
+        return JobContext(_current.get())
+    except LookupError:
+        raise LookupError("current_job() called outside a running job") from None
+
+
+class _Options(msgspec.Struct, frozen=True):
+    queue: str
+    retry: int
+    timeout: float | None
+    at: float | None = None  # absolute, epoch seconds
+    delay: float | None = None  # relative, seconds
+    jid: str | None = None
+
+
+def _seconds(value: float | dt.timedelta, what: str) -> float:
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{what} must be seconds or a timedelta, got {value!r}")
+    return float(value)
+
+
+class Job(Generic[P, R]):
+    """A registered job function. Call it to run inline; ``defer`` to enqueue."""
+
+    def __init__(
+        self,
+        app: App,
+        fn: Callable[P, Awaitable[R]],
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        retry: int = 25,
+        timeout: float | dt.timedelta | None = None,
+        dead: bool = True,
+        retry_in: RetryIn | None = None,
+        discard_on: tuple[type[BaseException], ...] = (),
+        dead_on: tuple[type[BaseException], ...] = (),
+        on_exhausted: Callable[[JobContext, BaseException], Awaitable[None]] | None = None,
+    ) -> None:
+        if not inspect.iscoroutinefunction(fn):
+            raise ConfigError(f"@app.job needs an async def function, got {fn!r}")
+        self.app = app
+        self.fn = fn
+        self.name = name or f"{fn.__module__}.{fn.__qualname__}"
+        if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
+            raise ConfigError(f"job {self.name}: retry must be a whole number >= 0")
+        self.dead = dead
+        self.retry_in = retry_in
+        self.discard_on = discard_on
+        self.dead_on = dead_on
+        self.on_exhausted = on_exhausted
+        self._opts = _Options(
+            queue=queue,
+            retry=retry,
+            timeout=None if timeout is None else _seconds(timeout, "timeout"),
+        )
+        self._analyse(fn)
+        functools.update_wrapper(self, fn)
+
+    # -- signature --------------------------------------------------------------
+
+    def _analyse(self, fn: Callable[..., Any]) -> None:
+        sig = inspect.signature(fn)
+        try:
+            hints = typing.get_type_hints(fn, include_extras=True)
+        except Exception as exc:
+            raise ConfigError(f"job {self.name}: cannot resolve type hints: {exc}") from exc
+        fields: list[tuple[str, Any, Any]] = []
+        self._posnames: tuple[str, ...] = ()
+        self._kwnames: tuple[str, ...] = ()
+        self._varpos: str | None = None
+        self._varkw: str | None = None
+        pos: list[str] = []
+        kw: list[str] = []
+        for p in sig.parameters.values():
+            t = hints.get(p.name, Any)
+            if p.kind is p.VAR_POSITIONAL:
+                self._varpos = p.name
+                fields.append((p.name, tuple[t, ...], ()))  # type: ignore[valid-type]
+                continue
+            if p.kind is p.VAR_KEYWORD:
+                self._varkw = p.name
+                fields.append((p.name, dict[str, t], msgspec.field(default_factory=dict)))  # type: ignore[valid-type]
+                continue
+            if p.kind is p.KEYWORD_ONLY:
+                kw.append(p.name)
+            else:
+                pos.append(p.name)
+            if p.default is p.empty:
+                fields.append((p.name, t, msgspec.NODEFAULT))
+            elif isinstance(p.default, list | dict | set | bytearray) and p.default:
+                fields.append(
+                    (
+                        p.name,
+                        t,
+                        msgspec.field(default_factory=functools.partial(copy.deepcopy, p.default)),
+                    )
+                )
+            else:
+                fields.append((p.name, t, p.default))
+        self._posnames = tuple(pos)
+        self._kwnames = tuple(kw)
+        self._simple = not kw and self._varpos is None and self._varkw is None
+        self._sig = sig
+        try:
+            self._args_type: type[msgspec.Struct] = msgspec.defstruct(
+                "Args",
+                fields,
+                kw_only=True,
+                omit_defaults=True,
+                forbid_unknown_fields=True,
+            )
+            self._args_decoder = msgspec.json.Decoder(self._args_type)
+            # Types msgspec cannot encode fail here, at registration, not at the first defer.
+            msgspec.json.Decoder(self._args_type)
+            msgspec.json.schema(self._args_type)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"job {self.name}: unsupported argument type: {exc}") from exc
+
+    def _bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        if self._simple and len(args) <= len(self._posnames):
+            if not kwargs:
+                return dict(zip(self._posnames, args, strict=False))
+            d = dict(zip(self._posnames, args, strict=False))
+            for k, v in kwargs.items():
+                if k in d or k not in self._posnames:
+                    break
+                d[k] = v
+            else:
+                return d
+        try:
+            ba = self._sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ArgumentError(self.name, None, f"job {self.name}: {exc}") from None
+        arguments = dict(ba.arguments)
+        return arguments
+
+    def encode_args(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes:
+        """Validate arguments against the signature and type hints; return their JSON."""
+        bound = self._bind(args, kwargs)
+        try:
+            obj = msgspec.convert(bound, self._args_type)
+            return ENCODER.encode(obj)
+        except msgspec.ValidationError as exc:
+            raise self._argument_error(str(exc)) from None
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise ArgumentError(
+                self.name, None, f"job {self.name}: arguments cannot be encoded: {exc}"
+            ) from None
+
+    def _argument_error(self, message: str) -> ArgumentError:
+        m = _MISSING.search(message)
+        if m:
+            arg = m.group(1)
+            return ArgumentError(self.name, arg, f"job {self.name}: missing argument {arg!r}")
+        m = _PATH.search(message)
+        if m and m.group(1):
+            arg = m.group(1)
+            what = message[: m.start()]
+            where = f" (at {m.group(2)})" if m.group(2) else ""
+            return ArgumentError(
+                self.name, arg, f"job {self.name}: argument {arg!r}: {what}{where}"
+            )
+        return ArgumentError(self.name, None, f"job {self.name}: {message}")
+
+    def decode_call(self, raw: bytes | msgspec.Raw) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Decode stored arguments into ``(args, kwargs)`` for the function.
+
+        Raises :class:`msgspec.ValidationError` (or ``DecodeError``) when they no longer
+        fit the function.
+        """
+        obj = self._args_decoder.decode(raw)
+        if self._simple:
+            return msgspec.structs.astuple(obj), {}
+        args: list[Any] = [getattr(obj, n) for n in self._posnames]
+        if self._varpos is not None:
+            args.extend(getattr(obj, self._varpos))
+        kwargs = {n: getattr(obj, n) for n in self._kwnames}
+        if self._varkw is not None:
+            kwargs.update(getattr(obj, self._varkw))
+        return tuple(args), kwargs
+
+    # -- calling and deferring ---------------------------------------------------
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the job inline, in the caller's task, without Redis."""
+        return await self.fn(*args, **kwargs)
+
+    @property
+    def queue(self) -> str:
+        return self._opts.queue
+
+    @property
+    def retry(self) -> int:
+        return self._opts.retry
+
+    @property
+    def timeout(self) -> float | None:
+        return self._opts.timeout
+
+    def configure(
+        self,
+        *,
+        queue: str | None = None,
+        delay: float | dt.timedelta | None = None,
+        at: dt.datetime | None = None,
+        retry: int | None = None,
+        timeout: float | dt.timedelta | None = None,
+        jid: str | None = None,
+    ) -> Deferrer[P]:
+        """Per-call overrides: ``await job.configure(delay=60).defer(...)``."""
+        if delay is not None and at is not None:
+            raise ConfigError("give either delay= or at=, not both")
+        changes: dict[str, Any] = {}
+        if queue is not None:
+            if not queue or any(c in queue for c in "{}: \t"):
+                raise ConfigError(f"invalid queue name {queue!r}")
+            changes["queue"] = queue
+        if retry is not None:
+            if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
+                raise ConfigError(f"retry must be a whole number >= 0, got {retry!r}")
+            changes["retry"] = retry
+        if timeout is not None:
+            changes["timeout"] = _seconds(timeout, "timeout")
+        if delay is not None:
+            changes["delay"] = _seconds(delay, "delay")
+        if at is not None:
+            if not isinstance(at, dt.datetime):
+                raise ConfigError(f"at= must be a datetime, got {at!r}")
+            if at.tzinfo is None or at.utcoffset() is None:
+                raise ConfigError(
+                    "at= must be an aware datetime (naive times are ambiguous): "
+                    "use datetime.now(timezone.utc) + ... or attach a tzinfo"
+                )
+            changes["at"] = at.timestamp()
+        if jid is not None:
+            if not valid_jid(jid):
+                raise ConfigError(f"invalid jid {jid!r}: use 1-64 of A-Z a-z 0-9 _ . : -")
+            changes["jid"] = jid
+        return Deferrer(self, msgspec.structs.replace(self._opts, **changes))
+
+    async def defer(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """Enqueue one run of this job; returns its jid after one round trip."""
+        return await self.app._enqueue(self._build(self._opts, args, kwargs, time.time()))
+
+    async def defer_many(
+        self, items: Iterable[tuple[Any, ...] | Mapping[str, Any]]
+    ) -> list[str]:
+        """Enqueue many runs in one round trip (Sidekiq's ``push_bulk``).
+
+        Each item is a tuple of positional arguments or a mapping of keyword arguments.
+        All are validated before anything is sent: one bad item enqueues nothing.
+        """
+        return await Deferrer(self, self._opts).defer_many(items)
+
+    def _build(
+        self,
+        opts: _Options,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        now: float,
+    ) -> Payload:
+        raw = self.encode_args(args, kwargs)
+        at = opts.at
+        if opts.delay is not None:
+            at = now + opts.delay
+        if at is not None and at <= now:
+            at = None
+        return Payload(
+            jid=opts.jid or new_jid(),
+            job=self.name,
+            queue=opts.queue,
+            args=msgspec.Raw(raw),
+            created_at=now,
+            enqueued_at=None if at is not None else now,
+            at=at,
+            retry=opts.retry,
+            timeout=opts.timeout,
+            dead=self.dead,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Job {self.name} queue={self.queue!r}>"
+
+
+class Deferrer(Generic[P]):
+    """A job with per-call options; made by :meth:`Job.configure`."""
+
+    __slots__ = ("_job", "_opts")
+
+    def __init__(self, job: Job[P, Any], opts: _Options) -> None:
+        self._job = job
+        self._opts = opts
+
+    async def defer(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        job = self._job
+        return await job.app._enqueue(job._build(self._opts, args, kwargs, time.time()))
+
+    async def defer_many(
+        self, items: Iterable[tuple[Any, ...] | Mapping[str, Any]]
+    ) -> list[str]:
+        job = self._job
+        now = time.time()
+        if self._opts.jid is not None:
+            raise EnqueueError("defer_many cannot use a fixed jid= for many jobs")
+        payloads: list[Payload] = []
+        for item in items:
+            if isinstance(item, Mapping):
+                payloads.append(job._build(self._opts, (), item, now))
+            elif isinstance(item, tuple | list):
+                payloads.append(job._build(self._opts, tuple(item), {}, now))
+            else:
+                raise ArgumentError(
+                    job.name,
+                    None,
+                    f"job {job.name}: defer_many items must be tuples of arguments or "
+                    f"mappings of keyword arguments, got {type(item).__name__}",
+                )
+        return await job.app._enqueue_many(payloads)

@@ -1,0 +1,80 @@
+"""Every Redis key name of a namespace (pure).
+
+Only this module builds key strings. All keys share the hash tag ``{namespace}`` so that
+every multi-key script touches one hash slot, on a single server and on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+__all__ = ["Keys"]
+
+
+class Keys:
+    """Key names for one namespace."""
+
+    __slots__ = (
+        "dead",
+        "namespace",
+        "prefix",
+        "processes",
+        "queues",
+        "retry",
+        "schedule",
+        "stat_failed",
+        "stat_processed",
+        "wake_scheduler",
+    )
+
+    def __init__(self, namespace: str = "asyncjobs") -> None:
+        if not namespace or any(c in namespace for c in "{}: \t\n"):
+            from ._errors import ConfigError
+
+            raise ConfigError(
+                f"invalid namespace {namespace!r}: use letters, digits, '-' or '_' only"
+            )
+        self.namespace = namespace
+        self.prefix = f"{{{namespace}}}"
+        self.queues = f"{self.prefix}:queues"
+        self.schedule = f"{self.prefix}:schedule"
+        self.retry = f"{self.prefix}:retry"
+        self.dead = f"{self.prefix}:dead"
+        self.processes = f"{self.prefix}:processes"
+        self.stat_processed = f"{self.prefix}:stat:processed"
+        self.stat_failed = f"{self.prefix}:stat:failed"
+        self.wake_scheduler = f"{self.prefix}:wake-scheduler"
+
+    def queue(self, name: str) -> str:
+        """The list of payloads waiting in queue ``name``."""
+        return f"{self.prefix}:queue:{name}"
+
+    def wake(self, name: str) -> str:
+        """The list of wake-up hints for fetchers idle on queue ``name``."""
+        return f"{self.prefix}:wake:{name}"
+
+    def inflight(self, process_id: str) -> str:
+        """The hash jid → payload of jobs held by a process."""
+        return f"{self.prefix}:inflight:{process_id}"
+
+    def process(self, process_id: str) -> str:
+        """The heartbeat hash of a process."""
+        return f"{self.prefix}:process:{process_id}"
+
+    def control(self, process_id: str) -> str:
+        """The list of remote commands (quiet, stop) for a process."""
+        return f"{self.prefix}:control:{process_id}"
+
+    def recoveries(self) -> str:
+        """The hash jid → number of times the job was recovered from a dead process."""
+        return f"{self.prefix}:recoveries"
+
+    def stat_processed_day(self, day: _dt.date) -> str:
+        return f"{self.stat_processed}:{day.isoformat()}"
+
+    def stat_failed_day(self, day: _dt.date) -> str:
+        return f"{self.stat_failed}:{day.isoformat()}"
+
+    def queue_name(self, key: str) -> str:
+        """The queue name of a queue or wake key (inverse of :meth:`queue`/:meth:`wake`)."""
+        return key.split(":", 2)[2]

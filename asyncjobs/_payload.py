@@ -1,0 +1,72 @@
+"""The job payload: one msgspec Struct, one encoder and decoder built once (pure).
+
+The payload is JSON with Sidekiq's field names where they exist, so it stays readable
+in ``redis-cli``. One departure: ``args`` is an object of named arguments rather than an
+array, so that a validation error names the argument and a reader sees what each value
+means.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "ENCODER",
+    "DECODER",
+    "Payload",
+    "inflight_field",
+    "new_jid",
+    "valid_jid",
+]
+
+
+class Payload(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """One job as stored in Redis. ``jid`` is first: scripts read it by prefix."""
+
+    jid: str
+    job: str = msgspec.field(name="class")
+    queue: str
+    args: msgspec.Raw
+    created_at: float
+    enqueued_at: float | None = None
+    at: float | None = None
+    retry: int = 25
+    retry_count: int = 0
+    timeout: float | None = None
+    dead: bool = True
+    error_class: str | None = None
+    error_message: str | None = None
+    error_backtrace: list[str] | None = None
+    failed_at: float | None = None
+    retried_at: float | None = None
+    recoveries: int = 0
+    meta: dict[str, Any] = {}
+
+
+ENCODER = msgspec.json.Encoder()
+DECODER = msgspec.json.Decoder(Payload)
+
+# Scripts (fetch.lua) key the in-flight hash by the jid read from this prefix, and by the
+# whole payload when it does not match (garbage pushed by hand). This mirrors them.
+_JID_PREFIX = re.compile(rb'^\{"jid":"([^"]+)"')
+_VALID_JID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+
+
+def inflight_field(raw: bytes) -> bytes:
+    """The field under which ``fetch.lua`` recorded ``raw`` in the in-flight hash."""
+    m = _JID_PREFIX.match(raw)
+    return m.group(1) if m is not None else raw
+
+
+def new_jid() -> str:
+    """A fresh job id: 24 hex digits, like Sidekiq's."""
+    return os.urandom(12).hex()
+
+
+def valid_jid(jid: str) -> bool:
+    """Whether a caller-chosen jid is acceptable (no quotes, bounded length)."""
+    return _VALID_JID.match(jid) is not None

@@ -1,0 +1,143 @@
+"""Redis client from a URL, the script registry, and error mapping.
+
+redis-py's ``ConnectionError``/``TimeoutError`` become :class:`RedisUnavailable` here,
+at the boundary, with the URL (password masked) in the message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from importlib import resources
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
+
+from ._errors import ConfigError, RedisUnavailable
+
+__all__ = ["Client", "Scripts", "connect", "mask_url", "redis_errors"]
+
+log = logging.getLogger("asyncjobs.redis")
+
+Client: TypeAlias = "aioredis.Redis | RedisCluster"
+
+# Seconds to wait for a TCP connection and for a reply, so that `defer` against an
+# unreachable Redis fails in bounded time instead of hanging.
+CONNECT_TIMEOUT = 5.0
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for logs, errors, CLI output)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _check_url(url: str) -> None:
+    scheme = urlsplit(url).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            f"invalid Redis URL {mask_url(url)!r}: expected redis://, rediss:// or unix://"
+        )
+
+
+async def connect(url: str, *, cluster: bool | None = None) -> Client:
+    """A client for ``url``, a cluster client when the server runs in cluster mode.
+
+    ``cluster=None`` asks the server (``INFO cluster``) once.
+    """
+    _check_url(url)
+    opts: dict[str, Any] = {
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "health_check_interval": 0,
+    }
+    if cluster is None:
+        probe = aioredis.Redis.from_url(url, **opts)
+        try:
+            async with redis_errors(url):
+                info = await probe.info("cluster")
+            cluster = bool(info.get("cluster_enabled"))
+        finally:
+            await probe.aclose()
+    if cluster:
+        client: Client = RedisCluster.from_url(url, **opts)
+        async with redis_errors(url):
+            await client.initialize()
+        return client
+    return aioredis.Redis.from_url(url, **opts)
+
+
+@contextlib.asynccontextmanager
+async def redis_errors(url: str) -> AsyncIterator[None]:
+    """Map redis-py's connection errors to :class:`RedisUnavailable`."""
+    try:
+        yield
+    except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+        if isinstance(exc, rexc.AuthenticationError | rexc.AuthorizationError):
+            raise ConfigError(f"Redis at {mask_url(url)} refused the credentials: {exc}") from exc
+        raise RedisUnavailable(f"cannot reach Redis at {mask_url(url)}: {exc}") from exc
+    except rexc.NoPermissionError as exc:
+        raise ConfigError(
+            f"Redis at {mask_url(url)} denied a command: {exc}; grant it to this ACL user"
+        ) from exc
+
+
+class Script:
+    """One Lua script: EVALSHA, loading it on ``NOSCRIPT`` (after a restart or failover)."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(
+        self, client: Client, keys: Sequence[str], args: Sequence[Any] = ()
+    ) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+        except rexc.NoScriptError:
+            return await client.eval(self.source, len(keys), *keys, *args)  # type: ignore[misc]
+
+
+class Scripts:
+    """The registry of ``_scripts/*.lua``, read once per process."""
+
+    def __init__(self) -> None:
+        root = resources.files("asyncjobs._scripts")
+        for name in ("push", "schedule", "fetch", "ack", "requeue", "promote", "reap"):
+            source = (root / f"{name}.lua").read_text()
+            setattr(self, name, Script(name, source))
+
+    push: Script
+    schedule: Script
+    fetch: Script
+    ack: Script
+    requeue: Script
+    promote: Script
+    reap: Script
+
+
+_SCRIPTS: Scripts | None = None
+
+
+def scripts() -> Scripts:
+    global _SCRIPTS
+    if _SCRIPTS is None:
+        _SCRIPTS = Scripts()
+    return _SCRIPTS

@@ -1,0 +1,91 @@
+"""Retry or dead: what happens to a job that raised (pure).
+
+Sidekiq's backoff: ``count**4 + 15 + rand(10) * (count + 1)`` seconds, with jitter.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from collections.abc import Callable
+from typing import Literal
+
+from ._errors import AsyncJobsError
+
+__all__ = ["Decision", "Permanent", "backoff", "decide", "format_backtrace"]
+
+BACKTRACE_LINES = 20
+
+
+class Permanent(AsyncJobsError):
+    """Raise (a subclass of) this from a job to send it to the dead set without retries."""
+
+
+class Decision:
+    """The outcome for a failed job: retry at ``at``, dead now, or discard."""
+
+    __slots__ = ("at", "reason", "target")
+
+    def __init__(self, target: Literal["retry", "dead", "discard"], at: float, reason: str) -> None:
+        self.target = target
+        self.at = at
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Decision({self.target!r}, at={self.at:.3f}, reason={self.reason!r})"
+
+
+def backoff(count: int, rng: random.Random) -> float:
+    """Seconds before retry number ``count + 1`` (``count`` = retries done so far)."""
+    return count**4 + 15 + rng.randrange(10) * (count + 1) + rng.random()
+
+
+def decide(
+    *,
+    exc: BaseException,
+    retry_count: int,
+    retry: int,
+    dead: bool,
+    now: float,
+    rng: random.Random,
+    retry_in: Callable[[int, BaseException], float | int | str | None] | None = None,
+    discard_on: tuple[type[BaseException], ...] = (),
+    dead_on: tuple[type[BaseException], ...] = (),
+) -> Decision:
+    """Decide what to do with a job that raised ``exc`` on run ``retry_count + 1``."""
+    exhausted: Literal["dead", "discard"] = "dead" if dead else "discard"
+    if discard_on and isinstance(exc, discard_on):
+        return Decision("discard", now, f"{type(exc).__name__} is in discard_on")
+    if isinstance(exc, Permanent) or (dead_on and isinstance(exc, dead_on)):
+        return Decision(exhausted, now, f"{type(exc).__name__} is permanent")
+    if retry_count >= retry:
+        return Decision(exhausted, now, f"retries exhausted ({retry})")
+    delay: float | None = None
+    if retry_in is not None:
+        try:
+            answer = retry_in(retry_count, exc)
+        except Exception as hook_exc:  # a broken hook must not lose the job
+            answer = None
+            reason = f"retry_in raised {type(hook_exc).__name__}: {hook_exc}; default backoff"
+        else:
+            reason = "retry_in"
+        if answer == "discard":
+            return Decision("discard", now, "retry_in said discard")
+        if answer == "kill":
+            return Decision("dead", now, "retry_in said kill")
+        if isinstance(answer, int | float) and not isinstance(answer, bool):
+            delay = max(0.0, float(answer))
+        elif answer is not None:
+            reason = f"retry_in returned {answer!r}; default backoff"
+    else:
+        reason = "backoff"
+    if delay is None:
+        delay = backoff(retry_count, rng)
+    return Decision("retry", now + delay, reason)
+
+
+def format_backtrace(exc: BaseException, limit: int = BACKTRACE_LINES) -> list[str]:
+    """The last ``limit`` lines of the traceback, bounded so payloads stay small."""
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    flat = [ln.rstrip() for chunk in lines for ln in chunk.splitlines() if ln.strip()]
+    return [ln[:500] for ln in flat[-limit:]]

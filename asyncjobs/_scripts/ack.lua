@@ -1,0 +1,53 @@
+-- ack: record the outcomes of finished jobs in one step.
+-- KEYS[1] in-flight hash, KEYS[2] retry zset, KEYS[3] dead zset,
+-- KEYS[4] processed total, KEYS[5] processed today, KEYS[6] failed total,
+-- KEYS[7] failed today
+-- ARGV[1] number of done fields D, ARGV[2..D+1] done fields,
+-- then groups of four: field, target ('retry' | 'dead' | 'drop'), score, payload;
+-- the last three ARGV are: dead max entries, dead min score (older is trimmed),
+-- stats TTL seconds.
+-- Only fields still in the hash count: a repeated ack (a retried pipeline) changes
+-- nothing.
+local d = tonumber(ARGV[1])
+local done = 0
+if d > 0 then
+  done = redis.call('HDEL', KEYS[1], unpack(ARGV, 2, d + 1))
+end
+local failed = 0
+local dead = 0
+local last = #ARGV - 3
+local i = d + 2
+while i <= last do
+  local field, target = ARGV[i], ARGV[i + 1]
+  if redis.call('HDEL', KEYS[1], field) == 1 then
+    failed = failed + 1
+    if target == 'retry' then
+      redis.call('ZADD', KEYS[2], ARGV[i + 2], ARGV[i + 3])
+    elseif target == 'dead' then
+      redis.call('ZADD', KEYS[3], ARGV[i + 2], ARGV[i + 3])
+      dead = dead + 1
+    end
+  end
+  i = i + 4
+end
+local ttl = tonumber(ARGV[#ARGV])
+if done + failed > 0 then
+  redis.call('INCRBY', KEYS[4], done + failed)
+  if redis.call('INCRBY', KEYS[5], done + failed) == done + failed then
+    redis.call('EXPIRE', KEYS[5], ttl)
+  end
+end
+if failed > 0 then
+  redis.call('INCRBY', KEYS[6], failed)
+  if redis.call('INCRBY', KEYS[7], failed) == failed then
+    redis.call('EXPIRE', KEYS[7], ttl)
+  end
+end
+if dead > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[#ARGV - 1])
+  local max = tonumber(ARGV[#ARGV - 2])
+  if redis.call('ZCARD', KEYS[3]) > max then
+    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -max - 1)
+  end
+end
+return {done, failed}

@@ -1,0 +1,29 @@
+-- reap: give back the in-flight jobs of a process whose heartbeat has expired.
+-- KEYS[1] its in-flight hash, KEYS[2] its heartbeat key, KEYS[3] processes set,
+-- KEYS[4] dead zset, then pairs: KEYS[2*i+3] queue list, KEYS[2*i+4] its wake list
+-- ARGV[1] process id, then groups of five: field, pair index i, payload (with its
+-- recovery count raised), target ('queue' | 'dead'), score (for dead)
+-- Returns the number of jobs moved, or -1 if the process is alive after all. Only
+-- fields still in the hash move, so racing reapers move each job exactly once.
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return -1
+end
+local n = 0
+for j = 2, #ARGV, 5 do
+  if redis.call('HDEL', KEYS[1], ARGV[j]) == 1 then
+    if ARGV[j + 3] == 'dead' then
+      redis.call('ZADD', KEYS[4], ARGV[j + 4], ARGV[j + 2])
+    else
+      local idx = tonumber(ARGV[j + 1])
+      redis.call('RPUSH', KEYS[2 * idx + 3], ARGV[j + 2])
+      if redis.call('LLEN', KEYS[2 * idx + 4]) == 0 then
+        redis.call('LPUSH', KEYS[2 * idx + 4], '1')
+      end
+    end
+    n = n + 1
+  end
+end
+if redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[3], ARGV[1])
+end
+return n

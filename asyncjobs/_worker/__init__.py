@@ -1,0 +1,1 @@
+"""The worker process: launcher, capsules, fetchers, acker, scheduler, heartbeat, reaper."""

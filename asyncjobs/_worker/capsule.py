@@ -1,0 +1,322 @@
+"""A capsule: its queues, its concurrency bound, and the job tasks it runs.
+
+The capsule owns every job task it starts: it tracks them, awaits them at shutdown and
+cancels the ones still running when the shutdown timeout is up. A running job stays in
+the process's in-flight hash until the acker writes its outcome (invariant 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import traceback
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .._errors import JobTimeout
+from .._job import JobContext, _current
+from .._payload import DECODER, ENCODER, Payload, inflight_field
+from .._queues import QueueOrder
+from .._retry import decide, format_backtrace
+
+if TYPE_CHECKING:
+    from .._app import App
+    from .acker import Acker
+
+log = logging.getLogger("asyncjobs.capsule")
+joblog = logging.getLogger("asyncjobs.job")
+
+
+class CapsuleSpec(msgspec.Struct, frozen=True):
+    """A capsule's configuration: name, ``(queue, weight)`` pairs, concurrency, order."""
+
+    name: str
+    queues: Sequence[tuple[str, int]]
+    concurrency: int = 10
+    strict: bool = False
+
+
+class _Running:
+    """One job task and what shutdown and the timeout watchdog need to know of it."""
+
+    __slots__ = ("deadline", "field", "payload", "raw", "reason", "task")
+
+    def __init__(self, field: bytes, raw: bytes) -> None:
+        self.field = field
+        self.raw = raw
+        self.payload: Payload | None = None
+        self.deadline = 0.0
+        self.reason: str | None = None  # why we cancelled it: "timeout" | "shutdown"
+        self.task: asyncio.Task[None] | None = None
+
+
+class Capsule:
+    """Runs the jobs its fetcher hands it, at most ``concurrency`` at a time."""
+
+    def __init__(self, app: App, spec: CapsuleSpec, acker: Acker) -> None:
+        if spec.concurrency < 1:
+            from .._errors import ConfigError
+
+            raise ConfigError(f"capsule {spec.name}: concurrency must be at least 1")
+        self.app = app
+        self.spec = spec
+        self.name = spec.name
+        self.concurrency = spec.concurrency
+        self.order = QueueOrder(spec.queues, strict=spec.strict)
+        self.acker = acker
+        self.running: dict[bytes, _Running] = {}
+        self.processed = 0
+        self.failed = 0
+        self._freed = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._timed = 0  # running jobs with a deadline: the watchdog sleeps when zero
+        self._timed_event = asyncio.Event()
+        self._rng = random.Random()
+        self._debug = log.isEnabledFor(logging.DEBUG)
+        self.requeue: list[_Running] = []
+
+    # -- slots -------------------------------------------------------------------
+
+    @property
+    def free(self) -> int:
+        return self.concurrency - len(self.running)
+
+    async def wait_free(self) -> None:
+        """Wait until at least one slot is free."""
+        while len(self.running) >= self.concurrency:
+            self._freed.clear()
+            await self._freed.wait()
+
+    async def wait_idle(self) -> None:
+        """Wait until no job of this capsule is running."""
+        await self._idle.wait()
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "queues": [q for q, _ in self.spec.queues],
+            "concurrency": self.concurrency,
+            "busy": len(self.running),
+            "processed": self.processed,
+            "failed": self.failed,
+        }
+
+    # -- starting jobs -------------------------------------------------------------
+
+    def start(self, raws: list[bytes]) -> None:
+        """Start a task per payload. Tasks are created directly on the loop: the
+        cheapest spawn measured; the capsule tracks, awaits and cancels them itself."""
+        loop = asyncio.get_running_loop()
+        running = self.running
+        for raw in raws:
+            field = inflight_field(raw)
+            rec = _Running(field, raw)
+            running[field] = rec
+            rec.task = loop.create_task(self._run(rec))
+        if running:
+            self._idle.clear()
+
+    def _finished(self, rec: _Running) -> None:
+        running = self.running
+        running.pop(rec.field, None)
+        if rec.deadline:
+            self._timed -= 1
+        self._freed.set()
+        if not running:
+            self._idle.set()
+
+    async def _run(self, rec: _Running) -> None:
+        app = self.app
+        try:
+            try:
+                payload = DECODER.decode(rec.raw)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self._dead_raw(rec, f"undecodable payload: {exc}")
+                return
+            job = app.jobs.get(payload.job)
+            if job is None:
+                self._dead(rec, payload, "UnknownJobError", f"no job named {payload.job!r} is registered in this worker")
+                return
+            try:
+                args, kwargs = job.decode_call(payload.args)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self._dead(rec, payload, "ArgumentError", f"arguments no longer fit {job.name}: {exc}")
+                return
+            rec.payload = payload
+            timeout = payload.timeout or job.timeout
+            if timeout:
+                rec.deadline = time.monotonic() + timeout
+                self._timed += 1
+                if self._timed == 1:
+                    self._timed_event.set()
+            _current.set(payload)
+            if self._debug:
+                joblog.debug("start %s jid=%s queue=%s", payload.job, payload.jid, payload.queue)
+                t0 = time.perf_counter()
+            try:
+                if app.server_middleware:
+                    await self._through_middleware(JobContext(payload), job.fn, args, kwargs, 0)
+                else:
+                    await job.fn(*args, **kwargs)
+            except asyncio.CancelledError:
+                if rec.reason == "timeout":
+                    self._failed(rec, payload, JobTimeout(f"job {payload.job} ran past its timeout of {timeout}s"))
+                else:
+                    self.requeue.append(rec)
+                return
+            except Exception as exc:
+                self._failed(rec, payload, exc)
+                return
+            self.processed += 1
+            self.acker.done(rec.field)
+            if self._debug:
+                joblog.debug(
+                    "done %s jid=%s in %.3fs", payload.job, payload.jid, time.perf_counter() - t0
+                )
+        finally:
+            self._finished(rec)
+
+    async def _through_middleware(
+        self, ctx: JobContext, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], i: int
+    ) -> Any:
+        chain = self.app.server_middleware
+        if i == len(chain):
+            return await fn(*args, **kwargs)
+
+        async def call_next() -> Any:
+            return await self._through_middleware(ctx, fn, args, kwargs, i + 1)
+
+        return await chain[i](ctx, call_next)
+
+    # -- outcomes --------------------------------------------------------------------
+
+    def _failed(self, rec: _Running, payload: Payload, exc: BaseException) -> None:
+        self.failed += 1
+        job = self.app.jobs.get(payload.job)
+        now = time.time()
+        d = decide(
+            exc=exc,
+            retry_count=payload.retry_count,
+            retry=payload.retry,
+            dead=payload.dead,
+            now=now,
+            rng=self._rng,
+            retry_in=job.retry_in if job else None,
+            discard_on=job.discard_on if job else (),
+            dead_on=job.dead_on if job else (),
+        )
+        failed = msgspec.structs.replace(
+            payload,
+            error_class=type(exc).__name__,
+            error_message=str(exc)[:1000],
+            error_backtrace=format_backtrace(exc),
+            failed_at=payload.failed_at or now,
+            retried_at=now if payload.retry_count else None,
+            enqueued_at=None,
+        )
+        if d.target == "retry":
+            failed = msgspec.structs.replace(failed, retry_count=payload.retry_count + 1, at=d.at)
+            joblog.warning(
+                "fail %s jid=%s: %s: %s; retry %d/%d in %.0fs",
+                payload.job,
+                payload.jid,
+                type(exc).__name__,
+                exc,
+                payload.retry_count + 1,
+                payload.retry,
+                d.at - now,
+            )
+            self.acker.move(rec.field, "retry", d.at, ENCODER.encode(failed))
+            return
+        if d.target == "discard":
+            joblog.warning(
+                "fail %s jid=%s: %s: %s; discarded (%s)",
+                payload.job, payload.jid, type(exc).__name__, exc, d.reason,
+            )
+            self.acker.move(rec.field, "drop", now, b"")
+        else:
+            joblog.error(
+                "dead %s jid=%s: %s: %s (%s)",
+                payload.job, payload.jid, type(exc).__name__, exc, d.reason,
+            )
+            self.acker.move(rec.field, "dead", now, ENCODER.encode(failed))
+        self._after_death(payload, exc, job)
+
+    def _after_death(self, payload: Payload, exc: BaseException, job: Any) -> None:
+        hooks = list(self.app.death_handlers)
+        if job is not None and job.on_exhausted is not None:
+            hooks.insert(0, job.on_exhausted)
+        if hooks:
+            asyncio.get_running_loop().create_task(self._run_hooks(hooks, payload, exc))
+
+    @staticmethod
+    async def _run_hooks(hooks: list[Any], payload: Payload, exc: BaseException) -> None:
+        ctx = JobContext(payload)
+        for hook in hooks:
+            try:
+                await hook(ctx, exc)
+            except Exception:
+                log.exception("death handler %r failed for jid=%s", hook, payload.jid)
+
+    def _dead(self, rec: _Running, payload: Payload, error_class: str, message: str) -> None:
+        self.failed += 1
+        log.error("dead jid=%s: %s: %s", payload.jid, error_class, message)
+        now = time.time()
+        dead = msgspec.structs.replace(
+            payload, error_class=error_class, error_message=message, failed_at=now
+        )
+        self.acker.move(rec.field, "dead", now, ENCODER.encode(dead))
+
+    def _dead_raw(self, rec: _Running, reason: str) -> None:
+        """A payload we cannot decode is kept, wrapped with the reason, in the dead set."""
+        self.failed += 1
+        log.error("dead payload %r...: %s", rec.raw[:80], reason)
+        now = time.time()
+        wrapped = Payload(
+            jid=rec.field.decode(errors="replace")[:64] if len(rec.field) <= 64 else "",
+            job="<undecodable>",
+            queue="",
+            args=msgspec.Raw(b"{}"),
+            created_at=now,
+            error_class="PayloadError",
+            error_message=reason[:1000],
+            failed_at=now,
+            meta={"raw": rec.raw.decode(errors="replace")},
+        )
+        self.acker.move(rec.field, "dead", now, ENCODER.encode(wrapped))
+
+    # -- timeouts and shutdown ---------------------------------------------------------
+
+    async def watchdog(self, interval: float = 0.05) -> None:
+        """Cancel jobs past their deadline. One task scanning a few times a second costs
+        less than a timer per job; it sleeps while no running job has a timeout."""
+        while True:
+            if self._timed <= 0:
+                self._timed_event.clear()
+                await self._timed_event.wait()
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for rec in list(self.running.values()):
+                if rec.deadline and rec.deadline <= now and rec.reason is None and rec.task:
+                    rec.reason = "timeout"
+                    rec.task.cancel()
+
+    async def cancel_all(self) -> None:
+        """Cancel every running job (shutdown timeout is up) and wait for them to end."""
+        tasks = []
+        for rec in list(self.running.values()):
+            if rec.task is not None and not rec.task.done():
+                rec.reason = "shutdown"
+                rec.task.cancel()
+                tasks.append(rec.task)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def describe_exception(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()

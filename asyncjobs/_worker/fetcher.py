@@ -1,0 +1,96 @@
+"""The fetcher: takes jobs for one capsule, as many as it has free slots, in one trip.
+
+The fetch script moves jobs from their queues into this process's in-flight hash in one
+atomic step (invariant 1). When every queue is empty the fetcher blocks in ``BRPOP`` on
+the queues' *wake lists*, which hold hints, never jobs: what ``BRPOP`` takes out of Redis
+is only a hint, so a crash there loses nothing, and an idle worker starts a new job
+within about one round trip of its enqueue.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import anyio
+import redis.exceptions as rexc
+
+from .._redis import Client, mask_url
+from .acker import Backoff
+
+if TYPE_CHECKING:
+    from .capsule import Capsule
+
+log = logging.getLogger("asyncjobs.fetcher")
+
+# BRPOP wakes at least this often even without a hint: a safety net for a hint lost to
+# a connection cut, and the bound on how stale a wake-list view can get.
+IDLE_POLL = 2.0
+
+
+class Fetcher:
+    def __init__(self, capsule: Capsule, client: Client, inflight_key: str) -> None:
+        self.capsule = capsule
+        self.client = client
+        keys = capsule.app.keys
+        names = capsule.order.names
+        self._inflight = inflight_key
+        self._queue_keys = [keys.queue(n) for n in names]
+        self._wake_keys = [keys.wake(n) for n in names]
+        self._script = capsule.app._scripts.fetch
+        self.fetches = 0
+        self.quiet = False
+        self._scope: anyio.CancelScope | None = None
+
+    def stop(self) -> None:
+        """Quiet: take no more jobs. A blocked ``BRPOP`` is abandoned."""
+        self.quiet = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def run(self) -> None:
+        capsule = self.capsule
+        backoff = Backoff()
+        down = False
+        with anyio.CancelScope() as self._scope:
+            while not self.quiet:
+                if capsule.free <= 0:
+                    await capsule.wait_free()
+                    continue
+                try:
+                    got = await self.fetch(capsule.free)
+                    if not got:
+                        await self._wait_for_hint()
+                except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+                    if not down:
+                        log.warning(
+                            "capsule %s: cannot reach Redis at %s (%s); backing off",
+                            capsule.name,
+                            mask_url(capsule.app.redis_url),
+                            exc,
+                        )
+                        down = True
+                    await anyio.sleep(backoff.next())
+                    continue
+                if down:
+                    log.warning("capsule %s: Redis is back; fetching again", capsule.name)
+                    down = False
+                    backoff.reset()
+
+    async def fetch(self, slots: int) -> int:
+        """Fetch up to ``slots`` jobs and start them; returns how many."""
+        order, counts = self.capsule.order.draw(slots)
+        qk, wk = self._queue_keys, self._wake_keys
+        keys = [self._inflight, *(qk[i] for i in order), *(wk[i] for i in order)]
+        # Shielded: once the script has moved jobs into the in-flight hash we must
+        # receive them, or they would sit there with no task until shutdown.
+        with anyio.CancelScope(shield=True):
+            raws = await self._script(self.client, keys, counts)
+        self.fetches += 1
+        if raws:
+            self.capsule.start(raws)
+        return len(raws)
+
+    async def _wait_for_hint(self) -> None:
+        order, _ = self.capsule.order.draw(0)
+        await self.client.brpop([self._wake_keys[i] for i in order], timeout=IDLE_POLL)  # type: ignore[arg-type]

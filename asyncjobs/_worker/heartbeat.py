@@ -1,0 +1,116 @@
+"""The heartbeat: the process record with a TTL, and remote commands (quiet, stop).
+
+One pipeline every ``interval`` seconds. While the record lives, no reaper touches this
+process's in-flight hash; when it expires (the process died), a reaper gives the jobs
+back (invariant 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import redis.exceptions as rexc
+
+from .._redis import Client, mask_url
+from .._version import __version__
+
+if TYPE_CHECKING:
+    from .._app import App
+
+log = logging.getLogger("asyncjobs.heartbeat")
+
+_ENC = msgspec.json.Encoder()
+
+
+def new_process_id() -> str:
+    """``host:pid:random``: unique, and tells a reaper on the same host which pid to check."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        app: App,
+        client: Client,
+        process_id: str,
+        *,
+        interval: float,
+        ttl: float,
+        info: Callable[[], dict[str, Any]],
+        on_command: Callable[[str], None],
+    ) -> None:
+        self.app = app
+        self.client = client
+        self.process_id = process_id
+        self.interval = interval
+        self.ttl = ttl
+        self._info = info
+        self._on_command = on_command
+        self.started_at = time.time()
+        self.processes = 1
+        self._down = False
+
+    async def beat(self) -> None:
+        """Write the record, read commands, count live processes. One round trip."""
+        k = self.app.keys
+        info = self._info()
+        record = {
+            "info": _ENC.encode(
+                {
+                    "hostname": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "started_at": self.started_at,
+                    "version": __version__,
+                    **info,
+                }
+            ),
+            "busy": info.get("busy", 0),
+            "beat": time.time(),
+            "quiet": int(bool(info.get("quiet"))),
+        }
+        key = k.process(self.process_id)
+        ctl = k.control(self.process_id)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.sadd(k.processes, self.process_id)
+            pipe.hset(key, mapping=record)
+            pipe.pexpire(key, int(self.ttl * 1000))
+            pipe.lpop(ctl, 10)
+            pipe.scard(k.processes)
+            res = await pipe.execute()
+        self.processes = int(res[4] or 1)
+        for cmd in res[3] or ():
+            self._on_command(cmd.decode() if isinstance(cmd, bytes) else str(cmd))
+
+    async def run(self) -> None:
+        import anyio
+
+        while True:
+            await anyio.sleep(self.interval)
+            try:
+                await self.beat()
+            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+                if not self._down:
+                    log.warning(
+                        "heartbeat: cannot reach Redis at %s (%s)",
+                        mask_url(self.app.redis_url),
+                        exc,
+                    )
+                    self._down = True
+                continue
+            if self._down:
+                log.warning("heartbeat: Redis is back")
+                self._down = False
+
+    async def clear(self) -> None:
+        """Remove this process's record at a clean exit."""
+        k = self.app.keys
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.srem(k.processes, self.process_id)
+            pipe.delete(k.process(self.process_id), k.control(self.process_id))
+            await pipe.execute()

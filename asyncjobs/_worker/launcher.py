@@ -1,0 +1,324 @@
+"""The launcher: wires a worker process together and runs its lifecycle.
+
+Every long-lived task (fetchers, acker, scheduler, heartbeat, reaper, watchdogs) is owned
+by one task group. Shutdown: quiet (stop fetching), wait up to ``timeout`` for running
+jobs, cancel the rest, write outstanding outcomes and put every job still in this
+process's in-flight hash back at the head of its queue (shielded), then leave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+import redis.exceptions as rexc
+
+from .._payload import DECODER
+from .._redis import Client
+from .acker import Acker, Backoff
+from .capsule import Capsule, CapsuleSpec
+from .fetcher import Fetcher
+from .heartbeat import Heartbeat, new_process_id
+from .reaper import Reaper
+from .scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from .._app import App
+
+log = logging.getLogger("asyncjobs.launcher")
+
+
+class Worker:
+    """One worker process's runtime: ``await worker.run()`` until stopped."""
+
+    def __init__(
+        self,
+        app: App,
+        capsules: Sequence[CapsuleSpec],
+        *,
+        timeout: float = 25.0,
+        heartbeat_interval: float = 5.0,
+        heartbeat_ttl: float = 30.0,
+        scheduler_poll: float = 5.0,
+        max_recoveries: int = 3,
+        handle_signals: bool = False,
+    ) -> None:
+        from .._errors import ConfigError
+
+        if not capsules:
+            raise ConfigError("a worker needs at least one capsule")
+        seen: dict[str, str] = {}
+        for spec in capsules:
+            for q, _ in spec.queues:
+                if q in seen:
+                    raise ConfigError(
+                        f"queue {q!r} is in capsules {seen[q]!r} and {spec.name!r}; "
+                        "a queue belongs to one capsule"
+                    )
+                seen[q] = spec.name
+        self.app = app
+        self.specs = list(capsules)
+        self.timeout = timeout
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_ttl = heartbeat_ttl
+        self.scheduler_poll = scheduler_poll
+        self.max_recoveries = max_recoveries
+        self.handle_signals = handle_signals
+        self.process_id = new_process_id()
+        self.capsules: list[Capsule] = []
+        self.fetchers: list[Fetcher] = []
+        self.acker: Acker | None = None
+        self.scheduler: Scheduler | None = None
+        self.reaper: Reaper | None = None
+        self.heartbeat: Heartbeat | None = None
+        self.quiet = False
+        self.requeued = 0
+        self._stop: anyio.Event | None = None
+        self._started: anyio.Event | None = None
+        self._hard_stop = False
+        self._stop_requested = False
+
+    # -- control -------------------------------------------------------------------
+
+    def stop(self, *, now: bool = False) -> None:
+        """Shut down gracefully (``now=True``: cancel running jobs at once)."""
+        self._stop_requested = True
+        if now:
+            self._hard_stop = True
+        if self._stop is not None:
+            self._stop.set()
+
+    def quiet_down(self) -> None:
+        """Stop fetching new jobs; running ones finish. ``SIGTSTP`` does this."""
+        if not self.quiet:
+            log.info("quiet: no new jobs will be fetched")
+        self.quiet = True
+        for f in self.fetchers:
+            f.stop()
+
+    async def wait_started(self) -> None:
+        """Wait until the worker is fetching."""
+        while self._started is None:
+            await anyio.sleep(0.005)
+        await self._started.wait()
+
+    async def wait_idle(self) -> None:
+        """Wait until no job is running and every outcome is written."""
+        for c in self.capsules:
+            await c.wait_idle()
+        if self.acker is not None:
+            await self.acker.wait_flushed()
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "process_id": self.process_id,
+            "quiet": self.quiet,
+            "busy": sum(len(c.running) for c in self.capsules),
+            "processed": sum(c.processed for c in self.capsules),
+            "failed": sum(c.failed for c in self.capsules),
+            "capsules": [c.statistics() for c in self.capsules],
+        }
+
+    def _on_command(self, cmd: str) -> None:
+        if cmd == "quiet":
+            self.quiet_down()
+        elif cmd == "stop":
+            self.stop()
+        else:
+            log.warning("ignoring unknown remote command %r", cmd)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until :meth:`stop` (or a signal, with ``handle_signals``) or cancellation."""
+        app = self.app
+        self._stop = anyio.Event()
+        self._started = anyio.Event()
+        if self._stop_requested:
+            self._stop.set()
+        client = await self._connect()
+        inflight = app.keys.inflight(self.process_id)
+        self.acker = acker = Acker(app, client, inflight)
+        self.capsules = [Capsule(app, spec, acker) for spec in self.specs]
+        self.fetchers = [Fetcher(c, client, inflight) for c in self.capsules]
+        self.scheduler = Scheduler(app, client, poll=self.scheduler_poll)
+        self.reaper = Reaper(
+            app,
+            client,
+            self.process_id,
+            interval=self.heartbeat_interval,
+            max_recoveries=self.max_recoveries,
+        )
+        self.heartbeat = hb = Heartbeat(
+            app,
+            client,
+            self.process_id,
+            interval=self.heartbeat_interval,
+            ttl=self.heartbeat_ttl,
+            info=self._info,
+            on_command=self._on_command,
+        )
+        for hook in app.on_startup:
+            await hook()
+        # Register before fetching anything, so a reaper can always find our jobs.
+        await self._retry_until_up(hb.beat)
+        try:
+            async with anyio.create_task_group() as tg:
+                if self.handle_signals:
+                    tg.start_soon(self._signals)
+                tg.start_soon(acker.run)
+                tg.start_soon(hb.run)
+                tg.start_soon(self.scheduler.run)
+                tg.start_soon(self.scheduler.listen)
+                tg.start_soon(self._reap_soon)
+                for c in self.capsules:
+                    tg.start_soon(c.watchdog)
+                fetch_group = anyio.create_task_group()
+                async with fetch_group:
+                    for f in self.fetchers:
+                        fetch_group.start_soon(f.run)
+                    log.info(
+                        "worker %s started: %s",
+                        self.process_id,
+                        ", ".join(
+                            f"{c.name}[{','.join(c.order.names)}]x{c.concurrency}"
+                            for c in self.capsules
+                        ),
+                    )
+                    self._started.set()
+                    await self._stop.wait()
+                    self.quiet_down()
+                await self._drain()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._cleanup()
+
+    async def _connect(self) -> Client:
+        return await self._retry_until_up(self.app.connect)
+
+    async def _retry_until_up(self, fn: Any) -> Any:
+        backoff = Backoff(cap=5.0)
+        warned = False
+        while True:
+            try:
+                return await fn()
+            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+                from .._errors import RedisUnavailable
+
+                if isinstance(exc, RedisUnavailable) and not warned:
+                    log.warning("%s; retrying", exc)
+                    warned = True
+                elif not warned:
+                    log.warning("cannot reach Redis (%s); retrying", exc)
+                    warned = True
+                await anyio.sleep(backoff.next())
+
+    async def _reap_soon(self) -> None:
+        assert self.reaper is not None
+        await self.reaper.run()
+
+    def _info(self) -> dict[str, Any]:
+        stats = self.statistics()
+        return {
+            "capsules": [
+                {"name": c["name"], "queues": c["queues"], "concurrency": c["concurrency"]}
+                for c in stats["capsules"]
+            ],
+            "concurrency": sum(c.concurrency for c in self.capsules),
+            "busy": stats["busy"],
+            "quiet": self.quiet,
+        }
+
+    async def _drain(self) -> None:
+        """Wait up to ``timeout`` for running jobs, then cancel what is left."""
+        busy = sum(len(c.running) for c in self.capsules)
+        if busy and not self._hard_stop:
+            log.info("waiting up to %.0fs for %d running jobs", self.timeout, busy)
+            with anyio.move_on_after(self.timeout):
+                for c in self.capsules:
+                    await c.wait_idle()
+        left = sum(len(c.running) for c in self.capsules)
+        if left:
+            log.warning("cancelling %d running jobs; they go back to their queues", left)
+            with anyio.CancelScope(shield=True):
+                for c in self.capsules:
+                    await c.cancel_all()
+
+    async def _cleanup(self) -> None:
+        """Write outcomes, requeue whatever is still in flight, remove our record."""
+        for c in self.capsules:
+            await c.cancel_all()
+        if self.acker is None or self.app._redis is None:
+            return
+        deadline = time.monotonic() + max(5.0, self.timeout)
+        while time.monotonic() < deadline:
+            try:
+                with anyio.fail_after(max(0.1, deadline - time.monotonic())):
+                    await self.acker.flush()
+                    self.requeued += await self._requeue_inflight()
+                    if self.heartbeat is not None:
+                        await self.heartbeat.clear()
+                break
+            except (rexc.ConnectionError, rexc.TimeoutError, OSError, TimeoutError) as exc:
+                log.warning("shutdown: cannot reach Redis (%s); retrying", exc)
+                await anyio.sleep(0.2)
+        else:
+            log.error(
+                "shutdown: Redis unreachable; jobs left in %s will be recovered by another "
+                "worker once this process's heartbeat expires",
+                self.app.keys.inflight(self.process_id),
+            )
+        for hook in self.app.on_shutdown:
+            try:
+                await hook()
+            except Exception:
+                log.exception("shutdown hook %r failed", hook)
+        log.info("worker %s stopped (%d jobs requeued)", self.process_id, self.requeued)
+
+    async def _requeue_inflight(self) -> int:
+        app = self.app
+        client = app._redis
+        assert client is not None
+        k = app.keys
+        inflight = k.inflight(self.process_id)
+        entries: dict[bytes, bytes] = await client.hgetall(inflight)  # type: ignore[misc]
+        if not entries:
+            return 0
+        keys: list[str] = [inflight]
+        pair: dict[str, int] = {}
+        args: list[Any] = []
+        for field, raw in entries.items():
+            try:
+                queue = DECODER.decode(raw).queue
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                queue = "default"
+            idx = pair.get(queue)
+            if idx is None:
+                idx = pair[queue] = len(pair) + 1
+                keys.extend((k.queue(queue), k.wake(queue)))
+            args.extend((field, idx))
+        return int(await app._scripts.requeue(client, keys, args))
+
+    async def _signals(self) -> None:
+        sigs = [signal.SIGTERM, signal.SIGINT]
+        if hasattr(signal, "SIGTSTP"):
+            sigs.append(signal.SIGTSTP)
+        with anyio.open_signal_receiver(*sigs) as received:
+            async for sig in received:
+                if sig == getattr(signal, "SIGTSTP", None):
+                    self.quiet_down()
+                elif sig == signal.SIGINT and self._stop_requested:
+                    log.warning("second SIGINT: stopping now; running jobs go back to their queues")
+                    self._hard_stop = True
+                    for c in self.capsules:
+                        asyncio.get_running_loop().create_task(c.cancel_all())
+                else:
+                    log.info("%s: shutting down", signal.Signals(sig).name)
+                    self.stop()

@@ -1,0 +1,151 @@
+"""The reaper: gives back the in-flight jobs of processes that died.
+
+A process is dead when its heartbeat record has expired, or, on this host, when its pid
+no longer runs. Its jobs go back to the head of their queues with one atomic script per
+process, which moves only fields still in the hash, so racing reapers move each job once.
+A job recovered ``max_recoveries`` times (it keeps killing its worker: a poison pill)
+goes to the dead set instead (invariant 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import redis.exceptions as rexc
+
+from .._payload import DECODER, ENCODER
+from .._redis import Client
+
+if TYPE_CHECKING:
+    from .._app import App
+
+log = logging.getLogger("asyncjobs.reaper")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def same_host_pid(process_id: str) -> int | None:
+    """The pid of ``process_id`` if it ran on this host, else None."""
+    parts = process_id.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname():
+        return None
+    try:
+        return int(parts[1])
+    except ValueError:
+        return None
+
+
+class Reaper:
+    def __init__(
+        self,
+        app: App,
+        client: Client,
+        process_id: str,
+        *,
+        interval: float,
+        max_recoveries: int = 3,
+    ) -> None:
+        self.app = app
+        self.client = client
+        self.process_id = process_id
+        self.interval = interval
+        self.max_recoveries = max_recoveries
+        self.recovered = 0
+        self.dead_lettered = 0
+        self._rng = random.Random()
+        self._script = app._scripts.reap
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.reap_once()
+            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+                log.debug("reaper: Redis unavailable: %s", exc)
+            await asyncio.sleep(self.interval * (0.5 + self._rng.random()))
+
+    async def reap_once(self) -> int:
+        """Reap every dead process once; returns the number of jobs moved."""
+        k = self.app.keys
+        members = await self.client.smembers(k.processes)  # type: ignore[misc]
+        ids = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+        ids = [i for i in ids if i != self.process_id]
+        if not ids:
+            return 0
+        async with self.client.pipeline(transaction=False) as pipe:
+            for pid_ in ids:
+                pipe.exists(k.process(pid_))
+            alive = await pipe.execute()
+        moved = 0
+        for proc, exists in zip(ids, alive, strict=True):
+            if exists:
+                pid = same_host_pid(proc)
+                if pid is None or pid_alive(pid) or pid == os.getpid():
+                    continue
+                # Same host, pid gone: no need to wait for the record to expire.
+                await self.client.delete(k.process(proc))
+            moved += await self.reap(proc)
+        return moved
+
+    async def reap(self, proc: str) -> int:
+        k = self.app.keys
+        inflight = k.inflight(proc)
+        entries: dict[bytes, bytes] = await self.client.hgetall(inflight)  # type: ignore[misc]
+        keys: list[str] = [inflight, k.process(proc), k.processes, k.dead]
+        pair: dict[str, int] = {}
+        args: list[Any] = [proc]
+        now = time.time()
+        dead = 0
+        for field, raw in entries.items():
+            try:
+                p = DECODER.decode(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                queue, data, target = "default", raw, "queue"
+            else:
+                n = p.recoveries + 1
+                queue = p.queue
+                if n >= self.max_recoveries:
+                    target = "dead"
+                    dead += 1
+                    data = ENCODER.encode(
+                        msgspec.structs.replace(
+                            p,
+                            recoveries=n,
+                            error_class="WorkerDied",
+                            error_message=(
+                                f"the worker running this job died {n} times "
+                                f"(max_recoveries={self.max_recoveries}): a poison pill?"
+                            ),
+                            failed_at=now,
+                        )
+                    )
+                else:
+                    target = "queue"
+                    data = ENCODER.encode(msgspec.structs.replace(p, recoveries=n))
+            idx = pair.get(queue)
+            if idx is None:
+                idx = pair[queue] = len(pair) + 1
+                keys.extend((k.queue(queue), k.wake(queue)))
+            args.extend((field, idx, data, target, repr(now)))
+        n = int(await self._script(self.client, keys, args))
+        if n > 0:
+            log.warning(
+                "recovered %d jobs of dead process %s (%d to the dead set)", n, proc, dead
+            )
+            self.recovered += n
+            self.dead_lettered += dead
+        return max(n, 0)
