@@ -1,0 +1,1 @@
+"""The asyncjobs benchmark suite: ``python -m benchmarks --help``."""

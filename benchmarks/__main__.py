@@ -1,0 +1,256 @@
+"""``python -m benchmarks``: asyncjobs against its peers and two floors, in one run.
+
+Examples::
+
+    python -m benchmarks                          # every system, every scenario
+    python -m benchmarks --quick                  # 2,000 jobs, 1 round: a smoke test
+    python -m benchmarks --systems asyncjobs,dramatiq,floor --scenarios drain
+    python -m benchmarks --json out.json --chart out.png
+
+Peers come from the ``bench`` extra (see ``benchmarks/README.md``); a peer that is not
+installed gets a row that says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import importlib.metadata
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report
+from benchmarks.adapters import SYSTEMS, load_adapter
+from benchmarks.runner import SCENARIOS, Runner, Settings, machine_facts
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+BASE_PACKAGES = ("redis", "hiredis", "msgspec", "uvloop", "anyio", "rich", "matplotlib")
+
+
+def parse_list(value: str, allowed: list[str] | tuple[str, ...], what: str) -> list[str]:
+    if value in ("all", ""):
+        return list(allowed)
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in items if v not in allowed]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown {what}: {', '.join(unknown)} (choose from {', '.join(allowed)})"
+        )
+    return [v for v in allowed if v in items] if what == "scenario" else items
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Benchmark asyncjobs against its peers on a private redis-server.",
+    )
+    parser.add_argument(
+        "--systems",
+        default="all",
+        help=f"comma-separated systems, or 'all' (default): {', '.join(SYSTEMS)}",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default="all",
+        help=f"comma-separated scenarios, or 'all' (default): {', '.join(SCENARIOS)}",
+    )
+    parser.add_argument("--jobs", type=int, default=None, help="jobs per run (default 20000)")
+    parser.add_argument(
+        "--concurrency", type=int, default=100, help="worker concurrency (default 100)"
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3)")
+    parser.add_argument(
+        "--latency-samples", type=int, default=None, help="pickup samples per round (200)"
+    )
+    parser.add_argument(
+        "--sched-samples", type=int, default=None, help="scheduled samples per round (100)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 2,000 jobs, 1 round, 50 pickup and 20 scheduled samples",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write results here")
+    parser.add_argument("--chart", type=Path, default=None, help="write a PNG/SVG chart here")
+    parser.add_argument(
+        "--no-files",
+        action="store_true",
+        help="write no JSON or chart unless --json/--chart are given",
+    )
+    parser.add_argument(
+        "--asyncjobs-launch",
+        choices=("auto", "cli", "inprocess"),
+        default="auto",
+        help="start the asyncjobs worker with its CLI, in-process (app.worker(...).run()),"
+        " or the CLI when it exists (default)",
+    )
+    parser.add_argument(
+        "--log-dir", type=Path, default=None, help="keep worker and redis-server logs here"
+    )
+    parser.add_argument("--list", action="store_true", help="list systems and exit")
+    return parser
+
+
+def versions(systems: list[str]) -> dict[str, str | None]:
+    names: list[str] = list(BASE_PACKAGES)
+    for system in systems:
+        with contextlib.suppress(Exception):
+            for pkg in load_adapter(system).packages:
+                if pkg not in names:
+                    names.append(pkg)
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+@contextlib.contextmanager
+def progress_display(total: int) -> Iterator[Callable[[str, bool], None]]:
+    """A rich progress bar on stderr (plain lines when rich is missing or not a tty)."""
+    try:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+    except ImportError:
+        Console = None  # type: ignore[assignment,misc]
+    done = 0
+    if Console is None or not Console(stderr=True).is_terminal:
+
+        def plain(msg: str, step_done: bool) -> None:
+            nonlocal done
+            done += step_done
+            print(f"[{done}/{total}] {msg}", file=sys.stderr, flush=True)
+
+        yield plain
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    ) as progress:
+        task = progress.add_task("starting", total=total)
+
+        def update(msg: str, step_done: bool) -> None:
+            progress.update(task, description=msg, advance=1 if step_done else 0)
+
+        yield update
+        progress.update(task, completed=total, description="done")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        for name in SYSTEMS:
+            try:
+                cls = load_adapter(name)
+                missing = cls.missing()
+                print(f"{name:14} {cls.label}" + (f"  [{missing}]" if missing else ""))
+            except Exception as exc:
+                print(f"{name:14} [{type(exc).__name__}: {exc}]")
+        return 0
+    try:
+        systems = parse_list(args.systems, list(SYSTEMS), "system")
+        scenarios = parse_list(args.scenarios, SCENARIOS, "scenario")
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
+    quick = args.quick
+    settings = Settings(
+        systems=systems,
+        scenarios=scenarios,
+        jobs=args.jobs or (2_000 if quick else 20_000),
+        concurrency=args.concurrency,
+        rounds=args.rounds or (1 if quick else 3),
+        latency_samples=args.latency_samples or (50 if quick else 200),
+        sched_samples=args.sched_samples or (20 if quick else 100),
+        stall_timeout=10.0 if quick else 20.0,
+        asyncjobs_launch=args.asyncjobs_launch,
+        log_dir=args.log_dir,
+    )
+    started = dt.datetime.now(dt.UTC)
+    t0 = time.monotonic()
+    # progress steps: one per scenario per system per round
+    total = settings.rounds * len(systems) * len(scenarios)
+    with Runner(settings) as runner, progress_display(total) as progress:
+        runner.progress = progress
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(runner.run())
+        else:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
+                loop_runner.run(runner.run())
+        redis_version = runner.redis_version
+    elapsed = time.monotonic() - t0
+
+    summary = report.summarize(runner.results)
+    facts = machine_facts(redis_version)
+    header = (
+        f"asyncjobs benchmark · {settings.jobs:,} jobs · concurrency {settings.concurrency} · "
+        f"{settings.rounds} round(s) · {facts['cpu_count']} CPU ({facts['cpu_model']}) · "
+        f"Python {sys.version.split()[0]} · redis-server {redis_version} · {elapsed:.0f}s"
+    )
+    report.print_report(summary, systems, runner.labels, runner.workers_desc, header)
+
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    json_path = args.json or (None if args.no_files else RESULTS_DIR / f"bench-{stamp}.json")
+    chart_path = args.chart or (None if args.no_files else RESULTS_DIR / f"bench-{stamp}.png")
+    payload: dict[str, Any] = {
+        "started": started.isoformat(),
+        "elapsed_s": elapsed,
+        "settings": {
+            "systems": systems,
+            "scenarios": scenarios,
+            "jobs": settings.jobs,
+            "concurrency": settings.concurrency,
+            "rounds": settings.rounds,
+            "latency_samples": settings.latency_samples,
+            "sched_samples": settings.sched_samples,
+            "sched_lead_s": settings.sched_lead,
+            "sched_gap_s": settings.sched_gap,
+            "quick": quick,
+            "asyncjobs_launch": settings.asyncjobs_launch,
+        },
+        "machine": facts,
+        "versions": versions(systems),
+        "systems": {
+            s: {"label": runner.labels.get(s, ""), "worker": runner.workers_desc.get(s, "")}
+            for s in systems
+        },
+        "summary": summary,
+        "targets": [
+            {"target": t, "measured": m, "met": ok} for t, m, ok in report.targets(summary)
+        ],
+        "results": {
+            system: {sc: [o.as_json() for o in outs] for sc, outs in per.items()}
+            for system, per in runner.results.items()
+        },
+    }
+    if json_path:
+        report.write_json(json_path, payload)
+        print(f"JSON: {json_path}")
+    if chart_path:
+        if report.write_chart(chart_path, summary, systems, header):
+            print(f"chart: {chart_path}")
+        else:
+            print("chart: skipped (matplotlib not installed)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The common interface of every benchmarked system.
+
+An adapter drives one system from the benchmark process (the client side: enqueueing)
+and says how to start that system's worker as a subprocess (the server side). The job
+side lives in ``benchmarks/jobs_<system>.py``: a no-op job whose body is
+``probe.hit()`` and a latency job whose body is ``probe.stamp(ts)``, so completion and
+latency are measured the same way for all.
+
+Contract of the client methods (all ``async``; a synchronous client just blocks, the
+benchmark process does nothing else meanwhile):
+
+* ``enqueue_seq(n)``: enqueue ``n`` no-op jobs one by one, each call waiting for the
+  previous one, through the system's normal API. The runner times the whole call.
+* ``enqueue_bulk(n)``: enqueue ``n`` no-op jobs with the system's batch API, or raise
+  :class:`NotSupported`.
+* ``prefill(n)``: put ``n`` no-op jobs in the queue for the drain (untimed); bulk where
+  the system has it, else one by one.
+* ``enqueue_stamp(due)``: enqueue one latency job. With ``due=None`` it runs now and its
+  argument is ``time.time()`` taken right before the enqueue call; with a due time
+  (epoch seconds) it is scheduled for then (or raises :class:`NotSupported`) and its
+  argument is the due time the system was actually asked for.
+* ``reset()``: called after the runner flushed Redis between scenarios, for systems
+  that keep state they need in Redis (a stream's consumer group).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+
+class NotSupported(Exception):
+    """The system cannot do what a scenario asks; the message says why."""
+
+
+@dataclass
+class Context:
+    """What an adapter knows about the run."""
+
+    redis_url: str
+    redis_host: str
+    redis_port: int
+    ctrl_url: str
+    concurrency: int
+    repo_root: Path
+    python: str = sys.executable
+    #: how to start the asyncjobs worker: "auto" (its CLI if present), "cli", "inprocess"
+    asyncjobs_launch: str = "auto"
+
+
+@dataclass
+class WorkerSpec:
+    """How to start a system's worker: one or more processes (each its own session)."""
+
+    commands: list[list[str]]
+    env: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+class Adapter:
+    """Base class; subclasses set the class attributes and override the methods."""
+
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    #: distributions whose versions go into the results
+    packages: ClassVar[tuple[str, ...]] = ()
+    #: modules that must import for the system to run
+    modules: ClassVar[tuple[str, ...]] = ()
+    #: scenario name -> reason, for what the system cannot do at all
+    unsupported: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    # -- availability ---------------------------------------------------------------
+
+    @classmethod
+    def missing(cls) -> str | None:
+        """A reason the system cannot run here, or ``None``."""
+        for mod in cls.modules:
+            try:
+                if importlib.util.find_spec(mod) is None:
+                    return f"not installed: {mod}"
+            except (ImportError, ValueError) as exc:
+                return f"not importable: {mod}: {exc}"
+        return None
+
+    # -- client side ----------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect the client (called once per round, before the scenarios)."""
+
+    async def close(self) -> None:
+        """Disconnect the client."""
+
+    async def reset(self) -> None:
+        """Re-create what the system needs in Redis after a flush."""
+
+    async def enqueue_seq(self, n: int) -> None:
+        raise NotSupported("no enqueue API driven here")
+
+    async def enqueue_bulk(self, n: int) -> None:
+        raise NotSupported("no bulk enqueue API")
+
+    async def prefill(self, n: int) -> None:
+        try:
+            await self.enqueue_bulk(n)
+        except NotSupported:
+            await self.enqueue_seq(n)
+
+    async def enqueue_stamp(self, due: float | None) -> None:
+        raise NotSupported("no latency job driven here")
+
+    # -- server side ----------------------------------------------------------------
+
+    def worker(self) -> WorkerSpec:
+        raise NotSupported("no worker")
+
+    def python_module(self, module: str, *args: str) -> list[str]:
+        """argv for ``python -m module args...`` with the benchmark's interpreter."""
+        return [self.ctx.python, "-m", module, *args]
+
+
+def load_module(name: str) -> object:
+    """Import ``name`` (used by adapters to import their job module lazily)."""
+    return importlib.import_module(name)
