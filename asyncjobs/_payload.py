@@ -34,7 +34,7 @@ class Payload(msgspec.Struct, omit_defaults=True, kw_only=True):
     created_at: float
     enqueued_at: float | None = None
     at: float | None = None
-    retry: int = 25
+    retry: int
     retry_count: int = 0
     timeout: float | None = None
     dead: bool = True

@@ -280,6 +280,7 @@ class Capsule:
         wrapped = Payload(
             jid=rec.field.decode(errors="replace")[:64] if len(rec.field) <= 64 else "",
             job="<undecodable>",
+            retry=0,
             queue="",
             args=msgspec.Raw(b"{}"),
             created_at=now,

@@ -1,0 +1,82 @@
+"""Shared fixtures: a private redis-server per session (free port, no persistence), a
+clean database per test, and an App bound to it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+
+import asyncjobs
+from asyncjobs._devserver import RedisProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisProcess]:
+    with RedisProcess() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisProcess) -> str:
+    import redis
+
+    r = redis.Redis.from_url(redis_server.url)
+    r.flushall()
+    r.close()
+    return redis_server.url
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def app(redis_url: str) -> AsyncIterator[asyncjobs.App]:
+    application = asyncjobs.App(redis_url)
+    yield application
+    await application.aclose()
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    timeout: float = 5.0,
+    interval: float = 0.01,
+) -> None:
+    """Poll ``condition`` until true; fail the test after ``timeout`` seconds."""
+    with anyio.fail_after(timeout):
+        while True:
+            result = condition()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await anyio.sleep(interval)
+
+
+def subprocess_env(redis_url: str, **extra: str) -> dict[str, str]:
+    """Environment for a worker subprocess: the test Redis, and tests/ importable."""
+    env = dict(os.environ)
+    env["ASYNCJOBS_REDIS_URL"] = redis_url
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+WORKER_CMD = [sys.executable, "-m", "asyncjobs"]

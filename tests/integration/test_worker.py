@@ -1,0 +1,235 @@
+"""The worker against a real Redis: running, typed arguments, failures, shutdown."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any
+
+import anyio
+import msgspec
+import redis.asyncio as aioredis
+
+import asyncjobs
+from tests.conftest import wait_for
+
+INFLIGHT_PREFIX = "{asyncjobs}:inflight:"
+
+
+@asynccontextmanager
+async def running(worker: asyncjobs.Worker) -> AsyncIterator[asyncjobs.Worker]:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        with anyio.fail_after(5):
+            await worker.wait_started()
+        try:
+            yield worker
+        finally:
+            worker.stop()
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Item(msgspec.Struct):
+    sku: str
+    qty: int
+
+
+@dataclasses.dataclass
+class Address:
+    city: str
+    zip: str
+
+
+async def test_typed_arguments_round_trip(app: asyncjobs.App) -> None:
+    got: list[tuple[Any, ...]] = []
+
+    @app.job
+    async def typed(
+        when: dt.datetime,
+        day: dt.date,
+        u: uuid.UUID,
+        amount: Decimal,
+        color: Color,
+        item: Item,
+        addr: Address,
+        items: list[Item],
+        by_day: dict[str, dt.date],
+        *,
+        note: str = "",
+    ) -> None:
+        got.append((when, day, u, amount, color, item, addr, items, by_day, note))
+
+    sent = (
+        dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+        dt.date(2026, 1, 2),
+        uuid.uuid4(),
+        Decimal("12.34"),
+        Color.BLUE,
+        Item("a", 2),
+        Address("Paris", "75001"),
+        [Item("b", 1)],
+        {"x": dt.date(2025, 5, 6)},
+    )
+    await typed.defer(*sent, note="hi")
+    async with running(app.worker()):
+        await wait_for(lambda: bool(got))
+    assert got == [(*sent, "hi")]
+    for value, t in zip(got[0], (dt.datetime, dt.date, uuid.UUID, Decimal, Color, Item, Address)):
+        assert type(value) is t
+
+
+async def test_context_and_counters(app: asyncjobs.App, redis: aioredis.Redis) -> None:
+    seen: list[asyncjobs.JobContext] = []
+
+    @app.job(queue="q1")
+    async def who() -> None:
+        ctx = asyncjobs.current_job()
+        ctx.logger.info("running")
+        seen.append(ctx)
+
+    jid = await who.defer()
+    async with running(app.worker(queues=["q1"])) as w:
+        await wait_for(lambda: bool(seen))
+        await w.wait_idle()
+    ctx = seen[0]
+    assert (ctx.jid, ctx.queue, ctx.retry_count, ctx.name) == (jid, "q1", 0, who.name)
+    assert ctx.enqueued_at is not None and ctx.enqueued_at.tzinfo is not None
+    assert await redis.get("{asyncjobs}:stat:processed") == b"1"
+    assert not await redis.keys(INFLIGHT_PREFIX + "*")
+
+
+async def test_failed_job_is_recorded_with_error(app: asyncjobs.App, redis: aioredis.Redis) -> None:
+    @app.job(retry=2)
+    async def boom(n: int) -> None:
+        raise ValueError(f"bad {n}")
+
+    jid = await boom.defer(7)
+    async with running(app.worker()) as w:
+        await wait_for(lambda: redis.zcard("{asyncjobs}:retry"))
+        await w.wait_idle()
+    [raw] = await redis.zrange("{asyncjobs}:retry", 0, -1)
+    p = json.loads(raw)
+    assert (p["jid"], p["error_class"], p["error_message"], p["retry_count"]) == (
+        jid,
+        "ValueError",
+        "bad 7",
+        1,
+    )
+    assert p["error_backtrace"][-1] == "ValueError: bad 7"
+    assert await redis.get("{asyncjobs}:stat:failed") == b"1"
+    assert not await redis.keys(INFLIGHT_PREFIX + "*")
+
+
+async def test_bad_payloads_go_dead_and_worker_keeps_running(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    ran: list[int] = []
+
+    @app.job
+    async def ok(n: int) -> None:
+        ran.append(n)
+
+    await redis.lpush("{asyncjobs}:queue:default", b"not json at all")
+    await redis.lpush(
+        "{asyncjobs}:queue:default",
+        json.dumps({"jid": "u1", "class": "nope.job", "queue": "default", "args": {}, "created_at": 1, "retry": 1}),
+    )
+    await redis.lpush(
+        "{asyncjobs}:queue:default",
+        json.dumps({"jid": "a1", "class": ok.name, "queue": "default", "args": {"n": "x"}, "created_at": 1, "retry": 1}),
+    )
+    await ok.defer(1)
+    async with running(app.worker()) as w:
+        await wait_for(lambda: redis.zcard("{asyncjobs}:dead"), timeout=5)
+        await wait_for(lambda: ran == [1])
+        await w.wait_idle()
+        await ok.defer(2)
+        await wait_for(lambda: ran == [1, 2])
+        await w.wait_idle()
+    dead = [json.loads(m) for m in await redis.zrange("{asyncjobs}:dead", 0, -1)]
+    reasons = {d["error_class"] for d in dead}
+    assert reasons == {"PayloadError", "UnknownJobError", "ArgumentError"}
+    raw_entry = next(d for d in dead if d["error_class"] == "PayloadError")
+    assert raw_entry["meta"]["raw"] == "not json at all"
+    assert not await redis.keys(INFLIGHT_PREFIX + "*")
+
+
+async def test_shutdown_timeout_requeues_running_jobs_at_head(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    started: list[int] = []
+
+    @app.job
+    async def slow(n: int) -> None:
+        started.append(n)
+        await anyio.sleep(30)
+
+    await slow.defer_many([(i,) for i in range(5)])
+    worker = app.worker(concurrency=3, timeout=0.2)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        await wait_for(lambda: len(started) == 3)
+        t0 = time.monotonic()
+        worker.stop()
+    assert time.monotonic() - t0 < 3
+    queue = [json.loads(x)["args"]["n"] for x in await redis.lrange("{asyncjobs}:queue:default", 0, -1)]
+    # the 3 interrupted jobs are back at the head (right end), the 2 waiting ones behind
+    assert sorted(queue) == [0, 1, 2, 3, 4]
+    assert sorted(queue[-3:]) == sorted(started)
+    assert not await redis.keys(INFLIGHT_PREFIX + "*")
+    assert await redis.scard("{asyncjobs}:processes") == 0
+
+
+async def test_scheduled_job_runs_when_due(app: asyncjobs.App) -> None:
+    ran: list[float] = []
+
+    @app.job
+    async def later() -> None:
+        ran.append(time.time())
+
+    async with running(app.worker()):
+        t0 = time.time()
+        await later.configure(delay=0.3).defer()
+        await wait_for(lambda: bool(ran))
+    assert ran[0] - t0 >= 0.3
+    assert ran[0] - t0 < 0.5
+
+
+async def test_timeout_is_a_failure(app: asyncjobs.App, redis: aioredis.Redis) -> None:
+    @app.job(timeout=0.1, retry=0)
+    async def hang() -> None:
+        await anyio.sleep(10)
+
+    await hang.defer()
+    async with running(app.worker()):
+        await wait_for(lambda: redis.zcard("{asyncjobs}:dead"))
+    [raw] = await redis.zrange("{asyncjobs}:dead", 0, -1)
+    assert json.loads(raw)["error_class"] == "JobTimeout"
+
+
+async def test_idle_worker_picks_up_within_milliseconds(app: asyncjobs.App) -> None:
+    started: list[float] = []
+
+    @app.job
+    async def ping(t: float) -> None:
+        started.append(time.perf_counter() - t)
+
+    async with running(app.worker()):
+        for i in range(20):
+            await ping.defer(time.perf_counter())
+            await wait_for(lambda: len(started) == i + 1, timeout=2)
+    started.sort()
+    # Generous bound: the figure itself is measured in benchmarks/, not asserted here;
+    # this only proves an idle worker is woken by the hint, not by its 2 s poll.
+    assert started[10] < 0.1
