@@ -261,12 +261,18 @@ class WorkerProcs:
             pss += p
         return rss / 1024, pss / 1024, len(pids)
 
-    def log_tail(self, lines: int = 15) -> str:
+    def log_tail(self, lines: int = 6) -> str:
+        """The last meaningful lines of the worker's log, on one line."""
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
+        kept = []
+        for line in text.splitlines():
+            line = line.strip(" │╭╮╰╯─\t")
+            if line and not line.startswith("Try '"):
+                kept.append(line)
+        return " | ".join(kept[-lines:])
 
     def stop(self, grace: float = 3.0) -> None:
         sids = self.sessions()
@@ -483,7 +489,7 @@ class Runner:
 
     def fail(self, worker: WorkerProcs, message: str) -> ScenarioError:
         tail = worker.log_tail()
-        return ScenarioError(f"{message}; worker log: {tail[-600:]}" if tail else message)
+        return ScenarioError(f"{message}; worker log: …{tail[-400:]}" if tail else message)
 
     # -- scenarios ----------------------------------------------------------------
 

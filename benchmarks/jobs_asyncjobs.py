@@ -1,0 +1,42 @@
+"""asyncjobs' job side: the app and two jobs (see benchmarks.probe)."""
+
+from __future__ import annotations
+
+import os
+
+import asyncjobs
+from benchmarks import probe
+
+app = asyncjobs.App(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+@app.job(retry=0)
+async def noop() -> None:
+    probe.hit()
+
+
+@app.job(retry=0)
+async def stamp(ts: float) -> None:
+    probe.stamp(ts)
+
+
+def run_inprocess() -> None:
+    """Run ``app.worker(queues=["default"], concurrency=N).run()`` (no CLI needed)."""
+    import asyncio
+
+    concurrency = int(os.environ.get("BENCH_CONCURRENCY", "100"))
+
+    async def main() -> None:
+        await app.worker(queues=["default"], concurrency=concurrency).run()
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
+
+
+if __name__ == "__main__":
+    run_inprocess()
