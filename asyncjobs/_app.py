@@ -222,31 +222,33 @@ class App:
         client = self._redis or await self.connect()
         push, schedule = self._scripts.push, self._scripts.schedule
         k = self.keys
+        calls: list[tuple[Any, ...]] = []
+        for queue, datas in now_by_queue.items():
+            # Chunks keep each script call's argument list modest.
+            for i in range(0, len(datas), 5000):
+                calls.append((push, 3, *self._keys_for(queue), queue, *datas[i : i + 5000]))
+        for queue, items in scheduled.items():
+            for i in range(0, len(items), 10000):
+                calls.append(
+                    (schedule, 3, k.schedule, k.queues, k.wake_scheduler, queue, *items[i : i + 10000])
+                )
         try:
-            async with client.pipeline(transaction=False) as pipe:
-                for queue, datas in now_by_queue.items():
-                    # Chunks keep each script call's argument list modest.
-                    for i in range(0, len(datas), 5000):
-                        pipe.evalsha(push.sha, 3, *self._keys_for(queue), queue, *datas[i : i + 5000])
-                for queue, items in scheduled.items():
-                    for i in range(0, len(items), 10000):
-                        pipe.evalsha(
-                            schedule.sha,
-                            3,
-                            k.schedule,
-                            k.queues,
-                            k.wake_scheduler,
-                            queue,
-                            *items[i : i + 10000],
-                        )
-                try:
-                    await pipe.execute()
-                except rexc.NoScriptError:
-                    # First use on this server: load the scripts, then send again. Pushes
-                    # are all or nothing here: a NOSCRIPT reply means none of them ran.
-                    await client.script_load(push.source)
-                    await client.script_load(schedule.source)
-                    await pipe.execute()
+            for _ in range(2):
+                async with client.pipeline(transaction=False) as pipe:
+                    for script, *args in calls:
+                        pipe.evalsha(script.sha, *args)
+                    results = await pipe.execute(raise_on_error=False)
+                # A NOSCRIPT reply (first use on this server, or after a restart) means
+                # that call pushed nothing: load the script and resend only those calls.
+                missing = [c for c, r in zip(calls, results, strict=True) if isinstance(r, rexc.NoScriptError)]
+                for r in results:
+                    if isinstance(r, Exception) and not isinstance(r, rexc.NoScriptError):
+                        raise r
+                if not missing:
+                    break
+                for script in {c[0] for c in missing}:
+                    await client.script_load(script.source)
+                calls = missing
         except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
             raise RedisUnavailable(
                 f"cannot reach Redis at {mask_url(self.redis_url)}: {exc}"
