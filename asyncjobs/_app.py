@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import anyio
 import redis.exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
 
 from ._errors import ConfigError, EnqueueError, RedisUnavailable
 from ._job import Job, JobContext, RetryIn
@@ -18,8 +19,8 @@ from ._payload import ENCODER, Payload
 from ._redis import Client, connect, mask_url, scripts
 
 if TYPE_CHECKING:
-    from ._worker.launcher import Worker
     from ._worker.capsule import CapsuleSpec
+    from ._worker.launcher import Worker
 
 __all__ = ["App"]
 
@@ -36,7 +37,9 @@ DeathHandler = Callable[[JobContext, BaseException], Awaitable[None]]
 
 def resolve_url(url: str | None) -> str:
     """The Redis URL: argument, else ``ASYNCJOBS_REDIS_URL``, else ``REDIS_URL``."""
-    return url or os.environ.get("ASYNCJOBS_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_URL
+    return (
+        url or os.environ.get("ASYNCJOBS_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_URL
+    )
 
 
 class App:
@@ -106,7 +109,7 @@ class App:
         on_exhausted: Callable[[JobContext, BaseException], Awaitable[None]] | None = ...,
     ) -> Callable[[Callable[P, Awaitable[R]]], Job[P, R]]: ...
 
-    def job(
+    def job(  # type: ignore[misc]
         self, fn: Callable[P, Awaitable[R]] | None = None, /, **options: Any
     ) -> Job[P, R] | Callable[[Callable[P, Awaitable[R]]], Job[P, R]]:
         """Register an ``async def`` function as a job, bare or with options."""
@@ -192,7 +195,9 @@ class App:
         client = self._redis or await self.connect()
         try:
             if payload.at is None:
-                await self._scripts.push(client, self._keys_for(payload.queue), (payload.queue, data))
+                await self._scripts.push(
+                    client, self._keys_for(payload.queue), (payload.queue, data)
+                )
             else:
                 k = self.keys
                 await self._scripts.schedule(
@@ -222,17 +227,24 @@ class App:
         client = self._redis or await self.connect()
         push, schedule = self._scripts.push, self._scripts.schedule
         k = self.keys
-        calls: list[tuple[Any, ...]] = []
-        for queue, datas in now_by_queue.items():
-            # Chunks keep each script call's argument list modest.
-            for i in range(0, len(datas), 5000):
-                calls.append((push, 3, *self._keys_for(queue), queue, *datas[i : i + 5000]))
-        for queue, items in scheduled.items():
-            for i in range(0, len(items), 10000):
-                calls.append(
-                    (schedule, 3, k.schedule, k.queues, k.wake_scheduler, queue, *items[i : i + 10000])
-                )
+        # Chunks keep each script call's argument list modest.
+        calls: list[tuple[Any, ...]] = [
+            (push, 3, *self._keys_for(queue), queue, *datas[i : i + 5000])
+            for queue, datas in now_by_queue.items()
+            for i in range(0, len(datas), 5000)
+        ]
+        calls.extend(
+            (schedule, 3, k.schedule, k.queues, k.wake_scheduler, queue, *items[i : i + 10000])
+            for queue, items in scheduled.items()
+            for i in range(0, len(items), 10000)
+        )
         try:
+            if isinstance(client, RedisCluster):
+                # redis-py's cluster pipeline refuses scripts; all our keys share one
+                # slot, so the calls go one by one (one per queue and chunk).
+                for script, _n, *args in calls:
+                    await script(client, args[:3], args[3:])
+                return [p.jid for p in payloads]
             for _ in range(2):
                 async with client.pipeline(transaction=False) as pipe:
                     for script, *args in calls:
@@ -240,7 +252,11 @@ class App:
                     results = await pipe.execute(raise_on_error=False)
                 # A NOSCRIPT reply (first use on this server, or after a restart) means
                 # that call pushed nothing: load the script and resend only those calls.
-                missing = [c for c, r in zip(calls, results, strict=True) if isinstance(r, rexc.NoScriptError)]
+                missing = [
+                    c
+                    for c, r in zip(calls, results, strict=True)
+                    if isinstance(r, rexc.NoScriptError)
+                ]
                 for r in results:
                     if isinstance(r, Exception) and not isinstance(r, rexc.NoScriptError):
                         raise r

@@ -348,9 +348,7 @@ class Job(Generic[P, R]):
         """Enqueue one run of this job; returns its jid after one round trip."""
         return await self.app._enqueue(self._build(self._opts, args, kwargs, time.time()))
 
-    async def defer_many(
-        self, items: Iterable[tuple[Any, ...] | Mapping[str, Any]]
-    ) -> list[str]:
+    async def defer_many(self, items: Iterable[tuple[Any, ...] | Mapping[str, Any]]) -> list[str]:
         """Enqueue many runs in one round trip (Sidekiq's ``push_bulk``).
 
         Each item is a tuple of positional arguments or a mapping of keyword arguments.
@@ -401,9 +399,7 @@ class Deferrer(Generic[P]):
         job = self._job
         return await job.app._enqueue(job._build(self._opts, args, kwargs, time.time()))
 
-    async def defer_many(
-        self, items: Iterable[tuple[Any, ...] | Mapping[str, Any]]
-    ) -> list[str]:
+    async def defer_many(self, items: Iterable[tuple[Any, ...] | Mapping[str, Any]]) -> list[str]:
         job = self._job
         now = time.time()
         if self._opts.jid is not None:

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from ._errors import ConfigError, RedisUnavailable
 
@@ -64,6 +66,11 @@ async def connect(url: str, *, cluster: bool | None = None) -> Client:
     opts: dict[str, Any] = {
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "health_check_interval": 0,
+        # One immediate retry on a broken connection (a pooled socket that died with a
+        # Redis restart), none on timeouts: redis-py's default of retrying timeouts ten
+        # times with backoff would turn an outage into a long hang, and the worker has
+        # its own backoff loops.
+        "retry": Retry(NoBackoff(), 1, supported_errors=(rexc.ConnectionError,)),
     }
     if cluster is None:
         probe = aioredis.Redis.from_url(url, **opts)
@@ -106,13 +113,11 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    async def __call__(
-        self, client: Client, keys: Sequence[str], args: Sequence[Any] = ()
-    ) -> Any:
+    async def __call__(self, client: Client, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
         try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
         except rexc.NoScriptError:
-            return await client.eval(self.source, len(keys), *keys, *args)  # type: ignore[misc]
+            return await client.eval(self.source, len(keys), *keys, *args)
 
 
 class Scripts:

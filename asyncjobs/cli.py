@@ -145,7 +145,9 @@ def worker(
 
         settings = msgspec.structs.replace(settings, **overrides)
         if settings.app is None:
-            raise ConfigError("no app given: asyncjobs worker MODULE:ATTRIBUTE (or app= in --config)")
+            raise ConfigError(
+                "no app given: asyncjobs worker MODULE:ATTRIBUTE (or app= in --config)"
+            )
         capsules_from(settings)  # validates queues before importing anything
         setup_logging(settings.log_level, settings.log_format)
         application = load_app(settings.app)

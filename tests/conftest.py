@@ -3,10 +3,13 @@ clean database per test, and an App bound to it."""
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -54,19 +57,28 @@ async def app(redis_url: str) -> AsyncIterator[asyncjobs.App]:
 
 
 async def wait_for(
-    condition: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    condition: Callable[[], Awaitable[object]] | Callable[[], object],
     timeout: float = 5.0,
     interval: float = 0.01,
 ) -> None:
-    """Poll ``condition`` until true; fail the test after ``timeout`` seconds."""
+    """Poll ``condition`` until truthy; fail the test after ``timeout`` seconds."""
     with anyio.fail_after(timeout):
         while True:
             result = condition()
-            if not isinstance(result, bool):
+            if inspect.isawaitable(result):
                 result = await result
             if result:
                 return
             await anyio.sleep(interval)
+
+
+def text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def loads(raw: Any) -> Any:
+    """``json.loads`` for a value read with redis-py (typed loosely there)."""
+    return json.loads(raw)
 
 
 def subprocess_env(redis_url: str, **extra: str) -> dict[str, str]:

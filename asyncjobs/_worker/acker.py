@@ -38,7 +38,7 @@ class Backoff:
         self._rng = random.Random()
 
     def next(self) -> float:
-        d = min(self.cap, self.base * 2**self._attempt)
+        d: float = min(self.cap, self.base * 2.0**self._attempt)
         self._attempt += 1
         return d * (0.5 + self._rng.random() / 2)
 

@@ -140,12 +140,19 @@ class Capsule:
                 return
             job = app.jobs.get(payload.job)
             if job is None:
-                self._dead(rec, payload, "UnknownJobError", f"no job named {payload.job!r} is registered in this worker")
+                self._dead(
+                    rec,
+                    payload,
+                    "UnknownJobError",
+                    f"no job named {payload.job!r} is registered in this worker",
+                )
                 return
             try:
                 args, kwargs = job.decode_call(payload.args)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                self._dead(rec, payload, "ArgumentError", f"arguments no longer fit {job.name}: {exc}")
+                self._dead(
+                    rec, payload, "ArgumentError", f"arguments no longer fit {job.name}: {exc}"
+                )
                 return
             rec.payload = payload
             timeout = payload.timeout or job.timeout
@@ -165,7 +172,11 @@ class Capsule:
                     await job.fn(*args, **kwargs)
             except asyncio.CancelledError:
                 if rec.reason == "timeout":
-                    self._failed(rec, payload, JobTimeout(f"job {payload.job} ran past its timeout of {timeout}s"))
+                    self._failed(
+                        rec,
+                        payload,
+                        JobTimeout(f"job {payload.job} ran past its timeout of {timeout}s"),
+                    )
                 else:
                     self.requeue.append(rec)
                 return
@@ -236,13 +247,21 @@ class Capsule:
         if d.target == "discard":
             joblog.warning(
                 "fail %s jid=%s: %s: %s; discarded (%s)",
-                payload.job, payload.jid, type(exc).__name__, exc, d.reason,
+                payload.job,
+                payload.jid,
+                type(exc).__name__,
+                exc,
+                d.reason,
             )
             self.acker.move(rec.field, "drop", now, b"")
         else:
             joblog.error(
                 "dead %s jid=%s: %s: %s (%s)",
-                payload.job, payload.jid, type(exc).__name__, exc, d.reason,
+                payload.job,
+                payload.jid,
+                type(exc).__name__,
+                exc,
+                d.reason,
             )
             self.acker.move(rec.field, "dead", now, ENCODER.encode(failed))
         self._after_death(payload, exc, job)

@@ -93,4 +93,4 @@ class Fetcher:
 
     async def _wait_for_hint(self) -> None:
         order, _ = self.capsule.order.draw(0)
-        await self.client.brpop([self._wake_keys[i] for i in order], timeout=IDLE_POLL)  # type: ignore[arg-type]
+        await self.client.brpop([self._wake_keys[i] for i in order], timeout=IDLE_POLL)

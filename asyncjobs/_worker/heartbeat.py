@@ -60,7 +60,7 @@ class Heartbeat:
         """Write the record, read commands, count live processes. One round trip."""
         k = self.app.keys
         info = self._info()
-        record = {
+        record: dict[str | bytes, Any] = {
             "info": _ENC.encode(
                 {
                     "hostname": socket.gethostname(),
@@ -78,7 +78,7 @@ class Heartbeat:
         ctl = k.control(self.process_id)
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.sadd(k.processes, self.process_id)
-            pipe.hset(key, mapping=record)
+            pipe.hset(key, mapping=record)  # type: ignore[arg-type]
             pipe.pexpire(key, int(self.ttl * 1000))
             pipe.lpop(ctl, 10)
             pipe.scard(k.processes)

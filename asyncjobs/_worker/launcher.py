@@ -201,7 +201,8 @@ class Worker:
                 await self._cleanup()
 
     async def _connect(self) -> Client:
-        return await self._retry_until_up(self.app.connect)
+        client: Client = await self._retry_until_up(self.app.connect)
+        return client
 
     async def _retry_until_up(self, fn: Any) -> Any:
         backoff = Backoff(cap=5.0)
@@ -288,7 +289,7 @@ class Worker:
         assert client is not None
         k = app.keys
         inflight = k.inflight(self.process_id)
-        entries: dict[bytes, bytes] = await client.hgetall(inflight)  # type: ignore[misc]
+        entries: dict[Any, Any] = await client.hgetall(inflight)
         if not entries:
             return 0
         keys: list[str] = [inflight]

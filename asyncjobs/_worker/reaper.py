@@ -81,7 +81,7 @@ class Reaper:
     async def reap_once(self) -> int:
         """Reap every dead process once; returns the number of jobs moved."""
         k = self.app.keys
-        members = await self.client.smembers(k.processes)  # type: ignore[misc]
+        members = await self.client.smembers(k.processes)
         ids = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
         ids = [i for i in ids if i != self.process_id]
         if not ids:
@@ -104,7 +104,7 @@ class Reaper:
     async def reap(self, proc: str) -> int:
         k = self.app.keys
         inflight = k.inflight(proc)
-        entries: dict[bytes, bytes] = await self.client.hgetall(inflight)  # type: ignore[misc]
+        entries: dict[Any, Any] = await self.client.hgetall(inflight)
         keys: list[str] = [inflight, k.process(proc), k.processes, k.dead]
         pair: dict[str, int] = {}
         args: list[Any] = [proc]
@@ -143,9 +143,7 @@ class Reaper:
             args.extend((field, idx, data, target, repr(now)))
         n = int(await self._script(self.client, keys, args))
         if n > 0:
-            log.warning(
-                "recovered %d jobs of dead process %s (%d to the dead set)", n, proc, dead
-            )
+            log.warning("recovered %d jobs of dead process %s (%d to the dead set)", n, proc, dead)
             self.recovered += n
             self.dead_lettered += dead
         return max(n, 0)

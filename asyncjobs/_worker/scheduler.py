@@ -65,7 +65,7 @@ class Scheduler:
         backoff = Backoff()
         while True:
             try:
-                got = await self.client.brpop([key], timeout=self.poll)  # type: ignore[list-item]
+                got = await self.client.brpop([key], timeout=self.poll)
             except (rexc.ConnectionError, rexc.TimeoutError, OSError):
                 await asyncio.sleep(backoff.next())
                 continue

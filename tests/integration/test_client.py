@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 import asyncjobs
+from tests.conftest import loads
 
 Q = "{asyncjobs}:queue:"
 
@@ -25,7 +26,7 @@ async def test_defer_returns_jid_and_stores_readable_payload(
     jid = await resize.defer(42, size="large")
     assert len(jid) == 24
     [raw] = await redis.lrange(Q + "default", 0, -1)
-    payload = json.loads(raw)
+    payload = loads(raw)
     assert payload["jid"] == jid
     assert payload["class"] == resize.name
     assert payload["queue"] == "default"
@@ -64,7 +65,9 @@ async def test_bad_arguments_raise_and_enqueue_nothing(
     assert await redis.dbsize() == 0
 
 
-async def test_nested_argument_error_names_the_path(app: asyncjobs.App, redis: aioredis.Redis) -> None:
+async def test_nested_argument_error_names_the_path(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
     @app.job
     async def tag(ids: list[int]) -> None: ...
 
@@ -97,12 +100,13 @@ async def test_configure_overrides(app: asyncjobs.App, redis: aioredis.Redis) ->
 
     await work.configure(queue="critical", retry=0).defer(1)
     [raw] = await redis.lrange(Q + "critical", 0, -1)
-    p = json.loads(raw)
+    p = loads(raw)
     assert (p["queue"], p["retry"], p["timeout"]) == ("critical", 0, 10.0)
     jid = await work.configure(delay=dt.timedelta(seconds=60)).defer(2)
-    [(member, score)] = await redis.zrange("{asyncjobs}:schedule", 0, -1, withscores=True)
-    assert json.loads(member)["jid"] == jid
-    assert score == pytest.approx(json.loads(member)["created_at"] + 60, abs=0.01)
+    entries: list[Any] = await redis.zrange("{asyncjobs}:schedule", 0, -1, withscores=True)
+    [(member, score)] = entries
+    assert loads(member)["jid"] == jid
+    assert score == pytest.approx(loads(member)["created_at"] + 60, abs=0.01)
     at = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     await work.configure(at=at).defer(3)
     assert await redis.zcard("{asyncjobs}:schedule") == 2
@@ -123,7 +127,9 @@ async def test_defer_many_is_one_round_trip(app: asyncjobs.App, redis: aioredis.
     assert len(set(jids)) == 1001
     assert await redis.llen(Q + "default") == 1001
     stats = await redis.info("commandstats")
-    calls = stats.get("cmdstat_evalsha", {}).get("calls", 0) + stats.get("cmdstat_eval", {}).get("calls", 0)
+    calls = stats.get("cmdstat_evalsha", {}).get("calls", 0) + stats.get("cmdstat_eval", {}).get(
+        "calls", 0
+    )
     assert calls == 1
     # one bad item enqueues nothing
     with pytest.raises(asyncjobs.ArgumentError):

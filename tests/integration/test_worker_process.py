@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 from collections import Counter
@@ -11,9 +10,8 @@ from collections.abc import Iterator
 import pytest
 import redis.asyncio as aioredis
 
-import asyncjobs
 from tests.apps import recorder
-from tests.conftest import WORKER_CMD, subprocess_env, wait_for
+from tests.conftest import WORKER_CMD, loads, subprocess_env, text, wait_for
 
 
 @pytest.fixture
@@ -58,9 +56,11 @@ async def test_weighted_queues_exactly_once(
     await enqueue(redis_url, "critical", range(0, 1000))
     await enqueue(redis_url, "default", range(1000, 2000))
     await enqueue(redis_url, "low", range(2000, 3000))
-    p = start_worker(spawn, redis_url, "-q", "critical,3", "-q", "default,2", "-q", "low,1", "-c", "10")
+    p = start_worker(
+        spawn, redis_url, "-q", "critical,3", "-q", "default,2", "-q", "low,1", "-c", "10"
+    )
     await wait_for(lambda: _ran_count(redis, 3000), timeout=30)
-    ran = [x.decode().split(":") for x in await redis.lrange("test:ran", 0, -1)]
+    ran = [text(x).split(":") for x in await redis.lrange("test:ran", 0, -1)]
     assert Counter(int(n) for n, _ in ran) == Counter(range(3000)), "each job exactly once"
     # While all three queues were non-empty (critical, weight 3, empties first after
     # about 2,000 jobs), shares follow the weights 3:2:1 within 5 points.
@@ -87,7 +87,7 @@ async def test_sigterm_with_running_jobs_exits_0_and_loses_nothing(
     assert p.wait(10) == 0
     out = p.stdout.read().decode() if p.stdout else ""
     assert "Traceback" not in out
-    queued = [json.loads(x)["args"]["n"] for x in await redis.lrange("{asyncjobs}:queue:default", 0, -1)]
+    queued = [loads(x)["args"]["n"] for x in await redis.lrange("{asyncjobs}:queue:default", 0, -1)]
     assert sorted(queued) == list(range(20)), "all 20 jobs are back in the queue"
     assert not await redis.keys("{asyncjobs}:inflight:*")
 
@@ -100,11 +100,11 @@ async def test_sigkill_mid_run_leaves_every_unfinished_job_in_redis(
     await wait_for(lambda: _ran_count(redis, 30), timeout=10)
     p.send_signal(signal.SIGKILL)
     p.wait(10)
-    done = {int(x.decode().split(":")[0]) for x in await redis.lrange("test:ran", 0, -1)}
-    queued = {json.loads(x)["args"]["n"] for x in await redis.lrange("{asyncjobs}:queue:default", 0, -1)}
+    done = {int(text(x).split(":")[0]) for x in await redis.lrange("test:ran", 0, -1)}
+    queued = {loads(x)["args"]["n"] for x in await redis.lrange("{asyncjobs}:queue:default", 0, -1)}
     inflight: set[int] = set()
     for key in await redis.keys("{asyncjobs}:inflight:*"):
-        inflight |= {json.loads(v)["args"]["n"] for v in (await redis.hgetall(key)).values()}
+        inflight |= {loads(v)["args"]["n"] for v in (await redis.hgetall(key)).values()}
     assert inflight, "the kill caught jobs in flight"
     assert done | queued | inflight == set(range(200)), "nothing lost"
     assert not (queued & inflight)
@@ -120,7 +120,10 @@ async def _started(redis: aioredis.Redis, n: int) -> bool:
         (["nosuch:app"], "cannot import module 'nosuch'"),
         (["tests.apps.recorder:nope"], "has no attribute 'nope'"),
         (["tests.apps.recorder:app", "-q", "critical,x"], "invalid queue weight"),
-        (["tests.apps.recorder:app", "-r", "redis://127.0.0.1:1/0"], "cannot reach Redis at redis://127.0.0.1:1/0"),
+        (
+            ["tests.apps.recorder:app", "-r", "redis://127.0.0.1:1/0"],
+            "cannot reach Redis at redis://127.0.0.1:1/0",
+        ),
         (["tests.apps.recorder:app", "-r", "http://x"], "invalid Redis URL"),
     ],
 )

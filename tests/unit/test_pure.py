@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,17 +68,33 @@ def test_backoff_matches_sidekiq() -> None:
 
 def test_decide() -> None:
     rng = random.Random(0)
-    kw = {"now": 100.0, "rng": rng, "dead": True}
-    assert decide(exc=ValueError(), retry_count=0, retry=1, **kw).target == "retry"  # type: ignore[arg-type]
-    assert decide(exc=ValueError(), retry_count=1, retry=1, **kw).target == "dead"  # type: ignore[arg-type]
-    assert decide(exc=ValueError(), retry_count=0, retry=0, now=1.0, rng=rng, dead=False).target == "discard"
-    assert decide(exc=Permanent(), retry_count=0, retry=5, **kw).target == "dead"  # type: ignore[arg-type]
-    d = decide(exc=ValueError(), retry_count=0, retry=5, retry_in=lambda c, e: 2, **kw)  # type: ignore[arg-type]
+    kw: dict[str, Any] = {"now": 100.0, "rng": rng, "dead": True}
+    assert decide(exc=ValueError(), retry_count=0, retry=1, **kw).target == "retry"
+    assert decide(exc=ValueError(), retry_count=1, retry=1, **kw).target == "dead"
+    assert (
+        decide(exc=ValueError(), retry_count=0, retry=0, now=1.0, rng=rng, dead=False).target
+        == "discard"
+    )
+    assert decide(exc=Permanent(), retry_count=0, retry=5, **kw).target == "dead"
+    d = decide(exc=ValueError(), retry_count=0, retry=5, retry_in=lambda c, e: 2, **kw)
     assert (d.target, d.at) == ("retry", 102.0)
-    assert decide(exc=ValueError(), retry_count=0, retry=5, retry_in=lambda c, e: "kill", **kw).target == "dead"  # type: ignore[arg-type]
-    assert decide(exc=ValueError(), retry_count=0, retry=5, retry_in=lambda c, e: "discard", **kw).target == "discard"  # type: ignore[arg-type]
-    assert decide(exc=KeyError(), retry_count=0, retry=5, discard_on=(KeyError,), **kw).target == "discard"  # type: ignore[arg-type]
-    assert decide(exc=KeyError(), retry_count=0, retry=5, dead_on=(KeyError,), **kw).target == "dead"  # type: ignore[arg-type]
+    assert (
+        decide(exc=ValueError(), retry_count=0, retry=5, retry_in=lambda c, e: "kill", **kw).target
+        == "dead"
+    )
+    assert (
+        decide(
+            exc=ValueError(), retry_count=0, retry=5, retry_in=lambda c, e: "discard", **kw
+        ).target
+        == "discard"
+    )
+    assert (
+        decide(exc=KeyError(), retry_count=0, retry=5, discard_on=(KeyError,), **kw).target
+        == "discard"
+    )
+    assert (
+        decide(exc=KeyError(), retry_count=0, retry=5, dead_on=(KeyError,), **kw).target == "dead"
+    )
 
 
 def test_scheduler_wait() -> None:
