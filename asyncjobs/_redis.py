@@ -125,7 +125,7 @@ class Scripts:
 
     def __init__(self) -> None:
         root = resources.files("asyncjobs._scripts")
-        for name in ("push", "schedule", "fetch", "ack", "requeue", "promote", "reap"):
+        for name in ("push", "schedule", "fetch", "ack", "requeue", "promote", "reap", "move"):
             source = (root / f"{name}.lua").read_text()
             setattr(self, name, Script(name, source))
 
@@ -136,6 +136,7 @@ class Scripts:
     requeue: Script
     promote: Script
     reap: Script
+    move: Script
 
 
 _SCRIPTS: Scripts | None = None

