@@ -184,6 +184,270 @@ def worker(
     _guard(lambda: run_async(main))
 
 
+# -- inspection (uses asyncjobs.api only) ---------------------------------------------
+
+AppOpt = Annotated[
+    str | None,
+    typer.Option("--app", "-a", envvar="ASYNCJOBS_APP", help="MODULE:ATTRIBUTE of your App."),
+]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option("--redis-url", "-r", help="Redis URL (else the app's, else the environment)."),
+]
+NsOpt = Annotated[str | None, typer.Option("--namespace", "-n", help="Key namespace.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Stable JSON output (docs/cli.md).")]
+
+
+def _admin_app(app_spec: str | None, redis_url: str | None, namespace: str | None) -> Any:
+    """The App to inspect: ``--app``/``ASYNCJOBS_APP``, else one built from the URL."""
+    from ._app import App
+    from ._keys import Keys
+    from ._redis import _check_url
+
+    application = load_app(app_spec) if app_spec else App(redis_url)
+    if redis_url:
+        _check_url(redis_url)
+        application.redis_url = redis_url
+    if namespace:
+        application.keys = Keys(namespace)
+    return application
+
+
+def _run_admin(
+    app_spec: str | None,
+    redis_url: str | None,
+    namespace: str | None,
+    fn: Callable[[Any], Any],
+) -> Any:
+    application = _guard(lambda: _admin_app(app_spec, redis_url, namespace))
+
+    async def run() -> Any:
+        try:
+            return await fn(application)
+        finally:
+            await application.aclose()
+
+    return _guard(lambda: run_async(run))
+
+
+def _print_json(data: Any) -> None:
+    import json
+
+    typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> None:
+    cells = [headers, *[[str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for r in cells:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if not rows:
+        typer.echo("(none)")
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command()
+def stats(
+    app_spec: AppOpt = None,
+    redis_url: UrlOpt = None,
+    namespace: NsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Processed and failed totals, set sizes, the last 7 days."""
+    from . import api
+
+    s = _run_admin(app_spec, redis_url, namespace, api.Stats.fetch)
+    if as_json:
+        import msgspec
+
+        _print_json(msgspec.structs.asdict(s))
+        return
+    names = ("processed", "failed", "enqueued", "scheduled", "retries", "dead", "processes", "busy")
+    for name in names:
+        typer.echo(f"{name:<10} {getattr(s, name)}")
+    typer.echo("")
+    _table(
+        ["day", "processed", "failed"],
+        [[d, v["processed"], v["failed"]] for d, v in s.history.items()],
+    )
+
+
+@app.command()
+def queues(
+    app_spec: AppOpt = None,
+    redis_url: UrlOpt = None,
+    namespace: NsOpt = None,
+    as_json: JsonOpt = False,
+    clear: Annotated[str | None, typer.Option("--clear", help="Delete every job in QUEUE.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm --clear.")] = False,
+) -> None:
+    """Queues with their size and latency (age of the oldest job, seconds)."""
+    from . import api
+
+    if clear is not None:
+        if not yes:
+            fail(f"--clear {clear} deletes every job waiting in it: add --yes to confirm")
+        name = clear
+        n = _run_admin(app_spec, redis_url, namespace, lambda a: api.clear_queue(a, name))
+        typer.echo(f"cleared queue {name}: {n} jobs deleted")
+        return
+    qs = _run_admin(app_spec, redis_url, namespace, api.queues)
+    if as_json:
+        _print_json([{"name": q.name, "size": q.size, "latency": q.latency} for q in qs])
+        return
+    _table(["queue", "size", "latency_s"], [[q.name, q.size, q.latency] for q in qs])
+
+
+def _set_command(command_name: str, cls_name: str, help_text: str) -> None:
+    def command(
+        app_spec: AppOpt = None,
+        redis_url: UrlOpt = None,
+        namespace: NsOpt = None,
+        as_json: JsonOpt = False,
+        limit: Annotated[int, typer.Option("--limit", help="Entries to show.")] = 50,
+        offset: Annotated[int, typer.Option("--offset", help="Entries to skip.")] = 0,
+        job: Annotated[str | None, typer.Option("--job", help="Only this job name.")] = None,
+        retry_all: Annotated[
+            bool, typer.Option("--retry-all", help="Enqueue every entry now.")
+        ] = False,
+        clear: Annotated[bool, typer.Option("--clear", help="Delete every entry.")] = False,
+        yes: Annotated[bool, typer.Option("--yes", help="Confirm --clear.")] = False,
+    ) -> None:
+        from . import api
+
+        cls = getattr(api, cls_name)
+        kind = cls.kind
+        if retry_all:
+            n = _run_admin(app_spec, redis_url, namespace, lambda a: cls(a).retry_all())
+            typer.echo(f"enqueued {n} jobs from the {kind} set")
+            return
+        if clear:
+            if not yes:
+                fail(f"--clear deletes every entry of the {kind} set: add --yes to confirm")
+            n = _run_admin(app_spec, redis_url, namespace, lambda a: cls(a).clear())
+            typer.echo(f"cleared the {kind} set: {n} entries deleted")
+            return
+        entries = _run_admin(
+            app_spec,
+            redis_url,
+            namespace,
+            lambda a: cls(a).entries(offset=offset, limit=limit, job=job),
+        )
+        if as_json:
+            _print_json([e.to_dict() for e in entries])
+            return
+        _table(
+            ["jid", "job", "queue", "died" if kind == "dead" else "due", "retries", "error"],
+            [
+                [
+                    e.jid,
+                    e.job,
+                    e.queue,
+                    _when(e.score),
+                    e.retry_count,
+                    f"{e.error_class}: {e.error_message}"[:60] if e.error_class else "",
+                ]
+                for e in entries
+            ],
+        )
+
+    command.__doc__ = help_text
+    app.command(name=command_name)(command)
+
+
+_set_command("scheduled", "ScheduledSet", "Jobs waiting for their time (delay=, at=).")
+_set_command("retries", "RetrySet", "Failed jobs waiting for their next attempt.")
+_set_command("dead", "DeadSet", "Jobs out of retries, killed, or undecodable.")
+
+
+def _jid_command(name: str, help_text: str) -> None:
+    def command(
+        jid: Annotated[str, typer.Argument(help="The job's jid.")],
+        app_spec: AppOpt = None,
+        redis_url: UrlOpt = None,
+        namespace: NsOpt = None,
+    ) -> None:
+        from . import api
+
+        async def act(a: Any) -> str:
+            s, rec = await api.find_job(a, jid)
+            await getattr(s, name)(jid)
+            return f"{rec.job} {jid}: {name} done (was in the {s.kind} set)"
+
+        typer.echo(_run_admin(app_spec, redis_url, namespace, act))
+
+    command.__doc__ = help_text
+    app.command(name=name)(command)
+
+
+_jid_command("retry", "Enqueue a scheduled, retry or dead job now.")
+_jid_command("delete", "Delete a job from the scheduled, retry or dead set.")
+_jid_command("kill", "Move a scheduled or retry job to the dead set.")
+
+
+@app.command()
+def processes(
+    app_spec: AppOpt = None,
+    redis_url: UrlOpt = None,
+    namespace: NsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Live worker processes (from their heartbeats)."""
+    from . import api
+
+    procs = _run_admin(app_spec, redis_url, namespace, lambda a: api.ProcessSet(a).list())
+    if as_json:
+        import msgspec
+
+        _print_json([msgspec.structs.asdict(p) for p in procs])
+        return
+    _table(
+        ["process", "busy", "concurrency", "quiet", "started", "version"],
+        [
+            [p.id, p.busy, p.concurrency, "yes" if p.quiet else "", _when(p.started_at), p.version]
+            for p in procs
+        ],
+    )
+
+
+def _control_command(command_name: str, help_text: str) -> None:
+    def command(
+        process_id: Annotated[
+            list[str] | None, typer.Argument(metavar="[PROCESS_ID]...", help="Process ids.")
+        ] = None,
+        all_: Annotated[bool, typer.Option("--all", help="Every live process.")] = False,
+        app_spec: AppOpt = None,
+        redis_url: UrlOpt = None,
+        namespace: NsOpt = None,
+    ) -> None:
+        from . import api
+
+        if not process_id and not all_:
+            fail(f"give PROCESS_ID (see asyncjobs processes) or --all to {command_name}")
+
+        async def act(a: Any) -> int:
+            ps = api.ProcessSet(a)
+            ids = [p.id for p in await ps.list()] if all_ else list(process_id or [])
+            return await ps.send(command_name, ids)
+
+        n = _run_admin(app_spec, redis_url, namespace, act)
+        typer.echo(f"{command_name} sent to {n} processes (acted on at their next heartbeat)")
+
+    command.__doc__ = help_text
+    app.command(name=command_name)(command)
+
+
+_control_command("quiet", "Tell worker processes to stop fetching new jobs.")
+_control_command("stop", "Tell worker processes to shut down gracefully.")
+
+
 @app.command()
 def version() -> None:
     """Print the asyncjobs version."""
@@ -193,5 +457,20 @@ def version() -> None:
 
 
 def main() -> None:
-    """Entry point of the ``asyncjobs`` script."""
-    app()
+    """Entry point of the ``asyncjobs`` script: usage errors are one line, exit 2."""
+    try:  # typer >= 0.20 vendors click
+        from typer._click import exceptions as cx
+    except ImportError:  # pragma: no cover - older typer
+        from click import exceptions as cx  # type: ignore[no-redef]
+
+    try:
+        rv = app(standalone_mode=False)
+    except cx.NoArgsIsHelpError:
+        sys.exit(0)
+    except cx.UsageError as exc:
+        cmd = exc.ctx.command_path if exc.ctx is not None else "asyncjobs"
+        typer.echo(f"{cmd}: error: {exc.format_message()} (see {cmd} --help)", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)

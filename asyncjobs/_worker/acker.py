@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis.exceptions as rexc
@@ -62,7 +63,10 @@ class Acker:
         self._idle.set()
         self._script = app._scripts.ack
         self.batches = 0
-        self.on_retry_scheduled: list[Any] = []
+        # Told the due time of retries this process scheduled, so its scheduler wakes
+        # for them (a retry_in of 0.05 s must not wait for the poll interval).
+        self.on_retry: Callable[[float], None] | None = None
+        self._soonest_retry: float | None = None
 
     # Hot path: called by every finishing job. Appending to a list and setting an event
     # once per batch is the cheapest hand-off measured.
@@ -75,6 +79,8 @@ class Acker:
     def move(self, field: bytes, target: str, score: float, payload: bytes) -> None:
         """Record a failed job: ``target`` is ``retry``, ``dead`` or ``drop``."""
         self._moves.extend((field, target, repr(score), payload))
+        if target == "retry" and (self._soonest_retry is None or score < self._soonest_retry):
+            self._soonest_retry = score
         if not self._pending.is_set():
             self._pending.set()
             self._idle.clear()
@@ -117,6 +123,9 @@ class Acker:
                 await asyncio.sleep(backoff.next())
                 continue
             self.batches += 1
+            if self._soonest_retry is not None and self.on_retry is not None:
+                soonest, self._soonest_retry = self._soonest_retry, None
+                self.on_retry(soonest)
             if warned:
                 log.warning("Redis is back; acknowledgements written")
                 warned = False

@@ -148,6 +148,7 @@ class Worker:
         self.capsules = [Capsule(app, spec, acker) for spec in self.specs]
         self.fetchers = [Fetcher(c, client, inflight) for c in self.capsules]
         self.scheduler = Scheduler(app, client, poll=self.scheduler_poll)
+        acker.on_retry = self.scheduler.notify
         self.reaper = Reaper(
             app,
             client,

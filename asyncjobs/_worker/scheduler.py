@@ -74,6 +74,8 @@ class Scheduler:
     async def run(self) -> None:
         backoff = Backoff()
         while True:
+            # Cleared before reading, so a notify() during the read is not lost.
+            self._wake.clear()
             try:
                 earliest = await self.promote_due()
             except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
@@ -82,7 +84,6 @@ class Scheduler:
                 continue
             backoff.reset()
             wait = next_wait(time.time(), earliest, self.poll, self.processes, self._rng)
-            self._wake.clear()
             if wait > 0:
                 try:
                     await asyncio.wait_for(self._wake.wait(), wait)

@@ -20,6 +20,10 @@ def test_demo_runs_example_jobs_on_a_private_server() -> None:
     assert "started a private redis-server" in out
     assert "refused at defer, nothing enqueued" in out
     assert "OK" in out.splitlines()[-1]
-    for line in ("charged order 1001", "welcome email sent to grace@example.com",
-                 "delivered on retry 1", "report for"):
+    for line in (
+        "charged order 1001",
+        "welcome email sent to grace@example.com",
+        "delivered on retry 1",
+        "report for",
+    ):
         assert line in err, line
