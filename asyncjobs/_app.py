@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
@@ -293,3 +294,38 @@ class App:
                 CapsuleSpec(name="default", queues=specs, concurrency=concurrency, strict=strict)
             ]
         return Worker(self, capsules, timeout=timeout, **options)
+
+    @contextlib.asynccontextmanager
+    async def run_worker(
+        self,
+        queues: Sequence[str | tuple[str, int]] = ("default",),
+        *,
+        concurrency: int = 10,
+        strict: bool = False,
+        capsules: Sequence[CapsuleSpec] | None = None,
+        timeout: float = 25.0,
+        **options: Any,
+    ) -> AsyncIterator[Worker]:
+        """Embedded mode: run a worker inside this event loop (a web app's, say) for the
+        duration of the block, with the same shutdown guarantees as ``asyncjobs worker``.
+
+        ```python
+        async with app.run_worker(queues=["default"], concurrency=5):
+            ...  # serve requests; jobs run in this process
+        ```
+        """
+        worker = self.worker(
+            queues,
+            concurrency=concurrency,
+            strict=strict,
+            capsules=capsules,
+            timeout=timeout,
+            **options,
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await worker.wait_started()
+            try:
+                yield worker
+            finally:
+                worker.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -92,3 +93,20 @@ def subprocess_env(redis_url: str, **extra: str) -> dict[str, str]:
 
 
 WORKER_CMD = [sys.executable, "-m", "asyncjobs"]
+
+
+async def cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run ``asyncjobs ARGS`` against the test Redis (env), without raising on failure."""
+    return await anyio.run_process([*WORKER_CMD, *args], env=subprocess_env(redis_url), check=False)
+
+
+def spawn_worker(
+    redis_url: str, *args: str, app: str = "tests.apps.recorder:app"
+) -> subprocess.Popen[bytes]:
+    """Start ``asyncjobs worker APP ARGS`` against the test Redis, output discarded."""
+    return subprocess.Popen(
+        [*WORKER_CMD, "worker", app, *args],
+        env=subprocess_env(redis_url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

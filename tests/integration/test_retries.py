@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,7 +11,7 @@ import redis.asyncio as aioredis
 
 import asyncjobs
 from asyncjobs import api
-from tests.conftest import WORKER_CMD, loads, subprocess_env, text, wait_for
+from tests.conftest import cli, loads, spawn_worker, text, wait_for
 
 
 @asynccontextmanager
@@ -74,24 +73,14 @@ async def test_retry_1_runs_twice_then_dead_then_cli_retry_runs_it(
         await wait_for(lambda: bool(deaths))
         assert runs == [5, 5]
         assert deaths == [(jid, "KeyError")]
-        r = subprocess.run(
-            [*WORKER_CMD, "dead", "--json", "-r", redis_url],
-            capture_output=True,
-            timeout=30,
-            env=subprocess_env(redis_url),
-        )
+        r = await cli(redis_url, "dead", "--json")
         assert r.returncode == 0, r.stderr
         [entry] = loads(r.stdout)
         assert entry["jid"] == jid
         assert entry["error_class"] == "KeyError"
         assert entry["error_message"] == "'missing 5'"
         assert entry["args"] == {"n": 5}
-        r = subprocess.run(
-            [*WORKER_CMD, "retry", jid, "-r", redis_url],
-            capture_output=True,
-            timeout=30,
-            env=subprocess_env(redis_url),
-        )
+        r = await cli(redis_url, "retry", jid)
         assert r.returncode == 0, r.stderr
         assert "was in the dead set" in text(r.stdout)
         await wait_for(lambda: len(runs) == 3)
@@ -182,15 +171,7 @@ async def test_two_processes_promote_1000_scheduled_jobs_exactly_once(
         await recorder.record.configure(delay=1.0).defer_many([(n,) for n in range(1000)])
     finally:
         await recorder.app.aclose()
-    procs = [
-        subprocess.Popen(
-            [*WORKER_CMD, "worker", "tests.apps.recorder:app", "-c", "20"],
-            env=subprocess_env(redis_url),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(2)
-    ]
+    procs = [spawn_worker(redis_url, "-c", "20") for _ in range(2)]
     try:
         await wait_for(lambda: _ran(redis, 1000), timeout=30)
         await anyio.sleep(0.5)

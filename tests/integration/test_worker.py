@@ -253,3 +253,20 @@ async def test_idle_worker_picks_up_within_milliseconds(app: asyncjobs.App) -> N
     # Generous bound: the figure itself is measured in benchmarks/, not asserted here;
     # this only proves an idle worker is woken by the hint, not by its 2 s poll.
     assert started[10] < 0.1
+
+
+async def test_embedded_worker_runs_jobs_in_this_loop(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    ran: list[int] = []
+
+    @app.job
+    async def work(n: int) -> None:
+        ran.append(n)
+
+    async with app.run_worker(concurrency=2) as worker:
+        await work.defer_many([(i,) for i in range(10)])
+        await wait_for(lambda: len(ran) == 10)
+        assert worker.statistics()["processed"] == 10
+    assert sorted(ran) == list(range(10))
+    assert await redis.scard("{asyncjobs}:processes") == 0
