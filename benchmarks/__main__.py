@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
-from benchmarks.adapters import SYSTEMS, load_adapter
+from benchmarks.adapters import DEFAULT_SYSTEMS, SYSTEMS, load_adapter
 from benchmarks.runner import SCENARIOS, Runner, Settings, machine_facts
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -35,6 +35,8 @@ BASE_PACKAGES = ("redis", "hiredis", "msgspec", "uvloop", "anyio", "rich", "matp
 def parse_list(value: str, allowed: list[str] | tuple[str, ...], what: str) -> list[str]:
     if value in ("all", ""):
         return list(allowed)
+    if value == "default" and what == "system":
+        return list(DEFAULT_SYSTEMS)
     items = [v.strip() for v in value.split(",") if v.strip()]
     unknown = [v for v in items if v not in allowed]
     if unknown:
@@ -51,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--systems",
-        default="all",
-        help=f"comma-separated systems, or 'all' (default): {', '.join(SYSTEMS)}",
+        default="default",
+        help=f"comma-separated systems; 'default' (all but rq-simple) or 'all': "
+        f"{', '.join(SYSTEMS)}",
     )
     parser.add_argument(
         "--scenarios",
@@ -69,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--sched-samples", type=int, default=None, help="scheduled samples per round (100)"
+    )
+    parser.add_argument(
+        "--drain-budget",
+        type=float,
+        default=None,
+        help="seconds a drain may run before its rate is taken from the jobs done so far"
+        " (default 60; --quick 8)",
     )
     parser.add_argument(
         "--quick",
@@ -179,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         latency_samples=args.latency_samples or (50 if quick else 200),
         sched_samples=args.sched_samples or (20 if quick else 100),
         stall_timeout=10.0 if quick else 20.0,
+        drain_budget=args.drain_budget or (8.0 if quick else 60.0),
         asyncjobs_launch=args.asyncjobs_launch,
         log_dir=args.log_dir,
     )
@@ -205,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{settings.rounds} round(s) · {facts['cpu_count']} CPU ({facts['cpu_model']}) · "
         f"Python {sys.version.split()[0]} · redis-server {redis_version} · {elapsed:.0f}s"
     )
-    report.print_report(summary, systems, runner.labels, runner.workers_desc, header)
+    remarks = report.remarks_for(runner.results, settings.jobs)
+    report.print_report(summary, systems, runner.labels, runner.workers_desc, header, remarks)
 
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     json_path = args.json or (None if args.no_files else RESULTS_DIR / f"bench-{stamp}.json")
@@ -224,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             "sched_lead_s": settings.sched_lead,
             "sched_gap_s": settings.sched_gap,
             "quick": quick,
+            "drain_budget_s": settings.drain_budget,
             "asyncjobs_launch": settings.asyncjobs_launch,
         },
         "machine": facts,

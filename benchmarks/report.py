@@ -109,14 +109,16 @@ def fmt_value(value: float) -> str:
 
 
 def fmt_ratio(value: float, ref: float) -> str:
-    if ref == 0 or math.isnan(value) or math.isnan(ref):
+    if ref <= 0 or value < 0 or math.isnan(value) or math.isnan(ref):
         return "—"
     r = value / ref
-    if abs(r) >= 100:
+    if r >= 100:
         return f"{r:,.0f}×"
-    if abs(r) >= 10:
+    if r >= 10:
         return f"{r:.1f}×"
-    return f"{r:.2f}×"
+    if r >= 0.01 or r == 0:
+        return f"{r:.2f}×"
+    return f"{r:.2g}×"
 
 
 class Notes:
@@ -152,6 +154,8 @@ def build_rows(
                 value = row.get(key, "not run")
                 if isinstance(value, str):
                     parts.append(notes.ref(value))
+                elif ratios and key == "sched_min":
+                    parts.append("—")  # a signed offset: no meaningful ratio
                 elif ratios:
                     ref_value = ref.get(key)
                     parts.append(
@@ -258,8 +262,11 @@ def print_report(
     labels: dict[str, str],
     workers: dict[str, str],
     header: str,
+    remarks: list[str] | None = None,
 ) -> None:
     notes = Notes()
+    for remark in remarks or []:
+        notes.items.append(remark)
     absolute = build_rows(summary, systems, False, notes)
     ratios = build_rows(summary, systems, True, notes)
     goals = targets(summary)
@@ -334,6 +341,20 @@ def _print_plain(
         print(f"  {line}")
 
 
+def remarks_for(results: dict[str, dict[str, list[Outcome]]], jobs: int) -> list[str]:
+    """Notes on measurements that deserve one (drains cut short by the time budget)."""
+    out = []
+    for system, per in results.items():
+        partial = [o for o in per.get("drain", []) if o.metrics.get("partial")]
+        if partial:
+            done = ", ".join(f"{int(o.metrics['jobs']):,}" for o in partial)
+            out.append(
+                f"{system}: drain stopped at the time budget after {done} of {jobs:,} jobs;"
+                " its rate is that of the jobs it ran"
+            )
+    return out
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1, default=str))
@@ -384,7 +405,7 @@ def write_chart(
     for ax in flat[len(metrics) :]:
         ax.axis("off")
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

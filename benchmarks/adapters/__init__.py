@@ -23,7 +23,11 @@ SYSTEMS: dict[str, str] = {
     "streaq": "benchmarks.adapters.streaq:StreaqAdapter",
     "celery": "benchmarks.adapters.celery:CeleryAdapter",
     "rq": "benchmarks.adapters.rq:RqAdapter",
+    "rq-simple": "benchmarks.adapters.rq:RqSimpleAdapter",
 }
+
+#: what ``--systems default`` (the default) runs: the issue's table
+DEFAULT_SYSTEMS: tuple[str, ...] = tuple(s for s in SYSTEMS if s != "rq-simple")
 
 #: systems that are not job runners (references, not peers)
 FLOORS = frozenset({"redis-py", "floor"})

@@ -1,0 +1,60 @@
+"""arq.
+
+* client: ``pool = await create_pool(RedisSettings)``, then
+  ``await pool.enqueue_job("noop")`` per job (a ``WATCH``/``MULTI`` transaction each);
+  a delayed job is ``enqueue_job("stamp", due, _defer_until=datetime)``. arq has no
+  batch enqueue.
+* worker: ``arq benchmarks.jobs_arq.WorkerSettings --custom-log-dict
+  benchmarks.jobs_arq.LOG_CONFIG`` with ``max_jobs=100`` (the concurrency),
+  ``poll_delay=0.01`` (arq polls its queue; 0.5 s by default) and per-job log lines off;
+  results kept as by default (``keep_result`` 3600 s). One process (arq has no
+  multi-process mode).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from benchmarks.adapters.base import Adapter, WorkerSpec
+
+
+class ArqAdapter(Adapter):
+    name = "arq"
+    label = "arq (poll 10 ms)"
+    packages = ("arq",)
+    modules = ("arq",)
+
+    async def open(self) -> None:
+        from arq import create_pool
+
+        from benchmarks import jobs_arq
+
+        self.pool: Any = await create_pool(jobs_arq.REDIS)
+
+    async def close(self) -> None:
+        await self.pool.aclose()
+
+    async def enqueue_seq(self, n: int) -> None:
+        enqueue = self.pool.enqueue_job
+        for _ in range(n):
+            await enqueue("noop")
+
+    async def enqueue_stamp(self, due: float | None) -> None:
+        if due is None:
+            await self.pool.enqueue_job("stamp", time.time())
+        else:
+            at = dt.datetime.fromtimestamp(due, tz=dt.UTC)
+            await self.pool.enqueue_job("stamp", due, _defer_until=at)
+
+    def worker(self) -> WorkerSpec:
+        argv = [
+            "benchmarks.jobs_arq.WorkerSettings",
+            "--custom-log-dict",
+            "benchmarks.jobs_arq.LOG_CONFIG",
+        ]
+        return WorkerSpec(
+            [self.python_module("arq", *argv)],
+            description=f"arq {argv[0]} (max_jobs={self.ctx.concurrency}, poll_delay=0.01)",
+        )

@@ -1,0 +1,41 @@
+"""arq's job side: WorkerSettings and two jobs (see benchmarks.probe).
+
+uvloop's policy is installed at import, so the loop arq's CLI creates is uvloop's.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from arq.connections import RedisSettings
+
+from benchmarks import _uvloop, probe
+
+_uvloop.install()
+
+REDIS = RedisSettings.from_dsn(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+# arq logs a line per job at INFO; keep warnings only (arq --custom-log-dict)
+LOG_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler", "level": "WARNING"}},
+    "loggers": {"arq": {"handlers": ["console"], "level": "WARNING"}},
+}
+
+
+async def noop(ctx: dict[str, Any]) -> None:
+    probe.hit()
+
+
+async def stamp(ctx: dict[str, Any], ts: float) -> None:
+    probe.stamp(ts)
+
+
+class WorkerSettings:
+    functions = [noop, stamp]
+    redis_settings = REDIS
+    max_jobs = int(os.environ.get("BENCH_CONCURRENCY", "100"))
+    poll_delay = 0.01
+    max_tries = 1
