@@ -2,21 +2,31 @@
 -- KEYS[1] in-flight hash, KEYS[2] retry zset, KEYS[3] dead zset,
 -- KEYS[4] processed total, KEYS[5] processed today, KEYS[6] failed total,
 -- KEYS[7] failed today
--- ARGV[1] number of done fields D, ARGV[2..D+1] done fields,
+-- ARGV[1] the done fields that are plain jids, joined by spaces (one argument is far
+--         cheaper to send than a hundred), ARGV[2] number D of other done fields,
+-- ARGV[3..D+2] those fields (whole payloads of garbage jobs),
 -- then groups of four: field, target ('retry' | 'dead' | 'drop'), score, payload;
 -- the last three ARGV are: dead max entries, dead min score (older is trimmed),
 -- stats TTL seconds.
 -- Only fields still in the hash count: a repeated ack (a retried pipeline) changes
 -- nothing.
-local d = tonumber(ARGV[1])
+local d = tonumber(ARGV[2])
 local done = 0
-if d > 0 then
-  done = redis.call('HDEL', KEYS[1], unpack(ARGV, 2, d + 1))
+local fields = {}
+for f in string.gmatch(ARGV[1], '%S+') do
+  fields[#fields + 1] = f
+end
+for i = 3, d + 2 do
+  fields[#fields + 1] = ARGV[i]
+end
+-- HDEL in chunks: unpack() of thousands of values would overflow Lua's stack.
+for i = 1, #fields, 1000 do
+  done = done + redis.call('HDEL', KEYS[1], unpack(fields, i, math.min(i + 999, #fields)))
 end
 local failed = 0
 local dead = 0
 local last = #ARGV - 3
-local i = d + 2
+local i = d + 3
 while i <= last do
   local field, target = ARGV[i], ARGV[i + 1]
   if redis.call('HDEL', KEYS[1], field) == 1 then

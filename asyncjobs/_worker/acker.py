@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("asyncjobs.acker")
 
 STATS_TTL = 5 * 365 * 86400  # per-day counters live five years, like Sidekiq's
+_PLAIN = re.compile(rb"^[A-Za-z0-9_.:\-]+$")  # a jid; anything else is sent on its own
 
 
 class Backoff:
@@ -143,9 +145,12 @@ class Acker:
             k.stat_failed,
             k.stat_failed_day(today),
         )
+        plain = [f for f in done if _PLAIN.match(f)]
+        other = [f for f in done if not _PLAIN.match(f)] if len(plain) < len(done) else []
         args = (
-            len(done),
-            *done,
+            b" ".join(plain),
+            len(other),
+            *other,
             *moves,
             app.dead_max_jobs,
             repr(now - app.dead_timeout),
