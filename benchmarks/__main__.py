@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="seconds a drain may run before its rate is taken from the jobs done so far"
-        " (default 60; --quick 8)",
+        " (default 30; --quick 8)",
     )
     parser.add_argument(
         "--quick",
@@ -101,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-dir", type=Path, default=None, help="keep worker and redis-server logs here"
+    )
+    parser.add_argument(
+        "--profile",
+        choices=("pyinstrument", "cprofile"),
+        default=None,
+        help="run each drain's worker under this profiler and write its profile to"
+        " benchmarks/results/ (the figures of a profiled run are slower: use it with"
+        " --scenarios drain to find where the time goes, not to compare)",
     )
     parser.add_argument("--list", action="store_true", help="list systems and exit")
     return parser
@@ -189,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         latency_samples=args.latency_samples or (50 if quick else 200),
         sched_samples=args.sched_samples or (20 if quick else 100),
         stall_timeout=10.0 if quick else 20.0,
-        drain_budget=args.drain_budget or (8.0 if quick else 60.0),
+        drain_budget=args.drain_budget or (8.0 if quick else 30.0),
+        profiler=args.profile,
         asyncjobs_launch=args.asyncjobs_launch,
         log_dir=args.log_dir,
     )
@@ -237,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             "sched_gap_s": settings.sched_gap,
             "quick": quick,
             "drain_budget_s": settings.drain_budget,
+            "profiler": settings.profiler,
             "asyncjobs_launch": settings.asyncjobs_launch,
         },
         "machine": facts,
@@ -254,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             for system, per in runner.results.items()
         },
     }
+    for system, path in runner.profiles.items():
+        print(f"profile of {system}'s drain: {path}")
     if json_path:
         report.write_json(json_path, payload)
         print(f"JSON: {json_path}")

@@ -13,10 +13,13 @@ Run as ``python -m benchmarks.jobs_floor brpop`` or ``... drain``; both read
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import sys
 import time
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
 import msgspec
@@ -94,11 +97,21 @@ async def drain_main(url: str, concurrency: int) -> None:
             task.add_done_callback(done)
 
 
+async def until_signal(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` until SIGINT/SIGTERM, then return normally (so profilers write)."""
+    task = asyncio.ensure_future(coro)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else "drain"
     url = os.environ["BENCH_REDIS_URL"]
     concurrency = int(os.environ.get("BENCH_CONCURRENCY", "100"))
-    coro = brpop_main(url) if mode == "brpop" else drain_main(url, concurrency)
+    coro = until_signal(brpop_main(url) if mode == "brpop" else drain_main(url, concurrency))
     try:
         import uvloop
     except ImportError:

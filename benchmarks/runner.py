@@ -72,7 +72,9 @@ class Settings:
     sched_gap: float = 0.02
     stall_timeout: float = 20.0
     #: a drain stops after this many seconds and reports the rate of what it ran
-    drain_budget: float = 60.0
+    drain_budget: float = 30.0
+    #: "pyinstrument" or "cprofile": run the drain's worker under that profiler
+    profiler: str | None = None
     asyncjobs_launch: str = "auto"
     log_dir: Path | None = None
 
@@ -276,10 +278,18 @@ class WorkerProcs:
                 kept.append(line)
         return " | ".join(kept[-lines:])
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = False) -> None:
         """SIGKILL every process of the worker: what it did was already measured, and a
-        graceful shutdown (up to seconds for some peers) would only cost time."""
+        graceful shutdown (up to seconds for some peers) would only cost time. With
+        ``graceful`` (a profiled worker, which writes its profile at exit) SIGINT first."""
         sids = self.sessions()
+        if graceful:
+            for proc in self.procs:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGINT)
+            for proc in self.procs:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(30)
         for _attempt in range(3):
             for sid in sids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -318,6 +328,19 @@ def command_calls(stats: dict[str, Any]) -> dict[str, int]:
     return calls
 
 
+def profiled(spec: WorkerSpec, profiler: str, out: Path) -> WorkerSpec:
+    """The worker's first command (``python -m module ...``) under a profiler."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    first = spec.commands[0]
+    if len(first) < 3 or first[1] != "-m":
+        raise NotSupported(f"cannot profile {first[:3]}")
+    if profiler == "cprofile":
+        wrapped = [first[0], "-m", "cProfile", "-o", str(out), "-m", *first[2:]]
+    else:
+        wrapped = [first[0], "-m", "pyinstrument", "-r", "text", "-o", str(out), "-m", *first[2:]]
+    return WorkerSpec([wrapped, *spec.commands[1:]], spec.env, spec.description)
+
+
 class ScenarioError(Exception):
     """A scenario failed in a way worth reporting (with the worker's log tail)."""
 
@@ -344,6 +367,8 @@ class Runner:
         self.redis_version = ""
         #: jobs the last enqueue scenario left in the queue (a drain can use them)
         self.queued = 0
+        self.profile_dir = REPO_ROOT / "benchmarks" / "results"
+        self.profiles: dict[str, Path] = {}
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -487,8 +512,12 @@ class Runner:
         stats = await self.sut_admin.info("stats")
         return command_calls(cmd), int(stats.get("total_writes_processed", 0))
 
-    def spawn(self, adapter: Adapter, system: str, scenario: str) -> WorkerProcs:
+    def spawn(
+        self, adapter: Adapter, system: str, scenario: str, profile_to: Path | None = None
+    ) -> WorkerProcs:
         spec = adapter.worker()
+        if profile_to is not None:
+            spec = profiled(spec, self.settings.profiler or "pyinstrument", profile_to)
         self.workers_desc[system] = spec.description or " ; ".join(
             " ".join(Path(c[0]).name if i == 0 else c[i] for i in range(len(c)))
             for c in spec.commands
@@ -538,7 +567,11 @@ class Runner:
             await adapter.prefill(n)
         self.queued = 0
         await self.reset_stats()
-        worker = self.spawn(adapter, system, "drain")
+        profile_to = None
+        if s.profiler:
+            suffix = ".prof" if s.profiler == "cprofile" else ".txt"
+            profile_to = self.profile_dir / f"profile-{system}-{int(time.time())}{suffix}"
+        worker = self.spawn(adapter, system, "drain", profile_to)
         try:
             count = await self.wait_count(worker, n, s.drain_budget)
             detected = time.time()
@@ -547,7 +580,9 @@ class Runner:
             firsts = await self.ctrl_client.hgetall(probe.FIRST_KEY)
             lasts = await self.ctrl_client.hgetall(probe.LAST_KEY)
         finally:
-            worker.stop()
+            worker.stop(graceful=profile_to is not None)
+        if profile_to is not None:
+            self.profiles[system] = profile_to
         first = min(float(v) for v in firsts.values())
         last = max(float(v) for v in lasts.values())
         span = max(last - first, 1e-9)

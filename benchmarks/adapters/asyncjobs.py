@@ -2,7 +2,7 @@
 
 * client: ``await noop.defer()`` per job (arguments validated, one round trip);
   ``await noop.defer_many([()] * n)`` for bulk; a delayed job is
-  ``await stamp.configure(delay=seconds).defer(due)``.
+  ``await stamp.configure(at=datetime).defer(due)``.
 * worker: ``asyncjobs worker benchmarks.jobs_asyncjobs:app -q default -c 100`` (its CLI;
   one process, uvloop when installed), or with ``--asyncjobs-launch inprocess``
   ``app.worker(queues=["default"], concurrency=100).run()`` in a subprocess.
@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import importlib.util
 import os
@@ -55,7 +56,8 @@ class AsyncjobsAdapter(Adapter):
         if due is None:
             await self.jobs.stamp.defer(time.time())
         else:
-            await self.jobs.stamp.configure(delay=max(0.0, due - time.time())).defer(due)
+            at = dt.datetime.fromtimestamp(due, tz=dt.UTC)
+            await self.jobs.stamp.configure(at=at).defer(due)
 
     def use_cli(self) -> bool:
         mode = self.ctx.asyncjobs_launch
