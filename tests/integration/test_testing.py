@@ -1,0 +1,495 @@
+"""``asyncjobs.testing`` against the real path: the same job scenarios, with the same
+assertions, run three ways:
+
+- ``capture``: ``testing.capture(app)``, then ``drain()``;
+- ``inline``: ``testing.inline(app)``, jobs run inside ``defer``;
+- ``redis``: the real client pushes to the private redis-server, then a real worker
+  (``app.run_worker``, in this event loop) runs everything until Redis is empty.
+
+The in-memory modes use an app whose Redis URL points at a closed port, so any Redis
+call they made would fail the test. The second half tests what only the helpers do
+(failures, timeouts, drain options, restoring the app).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import pytest
+
+import asyncjobs
+from asyncjobs import api, testing
+from asyncjobs._payload import Payload
+from tests.conftest import wait_for
+
+QUEUES = ["critical", "default", "low"]
+# Nothing listens here: an in-memory mode that touched Redis would raise.
+NO_REDIS = "redis://127.0.0.1:1/0"
+
+
+@dataclasses.dataclass(frozen=True)
+class Deferred:
+    """What a test can see of a deferred job before it runs, in every mode."""
+
+    jid: str
+    name: str
+    queue: str
+    scheduled: bool
+
+
+class Harness:
+    """One way of running the scenarios; ``app`` is where the scenario registers jobs."""
+
+    def __init__(self, app: asyncjobs.App) -> None:
+        self.app = app
+
+    async def deferred(self) -> list[Deferred]:
+        """The jobs deferred so far and not yet settled, by jid."""
+        raise NotImplementedError
+
+    async def settle(self) -> None:
+        """Run every deferred job, and every job they defer, to the end."""
+        raise NotImplementedError
+
+
+class CaptureHarness(Harness):
+    def __init__(self, app: asyncjobs.App, captured: testing.Capture) -> None:
+        super().__init__(app)
+        self.captured = captured
+
+    async def deferred(self) -> list[Deferred]:
+        return sorted(
+            (Deferred(c.jid, c.name, c.queue, c.at is not None) for c in self.captured.jobs),
+            key=lambda d: d.jid,
+        )
+
+    async def settle(self) -> None:
+        await self.captured.drain()
+
+
+class InlineHarness(Harness):
+    def __init__(self, app: asyncjobs.App, state: testing.Inline) -> None:
+        super().__init__(app)
+        self.state = state
+
+    async def deferred(self) -> list[Deferred]:
+        # Inline jobs ran inside defer; what was deferred is what ran.
+        return sorted(
+            (Deferred(c.jid, c.name, c.queue, c.at is not None) for c in self.state.ran),
+            key=lambda d: d.jid,
+        )
+
+    async def settle(self) -> None:
+        pass
+
+
+class RedisHarness(Harness):
+    async def deferred(self) -> list[Deferred]:
+        out = [
+            Deferred(r.jid, r.job, r.queue, False)
+            for q in await api.queues(self.app)
+            for r in await api.queue_entries(self.app, q.name, limit=1000)
+        ]
+        out.extend(
+            Deferred(r.jid, r.job, r.queue, True)
+            for r in await api.ScheduledSet(self.app).entries(limit=1000)
+        )
+        return sorted(out, key=lambda d: d.jid)
+
+    async def settle(self) -> None:
+        async with self.app.run_worker(queues=QUEUES, concurrency=4) as worker:
+
+            async def empty() -> bool:
+                # A job is always in a queue, the schedule or the in-flight record
+                # (invariant 1), so all three empty with nothing running means done.
+                if worker.statistics()["busy"]:
+                    return False
+                if any(q.size for q in await api.queues(self.app)):
+                    return False
+                if await api.ScheduledSet(self.app).size():
+                    return False
+                return not await api.ProcessSet(self.app).inflight(worker.process_id)
+
+            await wait_for(empty, timeout=10)
+            await worker.wait_idle()
+
+
+@pytest.fixture(params=["capture", "inline", "redis"])
+async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    if request.param == "redis":
+        app = asyncjobs.App(request.getfixturevalue("redis_url"))
+        try:
+            yield RedisHarness(app)
+        finally:
+            await app.aclose()
+        return
+    app = asyncjobs.App(NO_REDIS)
+    if request.param == "capture":
+        with testing.capture(app) as captured:
+            yield CaptureHarness(app, captured)
+    else:
+        with testing.inline(app) as state:
+            yield InlineHarness(app, state)
+    assert app._redis is None  # never connected
+
+
+# -- the scenarios: identical assertions in every mode -------------------------------------
+
+
+class Point(msgspec.Struct, frozen=True):
+    x: int
+    y: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    width: int
+    height: int
+
+
+WHEN = dt.datetime(2024, 5, 17, 9, 30, 15, 123000, tzinfo=dt.UTC)
+IDS = [uuid.UUID(int=1), uuid.UUID(int=2)]
+
+
+async def test_typed_arguments_arrive_decoded(harness: Harness) -> None:
+    got: list[dict[str, Any]] = []
+
+    @harness.app.job
+    async def typed(
+        when: dt.datetime,
+        day: dt.date,
+        ids: list[uuid.UUID],
+        amount: Decimal,
+        point: Point,
+        size: Size,
+        tags: frozenset[str],
+        note: str | None = None,
+        *,
+        scale: float = 1.0,
+    ) -> None:
+        ctx = asyncjobs.current_job()
+        got.append(
+            {
+                "jid": ctx.jid,
+                "name": ctx.name,
+                "queue": ctx.queue,
+                "retry_count": ctx.retry_count,
+                "args": (when, day, ids, amount, point, size, tags, note, scale),
+            }
+        )
+
+    ids = list(IDS)
+    jid = await typed.defer(
+        WHEN,
+        WHEN.date(),
+        ids,
+        Decimal("12.30"),
+        Point(1, 2),
+        Size(640, 480),
+        frozenset({"a", "b"}),
+        scale=2,  # an int where a float is declared: the job gets a float
+    )
+    # The job gets the arguments as they were at defer (a copy, as Redis would hold),
+    # not the caller's objects.
+    ids.append(uuid.UUID(int=3))
+    await harness.settle()
+
+    [run] = got
+    assert run["jid"] == jid
+    assert run["name"] == typed.name
+    assert run["queue"] == "default"
+    assert run["retry_count"] == 0
+    expected = (
+        WHEN,
+        WHEN.date(),
+        IDS,
+        Decimal("12.30"),
+        Point(1, 2),
+        Size(640, 480),
+        frozenset({"a", "b"}),
+        None,
+        2.0,
+    )
+    assert run["args"] == expected
+    assert [type(v) for v in run["args"]] == [type(v) for v in expected]
+    assert str(run["args"][3]) == "12.30"  # Decimal keeps its digits
+    assert run["args"][0].tzinfo is not None
+    assert run["args"][2] is not ids
+
+
+async def test_job_defers_another_job(harness: Harness) -> None:
+    events: list[tuple[str, int, str, bool]] = []
+
+    @harness.app.job(queue="low")
+    async def child(n: int) -> None:
+        ctx = asyncjobs.current_job()
+        events.append(("child", n, ctx.queue, True))
+
+    @harness.app.job
+    async def parent(n: int) -> None:
+        me = asyncjobs.current_job().jid
+        events.append(("parent", n, asyncjobs.current_job().queue, True))
+        await child.configure(queue="critical").defer(n * 10)
+        await child.defer(n * 100)
+        # After deferring (inline: after the child ran), this is still the parent.
+        events.append(("parent-after", n, asyncjobs.current_job().queue, me == current_jid()))
+
+    await parent.defer(1)
+    await harness.settle()
+
+    assert events[0] == ("parent", 1, "default", True)
+    assert sorted(events[1:]) == [
+        ("child", 10, "critical", True),
+        ("child", 100, "low", True),
+        ("parent-after", 1, "default", True),
+    ]
+    assert len(events) == 4
+
+
+def current_jid() -> str:
+    return asyncjobs.current_job().jid
+
+
+async def test_bad_argument_is_refused_and_nothing_runs(harness: Harness) -> None:
+    ran: list[int] = []
+
+    @harness.app.job
+    async def resize(image_id: int, size: str = "thumb") -> None:
+        ran.append(image_id)
+
+    with pytest.raises(asyncjobs.ArgumentError) as info:
+        await resize.defer("x")  # type: ignore[arg-type]
+    assert info.value.job == resize.name
+    assert info.value.argument == "image_id"
+    assert "Expected `int`, got `str`" in str(info.value)
+
+    with pytest.raises(asyncjobs.ArgumentError) as info:
+        await resize.configure(queue="low").defer(1, size=2)  # type: ignore[arg-type]
+    assert info.value.argument == "size"
+
+    # defer_many validates every item first: one bad item defers none.
+    with pytest.raises(asyncjobs.ArgumentError) as info:
+        await resize.defer_many([(1,), (2,), ("three",)])
+    assert "[2]" not in str(info.value)  # names the argument, not the item
+    assert info.value.argument == "image_id"
+
+    assert await harness.deferred() == []
+    await harness.settle()
+    assert ran == []
+
+
+async def test_configure_queue_is_recorded_and_seen_by_the_job(harness: Harness) -> None:
+    seen: list[tuple[str, str, str]] = []
+
+    @harness.app.job
+    async def notify(user: str) -> None:
+        ctx = asyncjobs.current_job()
+        seen.append((ctx.jid, user, ctx.queue))
+
+    jid = await notify.configure(queue="critical", retry=3).defer("ada")
+    assert await harness.deferred() == [Deferred(jid, notify.name, "critical", False)]
+    await harness.settle()
+    assert seen == [(jid, "ada", "critical")]
+
+
+async def test_defer_many_runs_each_once(harness: Harness) -> None:
+    seen: list[tuple[str, int]] = []
+
+    @harness.app.job
+    async def add(a: int, b: int = 0) -> None:
+        seen.append((asyncjobs.current_job().jid, a + b))
+
+    jids = await add.configure(queue="low").defer_many([(1,), (2, 3), {"a": 10, "b": 5}])
+    assert len(set(jids)) == 3
+    assert await harness.deferred() == sorted(
+        (Deferred(j, add.name, "low", False) for j in jids), key=lambda d: d.jid
+    )
+    await harness.settle()
+    assert sorted(seen) == sorted(zip(jids, [1, 5, 15], strict=True))
+
+
+async def test_scheduled_job_is_recorded_then_runs(harness: Harness) -> None:
+    seen: list[str] = []
+
+    @harness.app.job
+    async def remind(text: str) -> None:
+        seen.append(text)
+
+    jid = await remind.configure(delay=0.2).defer("later")
+    assert await harness.deferred() == [Deferred(jid, remind.name, "default", True)]
+    await harness.settle()
+    assert seen == ["later"]
+
+
+async def test_middleware_carries_a_field_from_defer_to_the_job(harness: Harness) -> None:
+    seen: list[tuple[str, Any]] = []
+    app = harness.app
+
+    async def add_request_id(
+        payload: Payload, call_next: Callable[[Payload], Awaitable[str]]
+    ) -> str:
+        meta = {**payload.meta, "request_id": "req-7"}
+        return await call_next(msgspec.structs.replace(payload, meta=meta))
+
+    async def log_request_id(
+        ctx: asyncjobs.JobContext, call_next: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        seen.append(("server", ctx.meta.get("request_id")))
+        return await call_next()
+
+    app.client_middleware.append(add_request_id)
+    app.server_middleware.append(log_request_id)
+
+    @app.job
+    async def work() -> None:
+        seen.append(("job", asyncjobs.current_job().meta.get("request_id")))
+
+    await work.defer()
+    await work.defer_many([(), ()])
+    await harness.settle()
+    assert seen == [("server", "req-7"), ("job", "req-7")] * 3
+
+
+# -- what only the helpers do ---------------------------------------------------------------
+
+
+@pytest.fixture
+def mem_app() -> Iterator[asyncjobs.App]:
+    yield asyncjobs.App(NO_REDIS)
+
+
+async def test_inline_failure_propagates_to_the_caller(mem_app: asyncjobs.App) -> None:
+    @mem_app.job
+    async def boom(n: int) -> None:
+        raise ValueError(f"boom {n}")
+
+    with testing.inline(mem_app) as state:
+        with pytest.raises(ValueError, match="boom 1"):
+            await boom.defer(1)
+        assert [c.arguments for c in state.for_job(boom)] == [{"n": 1}]
+    with pytest.raises(LookupError):
+        asyncjobs.current_job()  # the job's context did not leak into the caller
+
+
+async def test_inline_applies_the_timeout(mem_app: asyncjobs.App) -> None:
+    import anyio
+
+    @mem_app.job(timeout=0.05)
+    async def slow() -> None:
+        await anyio.sleep(5)
+
+    with testing.inline(mem_app), pytest.raises(asyncjobs.JobTimeout, match="timeout of 0.05s"):
+        await slow.defer()
+
+
+async def test_capture_records_and_drains_in_order(mem_app: asyncjobs.App) -> None:
+    ran: list[str] = []
+
+    @mem_app.job
+    async def a(x: int, *, tag: str = "t") -> None:
+        ran.append(f"a{x}")
+        if x == 1:
+            await b.defer(dt.date(2024, 1, 2))
+
+    @mem_app.job(queue="low", retry=2)
+    async def b(day: dt.date) -> None:
+        ran.append(f"b{day.day}")
+
+    at = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    with testing.capture(mem_app) as captured:
+        j1 = await a.defer(1, tag="x")
+        j2 = await b.configure(at=at).defer(dt.date(2024, 1, 3))
+        assert len(captured) == 2
+        [c1] = captured.for_job(a)
+        assert (c1.jid, c1.name, c1.queue, c1.at) == (j1, a.name, "default", None)
+        assert (c1.args, c1.kwargs, c1.arguments) == ((1,), {"tag": "x"}, {"x": 1, "tag": "x"})
+        [c2] = captured.for_queue("low")
+        assert c2.jid == j2
+        assert c2.args == (dt.date(2024, 1, 3),)
+        assert c2.at is not None and abs((c2.at - at).total_seconds()) < 1e-3
+        assert c2.retry == 2
+
+        assert await captured.drain() == []
+        assert ran == ["a1", "b3", "b2"]  # oldest first; b2 was deferred during the drain
+        assert captured.jobs == []
+        assert [c.jid for c in captured.ran][:2] == [j1, j2]
+
+        await a.defer(2)
+        await b.defer(dt.date(2024, 1, 4))
+        await captured.drain(b)  # only b's
+        assert ran[-1] == "b4"
+        assert [c.name for c in captured.jobs] == [a.name]
+        captured.clear()
+        assert captured.jobs == []
+        with pytest.raises(asyncjobs.ArgumentError):
+            await b.defer("not a date")  # type: ignore[arg-type]
+        assert captured.jobs == []
+
+
+async def test_drain_raises_or_collects_failures(mem_app: asyncjobs.App) -> None:
+    ran: list[int] = []
+
+    @mem_app.job
+    async def maybe(n: int) -> None:
+        if n % 2:
+            raise RuntimeError(f"odd {n}")
+        ran.append(n)
+
+    with testing.capture(mem_app) as captured:
+        await maybe.defer_many([(0,), (1,), (2,), (3,)])
+        with pytest.raises(RuntimeError, match="odd 1"):
+            await captured.drain()
+        assert ran == [0]
+        assert [c.arguments["n"] for c in captured.jobs] == [2, 3]  # 1 is gone, rest wait
+        failures = await captured.drain(raise_errors=False)
+        assert ran == [0, 2]
+        assert [(f.job.arguments["n"], str(f.error)) for f in failures] == [(3, "odd 3")]
+
+
+async def test_drain_stops_a_job_that_defers_itself(mem_app: asyncjobs.App) -> None:
+    @mem_app.job
+    async def forever() -> None:
+        await forever.defer()
+
+    with testing.capture(mem_app) as captured:
+        await forever.defer()
+        with pytest.raises(RuntimeError, match="ran 50 jobs"):
+            await captured.drain(limit=50)
+
+
+async def test_capture_refuses_an_oversized_payload() -> None:
+    app = asyncjobs.App(NO_REDIS, max_payload_bytes=200)
+
+    @app.job
+    async def big(data: str) -> None: ...
+
+    with testing.capture(app) as captured:
+        with pytest.raises(asyncjobs.EnqueueError, match="over the limit of 200"):
+            await big.defer("x" * 500)
+        with pytest.raises(asyncjobs.EnqueueError, match="over the limit of 200"):
+            await big.defer_many([("small",), ("x" * 500,)])
+        assert captured.jobs == []
+
+
+async def test_the_app_is_restored_and_drain_needs_the_block(mem_app: asyncjobs.App) -> None:
+    @mem_app.job
+    async def noop() -> None: ...
+
+    with testing.capture(mem_app) as outer:
+        with testing.inline(mem_app) as inner:
+            await noop.defer()
+        assert len(inner.ran) == 1 and outer.jobs == []
+        await noop.defer()
+        assert len(outer.jobs) == 1
+    assert "_enqueue" not in vars(mem_app)
+    assert "_enqueue_many" not in vars(mem_app)
+    with pytest.raises(RuntimeError, match="inside the `with capture"):
+        await outer.drain()
+    with pytest.raises(asyncjobs.RedisUnavailable):
+        await noop.defer()  # the real client again: nothing listens at NO_REDIS
