@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import os
@@ -13,11 +14,12 @@ import anyio
 import redis.exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 
+from ._conn import FastRedis
 from ._errors import ConfigError, EnqueueError, RedisUnavailable
 from ._job import Job, JobContext, RetryIn
 from ._keys import Keys
 from ._payload import ENCODER, Payload
-from ._redis import Client, connect, mask_url, scripts
+from ._redis import Client, Conn, connect, mask_url, scripts
 
 if TYPE_CHECKING:
     from ._worker.capsule import CapsuleSpec
@@ -83,6 +85,8 @@ class App:
         self.on_shutdown: list[Hook] = []
         self.death_handlers: list[DeathHandler] = []
         self._redis: Client | None = None
+        # The hot path (defer, ack) on a single server: see _conn.py.
+        self._fast: FastRedis | None = None
         self._connect_lock: anyio.Lock | None = None
         self._scripts = scripts()
         self._queue_keys: dict[str, list[str]] = {}
@@ -137,12 +141,18 @@ class App:
             self._connect_lock = anyio.Lock()
         async with self._connect_lock:
             if self._redis is None:
-                self._redis = await connect(self.redis_url, cluster=self.cluster)
+                client = await connect(self.redis_url, cluster=self.cluster)
+                if not isinstance(client, RedisCluster):
+                    self._fast = FastRedis(client.connection_pool)
+                self._redis = client
         return self._redis
 
     async def aclose(self) -> None:
         """Close the connection pool."""
         client, self._redis = self._redis, None
+        fast, self._fast = self._fast, None
+        if fast is not None:
+            await fast.aclose()
         if client is not None:
             await client.aclose()
 
@@ -193,7 +203,11 @@ class App:
 
     async def _push(self, payload: Payload) -> str:
         data = self._encode(payload)
-        client = self._redis or await self.connect()
+        client: Conn | None = self._fast or self._redis
+        if client is None:
+            await self.connect()
+            client = self._fast or self._redis
+            assert client is not None
         try:
             if payload.at is None:
                 await self._scripts.push(
@@ -227,6 +241,7 @@ class App:
                 scheduled.setdefault(p.queue, []).extend((p.at, data))
         client = self._redis or await self.connect()
         push, schedule = self._scripts.push, self._scripts.schedule
+        fast = self._fast
         k = self.keys
         # Chunks keep each script call's argument list modest.
         calls: list[tuple[Any, ...]] = [
@@ -240,6 +255,10 @@ class App:
             for i in range(0, len(items), 10000)
         )
         try:
+            if fast is not None:
+                # One pipelined connection: all calls are written at once, one round trip.
+                await asyncio.gather(*(s(fast, args[:3], args[3:]) for s, _n, *args in calls))
+                return [p.jid for p in payloads]
             if isinstance(client, RedisCluster):
                 # redis-py's cluster pipeline refuses scripts; all our keys share one
                 # slot, so the calls go one by one (one per queue and chunk).

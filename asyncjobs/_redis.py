@@ -11,7 +11,7 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -22,11 +22,16 @@ from redis.backoff import NoBackoff
 
 from ._errors import ConfigError, RedisUnavailable
 
+if TYPE_CHECKING:
+    from ._conn import FastRedis
+
 __all__ = ["Client", "Scripts", "connect", "mask_url", "redis_errors"]
 
 log = logging.getLogger("asyncjobs.redis")
 
 Client: TypeAlias = "aioredis.Redis | RedisCluster"
+# What scripts run on: a redis-py client, or the lean hot-path connection (_conn.py).
+Conn: TypeAlias = "aioredis.Redis | RedisCluster | FastRedis"
 
 # Seconds to wait for a TCP connection and for a reply, so that `defer` against an
 # unreachable Redis fails in bounded time instead of hanging.
@@ -113,7 +118,7 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    async def __call__(self, client: Client, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
+    async def __call__(self, client: Conn, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except rexc.NoScriptError:

@@ -2,7 +2,8 @@
 -- KEYS[1] in-flight hash, KEYS[2..q+1] queue lists, KEYS[q+2..2q+1] their wake lists
 -- ARGV[i] (i = 1..q) how many slots drew queue i first; short queues are made up from
 --         the queues in KEYS order (the caller shuffles KEYS by weight, or keeps strict).
--- Returns the payloads taken. The move is one atomic step: a job is in a queue or in
+-- Returns field, payload, field, payload, ... of the jobs taken (the field is the jid,
+-- or the whole payload when it has no jid prefix: garbage pushed by hand). The move is one atomic step: a job is in a queue or in
 -- the in-flight hash, never only in a Python process (invariant 1).
 local q = #ARGV
 local out = {}
@@ -39,7 +40,9 @@ if #out > 0 then
     fields[#fields + 1] = string.match(p, '^{"jid":"([^"]+)"') or p
     fields[#fields + 1] = p
   end
-  redis.call('HSET', KEYS[1], unpack(fields))
+  for i = 1, #fields, 1000 do
+    redis.call('HSET', KEYS[1], unpack(fields, i, math.min(i + 999, #fields)))
+  end
 end
 -- Pass a hint on for queues that may still hold jobs, so other idle fetchers wake.
 for i = 1, q do
@@ -49,4 +52,4 @@ for i = 1, q do
     end
   end
 end
-return out
+return fields

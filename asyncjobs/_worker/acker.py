@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis.exceptions as rexc
 
-from .._redis import Client, mask_url
+from .._redis import Conn, mask_url
 
 if TYPE_CHECKING:
     from .._app import App
@@ -52,7 +52,7 @@ class Backoff:
 class Acker:
     """Collects outcomes and writes them in as few round trips as the load allows."""
 
-    def __init__(self, app: App, client: Client, inflight_key: str) -> None:
+    def __init__(self, app: App, client: Conn, inflight_key: str) -> None:
         self.app = app
         self.client = client
         k = app.keys
@@ -102,7 +102,7 @@ class Acker:
 
     async def flush(self) -> None:
         """Write all pending outcomes; on a Redis outage, keep them and retry."""
-        backoff = Backoff()
+        backoff: Backoff | None = None
         warned = False
         while self._done or self._moves:
             self._pending.clear()
@@ -122,6 +122,7 @@ class Acker:
                         exc,
                     )
                     warned = True
+                backoff = backoff or Backoff()
                 await asyncio.sleep(backoff.next())
                 continue
             self.batches += 1

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import anyio
 import redis.exceptions as rexc
 
-from .._redis import Client, mask_url
+from .._redis import Conn, mask_url
 from .acker import Backoff
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ IDLE_POLL = 2.0
 
 
 class Fetcher:
-    def __init__(self, capsule: Capsule, client: Client, inflight_key: str) -> None:
+    def __init__(self, capsule: Capsule, client: Conn, inflight_key: str) -> None:
         self.capsule = capsule
         self.client = client
         keys = capsule.app.keys
@@ -85,11 +85,11 @@ class Fetcher:
         # Shielded: once the script has moved jobs into the in-flight hash we must
         # receive them, or they would sit there with no task until shutdown.
         with anyio.CancelScope(shield=True):
-            raws = await self._script(self.client, keys, counts)
+            pairs = await self._script(self.client, keys, counts)
         self.fetches += 1
-        if raws:
-            self.capsule.start(raws)
-        return len(raws)
+        if pairs:
+            self.capsule.start(pairs)
+        return len(pairs) // 2
 
     async def _wait_for_hint(self) -> None:
         order, _ = self.capsule.order.draw(0)

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 import redis.exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
 
+from .._conn import FastRedis
 from .._payload import DECODER
 from .._redis import Client
 from .acker import Acker, Backoff
@@ -144,9 +146,18 @@ class Worker:
             self._stop.set()
         client = await self._connect()
         inflight = app.keys.inflight(self.process_id)
-        self.acker = acker = Acker(app, client, inflight)
+        # The hot path (fetch, ack) uses lean pipelined connections on a single server
+        # (_conn.py); each fetcher has its own, as it blocks in BRPOP when idle.
+        self.acker = acker = Acker(app, app._fast or client, inflight)
         self.capsules = [Capsule(app, spec, acker) for spec in self.specs]
-        self.fetchers = [Fetcher(c, client, inflight) for c in self.capsules]
+        self.fetchers = [
+            Fetcher(
+                c,
+                client if isinstance(client, RedisCluster) else FastRedis(client.connection_pool),
+                inflight,
+            )
+            for c in self.capsules
+        ]
         self.scheduler = Scheduler(app, client, poll=self.scheduler_poll)
         acker.on_retry = self.scheduler.notify
         self.reaper = Reaper(
@@ -257,6 +268,9 @@ class Worker:
         """Write outcomes, requeue whatever is still in flight, remove our record."""
         for c in self.capsules:
             await c.cancel_all()
+        for f in self.fetchers:
+            if isinstance(f.client, FastRedis):
+                await f.client.aclose()
         if self.acker is None or self.app._redis is None:
             return
         deadline = time.monotonic() + max(5.0, self.timeout)

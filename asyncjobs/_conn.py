@@ -1,0 +1,204 @@
+"""A lean, pipelined RESP connection for the hot path (pure I/O, no policy).
+
+redis-py spends most of a round trip's client CPU on its pool, locks and command
+machinery (measured: ``client.ping()`` costs about four times a bare socket write and
+read). Enqueue, fetch and ack are the hot path and need none of that, so they go through
+this class: one socket, commands written as they come, replies matched to callers in
+order by a reader task, parsed by hiredis. Concurrent callers are pipelined for free.
+
+Connection setup (TLS, AUTH with ACL users, SELECT, timeouts) is delegated to redis-py's
+own ``Connection``; errors are redis-py's exception types, so callers handle one family.
+Redis Cluster goes through redis-py: this class serves single-server deployments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from typing import Any
+
+import hiredis
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+
+__all__ = ["FastRedis", "pack"]
+
+
+def _bytes(a: Any) -> bytes:
+    if isinstance(a, bytes):
+        return a
+    if isinstance(a, str):
+        return a.encode()
+    if isinstance(a, bool):
+        return b"1" if a else b"0"
+    if isinstance(a, int):
+        return b"%d" % a
+    if isinstance(a, float):
+        return repr(a).encode()
+    return bytes(a)
+
+
+def pack(args: tuple[Any, ...]) -> bytes:
+    """One command in RESP."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        b = _bytes(a)
+        out.append(b"$%d\r\n" % len(b))
+        out.append(b)
+        out.append(b"\r\n")
+    return b"".join(out)
+
+
+def _error(reply: hiredis.ReplyError) -> rexc.RedisError:
+    msg = str(reply)
+    code = msg.split(" ", 1)[0]
+    if code == "NOSCRIPT":
+        return rexc.NoScriptError(msg)
+    if code == "NOPERM":
+        return rexc.NoPermissionError(msg)
+    if code in ("NOAUTH", "WRONGPASS"):
+        return rexc.AuthenticationError(msg)
+    if code == "LOADING":
+        return rexc.BusyLoadingError(msg)
+    if code == "READONLY":
+        return rexc.ReadOnlyError(msg)
+    return rexc.ResponseError(msg)
+
+
+class FastRedis:
+    """One pipelined connection. Safe for many concurrent callers of non-blocking
+    commands; give a blocking command (``BRPOP``) a connection of its own."""
+
+    def __init__(self, pool: aioredis.ConnectionPool, *, reply_timeout: float = 10.0) -> None:
+        self._pool = pool
+        self.reply_timeout = reply_timeout
+        self._conn: Any = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._pending: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        self._connecting: asyncio.Lock | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    # -- connection ------------------------------------------------------------------
+
+    async def _connect(self) -> asyncio.StreamWriter:
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._writer is not None:
+                return self._writer
+            if self._closed:
+                raise rexc.ConnectionError("connection closed")
+            conn: Any = self._pool.make_connection()  # type: ignore[no-untyped-call]
+            await conn.connect()  # TLS, AUTH, SELECT: redis-py's handshake
+            reader: asyncio.StreamReader | None = conn._reader
+            writer: asyncio.StreamWriter | None = conn._writer
+            if reader is None or writer is None:  # pragma: no cover - redis-py changed
+                raise rexc.ConnectionError("redis-py connection has no stream")
+            self._conn = conn
+            self._writer = writer
+            self._reader_task = asyncio.get_running_loop().create_task(
+                self._read_loop(reader, writer)
+            )
+            return writer
+
+    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parser = hiredis.Reader()
+        pending = self._pending
+        error: BaseException = rexc.ConnectionError("Connection closed by server.")
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                parser.feed(data)
+                while (reply := parser.gets()) is not False:
+                    fut, _ = pending.popleft()
+                    if fut.done():  # its caller was cancelled; the reply is dropped
+                        continue
+                    if isinstance(reply, hiredis.ReplyError):
+                        fut.set_exception(_error(reply))
+                    else:
+                        fut.set_result(reply)
+        except asyncio.CancelledError:
+            error = rexc.ConnectionError("connection closed")
+            raise
+        except (OSError, hiredis.ProtocolError, IndexError) as exc:
+            error = rexc.ConnectionError(f"connection lost: {exc}")
+        finally:
+            # A newer connection may exist already (after a timeout drop): leave it be.
+            if self._writer is writer or self._writer is None:
+                self._drop(error)
+
+    def _drop(self, error: BaseException) -> None:
+        """Forget the socket and fail every caller still waiting on it."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.transport.abort()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._pending:
+            fut, _ = self._pending.popleft()
+            if not fut.done():
+                fut.set_exception(error)
+                fut.exception()  # mark retrieved: a cancelled caller never reads it
+
+    def _watch(self) -> None:
+        """Timer: a reply overdue by ``reply_timeout`` means the link is dead (a silent
+        partition): drop the connection so callers fail and reconnect."""
+        self._timer = None
+        if not self._pending:
+            return
+        now = time.monotonic()
+        deadline = self._pending[0][1]
+        if deadline <= now:
+            task = self._reader_task
+            self._drop(rexc.TimeoutError(f"no reply from Redis in {self.reply_timeout:.0f}s"))
+            if task is not None:
+                task.cancel()
+            return
+        self._timer = asyncio.get_running_loop().call_at(deadline, self._watch)
+
+    # -- commands --------------------------------------------------------------------
+
+    async def execute(self, *args: Any, block: float = 0.0) -> Any:
+        """Send one command and wait for its reply. ``block`` is the server-side
+        blocking time of a blocking command, added to the reply deadline."""
+        writer = self._writer or await self._connect()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        deadline = time.monotonic() + self.reply_timeout + block
+        self._pending.append((fut, deadline))
+        writer.write(pack(args))
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._watch)
+        return await fut
+
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        return await self.execute(b"EVALSHA", sha, numkeys, *keys_and_args)
+
+    async def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any:
+        return await self.execute(b"EVAL", script, numkeys, *keys_and_args)
+
+    async def script_load(self, script: str) -> Any:
+        return await self.execute(b"SCRIPT", b"LOAD", script)
+
+    async def brpop(self, keys: list[str], timeout: float) -> Any:
+        return await self.execute(b"BRPOP", *keys, timeout, block=timeout)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        task = self._reader_task
+        self._drop(rexc.ConnectionError("connection closed"))
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._conn is not None:
+            await self._conn.disconnect(nowait=True)
+            self._conn = None
