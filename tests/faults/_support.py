@@ -1,0 +1,208 @@
+"""Helpers of the fault suite: worker subprocesses with logs, their CPU time, the
+evidence jobs of ``tests.apps.faulty`` leave in Redis, and a short-heartbeat config."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from tests.apps import faulty
+from tests.conftest import WORKER_CMD, subprocess_env, text
+
+NS = "{asyncjobs}"
+QUEUE = f"{NS}:queue:default"
+DEAD = f"{NS}:dead"
+RETRY = f"{NS}:retry"
+PROCESSES = f"{NS}:processes"
+INFLIGHT = f"{NS}:inflight:"
+APP = "tests.apps.faulty:app"
+
+# Short heartbeats, so that a dead worker is noticed within a few seconds.
+HEARTBEAT_INTERVAL = 0.5
+HEARTBEAT_TTL = 2.0
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def write_config(directory: Path, name: str = "worker.toml", **settings: Any) -> Path:
+    """A worker TOML file with short heartbeats; ``settings`` override or add keys."""
+    values: dict[str, Any] = {
+        "heartbeat_interval": HEARTBEAT_INTERVAL,
+        "heartbeat_ttl": HEARTBEAT_TTL,
+        "scheduler_poll": 0.5,
+        "concurrency": 10,
+        "timeout": 5.0,
+        **settings,
+    }
+    lines = []
+    for key, value in values.items():
+        if isinstance(value, str):
+            lines.append(f'{key} = "{value}"')
+        elif isinstance(value, list):
+            lines.append(f"{key} = [{', '.join(repr(v) for v in value)}]".replace("'", '"'))
+        else:
+            lines.append(f"{key} = {value!r}")
+    path = directory / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process, from ``/proc/<pid>/stat``."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+class WorkerProc:
+    """One ``asyncjobs worker`` subprocess; its output goes to a log file."""
+
+    def __init__(self, url: str, config: Path, log: Path, *extra: str) -> None:
+        self.log = log
+        with open(log, "ab") as out:
+            self.popen = subprocess.Popen(
+                [*WORKER_CMD, "worker", APP, "--config", str(config), *extra],
+                env=subprocess_env(url),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.pid = self.popen.pid
+        self.started = time.monotonic()
+        self.process_id: str | None = None
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.popen.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL and reap (an unreaped zombie still looks alive to ``kill(pid, 0)``)."""
+        if self.alive():
+            self.popen.kill()
+        self.popen.wait(10)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def output(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    async def registered(self, redis: aioredis.Redis) -> str | None:
+        """This worker's process id once its heartbeat is in Redis, else None."""
+        if self.process_id is None:
+            for member in await redis.smembers(PROCESSES):
+                pid = text(member)
+                if pid.split(":")[-2:-1] == [str(self.pid)]:
+                    self.process_id = pid
+        return self.process_id
+
+
+class Fleet:
+    """The worker subprocesses a test starts; :meth:`close` kills what is left."""
+
+    def __init__(self, url: str, config: Path, logs: Path) -> None:
+        self.url = url
+        self.config = config
+        self.logs = logs
+        self.procs: list[WorkerProc] = []
+
+    def start(self, *extra: str, url: str | None = None) -> WorkerProc:
+        w = WorkerProc(
+            url or self.url, self.config, self.logs / f"worker-{len(self.procs)}.log", *extra
+        )
+        self.procs.append(w)
+        return w
+
+    def close(self) -> None:
+        for w in self.procs:
+            w.kill()
+
+    def tails(self, chars: int = 3000) -> str:
+        return "\n".join(
+            f"--- {w.log.name} (pid {w.pid})\n{w.output()[-chars:]}" for w in self.procs
+        )
+
+
+@dataclass(frozen=True)
+class Run:
+    n: int
+    pid: int
+    ts: float
+
+
+async def runs(redis: aioredis.Redis, key: str = "test:ran") -> list[Run]:
+    """The evidence ``tests.apps.faulty.record`` left: one entry per started/ended run."""
+    out = []
+    for value in (await redis.hgetall(key)).values():
+        n, pid, ts = text(value).split()
+        out.append(Run(int(n), int(pid), float(ts)))
+    return out
+
+
+def counts(entries: Iterable[Run]) -> Counter[int]:
+    return Counter(e.n for e in entries)
+
+
+async def inflight(redis: aioredis.Redis, process_id: str) -> dict[str, Any]:
+    """The in-flight hash of a process, jid → decoded payload."""
+    import json
+
+    raw = await redis.hgetall(INFLIGHT + process_id)
+    return {text(k): json.loads(v) for k, v in raw.items()}
+
+
+async def where_are(redis: aioredis.Redis, ns: set[int]) -> dict[str, int]:
+    """Where the jobs ``ns`` of ``record`` sit in Redis now (for failure messages)."""
+    import json
+
+    found: Counter[str] = Counter()
+
+    def look(place: str, raws: Iterable[Any]) -> None:
+        for raw in raws:
+            try:
+                n = json.loads(raw)["args"]["n"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if n in ns:
+                found[place] += 1
+
+    look("queue", await redis.lrange(QUEUE, 0, -1))
+    look("retry", await redis.zrange(RETRY, 0, -1))
+    look("dead", await redis.zrange(DEAD, 0, -1))
+    for key in await redis.keys(INFLIGHT + "*"):
+        look(text(key), (await redis.hgetall(key)).values())
+    return dict(found)
+
+
+async def enqueue(url: str, items: Sequence[tuple[int, float]], chunk: int = 2000) -> list[str]:
+    """``record.defer_many(items)`` against ``url``, in chunks; returns the jids."""
+    faulty.app.redis_url = url
+    jids: list[str] = []
+    try:
+        for i in range(0, len(items), chunk):
+            jids += await faulty.record.defer_many(items[i : i + chunk])
+    finally:
+        await faulty.app.aclose()
+    return jids
+
+
+def report(test: str, **figures: Any) -> None:
+    """Print the figures a fault test measured (shown with ``pytest -rA`` or ``-s``)."""
+    import json
+
+    print(f"FIGURES {test} {json.dumps(figures, default=str)}")  # noqa: T201
