@@ -15,11 +15,11 @@ import redis.exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 
 from ._conn import FastRedis
-from ._errors import ConfigError, EnqueueError, RedisUnavailable
+from ._errors import ConfigError, EnqueueError
 from ._job import Job, JobContext, RetryIn
 from ._keys import Keys
 from ._payload import ENCODER, Payload
-from ._redis import Client, Conn, connect, mask_url, scripts
+from ._redis import REDIS_ERRORS, Client, Conn, connect, map_error, mask_url, scripts
 
 if TYPE_CHECKING:
     from ._worker.capsule import CapsuleSpec
@@ -220,10 +220,8 @@ class App:
                     (k.schedule, k.queues, k.wake_scheduler),
                     (payload.queue, payload.at, data),
                 )
-        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
-            raise RedisUnavailable(
-                f"cannot reach Redis at {mask_url(self.redis_url)}: {exc}"
-            ) from exc
+        except REDIS_ERRORS as exc:
+            raise map_error(self.redis_url, exc) from exc
         return payload.jid
 
     async def _enqueue_many(self, payloads: Sequence[Payload]) -> list[str]:
@@ -285,10 +283,8 @@ class App:
                 for script in {c[0] for c in missing}:
                     await client.script_load(script.source)
                 calls = missing
-        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
-            raise RedisUnavailable(
-                f"cannot reach Redis at {mask_url(self.redis_url)}: {exc}"
-            ) from exc
+        except REDIS_ERRORS as exc:
+            raise map_error(self.redis_url, exc) from exc
         return [p.jid for p in payloads]
 
     # -- worker ------------------------------------------------------------------

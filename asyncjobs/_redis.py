@@ -33,9 +33,10 @@ Client: TypeAlias = "aioredis.Redis | RedisCluster"
 # What scripts run on: a redis-py client, or the lean hot-path connection (_conn.py).
 Conn: TypeAlias = "aioredis.Redis | RedisCluster | FastRedis"
 
-# Seconds to wait for a TCP connection and for a reply, so that `defer` against an
-# unreachable Redis fails in bounded time instead of hanging.
+# Seconds to wait for a TCP connection, and for any reply (a silent partition must not
+# hang a caller forever): `defer` against an unreachable Redis fails within these.
 CONNECT_TIMEOUT = 5.0
+REPLY_TIMEOUT = 10.0
 
 
 def mask_url(url: str) -> str:
@@ -70,6 +71,9 @@ async def connect(url: str, *, cluster: bool | None = None) -> Client:
     _check_url(url)
     opts: dict[str, Any] = {
         "socket_connect_timeout": CONNECT_TIMEOUT,
+        # Longer than any blocking command we send through redis-py (scheduler polls
+        # are capped below it); the lean connection has its own reply deadline.
+        "socket_timeout": REPLY_TIMEOUT,
         "health_check_interval": 0,
         # One immediate retry on a broken connection (a pooled socket that died with a
         # Redis restart), none on timeouts: redis-py's default of retrying timeouts ten
@@ -93,19 +97,30 @@ async def connect(url: str, *, cluster: bool | None = None) -> Client:
     return aioredis.Redis.from_url(url, **opts)
 
 
+def map_error(url: str, exc: BaseException) -> Exception:
+    """The asyncjobs error for a redis-py error (the caller raises it ``from exc``)."""
+    if isinstance(exc, rexc.AuthenticationError | rexc.AuthorizationError):
+        return ConfigError(f"Redis at {mask_url(url)} refused the credentials: {exc}")
+    if isinstance(exc, rexc.NoPermissionError):
+        return ConfigError(
+            f"Redis at {mask_url(url)} denied a command: {exc} "
+            "(grant it to this ACL user: see docs/deployment.md)"
+        )
+    if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
+        return RedisUnavailable(f"cannot reach Redis at {mask_url(url)}: {exc}")
+    return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+
+
+REDIS_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, rexc.NoPermissionError, OSError)
+
+
 @contextlib.asynccontextmanager
 async def redis_errors(url: str) -> AsyncIterator[None]:
-    """Map redis-py's connection errors to :class:`RedisUnavailable`."""
+    """Map redis-py's connection, credential and permission errors to ours."""
     try:
         yield
-    except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
-        if isinstance(exc, rexc.AuthenticationError | rexc.AuthorizationError):
-            raise ConfigError(f"Redis at {mask_url(url)} refused the credentials: {exc}") from exc
-        raise RedisUnavailable(f"cannot reach Redis at {mask_url(url)}: {exc}") from exc
-    except rexc.NoPermissionError as exc:
-        raise ConfigError(
-            f"Redis at {mask_url(url)} denied a command: {exc}; grant it to this ACL user"
-        ) from exc
+    except REDIS_ERRORS as exc:
+        raise map_error(url, exc) from exc
 
 
 class Script:

@@ -14,6 +14,7 @@ import anyio
 import typer
 
 from ._errors import AsyncJobsError, ConfigError
+from ._redis import REDIS_ERRORS, map_error
 from ._settings import Settings, capsules_from, load_settings
 
 __all__ = ["app", "load_app", "main"]
@@ -61,6 +62,18 @@ def load_app(spec: str) -> Any:
     if not isinstance(obj, App):
         raise ConfigError(f"{spec!r} is a {type(obj).__name__}, not an asyncjobs.App")
     return obj
+
+
+def _find(exc: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of ``types`` in ``exc``, looking inside exception groups."""
+    if isinstance(exc, types):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            found = _find(sub, types)
+            if found is not None:
+                return found
+    return None
 
 
 def setup_logging(level: str, fmt: str = "text") -> None:
@@ -178,6 +191,11 @@ def worker(
         )
         try:
             await w.run()
+        except Exception as exc:  # a denied command (ACL): one line, exit 2
+            inner = _find(exc, REDIS_ERRORS)
+            if inner is None:
+                raise
+            raise map_error(application.redis_url, inner) from inner
         finally:
             await application.aclose()
 

@@ -34,7 +34,9 @@ class Backoff:
 
     __slots__ = ("_attempt", "_rng", "cap", "base")
 
-    def __init__(self, base: float = 0.1, cap: float = 5.0) -> None:
+    # The cap bounds how long a worker takes to notice Redis is back (issue: resume
+    # within a few seconds of an outage ending) while keeping retries rare.
+    def __init__(self, base: float = 0.1, cap: float = 2.0) -> None:
         self.base = base
         self.cap = cap
         self._attempt = 0

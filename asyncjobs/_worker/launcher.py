@@ -217,7 +217,7 @@ class Worker:
         return client
 
     async def _retry_until_up(self, fn: Any) -> Any:
-        backoff = Backoff(cap=5.0)
+        backoff = Backoff(cap=2.0)
         warned = False
         while True:
             try:

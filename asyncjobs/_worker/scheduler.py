@@ -63,7 +63,7 @@ class Scheduler:
         backoff = Backoff()
         while True:
             try:
-                got = await self.client.brpop([key], timeout=self.poll)
+                got = await self.client.brpop([key], timeout=min(self.poll, 5.0))
             except (rexc.ConnectionError, rexc.TimeoutError, OSError):
                 await asyncio.sleep(backoff.next())
                 continue
