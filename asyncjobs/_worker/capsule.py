@@ -24,6 +24,7 @@ from .._job import JobContext, _current
 from .._payload import DECODER, ENCODER, Payload
 from .._queues import QueueOrder
 from .._retry import decide, format_backtrace
+from .isolation import SUSPECT_MARK, Isolation
 
 if TYPE_CHECKING:
     from .._app import App
@@ -102,6 +103,7 @@ class Capsule:
         self._rng = random.Random()
         self._debug = log.isEnabledFor(logging.DEBUG)
         self.requeue: list[_Running] = []
+        self.isolation: Isolation | None = None
 
     # -- slots -------------------------------------------------------------------
 
@@ -135,7 +137,7 @@ class Capsule:
 
     # -- starting jobs -------------------------------------------------------------
 
-    def start(self, pairs: list[bytes]) -> None:
+    def start(self, pairs: list[bytes], *, isolate: bool = True) -> None:
         """Start the jobs of a fetch: ``pairs`` is field, payload, field, payload, ...
 
         Each job's first step runs right here, in a copy of the context, as Python
@@ -147,9 +149,14 @@ class Capsule:
         loop = asyncio.get_running_loop()
         running = self.running
         run = self._run
+        isolation = self.isolation if isolate else None
         for i in range(0, len(pairs), 2):
             field = pairs[i]
-            rec = _Running(field, pairs[i + 1])
+            raw = pairs[i + 1]
+            if isolation is not None and SUSPECT_MARK in raw:
+                isolation.hold(self, field, raw)  # recovered from a dead worker: runs alone
+                continue
+            rec = _Running(field, raw)
             running[field] = rec
             coro = run(rec)
             ctx = contextvars.copy_context()

@@ -57,6 +57,10 @@ class Fetcher:
                 if capsule.free <= 0:
                     await capsule.wait_free()
                     continue
+                isolation = capsule.isolation
+                if isolation is not None and isolation.blocking:
+                    await isolation.wait_clear()  # a suspect runs alone: fetch nothing
+                    continue
                 try:
                     got = await self.fetch(capsule.free)
                     if not got:

@@ -27,6 +27,7 @@ from .acker import Acker, Backoff
 from .capsule import Capsule, CapsuleSpec
 from .fetcher import Fetcher
 from .heartbeat import Heartbeat, new_process_id
+from .isolation import Isolation
 from .reaper import Reaper
 from .scheduler import Scheduler
 
@@ -150,6 +151,10 @@ class Worker:
         # (_conn.py); each fetcher has its own, as it blocks in BRPOP when idle.
         self.acker = acker = Acker(app, app._fast or client, inflight)
         self.capsules = [Capsule(app, spec, acker) for spec in self.specs]
+        self.isolation = isolation = Isolation()
+        isolation.capsules = self.capsules
+        for c in self.capsules:
+            c.isolation = isolation
         self.fetchers = [
             Fetcher(
                 c,
@@ -191,6 +196,7 @@ class Worker:
                 tg.start_soon(self._reap_soon)
                 for c in self.capsules:
                     tg.start_soon(c.watchdog)
+                tg.start_soon(isolation.run)
                 fetch_group = anyio.create_task_group()
                 async with fetch_group:
                     for f in self.fetchers:

@@ -270,3 +270,33 @@ async def test_embedded_worker_runs_jobs_in_this_loop(
         assert worker.statistics()["processed"] == 10
     assert sorted(ran) == list(range(10))
     assert await redis.scard("{asyncjobs}:processes") == 0
+
+
+async def test_recovered_jobs_run_alone(app: asyncjobs.App, redis: aioredis.Redis) -> None:
+    """A job recovered from a dead worker (a poison-pill suspect) runs with nothing
+    else in the process, so a repeat crash is attributable to it alone."""
+    active = 0
+    seen_alone: dict[int, bool] = {}
+
+    @app.job
+    async def work(n: int) -> None:
+        nonlocal active
+        active += 1
+        try:
+            seen_alone[n] = active == 1
+            await anyio.sleep(0.02)
+        finally:
+            active -= 1
+
+    await work.defer_many([(i,) for i in range(20)])
+    # two jobs as the reaper leaves them after a crash: recoveries raised
+    for n in (100, 101):
+        payload = loads(msgspec.json.encode(work._build(work._opts, (n,), {}, time.time())))
+        payload["recoveries"] = 1
+        await redis.lpush("{asyncjobs}:queue:default", msgspec.json.encode(payload))
+    async with running(app.worker(concurrency=10)) as w:
+        await wait_for(lambda: len(seen_alone) == 22)
+        await w.wait_idle()
+        assert w.isolation is not None and w.isolation.isolated == 2
+    assert seen_alone[100] and seen_alone[101]
+    assert not all(seen_alone[i] for i in range(20)), "ordinary jobs ran side by side"
