@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions as rexc
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from tests.apps import faulty
 from tests.conftest import WORKER_CMD, subprocess_env, text
@@ -31,6 +34,16 @@ HEARTBEAT_INTERVAL = 0.5
 HEARTBEAT_TTL = 2.0
 
 _TICK = os.sysconf("SC_CLK_TCK")
+
+
+def client(url: str) -> aioredis.Redis:
+    """The test's own client: it retries across a Redis restart (redis-py does not by
+    default), so that reading the evidence never fails because of the fault."""
+    return aioredis.Redis.from_url(
+        url,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 20),
+        retry_on_error=[rexc.ConnectionError, rexc.TimeoutError],
+    )
 
 
 def write_config(directory: Path, name: str = "worker.toml", **settings: Any) -> Path:

@@ -41,6 +41,7 @@ from tests.faults._support import (
     PROCESSES,
     Fleet,
     WorkerProc,
+    client,
     counts,
     enqueue,
     inflight,
@@ -78,7 +79,7 @@ async def test_sigkill_20_times_loses_nothing(
     rng = random.Random(seed)
     t_start = time.monotonic()
     with RedisProcess() as server:
-        r = aioredis.Redis.from_url(server.url)
+        r = client(server.url)
         try:
             await _run(r, server.url, tmp_path, fleets, rng, seed, t_start)
         finally:
