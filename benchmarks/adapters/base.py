@@ -82,6 +82,8 @@ class Adapter:
     def missing(cls) -> str | None:
         """A reason the system cannot run here, or ``None``."""
         for mod in cls.modules:
+            if mod in sys.modules:  # imported already (celery swaps in a module proxy)
+                continue
             try:
                 if importlib.util.find_spec(mod) is None:
                     return f"not installed: {mod}"
