@@ -42,7 +42,10 @@ async def _hset(key: str, field: str, value: str) -> None:
         try:
             await r().hset(key, field, value)
             return
-        except (rexc.ConnectionError, rexc.TimeoutError, OSError):
+        except (rexc.ConnectionError, rexc.TimeoutError, OSError, RuntimeError):
+            # RuntimeError: what redis-py raises on uvloop (the worker's loop) when it
+            # writes to a pooled connection that was reset ("unable to perform operation
+            # on <TCPTransport closed=True>"), where asyncio raises ConnectionError.
             if time.monotonic() > deadline:
                 raise
             await anyio.sleep(0.05)

@@ -9,15 +9,17 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+import asyncjobs
 from tests.apps import faulty
 from tests.conftest import WORKER_CMD, subprocess_env, text
 
@@ -212,6 +214,34 @@ async def enqueue(url: str, items: Sequence[tuple[int, float]], chunk: int = 200
     finally:
         await faulty.app.aclose()
     return jids
+
+
+@dataclass
+class Producer:
+    """Defers ``record`` jobs one by one until told to stop; a job is *accepted* when
+    ``defer`` returned. Run it as a task, with ``faulty.app.redis_url`` set."""
+
+    job_sleep: float = 0.005
+    pause: float = 0.005  # between two defers
+    accepted: list[int] = field(default_factory=list)
+    refused: int = 0
+    slowest_refusal: float = 0.0
+    stop: bool = False
+
+    async def run(self) -> None:
+        n = 0
+        while not self.stop:
+            t0 = time.monotonic()
+            try:
+                await faulty.record.defer(n, self.job_sleep)
+            except asyncjobs.RedisUnavailable:
+                self.refused += 1
+                self.slowest_refusal = max(self.slowest_refusal, time.monotonic() - t0)
+                await anyio.sleep(0.05)
+            else:
+                self.accepted.append(n)
+                await anyio.sleep(self.pause)
+            n += 1
 
 
 def report(test: str, **figures: Any) -> None:

@@ -17,18 +17,25 @@ import gc
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
 import pytest
 import redis.asyncio as aioredis
 
-import asyncjobs
 from asyncjobs._devserver import RedisProcess
 from tests.apps import faulty
 from tests.conftest import wait_for
-from tests.faults._support import Fleet, client, counts, report, runs, where_are, write_config
+from tests.faults._support import (
+    Fleet,
+    Producer,
+    client,
+    counts,
+    report,
+    runs,
+    where_are,
+    write_config,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -36,32 +43,7 @@ pytestmark = pytest.mark.faults
 # outage during which the worker has backed off several times.
 OUTAGES = (1.0, 5.0)
 RESUME_BOUND = 2.0
-JOB_SLEEP = 0.005
-DEFER_PAUSE = 0.005  # between two defers of the producer: ~150 jobs/s
 CPU_BOUND = 0.10  # fraction of one core the worker may use while Redis is down
-
-
-@dataclass
-class Producer:
-    accepted: list[int] = field(default_factory=list)
-    refused: int = 0
-    slowest_refusal: float = 0.0
-    stop: bool = False
-
-    async def run(self) -> None:
-        n = 0
-        while not self.stop:
-            t0 = time.monotonic()
-            try:
-                await faulty.record.defer(n, JOB_SLEEP)
-            except asyncjobs.RedisUnavailable:
-                self.refused += 1
-                self.slowest_refusal = max(self.slowest_refusal, time.monotonic() - t0)
-                await anyio.sleep(0.05)
-            else:
-                self.accepted.append(n)
-                await anyio.sleep(DEFER_PAUSE)
-            n += 1
 
 
 @pytest.mark.timeout(120)
@@ -95,7 +77,7 @@ async def _run(
     fleet = fleets(server.url, write_config(tmp_path))
     worker = fleet.start()
     await wait_for(lambda: worker.registered(r), timeout=20)
-    producer = Producer()
+    producer = Producer(job_sleep=0.005, pause=0.005)  # ~150 jobs/s
     outages: list[dict[str, float]] = []
 
     async with anyio.create_task_group() as tg:
