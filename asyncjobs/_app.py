@@ -147,6 +147,17 @@ class App:
                 self._redis = client
         return self._redis
 
+    async def ping(self) -> None:
+        """Check that Redis answers (connects, pings, closes)."""
+        try:
+            client = await self.connect()
+            try:
+                await client.ping()
+            except REDIS_ERRORS as exc:
+                raise map_error(self.redis_url, exc) from exc
+        finally:
+            await self.aclose()
+
     async def aclose(self) -> None:
         """Close the connection pool."""
         client, self._redis = self._redis, None

@@ -16,6 +16,7 @@ import typer
 from ._errors import AsyncJobsError, ConfigError
 from ._redis import REDIS_ERRORS, map_error
 from ._settings import Settings, capsules_from, load_settings
+from ._worker.supervisor import Supervisor, resolve_processes
 
 __all__ = ["app", "load_app", "main"]
 
@@ -62,6 +63,23 @@ def load_app(spec: str) -> Any:
     if not isinstance(obj, App):
         raise ConfigError(f"{spec!r} is a {type(obj).__name__}, not an asyncjobs.App")
     return obj
+
+
+def _without_processes(argv: list[str]) -> list[str]:
+    """The command line minus ``--processes``/``-p`` (children get ``--processes 1``)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--processes", "-p"):
+            skip = True
+            continue
+        if arg.startswith("--processes="):
+            continue
+        out.append(arg)
+    return out
 
 
 def _find(exc: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
@@ -134,6 +152,12 @@ def worker(
         str | None, typer.Option("--redis-url", "-r", help="Redis URL (overrides the app's).")
     ] = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, ...")] = None,
+    processes: Annotated[
+        str | None,
+        typer.Option(
+            "--processes", "-p", help="Worker processes: N or auto (one per core). Default 1."
+        ),
+    ] = None,
 ) -> None:
     """Run a worker process: fetch and run jobs until SIGTERM/SIGINT."""
 
@@ -154,6 +178,8 @@ def worker(
             overrides["redis_url"] = redis_url
         if log_level is not None:
             overrides["log_level"] = log_level
+        if processes is not None:
+            overrides["processes"] = processes
         import msgspec
 
         settings = msgspec.structs.replace(settings, **overrides)
@@ -177,6 +203,11 @@ def worker(
 
     application, settings = _guard(build)
     specs = _guard(lambda: capsules_from(settings))
+    n = _guard(lambda: resolve_processes(settings.processes))
+    if n > 1:
+        _guard(lambda: run_async(application.ping))  # fail fast, one line
+        argv = _without_processes(sys.argv[1:])
+        raise typer.Exit(Supervisor(n, [*argv, "--processes", "1"]).run())
 
     async def main() -> None:
         await application.connect()  # fail fast, one line, when Redis is unreachable

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -152,3 +154,28 @@ def test_config_file_with_unknown_key(redis_url: str, tmp_path: pytest.TempPathF
     )
     assert r.returncode == 2
     assert "unknown field `concurency`" in r.stderr.decode()
+
+
+async def test_processes_supervisor_restarts_children_and_stops_cleanly(
+    redis_url: str, redis: aioredis.Redis, spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    sup = start_worker(spawn, redis_url, "--processes", "2")
+
+    async def pids() -> set[str]:
+        return {text(m) for m in await redis.smembers("{asyncjobs}:processes")}
+
+    await wait_for(lambda: _count(pids, 2), timeout=20)
+    first = await pids()
+    victim = int(sorted(first)[0].split(":")[1])
+    os.kill(victim, signal.SIGKILL)
+    await wait_for(lambda: _count(pids, 3), timeout=20)  # a replacement registered
+    await enqueue(redis_url, "default", range(50))
+    await wait_for(lambda: _ran_count(redis, 50), timeout=20)
+    sup.send_signal(signal.SIGTERM)
+    assert sup.wait(20) == 0
+    out = sup.stdout.read().decode() if sup.stdout else ""
+    assert "restarting" in out and "all worker processes stopped" in out
+
+
+async def _count(pids: Any, n: int) -> bool:
+    return len(await pids()) >= n
