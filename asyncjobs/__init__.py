@@ -13,6 +13,9 @@ from ._job import Deferrer as Deferrer
 from ._job import Job as Job
 from ._job import JobContext as JobContext
 from ._job import current_job as current_job
+from ._logging import JobContextFilter as JobContextFilter
+from ._logging import JsonFormatter as JsonFormatter
+from ._payload import Payload as Payload
 from ._retry import Permanent as Permanent
 from ._version import __version__ as __version__
 from ._worker.capsule import CapsuleSpec as CapsuleSpec
@@ -28,13 +31,17 @@ __all__ = [
     "EnqueueError",
     "Job",
     "JobContext",
+    "JobContextFilter",
     "JobTimeout",
+    "JsonFormatter",
+    "Payload",
     "Permanent",
     "PayloadError",
     "RedisUnavailable",
     "UnknownJobError",
     "Worker",
     "__version__",
+    "current_job",
 ]
 
 for _name in __all__:

@@ -95,17 +95,22 @@ def _find(exc: BaseException, types: tuple[type[BaseException], ...]) -> BaseExc
 
 
 def setup_logging(level: str, fmt: str = "text") -> None:
+    """Log to stderr: asyncjobs' loggers and the root logger (so jobs' own logging shows),
+    each record stamped with the running job's jid, name and queue."""
+    from ._logging import JobContextFilter, JsonFormatter, TextFormatter
+
     lvl = logging.getLevelName(level.upper())
     if not isinstance(lvl, int):
         raise ConfigError(f"invalid log level {level!r}: use DEBUG, INFO, WARNING or ERROR")
+    if fmt not in ("text", "json"):
+        raise ConfigError(f"invalid log format {fmt!r}: use text or json")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
-    )
-    root = logging.getLogger("asyncjobs")
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(JobContextFilter())
+    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(lvl)
-    root.propagate = False
+    root.setLevel(logging.WARNING)
+    logging.getLogger("asyncjobs").setLevel(lvl)
 
 
 def run_async(fn: Callable[[], Any]) -> Any:
@@ -152,6 +157,9 @@ def worker(
         str | None, typer.Option("--redis-url", "-r", help="Redis URL (overrides the app's).")
     ] = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, ...")] = None,
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="text (default) or json.")
+    ] = None,
     processes: Annotated[
         str | None,
         typer.Option(
@@ -180,6 +188,8 @@ def worker(
             overrides["log_level"] = log_level
         if processes is not None:
             overrides["processes"] = processes
+        if log_format is not None:
+            overrides["log_format"] = log_format
         import msgspec
 
         settings = msgspec.structs.replace(settings, **overrides)
@@ -495,6 +505,52 @@ def _control_command(command_name: str, help_text: str) -> None:
 
 _control_command("quiet", "Tell worker processes to stop fetching new jobs.")
 _control_command("stop", "Tell worker processes to shut down gracefully.")
+
+
+@app.command()
+def check(
+    app_spec: Annotated[str, typer.Argument(metavar="APP", help="MODULE:ATTRIBUTE of your App")],
+    redis_url: UrlOpt = None,
+) -> None:
+    """Load the app, list its jobs, check Redis; one line per problem, exit 1 if any."""
+    application = _guard(lambda: load_app(app_spec))
+    if redis_url:
+        application.redis_url = redis_url
+    problems: list[str] = []
+    typer.echo(
+        f"app {app_spec}: namespace {application.keys.namespace}, {len(application.jobs)} jobs"
+    )
+    for name, job in sorted(application.jobs.items()):
+        timeout = f"{job.timeout:g}s" if job.timeout else "none"
+        typer.echo(f"  {name}  queue={job.queue} retry={job.retry} timeout={timeout}")
+    if not application.jobs:
+        problems.append("no jobs are registered on this app (is @app.job used on it?)")
+
+    async def probe() -> None:
+        from ._redis import mask_url
+
+        try:
+            client = await application.connect()
+            info = await client.info("server")
+            version = str(info.get("redis_version", "0"))
+            typer.echo(f"redis {mask_url(application.redis_url)}: version {version}")
+            if tuple(int(x) for x in version.split(".")[:2]) < (6, 2):
+                problems.append(f"Redis {version} is too old: asyncjobs needs 6.2 or newer")
+            for script in vars(application._scripts).values():
+                await client.script_load(script.source)
+        except AsyncJobsError as exc:
+            problems.append(str(exc))
+        except REDIS_ERRORS as exc:
+            problems.append(str(map_error(application.redis_url, exc)))
+        finally:
+            await application.aclose()
+
+    run_async(probe)
+    for p in problems:
+        typer.echo(f"problem: {p}", err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo("ok")
 
 
 @app.command()

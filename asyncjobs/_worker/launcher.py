@@ -23,6 +23,7 @@ from redis.asyncio.cluster import RedisCluster
 from .._conn import FastRedis
 from .._payload import DECODER
 from .._redis import Client
+from . import systemd
 from .acker import Acker, Backoff
 from .capsule import Capsule, CapsuleSpec
 from .fetcher import Fetcher
@@ -197,6 +198,8 @@ class Worker:
                 for c in self.capsules:
                     tg.start_soon(c.watchdog)
                 tg.start_soon(isolation.run)
+                if (every := systemd.watchdog_interval()) is not None:
+                    tg.start_soon(self._watchdog, every)
                 fetch_group = anyio.create_task_group()
                 async with fetch_group:
                     for f in self.fetchers:
@@ -210,7 +213,9 @@ class Worker:
                         ),
                     )
                     self._started.set()
+                    systemd.notify(f"READY=1\nSTATUS=fetching ({self.process_id})")
                     await self._stop.wait()
+                    systemd.notify("STOPPING=1")
                     self.quiet_down()
                 await self._drain()
                 tg.cancel_scope.cancel()
@@ -238,6 +243,12 @@ class Worker:
                     log.warning("cannot reach Redis (%s); retrying", exc)
                     warned = True
                 await anyio.sleep(backoff.next())
+
+    async def _watchdog(self, every: float) -> None:
+        """Ping systemd's watchdog while the event loop runs (a stuck loop stops it)."""
+        while True:
+            systemd.notify("WATCHDOG=1")
+            await anyio.sleep(every)
 
     async def _reap_soon(self) -> None:
         assert self.reaper is not None

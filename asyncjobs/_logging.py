@@ -1,0 +1,76 @@
+"""Log records that know which job they belong to, and a JSON formatter.
+
+:class:`JobContextFilter` stamps every record made while a job runs (in its task, by any
+logger: yours or ours) with ``jid``, ``job`` and ``queue``, and ``meta`` fields such as a
+request id carried by middleware. ``asyncjobs worker`` installs it on its handler; add it
+to your own handlers to get the same.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from ._job import _current
+
+__all__ = ["JobContextFilter", "JsonFormatter", "TextFormatter"]
+
+
+class JobContextFilter(logging.Filter):
+    """Adds ``jid``, ``job``, ``queue`` (``""`` outside a job) and ``job_meta`` to records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        p = _current.get(None)
+        if p is None:
+            record.jid = record.job = record.queue = ""
+            record.job_meta = {}
+        else:
+            record.jid = p.jid
+            record.job = p.job
+            record.queue = p.queue
+            record.job_meta = p.meta
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """``time pid LEVEL logger: message [jid=... job=... queue=... key=value]``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        jid = getattr(record, "jid", "")
+        if jid and f"jid={jid}" not in line:
+            extra = " ".join(f"{k}={v}" for k, v in getattr(record, "job_meta", {}).items())
+            tail = f"jid={jid} job={record.job} queue={record.queue}"  # type: ignore[attr-defined]
+            line = f"{line} [{tail}{' ' + extra if extra else ''}]"
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, pid, message, jid, job, queue, meta."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "pid": record.process,
+            "message": record.getMessage(),
+        }
+        jid = getattr(record, "jid", "")
+        if jid:
+            out["jid"] = jid
+            out["job"] = getattr(record, "job", "")
+            out["queue"] = getattr(record, "queue", "")
+            meta = getattr(record, "job_meta", None)
+            if meta:
+                out["meta"] = meta
+        if record.exc_info:
+            out["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
