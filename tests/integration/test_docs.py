@@ -200,21 +200,39 @@ def test_toml_samples_are_valid_worker_settings(block: Block, tmp_path: Path) ->
     capsules_from(load_settings(path))
 
 
+_COMMAND = re.compile(r"^(?:\S*/)?(asyncjobs\s+.*)$")  # at the start, or after a path
+_ARRAY = re.compile(r'\[\s*"(?:[^"]*/)?asyncjobs"\s*,.*\]')
+
+
 def _command_lines(block: Block) -> list[str]:
-    """``asyncjobs ...`` command lines of a shell block, continuations joined."""
+    """``asyncjobs ...`` commands of a shell block, a unit file, a Dockerfile or a
+    manifest (a line, or an exec-form JSON list), without the shell around them."""
     text = block.source.replace("\\\n", " ")
     out = []
     for line in text.splitlines():
-        line = line.strip().removeprefix("$ ")
-        if line.startswith("asyncjobs "):
-            for end in (" #", " | ", " && ", " > "):  # the command, not the shell around it
-                line = line.split(end, 1)[0]
-            out.append(line.strip())
+        line = re.split(r"\s#\s", line.strip().removeprefix("$ "))[0]  # no comments
+        line = re.sub(r"^(ExecStart=|sudo\s+|exec\s+)", "", line)
+        array = _ARRAY.search(line)
+        if array is not None:
+            out.append(shlex.join(["asyncjobs", *json.loads(array[0])[1:]]))
+            continue
+        m = _COMMAND.search(line)
+        if m is None:
+            continue
+        command = m[1]
+        for end in (" | ", " && ", " > ", " $("):  # the command, not the shell around it
+            command = command.split(end, 1)[0]
+        out.append(command.strip())
     return out
 
 
+SHELL_LIKE = {"bash", "text", "ini", "dockerfile", "yaml"}
 COMMANDS = [
-    (b, line) for p in PAGES for b in blocks(p) if b.lang == "bash" for line in _command_lines(b)
+    (b, line)
+    for p in PAGES
+    for b in blocks(p)
+    if b.lang in SHELL_LIKE
+    for line in _command_lines(b)
 ]
 
 
@@ -419,3 +437,71 @@ def test_quickstart_end_to_end(
 def test_changelog_page_includes_the_file() -> None:
     """docs/changelog.md includes CHANGELOG.md (resolved at build time) rather than a copy."""
     assert (DOCS / "changelog.md").read_text().strip() == '--8<-- "CHANGELOG.md"'
+
+
+# -- the deployment guide's ACL user -------------------------------------------------------
+
+
+async def test_acl_user_of_the_deployment_guide_can_run_everything(tmp_path: Path) -> None:
+    """The ``users.acl`` line of docs/guides/deployment.md lets a client defer, a worker
+    run, retry and kill jobs, and every inspection command work, and nothing else."""
+    from asyncjobs._devserver import RedisProcess
+
+    [block] = [b for b in blocks(DOCS / "guides/deployment.md") if b.title == "users.acl"]
+    user_line = block.source.strip()
+    m = re.match(r"user (\S+) on >(\S+) ", user_line)
+    assert m is not None, user_line
+    server = RedisProcess()
+    acl_file = server.dir / "users.acl"
+    acl_file.write_text(f"user default off resetpass resetkeys -@all\n{user_line}\n")
+    server.args += ["--aclfile", str(acl_file)]
+    with server:
+        url = server.make_url(username=m[1], password=m[2])
+        app = asyncjobs.App(url)
+        ran: list[int] = []
+
+        @app.job(name="myapp.jobs.resize")
+        async def resize(image_id: int) -> None:
+            ran.append(image_id)
+
+        @app.job(name="myapp.jobs.charge", retry=1, retry_in=lambda count, exc: 0.05)
+        async def charge(order_id: int) -> None:
+            raise ConnectionError("payment provider timed out")
+
+        def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+            return subprocess.run(
+                [sys.executable, "-m", "asyncjobs", *args],
+                env=subprocess_env(url),
+                capture_output=True,
+                timeout=30,
+            )
+
+        try:
+            async with app.run_worker():
+                await resize.defer(1)
+                await resize.defer_many([(2,), (3,)])
+                await resize.configure(delay=0.1).defer(4)
+                await charge.defer(5)
+                await resize.configure(delay=3600).defer(6)
+                async with asyncio.timeout(10):
+                    while len(ran) < 4 or await api.DeadSet(app).size() < 1:
+                        await asyncio.sleep(0.02)
+                for command in ("stats", "queues", "scheduled", "retries", "dead", "processes"):
+                    r = await asyncio.to_thread(cli, command, "--json")
+                    assert r.returncode == 0, (command, r.stderr.decode())
+                [dead] = await api.DeadSet(app).entries()
+                r = await asyncio.to_thread(cli, "retry", dead.jid)
+                assert r.returncode == 0, r.stderr.decode()
+                [scheduled] = await api.ScheduledSet(app).entries()
+                r = await asyncio.to_thread(cli, "kill", scheduled.jid)
+                assert r.returncode == 0, r.stderr.decode()
+                r = await asyncio.to_thread(cli, "quiet", "--all")
+                assert r.returncode == 0, r.stderr.decode()
+            # ... and no more than its namespace.
+            client = await app.connect()
+            import redis.exceptions
+
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                await client.set("someone-elses-key", "1")
+        finally:
+            await app.aclose()
