@@ -81,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
         " (default 30; --quick 8)",
     )
     parser.add_argument(
+        "--busy-threshold",
+        type=float,
+        default=10.0,
+        help="percent of the machine used by other work during a measurement above which"
+        " it is repeated (default 10)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=None,
+        help="how often a disturbed measurement is repeated (default 2; --quick 0)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke test: 2,000 jobs, 1 round, 50 pickup and 20 scheduled samples",
@@ -199,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         stall_timeout=10.0 if quick else 20.0,
         drain_budget=args.drain_budget or (8.0 if quick else 30.0),
         profiler=args.profile,
+        busy_threshold=args.busy_threshold,
+        retries=args.retries if args.retries is not None else (0 if quick else 2),
         asyncjobs_launch=args.asyncjobs_launch,
         log_dir=args.log_dir,
     )
@@ -225,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{settings.rounds} round(s) · {facts['cpu_count']} CPU ({facts['cpu_model']}) · "
         f"Python {sys.version.split()[0]} · redis-server {redis_version} · {elapsed:.0f}s"
     )
-    remarks = report.remarks_for(runner.results, settings.jobs)
+    remarks = report.remarks_for(runner.results, settings.jobs, settings.busy_threshold)
     report.print_report(summary, systems, runner.labels, runner.workers_desc, header, remarks)
 
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
@@ -247,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
             "quick": quick,
             "drain_budget_s": settings.drain_budget,
             "profiler": settings.profiler,
+            "busy_threshold_pct": settings.busy_threshold,
+            "retries": settings.retries,
             "asyncjobs_launch": settings.asyncjobs_launch,
         },
         "machine": facts,

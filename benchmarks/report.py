@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.adapters import FLOORS, OURS
-from benchmarks.runner import Outcome, percentile
+from benchmarks.runner import Outcome, disturbance, percentile
 
 REFERENCE = "asyncjobs"
 
@@ -341,9 +341,24 @@ def _print_plain(
         print(f"  {line}")
 
 
-def remarks_for(results: dict[str, dict[str, list[Outcome]]], jobs: int) -> list[str]:
-    """Notes on measurements that deserve one (drains cut short by the time budget)."""
+def remarks_for(
+    results: dict[str, dict[str, list[Outcome]]], jobs: int, threshold: float = 10.0
+) -> list[str]:
+    """Notes on measurements that deserve one: drains cut short by the time budget, and
+    scenarios during which something else kept the machine busy."""
     out = []
+    busy = []
+    for system, per in results.items():
+        for scenario, outcomes in per.items():
+            for rnd, o in enumerate(outcomes, 1):
+                other = disturbance(o)
+                if other >= threshold and scenario != "scheduled":
+                    busy.append(f"{system} {scenario} r{rnd} {other:.0f}%")
+    if busy:
+        out.append(
+            f"other work (or hypervisor steal) used ≥ {threshold:g}% of the machine during"
+            f" (after retries): {', '.join(busy)}; those figures may be low"
+        )
     for system, per in results.items():
         partial = [o for o in per.get("drain", []) if o.metrics.get("partial")]
         if partial:

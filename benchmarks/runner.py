@@ -73,6 +73,10 @@ class Settings:
     stall_timeout: float = 20.0
     #: a drain stops after this many seconds and reports the rate of what it ran
     drain_budget: float = 30.0
+    #: a measurement during which other work used this share of the machine (percent)
+    #: or more is repeated, up to ``retries`` times, keeping the least disturbed one
+    busy_threshold: float = 10.0
+    retries: int = 2
     #: "pyinstrument" or "cprofile": run the drain's worker under that profiler
     profiler: str | None = None
     asyncjobs_launch: str = "auto"
@@ -194,6 +198,64 @@ def _proc_stat(pid: int) -> tuple[int, int] | None:
     return int(fields[2]), int(fields[3])
 
 
+def _proc_cpu(pid: int, children: bool = False) -> int:
+    """CPU time of a process in clock ticks (with its reaped children's if asked)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return 0
+    fields = data[data.rindex(b")") + 2 :].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks
+
+
+def _machine_cpu() -> tuple[int, int]:
+    """(busy, steal) clock ticks of the whole machine since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (values + [0] * 8)[:8]
+    return user + nice + system + irq + softirq + steal, steal
+
+
+class CpuMeter:
+    """How busy the machine was during a scenario, and with what.
+
+    ``foreign_pct`` is the share of all cores used by anything but the benchmark (its own
+    process, its two redis-servers and the worker): other work on a shared machine
+    disturbs the figures, so the JSON keeps it and the report points it out. ``steal_pct``
+    is the hypervisor's steal time, likewise.
+    """
+
+    def __init__(self, own: list[int]) -> None:
+        self.own = own
+        self.t0 = time.monotonic()
+        self.machine0 = _machine_cpu()
+        self.own0 = sum(_proc_cpu(pid) for pid in own)
+
+    def stop(self, worker: WorkerProcs | None = None) -> dict[str, float]:
+        worker_ticks = worker.cpu_ticks() if worker is not None else 0
+        wall = max(time.monotonic() - self.t0, 1e-6)
+        busy1, steal1 = _machine_cpu()
+        own = sum(_proc_cpu(pid) for pid in self.own) - self.own0 + worker_ticks
+        busy = busy1 - self.machine0[0]
+        steal = steal1 - self.machine0[1]
+        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        capacity = wall * (os.cpu_count() or 1) * hz / 100  # ticks per percent
+        return {
+            "wall_s": wall,
+            "bench_pct": own / capacity,
+            "worker_cpu_s": worker_ticks / hz,
+            "foreign_pct": max(0, busy - own - steal) / capacity,
+            "steal_pct": steal / capacity,
+        }
+
+
 def _mem_kib(pid: int) -> tuple[int, int]:
     """(RSS, PSS) of a process in KiB (0 where unreadable)."""
     rss = pss = 0
@@ -254,6 +316,10 @@ class WorkerProcs:
 
     def alive(self) -> bool:
         return any(p.poll() is None for p in self.procs)
+
+    def cpu_ticks(self) -> int:
+        """CPU time used so far by the worker's processes (and their reaped children)."""
+        return sum(_proc_cpu(pid, children=True) for pid in self.members())
 
     def memory_mib(self) -> tuple[float, float, int]:
         """(sum of RSS, sum of PSS, number of processes)."""
@@ -341,6 +407,12 @@ def profiled(spec: WorkerSpec, profiler: str, out: Path) -> WorkerSpec:
     return WorkerSpec([wrapped, *spec.commands[1:]], spec.env, spec.description)
 
 
+def disturbance(outcome: Outcome) -> float:
+    """Percent of the machine used by other work (and steal) during a measurement."""
+    cpu = outcome.extra.get("cpu") or {}
+    return float(cpu.get("foreign_pct", 0.0)) + float(cpu.get("steal_pct", 0.0))
+
+
 class ScenarioError(Exception):
     """A scenario failed in a way worth reporting (with the worker's log tail)."""
 
@@ -397,6 +469,10 @@ class Runner:
             repo_root=REPO_ROOT,
             asyncjobs_launch=self.settings.asyncjobs_launch,
         )
+
+    def meter(self) -> CpuMeter:
+        servers = [srv.proc.pid for srv in (self.sut, self.ctrl) if srv.proc is not None]
+        return CpuMeter([os.getpid(), *servers])
 
     def worker_env(self, spec: WorkerSpec) -> dict[str, str]:
         env = dict(os.environ)
@@ -467,7 +543,9 @@ class Runner:
                     continue  # measured with the latency worker below
                 if scenario == "latency" and "scheduled" in runnable:
                     self.progress(f"{tag} · latency + scheduled", False)
-                    outcomes = await self.guard(self.latency(adapter, system, True), 2)
+                    outcomes = await self.attempt(
+                        lambda: self.latency(adapter, system, True), 2, f"{tag} · latency"
+                    )
                     for name, outcome in zip(("latency", "scheduled"), outcomes, strict=True):
                         self.record(system, name, outcome)
                         self.progress(f"{tag} · {name}: {outcome.status}", True)
@@ -475,12 +553,17 @@ class Runner:
                 self.progress(f"{tag} · {scenario}", False)
                 if scenario in ("latency", "scheduled"):
                     pickup = scenario == "latency"
-                    coro = self.latency(adapter, system, not pickup, pickup)
+
+                    def factory(pickup: bool = pickup) -> Any:
+                        return self.latency(adapter, system, not pickup, pickup)
                 else:
-                    coro = getattr(self, scenario)(adapter, system)
+
+                    def factory(scenario: str = scenario) -> Any:
+                        return getattr(self, scenario)(adapter, system)
+
                 if scenario not in ("enqueue", "bulk", "drain"):
                     self.queued = 0
-                (outcome,) = await self.guard(coro, 1)
+                (outcome,) = await self.attempt(factory, 1, f"{tag} · {scenario}")
                 self.record(system, scenario, outcome)
                 if scenario in ("enqueue", "bulk"):
                     self.queued = s.jobs if outcome.status == "ok" else 0
@@ -488,6 +571,32 @@ class Runner:
         finally:
             with contextlib.suppress(Exception):
                 await adapter.close()
+
+    async def attempt(self, factory: Callable[[], Any], count: int, tag: str) -> list[Outcome]:
+        """Run a scenario; while other work disturbed it (``foreign + steal`` CPU above
+        ``busy_threshold`` percent), wait a little and run it again, up to ``retries``
+        times, and keep the least disturbed attempt."""
+        s = self.settings
+        best: list[Outcome] | None = None
+        best_noise = math.inf
+        for attempt in range(s.retries + 1):
+            outcomes = await self.guard(factory(), count)
+            noise = max((disturbance(o) for o in outcomes), default=0.0)
+            for o in outcomes:
+                o.extra["attempt"] = attempt + 1
+            if noise < best_noise:
+                best, best_noise = outcomes, noise
+            if (
+                noise < s.busy_threshold
+                or any(o.status != "ok" for o in outcomes)
+                or attempt == s.retries
+            ):
+                break
+            self.progress(f"{tag}: other work used {noise:.0f}% of the machine, again", False)
+            await asyncio.sleep(2.0)
+            self.queued = 0  # a repeated drain needs its jobs put in again
+        assert best is not None
+        return best
 
     async def guard(self, coro: Any, count: int) -> list[Outcome]:
         try:
@@ -542,9 +651,11 @@ class Runner:
         await self.flush()
         await adapter.reset()
         await self.reset_stats()
+        meter = self.meter()
         t0 = time.perf_counter()
         await method(n)
         elapsed = time.perf_counter() - t0
+        cpu = meter.stop()
         calls, writes = await self.read_stats()
         total = sum(calls.values())
         return Outcome(
@@ -555,7 +666,7 @@ class Runner:
                 "cmds_per_job": total / n,
                 "writes_per_job": writes / n,
             },
-            extra={"commandstats": calls},
+            extra={"commandstats": calls, "cpu": cpu},
         )
 
     async def drain(self, adapter: Adapter, system: str) -> Outcome:
@@ -571,10 +682,12 @@ class Runner:
         if s.profiler:
             suffix = ".prof" if s.profiler == "cprofile" else ".txt"
             profile_to = self.profile_dir / f"profile-{system}-{int(time.time())}{suffix}"
+        meter = self.meter()
         worker = self.spawn(adapter, system, "drain", profile_to)
         try:
             count = await self.wait_count(worker, n, s.drain_budget)
             detected = time.time()
+            cpu = meter.stop(worker)
             calls, writes = await self.read_stats()
             rss, pss, nproc = worker.memory_mib()
             firsts = await self.ctrl_client.hgetall(probe.FIRST_KEY)
@@ -603,7 +716,7 @@ class Runner:
                 "jobs": count,
                 "partial": float(count < n),
             },
-            extra={"commandstats": calls},
+            extra={"commandstats": calls, "cpu": cpu},
         )
 
     async def wait_count(self, worker: WorkerProcs, n: int, budget: float) -> int:
@@ -661,6 +774,7 @@ class Runner:
     ) -> list[Outcome]:
         await self.flush()
         await adapter.reset()
+        meter = self.meter()
         worker = self.spawn(adapter, system, "latency")
         outcomes: list[Outcome] = []
         try:
@@ -674,6 +788,9 @@ class Runner:
                     outcomes.append(Outcome("n/a", str(exc)))
                 except ScenarioError as exc:
                     outcomes.append(Outcome("error", str(exc)))
+            cpu = meter.stop(worker)
+            for outcome in outcomes:
+                outcome.extra["cpu"] = cpu
         finally:
             worker.stop()
         return outcomes
