@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ._payload import DECODER, ENCODER
+from ._payload import DECODE_ERRORS, DECODER, ENCODER
 from ._redis import Client
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ async def promote(app: App, client: Client, zset: str, members: Sequence[bytes],
     for m in members:
         try:
             p = DECODER.decode(m)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except DECODE_ERRORS:
             # Garbage in a zset still moves on; the worker dead-sets it with a reason.
             queue, data = "default", m
         else:

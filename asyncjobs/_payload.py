@@ -17,6 +17,7 @@ import msgspec
 __all__ = [
     "ENCODER",
     "DECODER",
+    "DECODE_ERRORS",
     "Payload",
     "inflight_field",
     "new_jid",
@@ -46,6 +47,10 @@ class Payload(msgspec.Struct, omit_defaults=True, kw_only=True):
     recoveries: int = 0
     meta: dict[str, Any] = {}
 
+
+# What decoding stored bytes can raise: garbage, wrong fields, and nesting so deep that
+# the decoder runs out of stack (RecursionError).
+DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError)
 
 ENCODER = msgspec.json.Encoder()
 DECODER = msgspec.json.Decoder(Payload)

@@ -29,7 +29,7 @@ import msgspec
 
 from ._client import promote
 from ._errors import AsyncJobsError
-from ._payload import DECODER, ENCODER, Payload
+from ._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
 
 if TYPE_CHECKING:
     from ._app import App
@@ -79,7 +79,7 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
     def from_raw(cls, raw: bytes, score: float | None = None) -> JobRecord:
         try:
             p = DECODER.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             return cls(
                 jid="",
                 job="<undecodable>",
@@ -153,7 +153,7 @@ async def queues(app: App) -> list[QueueInfo]:
             try:
                 p = DECODER.decode(oldest)
                 latency = max(0.0, now - (p.enqueued_at or p.created_at))
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except DECODE_ERRORS:
                 pass
         out.append(QueueInfo(n, size, round(latency, 3)))
     return out
@@ -267,7 +267,7 @@ class SortedSet:
                     error_message=p.error_message or f"killed by hand from the {self.kind} set",
                 )
             )
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except DECODE_ERRORS:
             new = member
         k = self.app.keys
         moved = await self.app._scripts.move(client, (self.key, k.dead), (member, new, repr(now)))

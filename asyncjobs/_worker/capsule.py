@@ -21,7 +21,7 @@ import msgspec
 
 from .._errors import JobTimeout
 from .._job import JobContext, _current
-from .._payload import DECODER, ENCODER, Payload
+from .._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
 from .._queues import QueueOrder
 from .._retry import decide, format_backtrace
 from .isolation import SUSPECT_MARK, Isolation
@@ -187,7 +187,7 @@ class Capsule:
         try:
             try:
                 payload = DECODER.decode(rec.raw)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except DECODE_ERRORS as exc:
                 self._dead_raw(rec, f"undecodable payload: {exc}")
                 return
             job = app.jobs.get(payload.job)
@@ -201,7 +201,7 @@ class Capsule:
                 return
             try:
                 args, kwargs = job.decode_call(payload.args)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except DECODE_ERRORS as exc:
                 self._dead(
                     rec, payload, "ArgumentError", f"arguments no longer fit {job.name}: {exc}"
                 )

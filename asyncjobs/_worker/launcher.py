@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import msgspec
 import redis.exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 
 from .._conn import FastRedis
-from .._payload import DECODER
+from .._payload import DECODE_ERRORS, DECODER
 from .._redis import Client
 from . import systemd
 from .acker import Acker, Backoff
@@ -330,7 +329,7 @@ class Worker:
         for field, raw in entries.items():
             try:
                 queue = DECODER.decode(raw).queue
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except DECODE_ERRORS:
                 queue = "default"
             idx = pair.get(queue)
             if idx is None:

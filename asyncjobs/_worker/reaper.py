@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import redis.exceptions as rexc
 
-from .._payload import DECODER, ENCODER
+from .._payload import DECODE_ERRORS, DECODER, ENCODER
 from .._redis import Client
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ class Reaper:
         for field, raw in entries.items():
             try:
                 p = DECODER.decode(raw)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except DECODE_ERRORS:
                 queue, data, target = "default", raw, "queue"
             else:
                 n = p.recoveries + 1
