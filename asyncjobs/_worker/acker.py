@@ -89,6 +89,10 @@ class Acker:
             self._pending.set()
             self._idle.clear()
 
+    def pending_fields(self) -> set[bytes]:
+        """Fields whose outcome is known here but not yet written."""
+        return {*self._done, *self._moves[0::4]}
+
     @property
     def backlog(self) -> int:
         return len(self._done) + len(self._moves) // 4

@@ -10,11 +10,12 @@ within about one round trip of its enqueue.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import redis.exceptions as rexc
 
+from .._payload import DECODE_ERRORS, DECODER
 from .._redis import Conn, mask_url
 from .acker import Backoff
 
@@ -41,6 +42,8 @@ class Fetcher:
         self.fetches = 0
         self.quiet = False
         self._scope: anyio.CancelScope | None = None
+        self._reconcile = False
+        self.reconciled = 0
 
     def stop(self) -> None:
         """Quiet: take no more jobs. A blocked ``BRPOP`` is abandoned."""
@@ -62,10 +65,15 @@ class Fetcher:
                     await isolation.wait_clear()  # a suspect runs alone: fetch nothing
                     continue
                 try:
+                    if self._reconcile:
+                        await self.reconcile()
                     got = await self.fetch(capsule.free)
                     if not got:
                         await self._wait_for_hint()
                 except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+                    # A fetch whose reply was lost may have moved jobs into our in-flight
+                    # hash all the same: look for them once Redis answers again.
+                    self._reconcile = True
                     if not down:
                         log.warning(
                             "capsule %s: cannot reach Redis at %s (%s); backing off",
@@ -94,6 +102,46 @@ class Fetcher:
         if pairs:
             self.capsule.start(pairs)
         return len(pairs) // 2
+
+    async def reconcile(self) -> None:
+        """Start this capsule's jobs that sit in our in-flight hash with nothing running
+        them (their fetch reply was lost to a connection cut). Jobs finished but not yet
+        acknowledged, or held for isolation, are left alone."""
+        capsule = self.capsule
+        client = capsule.app._redis
+        assert client is not None
+
+        def known_now() -> set[bytes]:
+            known = set(capsule.running) | capsule.acker.pending_fields()
+            if capsule.isolation is not None:
+                known |= {f for _, f, _ in capsule.isolation.pending}
+            return known
+
+        # Taken before the read too: a job running now may finish and be acknowledged
+        # while the read is in flight, and must not look like an orphan.
+        before = known_now()
+        entries: dict[Any, Any] = await client.hgetall(self._inflight)
+        known = before | known_now()
+        names = set(capsule.order.names)
+        orphans: list[bytes] = []
+        for field, raw in entries.items():
+            if field in known:
+                continue
+            try:
+                queue = DECODER.decode(raw).queue
+            except DECODE_ERRORS:
+                queue = capsule.order.names[0]
+            if queue in names:
+                orphans.extend((field, raw))
+        self._reconcile = False
+        if orphans:
+            log.warning(
+                "capsule %s: %d jobs fetched during a connection cut are started now",
+                capsule.name,
+                len(orphans) // 2,
+            )
+            self.reconciled += len(orphans) // 2
+            capsule.start(orphans)
 
     async def _wait_for_hint(self) -> None:
         order, _ = self.capsule.order.draw(0)
