@@ -115,6 +115,17 @@ def _forget_modules_under(root: Path) -> None:
             del sys.modules[name]
 
 
+_SNIPPET = re.compile(r'^--8<-- "([^"]+)"$')
+
+
+def _included(block: Block) -> list[str]:
+    """The files a block includes whole (``--8<-- "path"``, pymdownx.snippets), if that
+    is all it holds."""
+    lines = [line.strip() for line in block.source.splitlines() if line.strip()]
+    matches = [_SNIPPET.match(line) for line in lines]
+    return [m[1] for m in matches if m is not None] if lines and all(matches) else []
+
+
 def _track_apps(monkeypatch: pytest.MonkeyPatch) -> list[asyncjobs.App]:
     """Every App the samples create, so that each is closed at the end of the page (a
     sample may replace ``app`` with a new one)."""
@@ -142,6 +153,8 @@ def run_python_blocks(page: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
                 for block in blocks(page):
                     if block.lang != "python":
                         continue
+                    if _included(block):
+                        continue  # a file of the repository, tested where it lives
                     if block.title is not None:
                         target = workdir / block.title
                         target.parent.mkdir(parents=True, exist_ok=True)
@@ -175,6 +188,24 @@ def sample_env(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.parametrize("page", PYTHON_PAGES, ids=_page_id)
 def test_python_samples_run(page: Path, sample_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run_python_blocks(page, sample_env, monkeypatch)
+
+
+INCLUDED = sorted({path for p in PAGES for b in blocks(p) for path in _included(b)})
+
+
+@pytest.mark.parametrize("path", INCLUDED)
+def test_included_python_files_are_tested_elsewhere(path: str) -> None:
+    """A Python file shown whole in the docs is imported by a test of its own."""
+    assert (ROOT / path).is_file(), f"the docs include {path}, which does not exist"
+    module = path.removesuffix(".py").replace("/", ".")
+    package, _, name = module.rpartition(".")
+    imports = re.compile(
+        rf"^\s*(import {re.escape(module)}\b|from {re.escape(module)} import"
+        rf"|from {re.escape(package)} import [^\n]*\b{name}\b)",
+        re.MULTILINE,
+    )
+    tests = [t for t in (ROOT / "tests").rglob("test_*.py") if t.name != "test_docs.py"]
+    assert any(imports.search(t.read_text()) for t in tests), f"no test imports {module}"
 
 
 # -- what is not run is still checked ------------------------------------------------------
@@ -371,8 +402,8 @@ def test_quickstart_end_to_end(
     shell = [line for b in blocks(page) if b.lang == "bash" for line in _command_lines(b)]
     worker_cmd = [line for line in shell if line.startswith("asyncjobs worker ")]
     assert len(worker_cmd) == 1, worker_cmd
-    expected = [
-        line.split(" INFO asyncjobs.job: ", 1)[1]
+    expected = [  # the messages, without the jids that differ from run to run
+        re.sub(r" \[jid=\w+ ", " [jid=", line.split(" INFO asyncjobs.job: ", 1)[1])
         for b in blocks(page)
         if b.lang == "text" and b.title == "worker output"
         for line in b.source.splitlines()
@@ -412,6 +443,7 @@ def test_quickstart_end_to_end(
         async def all_done(admin: asyncjobs.App) -> bool:
             stats = await api.Stats.fetch(admin)
             log = log_path.read_text()
+            log = re.sub(r" \[jid=\w+ ", " [jid=", log)
             return stats.enqueued == 0 and stats.busy == 0 and all(m in log for m in expected)
 
         asyncio.run(wait_for(started))
