@@ -172,7 +172,10 @@ class FastRedis:
         fut: asyncio.Future[Any] = loop.create_future()
         deadline = time.monotonic() + self.reply_timeout + block
         self._pending.append((fut, deadline))
-        writer.write(pack(args))
+        try:
+            writer.write(pack(args))
+        except RuntimeError as exc:  # uvloop: the transport was closed under us (reset)
+            self._drop(rexc.ConnectionError(f"connection lost: {exc}"))
         if self._timer is None:
             self._timer = loop.call_at(deadline, self._watch)
         return await fut

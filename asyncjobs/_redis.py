@@ -113,6 +113,25 @@ def map_error(url: str, exc: BaseException) -> Exception:
 
 REDIS_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, rexc.NoPermissionError, OSError)
 
+# Errors a background loop outlives by backing off. RuntimeError is in: uvloop raises it
+# when redis-py writes to a transport a connection reset has closed.
+TRANSIENT = (rexc.ConnectionError, rexc.TimeoutError, OSError, RuntimeError)
+
+
+async def after_error(client: Client | None, exc: BaseException) -> None:
+    """What a background loop does after a transient error, before backing off."""
+    if isinstance(exc, RuntimeError) and client is not None:
+        await reset_pool(client)
+
+
+async def reset_pool(client: Client) -> None:
+    """Drop every pooled connection, so none broken by a reset is used again."""
+    if isinstance(client, aioredis.Redis):
+        try:
+            await client.connection_pool.disconnect(inuse_connections=True)
+        except Exception as exc:  # pragma: no cover - best effort
+            log.debug("pool reset failed: %s", exc)
+
 
 @contextlib.asynccontextmanager
 async def redis_errors(url: str) -> AsyncIterator[None]:

@@ -16,9 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import redis.exceptions as rexc
-
-from .._redis import Conn, mask_url
+from .._redis import TRANSIENT, Conn, after_error, mask_url
 
 if TYPE_CHECKING:
     from .._app import App
@@ -116,7 +114,8 @@ class Acker:
             self._done, self._moves = [], []
             try:
                 await self._write(done, moves)
-            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+            except TRANSIENT as exc:
+                await after_error(self.app._redis, exc)
                 # Put them back in front of anything newer and try again.
                 self._done[:0] = done
                 self._moves[:0] = moves

@@ -13,10 +13,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import redis.exceptions as rexc
 
 from .._payload import DECODE_ERRORS, DECODER
-from .._redis import Conn, mask_url
+from .._redis import TRANSIENT, Conn, after_error, mask_url
 from .acker import Backoff
 
 if TYPE_CHECKING:
@@ -70,7 +69,8 @@ class Fetcher:
                     got = await self.fetch(capsule.free)
                     if not got:
                         await self._wait_for_hint()
-                except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+                except TRANSIENT as exc:
+                    await after_error(capsule.app._redis, exc)
                     # A fetch whose reply was lost may have moved jobs into our in-flight
                     # hash all the same: look for them once Redis answers again.
                     self._reconcile = True

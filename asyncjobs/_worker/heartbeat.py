@@ -15,9 +15,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import redis.exceptions as rexc
 
-from .._redis import Client, mask_url
+from .._redis import TRANSIENT, Client, after_error, mask_url
 from .._version import __version__
 
 if TYPE_CHECKING:
@@ -94,7 +93,8 @@ class Heartbeat:
             await anyio.sleep(self.interval)
             try:
                 await self.beat()
-            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+            except TRANSIENT as exc:
+                await after_error(self.app._redis, exc)
                 if not self._down:
                     log.warning(
                         "heartbeat: cannot reach Redis at %s (%s)",

@@ -21,7 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from .._conn import FastRedis
 from .._payload import DECODE_ERRORS, DECODER
-from .._redis import Client
+from .._redis import TRANSIENT, Client, after_error
 from . import systemd
 from .acker import Acker, Backoff
 from .capsule import Capsule, CapsuleSpec
@@ -232,7 +232,8 @@ class Worker:
         while True:
             try:
                 return await fn()
-            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+            except TRANSIENT as exc:
+                await after_error(self.app._redis, exc)
                 from .._errors import RedisUnavailable
 
                 if isinstance(exc, RedisUnavailable) and not warned:

@@ -18,10 +18,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import redis.exceptions as rexc
 
 from .._payload import DECODE_ERRORS, DECODER, ENCODER
-from .._redis import Client
+from .._redis import TRANSIENT, Client, after_error
 
 if TYPE_CHECKING:
     from .._app import App
@@ -74,7 +73,8 @@ class Reaper:
         while True:
             try:
                 await self.reap_once()
-            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+            except TRANSIENT as exc:
+                await after_error(self.app._redis, exc)
                 log.debug("reaper: Redis unavailable: %s", exc)
             await asyncio.sleep(self.interval * (0.5 + self._rng.random()))
 

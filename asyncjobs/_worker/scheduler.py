@@ -15,10 +15,8 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-import redis.exceptions as rexc
-
 from .._client import promote
-from .._redis import Client
+from .._redis import TRANSIENT, Client, after_error
 from .acker import Backoff
 
 if TYPE_CHECKING:
@@ -64,7 +62,8 @@ class Scheduler:
         while True:
             try:
                 got = await self.client.brpop([key], timeout=min(self.poll, 5.0))
-            except (rexc.ConnectionError, rexc.TimeoutError, OSError):
+            except TRANSIENT as exc:
+                await after_error(self.app._redis, exc)
                 await asyncio.sleep(backoff.next())
                 continue
             backoff.reset()
@@ -78,7 +77,8 @@ class Scheduler:
             self._wake.clear()
             try:
                 earliest = await self.promote_due()
-            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+            except TRANSIENT as exc:
+                await after_error(self.app._redis, exc)
                 log.debug("scheduler: Redis unavailable: %s", exc)
                 await asyncio.sleep(backoff.next())
                 continue
