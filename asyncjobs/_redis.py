@@ -85,7 +85,10 @@ async def connect(url: str, *, cluster: bool | None = None) -> Client:
         probe = aioredis.Redis.from_url(url, **opts)
         try:
             async with redis_errors(url):
-                info = await probe.info("cluster")
+                try:
+                    info = await probe.info("cluster")
+                except rexc.NoPermissionError:
+                    info = {}  # an ACL user without INFO: a single server is assumed
             cluster = bool(info.get("cluster_enabled"))
         finally:
             await probe.aclose()
@@ -112,6 +115,20 @@ def map_error(url: str, exc: BaseException) -> Exception:
 
 
 REDIS_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, rexc.NoPermissionError, OSError)
+
+# Every command asyncjobs sends (clients, workers, the API and CLI; scripts' inner calls
+# included). An ACL user needs these on the namespace's keys (~{namespace}:*), e.g.
+#   user jobs on >secret resetkeys ~{asyncjobs}:* resetchannels -@all +ping +info ...
+ACL_COMMANDS = (
+    "ping", "info", "select",
+    "evalsha", "eval", "script|load",
+    "lpush", "rpush", "rpop", "lpop", "brpop", "llen", "lindex", "lrange",
+    "hset", "hget", "hdel", "hlen", "hgetall",
+    "sadd", "srem", "smembers", "scard",
+    "zadd", "zrem", "zrange", "zrangebyscore", "zcard", "zscan",
+    "zremrangebyscore", "zremrangebyrank",
+    "get", "incrby", "expire", "pexpire", "exists", "del",
+)  # fmt: skip
 
 # Errors a background loop outlives by backing off. RuntimeError is in: uvloop raises it
 # when redis-py writes to a transport a connection reset has closed.
