@@ -185,6 +185,14 @@ class Capsule:
     async def _run(self, rec: _Running) -> None:
         app = self.app
         try:
+            if len(rec.raw) > app.max_payload_bytes:
+                self._dead_raw(
+                    rec,
+                    f"payload of {len(rec.raw)} bytes is over the limit of "
+                    f"{app.max_payload_bytes} (App(max_payload_bytes=...))",
+                    keep=1000,
+                )
+                return
             try:
                 payload = DECODER.decode(rec.raw)
             except DECODE_ERRORS as exc:
@@ -343,7 +351,7 @@ class Capsule:
         )
         self.acker.move(rec.field, "dead", now, ENCODER.encode(dead))
 
-    def _dead_raw(self, rec: _Running, reason: str) -> None:
+    def _dead_raw(self, rec: _Running, reason: str, keep: int | None = None) -> None:
         """A payload we cannot decode is kept, wrapped with the reason, in the dead set."""
         self.failed += 1
         log.error("dead payload %r...: %s", rec.raw[:80], reason)
@@ -358,7 +366,7 @@ class Capsule:
             error_class="PayloadError",
             error_message=reason[:1000],
             failed_at=now,
-            meta={"raw": rec.raw.decode(errors="replace")},
+            meta={"raw": rec.raw[:keep].decode(errors="replace")},
         )
         self.acker.move(rec.field, "dead", now, ENCODER.encode(wrapped))
 

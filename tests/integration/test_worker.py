@@ -300,3 +300,27 @@ async def test_recovered_jobs_run_alone(app: asyncjobs.App, redis: aioredis.Redi
         assert w.isolation is not None and w.isolation.isolated == 2
     assert seen_alone[100] and seen_alone[101]
     assert not all(seen_alone[i] for i in range(20)), "ordinary jobs ran side by side"
+
+
+async def test_oversized_payload_is_dead_lettered_at_the_worker(
+    redis_url: str, redis: aioredis.Redis
+) -> None:
+    big = asyncjobs.App(redis_url)  # a producer with a higher limit than the worker's
+    small = asyncjobs.App(redis_url, max_payload_bytes=500)
+
+    for a in (big, small):
+
+        @a.job(name="blob")
+        async def blob(data: str) -> None: ...
+
+    await big.jobs["blob"].defer("x" * 2000)
+    async with small.run_worker():
+        await wait_for(lambda: redis.zcard("{asyncjobs}:dead"))
+    [raw] = await redis.zrange("{asyncjobs}:dead", 0, -1)
+    entry = loads(raw)
+    assert (
+        entry["error_class"] == "PayloadError" and "over the limit of 500" in entry["error_message"]
+    )
+    assert len(entry["meta"]["raw"]) == 1000
+    await big.aclose()
+    await small.aclose()
