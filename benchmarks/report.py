@@ -360,6 +360,13 @@ def remarks_for(
             f" (after retries): {', '.join(busy)}; those figures may be low"
         )
     for system, per in results.items():
+        for scenario, key, what in (
+            ("latency", "misses", "latency jobs did not run within 5 s"),
+            ("scheduled", "missing", "scheduled jobs did not run within 15 s of their time"),
+        ):
+            lost = sum(int(o.metrics.get(key, 0)) for o in per.get(scenario, []))
+            if lost:
+                out.append(f"{system}: {lost} {what} (left out of the percentiles)")
         partial = [o for o in per.get("drain", []) if o.metrics.get("partial")]
         if partial:
             done = ", ".join(f"{int(o.metrics['jobs']):,}" for o in partial)
