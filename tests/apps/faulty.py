@@ -67,3 +67,21 @@ async def poison(tag: str) -> None:
     """Kill the worker running this job, every time (after recording the attempt)."""
     await _hset("test:poison", os.urandom(8).hex(), f"{tag} {os.getpid()} {time.time()!r}")
     os._exit(1)
+
+
+class Unprintable(Exception):
+    """An exception whose message cannot even be turned into a string."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no message for you")
+
+
+@app.job(queue="default")
+async def fail(how: str) -> None:
+    """Fail in an awkward way: ``surrogate`` raises an error whose message holds a lone
+    surrogate (a file name that is not UTF-8, as ``os.fsdecode`` gives it);
+    ``unprintable`` raises an exception whose ``str()`` itself raises."""
+    if how == "surrogate":
+        name = os.fsdecode(b"caf\xe9.csv")  # 'caf\udce9.csv'
+        raise ValueError(f"cannot import {name}")
+    raise Unprintable()
