@@ -30,6 +30,8 @@ COUNT_KEY = "bench:count"
 FIRST_KEY = "bench:first"
 LAST_KEY = "bench:last"
 STAMPS_KEY = "bench:stamps"
+PER_PROCESS_KEY = "bench:per-process"
+SERIES_PREFIX = "bench:series:"  # + pid: "time,jobs done" at each flush
 FLUSH_INTERVAL = 0.002
 
 _DIRECT = os.environ.get("BENCH_PROBE_MODE") == "direct"
@@ -92,6 +94,8 @@ def _flusher(pid: str) -> None:
                 pipe.hset(FIRST_KEY, pid, repr(_hits[0]))
                 first_sent = True
             pipe.hset(LAST_KEY, pid, repr(_hits[n - 1]))
+            pipe.rpush(SERIES_PREFIX + pid, f"{_hits[n - 1]!r},{n}")
+            pipe.hincrby(PER_PROCESS_KEY, pid, n - sent)
             pipe.incrby(COUNT_KEY, n - sent)
             sent = n
             pending = True
@@ -121,6 +125,7 @@ def hit() -> None:
         pipe = _client_for_direct().pipeline(transaction=False)
         pipe.hsetnx(FIRST_KEY, key, repr(now))
         pipe.hset(LAST_KEY, key, repr(now))
+        pipe.hincrby(PER_PROCESS_KEY, key, 1)
         pipe.incr(COUNT_KEY)
         pipe.execute()
         return

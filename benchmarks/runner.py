@@ -407,6 +407,43 @@ def profiled(spec: WorkerSpec, profiler: str, out: Path) -> WorkerSpec:
     return WorkerSpec([wrapped, *spec.commands[1:]], spec.env, spec.description)
 
 
+def _jobs_by(points: list[tuple[float, float]], t: float) -> float:
+    """Jobs a process had done by time ``t`` (linear between its flush points)."""
+    if t <= points[0][0]:
+        return points[0][1] if t == points[0][0] else points[0][1] - 1
+    prev = points[0]
+    for point in points[1:]:
+        if t <= point[0]:
+            frac = (t - prev[0]) / (point[0] - prev[0]) if point[0] > prev[0] else 1.0
+            return prev[1] + frac * (point[1] - prev[1])
+        prev = point
+    return prev[1]
+
+
+def steady_rate(series: dict[Any, tuple[float, list[tuple[float, float]]]]) -> float | None:
+    """Jobs/s while *every* process of a worker was running jobs.
+
+    ``series`` maps a process to (time of its first job, [(time, jobs done), ...]). The
+    window runs from the moment the last process started its first job to the moment
+    the first process ran its last one; with one process, that is first job to last job.
+    ``None`` when there is no such window worth the name (under 30% of the whole drain).
+    """
+    if not series:
+        return None
+    tracks = []
+    for first, points in series.values():
+        if not points:
+            return None
+        tracks.append([(first, 1.0), *points])
+    start = max(t[0][0] for t in tracks)
+    end = min(t[-1][0] for t in tracks)
+    whole = max(t[-1][0] for t in tracks) - min(t[0][0] for t in tracks)
+    if end - start <= 0 or end - start < 0.3 * whole:
+        return None
+    done = sum(_jobs_by(t, end) - _jobs_by(t, start) for t in tracks)
+    return done / (end - start)
+
+
 def disturbance(outcome: Outcome) -> float:
     """Percent of the machine used by other work (and steal) during a measurement."""
     cpu = outcome.extra.get("cpu") or {}
@@ -692,6 +729,12 @@ class Runner:
             rss, pss, nproc = worker.memory_mib()
             firsts = await self.ctrl_client.hgetall(probe.FIRST_KEY)
             lasts = await self.ctrl_client.hgetall(probe.LAST_KEY)
+            counts = await self.ctrl_client.hgetall(probe.PER_PROCESS_KEY)
+            series = {}
+            if len(firsts) <= 64:  # not rq's fork-per-job children
+                for pid in firsts:
+                    raw = await self.ctrl_client.lrange(probe.SERIES_PREFIX + pid.decode(), 0, -1)
+                    series[pid] = [tuple(map(float, item.split(b","))) for item in raw]
         finally:
             worker.stop(graceful=profile_to is not None)
         if profile_to is not None:
@@ -700,10 +743,16 @@ class Runner:
         last = max(float(v) for v in lasts.values())
         span = max(last - first, 1e-9)
         total = sum(calls.values())
+        first_to_last = (count - 1) / span
+        steady = steady_rate(
+            {pid: (float(firsts[pid]), pts) for pid, pts in series.items() if pid in firsts}
+        )
         return Outcome(
             "ok",
             metrics={
-                "rate": (count - 1) / span,
+                "rate": steady if steady is not None else first_to_last,
+                "first_to_last_rate": first_to_last,
+                "steady_window": float(steady is not None),
                 "wall_rate": count / max(last - worker.started, 1e-9),
                 "seconds": span,
                 "startup_s": first - worker.started,
@@ -716,7 +765,18 @@ class Runner:
                 "jobs": count,
                 "partial": float(count < n),
             },
-            extra={"commandstats": calls, "cpu": cpu},
+            extra={
+                "commandstats": calls,
+                "cpu": cpu,
+                "per_process": {
+                    pid.decode(): {
+                        "jobs": int(counts.get(pid, 0)),
+                        "first_s": float(firsts[pid]) - first,
+                        "last_s": float(lasts[pid]) - first if pid in lasts else None,
+                    }
+                    for pid in firsts
+                },
+            },
         )
 
     async def wait_count(self, worker: WorkerProcs, n: int, budget: float) -> int:
