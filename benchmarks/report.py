@@ -347,17 +347,29 @@ def remarks_for(
     """Notes on measurements that deserve one: drains cut short by the time budget, and
     scenarios during which something else kept the machine busy."""
     out = []
-    busy = []
+    busy: list[tuple[str, float]] = []
+    measured = 0
     for system, per in results.items():
         for scenario, outcomes in per.items():
             for rnd, o in enumerate(outcomes, 1):
+                if o.status != "ok" or scenario == "scheduled":
+                    continue
+                measured += 1
                 other = disturbance(o)
-                if other >= threshold and scenario != "scheduled":
-                    busy.append(f"{system} {scenario} r{rnd} {other:.0f}%")
+                if other >= threshold:
+                    busy.append((f"{system} {scenario} r{rnd} {other:.0f}%", other))
     if busy:
+        shares = sorted(b[1] for b in busy)
+        where = (
+            ": " + ", ".join(b[0] for b in busy)
+            if len(busy) <= 6
+            else f" (median {statistics.median(shares):.0f}%, max {shares[-1]:.0f}%;"
+            " per measurement in the JSON, extra.cpu)"
+        )
         out.append(
             f"other work (or hypervisor steal) used ≥ {threshold:g}% of the machine during"
-            f" (after retries): {', '.join(busy)}; those figures may be low"
+            f" {len(busy)} of {measured} measurements{where}:"
+            " on a shared machine, compare ratios within this run rather than absolutes"
         )
     for system, per in results.items():
         for scenario, key, what in (
