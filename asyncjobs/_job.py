@@ -9,6 +9,7 @@ Redis. The worker decodes them back into the annotated types.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import functools
 import inspect
@@ -36,7 +37,7 @@ R = TypeVar("R")
 RetryIn = Callable[[int, BaseException], "float | int | str | None"]
 
 _current: ContextVar[Payload] = ContextVar("asyncjobs.job")
-_PATH = re.compile(r" - at `\$\.?([A-Za-z_][A-Za-z0-9_]*)?(.*)`$")
+_PATH = re.compile(r" - at `\$\.?([^.\[`]+)?(.*)`$")  # the argument: any identifier
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 
 
@@ -107,6 +108,25 @@ def current_job() -> JobContext:
         raise LookupError("current_job() called outside a running job") from None
 
 
+def _non_finite(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` holds a float inf or nan (looking inside containers)."""
+    if isinstance(value, float):
+        return value != value or value in (float("inf"), float("-inf"))
+    if depth > 50 or isinstance(value, str | bytes | int):
+        return False
+    if isinstance(value, dict):
+        return any(_non_finite(v, depth + 1) for v in value.values())
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_non_finite(v, depth + 1) for v in value)
+    if isinstance(value, msgspec.Struct):
+        return any(_non_finite(getattr(value, f), depth + 1) for f in value.__struct_fields__)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return any(
+            _non_finite(getattr(value, f.name), depth + 1) for f in dataclasses.fields(value)
+        )
+    return False
+
+
 class _Options(msgspec.Struct, frozen=True):
     queue: str
     retry: int
@@ -147,6 +167,12 @@ class Job(Generic[P, R]):
         self.app = app
         self.fn = fn
         self.name = name or f"{fn.__module__}.{fn.__qualname__}"
+        if name is None and fn.__module__ == "__main__":
+            logging.getLogger("asyncjobs.app").warning(
+                "job %s is registered from __main__: a worker importing your module by "
+                "its real name will not find it; give it a name: @app.job(name=...)",
+                fn.__qualname__,
+            )
         if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
             raise ConfigError(f"job {self.name}: retry must be a whole number >= 0")
         self.dead = dead
@@ -177,32 +203,34 @@ class Job(Generic[P, R]):
         self._varkw: str | None = None
         pos: list[str] = []
         kw: list[str] = []
-        for p in sig.parameters.values():
+        # Struct attributes are p0, p1, ... with the parameter names as their JSON names:
+        # any Python identifier (``__x``, ``größe``) is a valid parameter, not every one
+        # is a valid msgspec attribute.
+        self._attr: dict[str, str] = {}
+        for i, p in enumerate(sig.parameters.values()):
             t = hints.get(p.name, Any)
+            attr = self._attr[p.name] = f"p{i}"
             if p.kind is p.VAR_POSITIONAL:
                 self._varpos = p.name
-                fields.append((p.name, tuple[t, ...], ()))  # type: ignore[valid-type]
+                fields.append((attr, tuple[t, ...], msgspec.field(default=(), name=p.name)))  # type: ignore[valid-type]
                 continue
             if p.kind is p.VAR_KEYWORD:
                 self._varkw = p.name
-                fields.append((p.name, dict[str, t], msgspec.field(default_factory=dict)))  # type: ignore[valid-type]
+                fields.append(
+                    (attr, dict[str, t], msgspec.field(default_factory=dict, name=p.name))  # type: ignore[valid-type]
+                )
                 continue
             if p.kind is p.KEYWORD_ONLY:
                 kw.append(p.name)
             else:
                 pos.append(p.name)
             if p.default is p.empty:
-                fields.append((p.name, t, msgspec.NODEFAULT))
+                fields.append((attr, t, msgspec.field(name=p.name)))
             elif isinstance(p.default, list | dict | set | bytearray) and p.default:
-                fields.append(
-                    (
-                        p.name,
-                        t,
-                        msgspec.field(default_factory=functools.partial(copy.deepcopy, p.default)),
-                    )
-                )
+                factory = functools.partial(copy.deepcopy, p.default)
+                fields.append((attr, t, msgspec.field(default_factory=factory, name=p.name)))
             else:
-                fields.append((p.name, t, p.default))
+                fields.append((attr, t, msgspec.field(default=p.default, name=p.name)))
         self._posnames = tuple(pos)
         self._kwnames = tuple(kw)
         self._simple = not kw and self._varpos is None and self._varkw is None
@@ -219,7 +247,7 @@ class Job(Generic[P, R]):
             # Types msgspec cannot encode fail here, at registration, not at the first defer.
             msgspec.json.Decoder(self._args_type)
             msgspec.json.schema(self._args_type)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RuntimeError) as exc:
             raise ConfigError(f"job {self.name}: unsupported argument type: {exc}") from exc
 
     def _bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -236,22 +264,51 @@ class Job(Generic[P, R]):
         try:
             ba = self._sig.bind(*args, **kwargs)
         except TypeError as exc:
-            raise ArgumentError(self.name, None, f"job {self.name}: {exc}") from None
+            named = re.search(r"'([^']+)'", str(exc))  # missing / unexpected / multiple values
+            arg = named.group(1) if named else None
+            raise ArgumentError(self.name, arg, f"job {self.name}: {exc}") from None
         arguments = dict(ba.arguments)
         return arguments
 
     def encode_args(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes:
-        """Validate arguments against the signature and type hints; return their JSON."""
+        """Validate arguments against the signature and type hints; return their JSON.
+
+        Validation is the worker's own decode of the encoded arguments, so what is
+        accepted here is exactly what the worker can run (a float ``inf``, which JSON
+        cannot hold, is refused here rather than dead-lettered there).
+        """
         bound = self._bind(args, kwargs)
         try:
-            obj = msgspec.convert(bound, self._args_type)
-            return ENCODER.encode(obj)
+            raw = ENCODER.encode(bound)
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:  # lone surrogates too
+            raise self._encode_error(bound, exc) from None
+        if b"null" in raw:  # JSON writes inf and nan as null: refuse them, never alter
+            for arg, value in bound.items():
+                if _non_finite(value):
+                    raise ArgumentError(
+                        self.name,
+                        arg,
+                        f"job {self.name}: argument {arg!r} holds a float inf or nan, "
+                        "which JSON cannot store",
+                    )
+        try:
+            self._args_decoder.decode(raw)
         except msgspec.ValidationError as exc:
             raise self._argument_error(str(exc)) from None
-        except (TypeError, msgspec.EncodeError) as exc:
-            raise ArgumentError(
-                self.name, None, f"job {self.name}: arguments cannot be encoded: {exc}"
-            ) from None
+        return raw
+
+    def _encode_error(self, bound: dict[str, Any], exc: Exception) -> ArgumentError:
+        """Name the argument that cannot be encoded (found by encoding them one by one)."""
+        for arg, value in bound.items():
+            try:
+                ENCODER.encode(value)
+            except (TypeError, ValueError, msgspec.EncodeError) as one:
+                return ArgumentError(
+                    self.name, arg, f"job {self.name}: argument {arg!r} cannot be encoded: {one}"
+                )
+        return ArgumentError(
+            self.name, None, f"job {self.name}: arguments cannot be encoded: {exc}"
+        )
 
     def _argument_error(self, message: str) -> ArgumentError:
         m = _MISSING.search(message)
@@ -262,6 +319,8 @@ class Job(Generic[P, R]):
         if m and m.group(1):
             arg = m.group(1)
             what = message[: m.start()]
+            if "got `null`" in what:
+                what += " (None, or a float inf/nan, which JSON cannot hold)"
             where = f" (at {m.group(2)})" if m.group(2) else ""
             return ArgumentError(
                 self.name, arg, f"job {self.name}: argument {arg!r}: {what}{where}"
@@ -277,12 +336,13 @@ class Job(Generic[P, R]):
         obj = self._args_decoder.decode(raw)
         if self._simple:
             return msgspec.structs.astuple(obj), {}
-        args: list[Any] = [getattr(obj, n) for n in self._posnames]
+        attr = self._attr
+        args: list[Any] = [getattr(obj, attr[n]) for n in self._posnames]
         if self._varpos is not None:
-            args.extend(getattr(obj, self._varpos))
-        kwargs = {n: getattr(obj, n) for n in self._kwnames}
+            args.extend(getattr(obj, attr[self._varpos]))
+        kwargs = {n: getattr(obj, attr[n]) for n in self._kwnames}
         if self._varkw is not None:
-            kwargs.update(getattr(obj, self._varkw))
+            kwargs.update(getattr(obj, attr[self._varkw]))
         return tuple(args), kwargs
 
     # -- calling and deferring ---------------------------------------------------
