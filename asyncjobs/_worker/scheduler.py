@@ -71,48 +71,65 @@ class Scheduler:
                 self._wake.set()
 
     async def run(self) -> None:
+        """Read the upcoming entries, sleep until the earliest is due, promote it straight
+        from what was read (one round trip on the critical path: the promote script
+        skips anything another process moved first), and read again when the list runs
+        out, a hint or notify() arrives, or the poll interval passes."""
         backoff = Backoff()
         while True:
             # Cleared before reading, so a notify() during the read is not lost.
             self._wake.clear()
             try:
-                earliest = await self.promote_due()
+                upcoming = await self.read_upcoming()
+                while True:
+                    now = time.time()
+                    due = [e for e in upcoming if e[0] <= now]
+                    if due:
+                        # Read again afterwards: entries added meanwhile between two we
+                        # know of sent no hint (they were not the soonest).
+                        await self.promote_entries(due, now)
+                        break
+                    earliest = upcoming[0][0] if upcoming else None
+                    wait = next_wait(now, earliest, self.poll, self.processes, self._rng)
+                    if await self._sleep(wait) or earliest is None or earliest > now + wait:
+                        break  # woken by news, or the poll interval passed: read again
             except TRANSIENT as exc:
                 await after_error(self.app._redis, exc)
                 log.debug("scheduler: Redis unavailable: %s", exc)
                 await asyncio.sleep(backoff.next())
                 continue
             backoff.reset()
-            wait = next_wait(time.time(), earliest, self.poll, self.processes, self._rng)
-            if wait > 0:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), wait)
-                except TimeoutError:
-                    pass
 
-    async def promote_due(self) -> float | None:
-        """Promote everything due now; return the earliest due time left, if any."""
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True if woken early by a hint or notify()."""
+        if seconds <= 0:
+            return False
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def read_upcoming(self) -> list[tuple[float, bytes, str]]:
+        """The earliest ``BATCH`` entries of the schedule and retry sets, by due time."""
         k = self.app.keys
-        while True:
-            now = time.time()
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.zrangebyscore(k.schedule, "-inf", now, start=0, num=BATCH)
-                pipe.zrangebyscore(k.retry, "-inf", now, start=0, num=BATCH)
-                due_s, due_r = await pipe.execute()
-            moved_all = True
-            for zset, due in ((k.schedule, due_s), (k.retry, due_r)):
-                if due:
-                    await self._promote(zset, due, now)
-                    if len(due) == BATCH:
-                        moved_all = False
-            if moved_all:
-                break
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.zrange(k.schedule, 0, 0, withscores=True)
-            pipe.zrange(k.retry, 0, 0, withscores=True)
+            pipe.zrange(k.schedule, 0, BATCH - 1, withscores=True)
+            pipe.zrange(k.retry, 0, BATCH - 1, withscores=True)
             first_s, first_r = await pipe.execute()
-        times = [s for first in (first_s, first_r) for _, s in first]
-        return min(times) if times else None
+        entries = [(float(sc), m, k.schedule) for m, sc in first_s]
+        entries += [(float(sc), m, k.retry) for m, sc in first_r]
+        entries.sort(key=lambda e: e[0])
+        if len(first_s) == BATCH or len(first_r) == BATCH:
+            # The list is complete only up to the earlier of the two last scores.
+            horizon = min(
+                float(first_s[-1][1]) if len(first_s) == BATCH else float("inf"),
+                float(first_r[-1][1]) if len(first_r) == BATCH else float("inf"),
+            )
+            entries = [e for e in entries if e[0] <= horizon]
+        return entries
 
-    async def _promote(self, zset: str, members: list[bytes], now: float) -> None:
-        self.promoted += await promote(self.app, self.client, zset, members, now)
+    async def promote_entries(self, due: list[tuple[float, bytes, str]], now: float) -> None:
+        for zset in {z for _, _, z in due}:
+            members = [m for _, m, z in due if z == zset]
+            self.promoted += await promote(self.app, self.client, zset, members, now)
