@@ -107,7 +107,7 @@ def map_error(url: str, exc: BaseException) -> Exception:
     if isinstance(exc, rexc.NoPermissionError):
         return ConfigError(
             f"Redis at {mask_url(url)} denied a command: {exc} "
-            "(grant it to this ACL user: see docs/deployment.md)"
+            "(grant it to this ACL user: see docs/guides/deployment.md)"
         )
     if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
         return RedisUnavailable(f"cannot reach Redis at {mask_url(url)}: {exc}")

@@ -66,6 +66,12 @@ def load_settings(path: str | Path | None) -> Settings:
 
 def capsules_from(settings: Settings) -> list[CapsuleSpec]:
     """The capsules a settings object describes: ``queues`` form the default capsule."""
+    if settings.heartbeat_ttl <= settings.heartbeat_interval:
+        raise ConfigError(
+            f"heartbeat_ttl ({settings.heartbeat_ttl:g}s) must be longer than "
+            f"heartbeat_interval ({settings.heartbeat_interval:g}s), or live workers "
+            "would be taken for dead; three intervals or more is safe"
+        )
     specs: list[CapsuleSpec] = []
     if settings.concurrency < 1:
         raise ConfigError(f"concurrency must be at least 1, got {settings.concurrency}")

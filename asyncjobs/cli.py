@@ -134,7 +134,12 @@ def _guard(fn: Callable[[], T]) -> T:
 @app.command()
 def worker(
     app_spec: Annotated[
-        str | None, typer.Argument(metavar="APP", help="MODULE:ATTRIBUTE of your asyncjobs.App")
+        str | None,
+        typer.Argument(
+            metavar="APP",
+            envvar="ASYNCJOBS_APP",
+            help="MODULE:ATTRIBUTE of your asyncjobs.App (or ASYNCJOBS_APP)",
+        ),
     ] = None,
     queue: Annotated[
         list[str] | None,

@@ -143,8 +143,9 @@ class Capsule:
         Each job's first step runs right here, in a copy of the context, as Python
         3.12's eager tasks do: a job that finishes without waiting on anything (no-op,
         cache hit) costs no task at all. A job that does wait continues in a task
-        created with that same context. This halved the per-job cost of short jobs
-        compared with one ``create_task`` per job (see docs/benchmarks.md).
+        created with that same context. With the lean connection (_conn.py) this took
+        worker CPU per no-op job from about 21 us (one ``create_task`` per job) to 6-9 us
+        (process_time over 50,000 jobs on a loaded 2-core box).
         """
         loop = asyncio.get_running_loop()
         running = self.running

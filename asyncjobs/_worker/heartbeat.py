@@ -53,6 +53,8 @@ class Heartbeat:
         self._on_command = on_command
         self.started_at = time.time()
         self.processes = 1
+        # Told the number of live processes at each beat (the scheduler scales its poll).
+        self.on_processes: Callable[[int], None] | None = None
         self._down = False
 
     async def beat(self) -> None:
@@ -83,6 +85,8 @@ class Heartbeat:
             pipe.scard(k.processes)
             res = await pipe.execute()
         self.processes = int(res[4] or 1)
+        if self.on_processes is not None:
+            self.on_processes(self.processes)
         for cmd in res[3] or ():
             self._on_command(cmd.decode() if isinstance(cmd, bytes) else str(cmd))
 

@@ -181,6 +181,7 @@ class Worker:
             info=self._info,
             on_command=self._on_command,
         )
+        hb.on_processes = lambda n: setattr(self.scheduler, "processes", n)
         for hook in app.on_startup:
             await hook()
         # Register before fetching anything, so a reaper can always find our jobs.
