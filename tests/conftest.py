@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,19 @@ async def wait_for(
             if result:
                 return
             await anyio.sleep(interval)
+
+
+@asynccontextmanager
+async def running(worker: asyncjobs.Worker) -> AsyncIterator[asyncjobs.Worker]:
+    """Run ``worker`` in the background for the block; stop it (gracefully) after."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        with anyio.fail_after(5):
+            await worker.wait_started()
+        try:
+            yield worker
+        finally:
+            worker.stop()
 
 
 def text(raw: bytes | str) -> str:

@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import anyio
 import redis.asyncio as aioredis
 
 import asyncjobs
 from asyncjobs import api
-from tests.conftest import cli, loads, spawn_worker, text, wait_for
-
-
-@asynccontextmanager
-async def running(worker: asyncjobs.Worker) -> AsyncIterator[asyncjobs.Worker]:
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(worker.run)
-        with anyio.fail_after(5):
-            await worker.wait_started()
-        try:
-            yield worker
-        finally:
-            worker.stop()
+from tests.conftest import cli, loads, running, spawn_worker, text, wait_for
 
 
 def fast(count: int, exc: BaseException) -> float:

@@ -8,8 +8,6 @@ import enum
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -18,21 +16,9 @@ import msgspec
 import redis.asyncio as aioredis
 
 import asyncjobs
-from tests.conftest import loads, wait_for
+from tests.conftest import loads, running, wait_for
 
 INFLIGHT_PREFIX = "{asyncjobs}:inflight:"
-
-
-@asynccontextmanager
-async def running(worker: asyncjobs.Worker) -> AsyncIterator[asyncjobs.Worker]:
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(worker.run)
-        with anyio.fail_after(5):
-            await worker.wait_started()
-        try:
-            yield worker
-        finally:
-            worker.stop()
 
 
 class Color(enum.Enum):
