@@ -137,6 +137,9 @@ class FastRedis:
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.transport.abort()
+        conn, self._conn = self._conn, None
+        if conn is not None:  # its socket is gone: tell redis-py, so nothing is left open
+            conn._reader = conn._writer = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

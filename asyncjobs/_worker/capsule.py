@@ -12,7 +12,6 @@ import contextvars
 import logging
 import random
 import time
-import traceback
 import types
 from collections.abc import Coroutine, Generator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -151,11 +150,14 @@ class Capsule:
         running = self.running
         run = self._run
         isolation = self.isolation if isolate else None
+        give_back: dict[bytes, bytes] = {}
         for i in range(0, len(pairs), 2):
             field = pairs[i]
             raw = pairs[i + 1]
             if isolation is not None and SUSPECT_MARK in raw:
-                isolation.hold(self, field, raw)  # recovered from a dead worker: runs alone
+                # Recovered from a dead worker: runs alone; one suspect at a time.
+                if not isolation.hold(self, field, raw):
+                    give_back[field] = raw
                 continue
             rec = _Running(field, raw)
             running[field] = rec
@@ -172,6 +174,8 @@ class Capsule:
             rec.task = loop.create_task(_resume(coro, yielded), context=ctx)
         if running:
             self._idle.clear()
+        if give_back and isolation is not None:
+            isolation.give_back(give_back)
 
     def _finished(self, rec: _Running) -> None:
         running = self.running
@@ -284,9 +288,9 @@ class Capsule:
         )
         failed = msgspec.structs.replace(
             payload,
-            error_class=type(exc).__name__,
-            error_message=str(exc)[:1000],
-            error_backtrace=format_backtrace(exc),
+            error_class=_clean(type(exc).__name__),
+            error_message=_clean(_describe(exc))[:1000],
+            error_backtrace=[_clean(line) for line in format_backtrace(exc)],
             failed_at=payload.failed_at or now,
             retried_at=now if payload.retry_count else None,
             enqueued_at=None,
@@ -298,7 +302,7 @@ class Capsule:
                 payload.job,
                 payload.jid,
                 type(exc).__name__,
-                exc,
+                _describe(exc),
                 payload.retry_count + 1,
                 payload.retry,
                 d.at - now,
@@ -311,7 +315,7 @@ class Capsule:
                 payload.job,
                 payload.jid,
                 type(exc).__name__,
-                exc,
+                _describe(exc),
                 d.reason,
             )
             self.acker.move(rec.field, "drop", now, b"")
@@ -321,7 +325,7 @@ class Capsule:
                 payload.job,
                 payload.jid,
                 type(exc).__name__,
-                exc,
+                _describe(exc),
                 d.reason,
             )
             self.acker.move(rec.field, "dead", now, ENCODER.encode(failed))
@@ -399,5 +403,15 @@ class Capsule:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def describe_exception(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+def _describe(exc: BaseException) -> str:
+    """``str(exc)``, even for an exception whose ``__str__`` raises."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__}: str() failed>"
+
+
+def _clean(text: str) -> str:
+    """Text JSON can hold: lone surrogates (from bytes decoded with surrogateescape, say)
+    become escapes instead of making the outcome unencodable."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

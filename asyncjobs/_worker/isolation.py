@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .capsule import Capsule
@@ -26,8 +27,14 @@ SUSPECT_MARK = b'"recoveries":'  # present in a payload only when recoveries > 0
 class Isolation:
     """Holds suspects back and runs them one at a time in an otherwise idle process."""
 
-    def __init__(self) -> None:
+    def __init__(self, requeue: Callable[[dict[bytes, bytes]], Coroutine[Any, Any, int]]) -> None:
+        # Gives suspects back to their queues: only one waits in the in-flight hash at a
+        # time, so a crash while it runs counts against it alone, not against suspects
+        # that were merely fetched beside it.
+        self._requeue = requeue
+        self._given_back: set[asyncio.Task[int]] = set()
         self.pending: collections.deque[tuple[Capsule, bytes, bytes]] = collections.deque()
+        self.running = False
         self._clear = asyncio.Event()
         self._clear.set()
         self._work = asyncio.Event()
@@ -42,10 +49,19 @@ class Isolation:
     async def wait_clear(self) -> None:
         await self._clear.wait()
 
-    def hold(self, capsule: Capsule, field: bytes, raw: bytes) -> None:
+    def hold(self, capsule: Capsule, field: bytes, raw: bytes) -> bool:
+        """Hold a suspect to run alone; False if one is held already (give it back)."""
+        if self.pending or self.running:
+            return False
         self.pending.append((capsule, field, raw))
         self._clear.clear()
         self._work.set()
+        return True
+
+    def give_back(self, entries: dict[bytes, bytes]) -> None:
+        task = asyncio.get_running_loop().create_task(self._requeue(entries))
+        self._given_back.add(task)
+        task.add_done_callback(self._given_back.discard)
 
     async def run(self) -> None:
         while True:
@@ -59,6 +75,10 @@ class Isolation:
                     "running recovered job %r alone (it was in flight when a worker died)", field
                 )
                 self.isolated += 1
-                capsule.start([field, raw], isolate=False)
-                await capsule.wait_idle()
+                self.running = True
+                try:
+                    capsule.start([field, raw], isolate=False)
+                    await capsule.wait_idle()
+                finally:
+                    self.running = False
             self._clear.set()

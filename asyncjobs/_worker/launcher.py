@@ -151,7 +151,7 @@ class Worker:
         # (_conn.py); each fetcher has its own, as it blocks in BRPOP when idle.
         self.acker = acker = Acker(app, app._fast or client, inflight)
         self.capsules = [Capsule(app, spec, acker) for spec in self.specs]
-        self.isolation = isolation = Isolation()
+        self.isolation = isolation = Isolation(self.requeue)
         isolation.capsules = self.capsules
         for c in self.capsules:
             c.isolation = isolation
@@ -317,14 +317,20 @@ class Worker:
         log.info("worker %s stopped (%d jobs requeued)", self.process_id, self.requeued)
 
     async def _requeue_inflight(self) -> int:
+        client = self.app._redis
+        assert client is not None
+        entries: dict[Any, Any] = await client.hgetall(self.app.keys.inflight(self.process_id))
+        return await self.requeue(entries)
+
+    async def requeue(self, entries: dict[bytes, bytes]) -> int:
+        """Put these in-flight jobs (field → payload) back at the head of their queues."""
         app = self.app
         client = app._redis
         assert client is not None
-        k = app.keys
-        inflight = k.inflight(self.process_id)
-        entries: dict[Any, Any] = await client.hgetall(inflight)
         if not entries:
             return 0
+        k = app.keys
+        inflight = k.inflight(self.process_id)
         keys: list[str] = [inflight]
         pair: dict[str, int] = {}
         args: list[Any] = []
