@@ -14,7 +14,17 @@ from ._redis import Client
 if TYPE_CHECKING:
     from ._app import App
 
-__all__ = ["promote"]
+__all__ = ["promote", "trim_dead"]
+
+
+async def trim_dead(app: App, client: Client, now: float) -> None:
+    """Keep the dead set within ``dead_max_jobs`` entries and ``dead_timeout`` of age
+    (ack.lua does the same when a worker adds a failed job)."""
+    key = app.keys.dead
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.zremrangebyscore(key, "-inf", f"({now - app.dead_timeout!r}")
+        pipe.zremrangebyrank(key, 0, -app.dead_max_jobs - 1)
+        await pipe.execute()
 
 
 async def promote(app: App, client: Client, zset: str, members: Sequence[bytes], now: float) -> int:

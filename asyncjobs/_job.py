@@ -52,6 +52,7 @@ class JobContext:
 
     @property
     def jid(self) -> str:
+        """The job id (24 hex digits, or the one given to ``configure(jid=...)``)."""
         return self._payload.jid
 
     @property
@@ -61,6 +62,7 @@ class JobContext:
 
     @property
     def queue(self) -> str:
+        """The queue the job was taken from."""
         return self._payload.queue
 
     @property
@@ -70,11 +72,13 @@ class JobContext:
 
     @property
     def enqueued_at(self) -> dt.datetime | None:
+        """When the job last entered its queue (UTC), or None."""
         t = self._payload.enqueued_at
         return None if t is None else dt.datetime.fromtimestamp(t, dt.UTC)
 
     @property
     def created_at(self) -> dt.datetime:
+        """When ``defer`` was called (UTC)."""
         return dt.datetime.fromtimestamp(self._payload.created_at, dt.UTC)
 
     @property
@@ -353,14 +357,17 @@ class Job(Generic[P, R]):
 
     @property
     def queue(self) -> str:
+        """The queue ``defer`` uses unless ``configure(queue=...)`` says otherwise."""
         return self._opts.queue
 
     @property
     def retry(self) -> int:
+        """How many retries a failing run gets (25 by default, like Sidekiq)."""
         return self._opts.retry
 
     @property
     def timeout(self) -> float | None:
+        """Seconds a run may take before it is cancelled as a failure, or None."""
         return self._opts.timeout
 
     def configure(
@@ -456,10 +463,12 @@ class Deferrer(Generic[P]):
         self._opts = opts
 
     async def defer(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """Enqueue one run with these options; returns its jid."""
         job = self._job
         return await job.app._enqueue(job._build(self._opts, args, kwargs, time.time()))
 
     async def defer_many(self, items: Iterable[tuple[Any, ...] | Mapping[str, Any]]) -> list[str]:
+        """Enqueue many runs with these options in one round trip; returns their jids."""
         job = self._job
         now = time.time()
         if self._opts.jid is not None:

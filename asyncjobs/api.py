@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ._client import promote
+from ._client import promote, trim_dead
 from ._errors import AsyncJobsError
-from ._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
+from ._payload import DECODE_ERRORS, DECODER, ENCODER
 
 if TYPE_CHECKING:
     from ._app import App
@@ -47,6 +47,8 @@ __all__ = [
     "SortedSet",
     "Stats",
     "clear_queue",
+    "find_job",
+    "queue_entries",
     "queues",
 ]
 
@@ -195,6 +197,7 @@ class SortedSet:
         raise NotImplementedError
 
     async def size(self) -> int:
+        """How many entries the set holds."""
         client = await _client(self.app)
         return int(await client.zcard(self.key))
 
@@ -236,10 +239,12 @@ class SortedSet:
         raise JobNotFound(f"no job with jid {jid} in the {self.kind} set")
 
     async def find(self, jid: str) -> JobRecord:
+        """The entry with this jid; :class:`JobNotFound` if there is none."""
         member, score = await self._find(jid)
         return JobRecord.from_raw(member, score)
 
     async def delete(self, jid: str) -> None:
+        """Remove the entry with this jid."""
         member, _ = await self._find(jid)
         client = await _client(self.app)
         if not await client.zrem(self.key, member):
@@ -273,6 +278,7 @@ class SortedSet:
         moved = await self.app._scripts.move(client, (self.key, k.dead), (member, new, repr(now)))
         if not moved:
             raise JobNotFound(f"job {jid} left the {self.kind} set meanwhile")
+        await trim_dead(self.app, client, now)
 
     async def retry_all(self) -> int:
         """Enqueue every entry now; returns how many moved."""
@@ -288,6 +294,7 @@ class SortedSet:
                 return total
 
     async def clear(self) -> int:
+        """Delete every entry; returns how many there were."""
         client = await _client(self.app)
         async with client.pipeline(transaction=False) as pipe:
             pipe.zcard(self.key)
@@ -364,6 +371,7 @@ class ProcessSet:
         self.app = app
 
     async def list(self) -> builtins.list[ProcessInfo]:
+        """Processes whose heartbeat is alive, by id."""
         client = await _client(self.app)
         k = self.app.keys
         ids = sorted(_text(m) for m in await client.smembers(k.processes))
@@ -432,6 +440,7 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     async def fetch(cls, app: App, *, days: int = 7) -> Stats:
+        """Read the stats now, with ``days`` days of history."""
         client = await _client(app)
         k = app.keys
         today = dt.datetime.now(dt.UTC).date()
@@ -470,8 +479,3 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def payload_of(record: JobRecord) -> Payload:
-    """The stored payload behind a record (for tools that move jobs themselves)."""
-    return DECODER.decode(record.raw.encode())

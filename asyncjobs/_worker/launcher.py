@@ -119,6 +119,7 @@ class Worker:
             await self.acker.wait_flushed()
 
     def statistics(self) -> dict[str, Any]:
+        """A snapshot: process id, quiet, busy, processed and failed, per capsule too."""
         return {
             "process_id": self.process_id,
             "quiet": self.quiet,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .._client import trim_dead
 from .._payload import DECODE_ERRORS, DECODER, ENCODER
 from .._redis import TRANSIENT, Client, after_error
 
@@ -142,6 +143,8 @@ class Reaper:
                 keys.extend((k.queue(queue), k.wake(queue)))
             args.extend((field, idx, data, target, repr(now)))
         n = int(await self._script(self.client, keys, args))
+        if dead:
+            await trim_dead(self.app, self.client, now)
         if n > 0:
             log.warning("recovered %d jobs of dead process %s (%d to the dead set)", n, proc, dead)
             self.recovered += n
