@@ -83,11 +83,13 @@ def cpu_seconds(pid: int) -> float:
 class WorkerProc:
     """One ``asyncjobs worker`` subprocess; its output goes to a log file."""
 
-    def __init__(self, url: str, config: Path, log: Path, *extra: str) -> None:
+    def __init__(
+        self, url: str, config: Path, log: Path, *extra: str, prefix: Sequence[str] = ()
+    ) -> None:
         self.log = log
         with open(log, "ab") as out:
             self.popen = subprocess.Popen(
-                [*WORKER_CMD, "worker", APP, "--config", str(config), *extra],
+                [*prefix, *WORKER_CMD, "worker", APP, "--config", str(config), *extra],
                 env=subprocess_env(url),
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -136,9 +138,14 @@ class Fleet:
         self.logs = logs
         self.procs: list[WorkerProc] = []
 
-    def start(self, *extra: str, url: str | None = None) -> WorkerProc:
+    def start(self, *extra: str, url: str | None = None, prefix: Sequence[str] = ()) -> WorkerProc:
+        """Start a worker (``prefix``: a command line to run it under)."""
         w = WorkerProc(
-            url or self.url, self.config, self.logs / f"worker-{len(self.procs)}.log", *extra
+            url or self.url,
+            self.config,
+            self.logs / f"worker-{len(self.procs)}.log",
+            *extra,
+            prefix=prefix,
         )
         self.procs.append(w)
         return w
