@@ -202,7 +202,7 @@ def _round_trip(
 
 
 @pytest.mark.parametrize("case", list(CASES))
-@SETTINGS
+@settings(SETTINGS, max_examples=50)  # per type: 29 types
 @given(data=st.data())
 def test_accepted_arguments_round_trip(case: str, data: st.DataObject) -> None:
     """Positional, keyword-only, *args and **kwargs parameters of one type."""
