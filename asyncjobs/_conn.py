@@ -183,6 +183,23 @@ class FastRedis:
             self._timer = loop.call_at(deadline, self._watch)
         return await fut
 
+    def send_nowait(self, *args: Any) -> asyncio.Future[Any] | None:
+        """Write a command now (ordered before anything sent later on this connection)
+        and return the future of its reply; None when not connected."""
+        writer = self._writer
+        if writer is None:
+            return None
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((fut, time.monotonic() + self.reply_timeout))
+        try:
+            writer.write(pack(args))
+        except RuntimeError as exc:
+            self._drop(rexc.ConnectionError(f"connection lost: {exc}"))
+        if self._timer is None:
+            self._timer = loop.call_at(self._pending[0][1], self._watch)
+        return fut
+
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         return await self.execute(b"EVALSHA", sha, numkeys, *keys_and_args)
 

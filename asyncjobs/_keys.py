@@ -57,6 +57,11 @@ class Keys:
         """The hash jid → payload of jobs held by a process."""
         return f"{self.prefix}:inflight:{process_id}"
 
+    def landing(self, process_id: str) -> str:
+        """The list where an idle fetcher's ``BLMOVE`` puts a job, until it is landed in
+        the in-flight hash (one round trip pickup; see _worker/fetcher.py)."""
+        return f"{self.prefix}:landing:{process_id}"
+
     def process(self, process_id: str) -> str:
         """The heartbeat hash of a process."""
         return f"{self.prefix}:process:{process_id}"

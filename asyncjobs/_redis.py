@@ -122,7 +122,7 @@ REDIS_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, rexc.NoPermissionError,
 ACL_COMMANDS = (
     "ping", "info", "select",
     "evalsha", "eval", "script|load",
-    "lpush", "rpush", "rpop", "lpop", "brpop", "llen", "lindex", "lrange",
+    "lpush", "rpush", "rpop", "lpop", "brpop", "blmove", "lrem", "llen", "lindex", "lrange",
     "hset", "hget", "hdel", "hlen", "hgetall",
     "sadd", "srem", "smembers", "scard",
     "zadd", "zrem", "zrange", "zrangebyscore", "zcard", "zscan",
@@ -181,7 +181,17 @@ class Scripts:
 
     def __init__(self) -> None:
         root = resources.files("asyncjobs._scripts")
-        for name in ("push", "schedule", "fetch", "ack", "requeue", "promote", "reap", "move"):
+        for name in (
+            "push",
+            "schedule",
+            "fetch",
+            "ack",
+            "requeue",
+            "promote",
+            "reap",
+            "move",
+            "land",
+        ):
             source = (root / f"{name}.lua").read_text()
             setattr(self, name, Script(name, source))
 
@@ -193,6 +203,7 @@ class Scripts:
     promote: Script
     reap: Script
     move: Script
+    land: Script
 
 
 _SCRIPTS: Scripts | None = None

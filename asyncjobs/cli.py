@@ -558,6 +558,22 @@ def check(
     typer.echo("ok")
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmark suite against the peers (python -m benchmarks; --help for more)."""
+    try:
+        from benchmarks.__main__ import main as bench_main
+    except ImportError:
+        fail(
+            "the benchmark suite ships with the source, not the wheel: from a checkout, "
+            "pip install -e '.[bench]' and run asyncjobs bench (or python -m benchmarks)"
+        )
+    raise typer.Exit(bench_main(list(ctx.args)))
+
+
 @app.command()
 def version() -> None:
     """Print the asyncjobs version."""

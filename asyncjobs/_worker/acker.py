@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .._conn import FastRedis
 from .._redis import TRANSIENT, Conn, after_error, mask_url
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class Acker:
         # for them (a retry_in of 0.05 s must not wait for the poll interval).
         self.on_retry: Callable[[float], None] | None = None
         self._soonest_retry: float | None = None
+        self.land_failed = False
 
     # Hot path: called by every finishing job. Appending to a list and setting an event
     # once per batch is the cheapest hand-off measured.
@@ -86,6 +88,25 @@ class Acker:
         if not self._pending.is_set():
             self._pending.set()
             self._idle.clear()
+
+    def land(self, landing: str, field: bytes, raw: bytes) -> None:
+        """Move a job an idle fetcher took with BLMOVE from the landing list into the
+        in-flight hash. Written at once on the acker's connection, so it reaches Redis
+        before the job's ack; if it cannot be, ``land_failed`` asks the fetcher to
+        reconcile (land everything, run what nothing runs)."""
+        client = self.client
+        fut = None
+        if isinstance(client, FastRedis):
+            script = self.app._scripts.land
+            fut = client.send_nowait(b"EVAL", script.source, 2, landing, self._inflight, field, raw)
+        if fut is None:
+            self.land_failed = True
+            return
+        fut.add_done_callback(self._landed)
+
+    def _landed(self, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            self.land_failed = True
 
     def pending_fields(self) -> set[bytes]:
         """Fields whose outcome is known here but not yet written."""
@@ -114,11 +135,15 @@ class Acker:
             self._done, self._moves = [], []
             try:
                 await self._write(done, moves)
-            except TRANSIENT as exc:
-                await after_error(self.app._redis, exc)
-                # Put them back in front of anything newer and try again.
+            except BaseException as exc:
+                # Cancelled (shutdown) or failed: keep the batch, in front of anything
+                # newer. Writing it again is safe (only fields still in flight move);
+                # dropping it would let shutdown put finished jobs back to run twice.
                 self._done[:0] = done
                 self._moves[:0] = moves
+                if not isinstance(exc, TRANSIENT):
+                    raise
+                await after_error(self.app._redis, exc)
                 if not warned:
                     log.warning(
                         "cannot reach Redis at %s to acknowledge %d jobs (%s); retrying",

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._payload import DECODE_ERRORS, DECODER
+from .._conn import FastRedis
+from .._payload import DECODE_ERRORS, DECODER, inflight_field
 from .._redis import TRANSIENT, Conn, after_error, mask_url
 from .acker import Backoff
 
@@ -29,12 +30,22 @@ IDLE_POLL = 2.0
 
 
 class Fetcher:
-    def __init__(self, capsule: Capsule, client: Conn, inflight_key: str) -> None:
+    def __init__(self, capsule: Capsule, client: Conn, inflight_key: str, landing_key: str) -> None:
         self.capsule = capsule
         self.client = client
         keys = capsule.app.keys
         names = capsule.order.names
         self._inflight = inflight_key
+        self._landing = landing_key
+        # A one-queue capsule on a single server waits in BLMOVE on the queue itself:
+        # the job moves into our landing list atomically and starts within one round
+        # trip of its enqueue. Several queues cannot be waited on that way (no
+        # multi-key BLMOVE), so they wait for a wake hint and then fetch.
+        self._blmove = (
+            len(names) == 1
+            and isinstance(client, FastRedis)
+            and isinstance(capsule.acker.client, FastRedis)
+        )
         self._queue_keys = [keys.queue(n) for n in names]
         self._wake_keys = [keys.wake(n) for n in names]
         self._script = capsule.app._scripts.fetch
@@ -64,7 +75,7 @@ class Fetcher:
                     await isolation.wait_clear()  # a suspect runs alone: fetch nothing
                     continue
                 try:
-                    if self._reconcile:
+                    if self._reconcile or capsule.acker.land_failed:
                         await self.reconcile()
                     got = await self.fetch(capsule.free)
                     if not got:
@@ -110,6 +121,8 @@ class Fetcher:
         capsule = self.capsule
         client = capsule.app._redis
         assert client is not None
+        capsule.acker.land_failed = False
+        await capsule.app._scripts.land(client, (self._landing, self._inflight))
 
         def known_now() -> set[bytes]:
             known = set(capsule.running) | capsule.acker.pending_fields()
@@ -144,5 +157,17 @@ class Fetcher:
             capsule.start(orphans)
 
     async def _wait_for_hint(self) -> None:
+        if self._blmove:
+            assert isinstance(self.client, FastRedis)
+            raw = await self.client.execute(
+                b"BLMOVE", self._queue_keys[0], self._landing, b"RIGHT", b"LEFT", IDLE_POLL,
+                block=IDLE_POLL,
+            )  # fmt: skip
+            if raw is not None:
+                field = inflight_field(raw)
+                self.capsule.acker.land(self._landing, field, raw)
+                self.capsule.start([field, raw])
+                self.fetches += 1
+            return
         order, _ = self.capsule.order.draw(0)
         await self.client.brpop([self._wake_keys[i] for i in order], timeout=IDLE_POLL)

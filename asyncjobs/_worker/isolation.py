@@ -35,11 +35,15 @@ class Isolation:
         self._given_back: set[asyncio.Task[int]] = set()
         self.pending: collections.deque[tuple[Capsule, bytes, bytes]] = collections.deque()
         self.running = False
+        self.quiet = False  # shutting down: held suspects stay in flight, to be requeued
         self._clear = asyncio.Event()
         self._clear.set()
         self._work = asyncio.Event()
         self.capsules: list[Capsule] = []
         self.isolated = 0
+
+    def _quieted(self) -> bool:
+        return self.quiet
 
     @property
     def blocking(self) -> bool:
@@ -67,9 +71,11 @@ class Isolation:
         while True:
             await self._work.wait()
             self._work.clear()
-            while self.pending:
+            while self.pending and not self.quiet:
                 for c in self.capsules:
                     await c.wait_idle()
+                if self._quieted():  # the worker began shutting down meanwhile
+                    break
                 capsule, field, raw = self.pending.popleft()
                 log.warning(
                     "running recovered job %r alone (it was in flight when a worker died)", field

@@ -77,6 +77,7 @@ class Worker:
         self.capsules: list[Capsule] = []
         self.fetchers: list[Fetcher] = []
         self.acker: Acker | None = None
+        self.isolation: Isolation | None = None
         self.scheduler: Scheduler | None = None
         self.reaper: Reaper | None = None
         self.heartbeat: Heartbeat | None = None
@@ -102,6 +103,8 @@ class Worker:
         if not self.quiet:
             log.info("quiet: no new jobs will be fetched")
         self.quiet = True
+        if self.isolation is not None:
+            self.isolation.quiet = True
         for f in self.fetchers:
             f.stop()
 
@@ -156,11 +159,13 @@ class Worker:
         isolation.capsules = self.capsules
         for c in self.capsules:
             c.isolation = isolation
+        landing = app.keys.landing(self.process_id)
         self.fetchers = [
             Fetcher(
                 c,
                 client if isinstance(client, RedisCluster) else FastRedis(client.connection_pool),
                 inflight,
+                landing,
             )
             for c in self.capsules
         ]
@@ -320,6 +325,11 @@ class Worker:
     async def _requeue_inflight(self) -> int:
         client = self.app._redis
         assert client is not None
+        k = self.app.keys
+        # Jobs an idle fetcher took with BLMOVE and never landed are in flight too.
+        await self.app._scripts.land(
+            client, (k.landing(self.process_id), k.inflight(self.process_id))
+        )
         entries: dict[Any, Any] = await client.hgetall(self.app.keys.inflight(self.process_id))
         return await self.requeue(entries)
 

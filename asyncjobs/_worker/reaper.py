@@ -105,6 +105,8 @@ class Reaper:
     async def reap(self, proc: str) -> int:
         k = self.app.keys
         inflight = k.inflight(proc)
+        # Its landing list (jobs taken by BLMOVE, not yet landed) is in flight too.
+        await self.app._scripts.land(self.client, (k.landing(proc), inflight))
         entries: dict[Any, Any] = await self.client.hgetall(inflight)
         keys: list[str] = [inflight, k.process(proc), k.processes, k.dead]
         pair: dict[str, int] = {}

@@ -29,6 +29,9 @@ DEAD = f"{NS}:dead"
 RETRY = f"{NS}:retry"
 PROCESSES = f"{NS}:processes"
 INFLIGHT = f"{NS}:inflight:"
+# A process's in-flight record: its in-flight hash, and (where the worker has one) the
+# landing list an idle fetcher moves a job into before it is in the hash.
+LANDING = f"{NS}:landing:"
 APP = "tests.apps.faulty:app"
 
 # Short heartbeats, so that a dead worker is noticed within a few seconds.
@@ -181,15 +184,45 @@ def counts(entries: Iterable[Run]) -> Counter[int]:
 
 
 async def inflight(redis: aioredis.Redis, process_id: str) -> dict[str, Any]:
-    """The in-flight hash of a process, jid → decoded payload."""
+    """What a process holds in flight (its in-flight hash and landing list, read in one
+    transaction): jid → decoded payload."""
     import json
 
-    raw = await redis.hgetall(INFLIGHT + process_id)
-    return {text(k): json.loads(v) for k, v in raw.items()}
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hgetall(INFLIGHT + process_id)
+        pipe.lrange(LANDING + process_id, 0, -1)
+        hashed, landing = await pipe.execute()
+    out = {text(k): json.loads(v) for k, v in hashed.items()}
+    for raw in landing:
+        payload = json.loads(raw)
+        out[payload["jid"]] = payload
+    return out
+
+
+async def held(redis: aioredis.Redis, process_id: str) -> int:
+    """How many jobs a process holds in flight."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hlen(INFLIGHT + process_id)
+        pipe.llen(LANDING + process_id)
+        counts_ = await pipe.execute()
+    return int(sum(counts_))
+
+
+async def anything_in_flight(redis: aioredis.Redis) -> int:
+    """How many jobs all processes together hold in flight."""
+    total = 0
+    for key in await redis.keys(INFLIGHT + "*"):
+        total += int(await redis.hlen(key))
+    for key in await redis.keys(LANDING + "*"):
+        total += int(await redis.llen(key))
+    return total
 
 
 async def where_are(redis: aioredis.Redis, ns: set[int]) -> dict[str, int]:
-    """Where the jobs ``ns`` of ``record`` sit in Redis now (for failure messages)."""
+    """Where the jobs ``ns`` of ``record`` sit in Redis now: every list, hash and sorted
+    set of the namespace is searched (queues, retry, dead, in-flight records, whatever
+    else holds payloads). The reads are one transaction, so a job moving meanwhile is
+    seen in one place."""
     import json
 
     found: Counter[str] = Counter()
@@ -203,11 +236,25 @@ async def where_are(redis: aioredis.Redis, ns: set[int]) -> dict[str, int]:
             if n in ns:
                 found[place] += 1
 
-    look("queue", await redis.lrange(QUEUE, 0, -1))
-    look("retry", await redis.zrange(RETRY, 0, -1))
-    look("dead", await redis.zrange(DEAD, 0, -1))
-    for key in await redis.keys(INFLIGHT + "*"):
-        look(text(key), (await redis.hgetall(key)).values())
+    keys = [text(k) for k in await redis.keys(NS + ":*")]
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.type(key)
+        types = [text(t) for t in await pipe.execute()]
+    readers = {"list": "lrange", "zset": "zrange", "hash": "hvals"}
+    wanted = [(k, t) for k, t in zip(keys, types, strict=True) if t in readers]
+    async with redis.pipeline(transaction=True) as pipe:
+        for key, kind in wanted:
+            if kind == "hash":
+                pipe.hvals(key)
+            elif kind == "list":
+                pipe.lrange(key, 0, -1)
+            else:
+                pipe.zrange(key, 0, -1)
+        values = await pipe.execute()
+    for (key, _), raws in zip(wanted, values, strict=True):
+        name = key[len(NS) + 1 :]
+        look("queue" if name.startswith("queue:") else name, raws)
     return dict(found)
 
 
