@@ -23,7 +23,7 @@ import pytest
 from asyncjobs._devserver import RedisProcess
 from tests.apps import faulty
 from tests.conftest import loads, wait_for
-from tests.faults._support import INFLIGHT, RETRY, Fleet, client, report, write_config
+from tests.faults._support import RETRY, Fleet, client, held, report, write_config
 
 pytestmark = pytest.mark.faults
 
@@ -45,14 +45,14 @@ async def test_awkward_failure_is_retried(
             jid = await faulty.fail.defer(how)
 
             async def settled() -> bool:
-                return bool(await r.zcard(RETRY)) and not await r.exists(INFLIGHT + pid)
+                return bool(await r.zcard(RETRY)) and not await held(r, pid)
 
             try:
                 await wait_for(settled, timeout=5)
             except TimeoutError:
                 pass  # the assertions below say where the job is
             retry = [loads(m) for m in await r.zrange(RETRY, 0, -1)]
-            stuck = await r.hlen(INFLIGHT + pid)
+            stuck = await held(r, pid)
             alive = worker.alive()
             worker.signal(signal.SIGTERM)
             code = await anyio.to_thread.run_sync(worker.popen.wait, 15)

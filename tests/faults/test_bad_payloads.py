@@ -33,8 +33,10 @@ from tests.faults._support import (
     PROCESSES,
     QUEUE,
     Fleet,
+    anything_in_flight,
     client,
     counts,
+    held,
     report,
     runs,
     write_config,
@@ -130,11 +132,7 @@ async def test_malformed_payloads_are_dead_lettered_and_good_jobs_run(
             await anyio.sleep(0.2)  # let the last acknowledgements land
             dead = [loads(m) for m in await r.zrange(DEAD, 0, -1)]
             ran = counts(await runs(r))
-            in_flight = {
-                k: v
-                for key in await r.keys(INFLIGHT + "*")
-                for k, v in (await r.hgetall(key)).items()
-            }
+            in_flight = await anything_in_flight(r)
             alive = worker.alive()
             worker.signal(signal.SIGTERM)
             code = await anyio.to_thread.run_sync(worker.popen.wait, 15)
@@ -159,7 +157,7 @@ async def test_malformed_payloads_are_dead_lettered_and_good_jobs_run(
                 dead=len(dead),
                 dead_by_class=dict(by_class),
                 not_dead_lettered=len(missing),
-                stuck_in_flight=len(in_flight),
+                stuck_in_flight=in_flight,
                 good=len(good),
                 good_not_run=len(set(good) - set(ran)),
                 good_run_twice=sum(1 for n in good if ran[n] > 1),
@@ -173,11 +171,11 @@ async def test_malformed_payloads_are_dead_lettered_and_good_jobs_run(
             assert all(ran[n] == 1 for n in good)
             assert not missing, (
                 f"{len(missing)} malformed payloads not in the dead set "
-                f"({len(in_flight)} stuck in flight), e.g. {missing[:3]}"
+                f"({in_flight} stuck in flight), e.g. {missing[:3]}"
             )
             assert by_class == expected, f"dead set reasons {dict(by_class)} != {dict(expected)}"
             assert all(d.get("error_message") for d in dead), "every dead entry has a reason"
-            assert not in_flight, f"{len(in_flight)} payloads stuck in flight"
+            assert not in_flight, f"{in_flight} payloads stuck in flight"
             assert code == 0
             assert "Traceback" not in log, log[-3000:]
         finally:
@@ -208,7 +206,7 @@ async def test_reaper_survives_malformed_payloads_of_a_dead_process(
                 await wait_for(all_dead, timeout=20, interval=0.05)
             except TimeoutError:
                 pass
-            left = int(await r.hlen(INFLIGHT + dead_process))
+            left = await held(r, dead_process)
             dead = [loads(m) for m in await r.zrange(DEAD, 0, -1)]
             alive = worker.alive()
             worker.signal(signal.SIGTERM)

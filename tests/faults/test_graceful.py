@@ -29,9 +29,9 @@ from asyncjobs._devserver import RedisProcess
 from tests.apps import faulty
 from tests.conftest import wait_for
 from tests.faults._support import (
-    INFLIGHT,
     QUEUE,
     Fleet,
+    anything_in_flight,
     client,
     counts,
     report,
@@ -72,7 +72,7 @@ async def test_sigterm_acknowledges_jobs_that_finish_during_the_drain(
             ran = counts(await runs(r))
             requeued = int(await r.llen(QUEUE))
             processed = int(await r.get("{asyncjobs}:stat:processed") or 0)
-            left = await r.keys(INFLIGHT + "*")
+            left = await anything_in_flight(r)
             report(
                 f"graceful_{when.replace(' ', '_')}",
                 finished=sum(1 for n in range(JOBS) if ran[n]),

@@ -35,7 +35,7 @@ from asyncjobs._devserver import RedisProcess
 from asyncjobs._redis import scripts
 from tests.apps import faulty
 from tests.conftest import wait_for
-from tests.faults._support import INFLIGHT, Fleet, client, counts, report, runs, write_config
+from tests.faults._support import Fleet, client, counts, held, report, runs, write_config
 
 pytestmark = pytest.mark.faults
 
@@ -167,7 +167,7 @@ async def test_lost_reply(
             t0 = time.monotonic()
             await faulty.record.defer_many([(n, 0.0) for n in range(1, 6)])
             await wait_for(lambda: proxy.dropped > 0, timeout=10)
-            in_flight_after_drop = await r.hlen(INFLIGHT + pid)
+            in_flight_after_drop = await held(r, pid)
             try:
                 await wait_for(lambda: _ran(r, set(range(6))), timeout=STRANDED_BOUND)
                 await wait_for(lambda: _idle(r, pid), timeout=5)
@@ -175,7 +175,7 @@ async def test_lost_reply(
                 pass  # the assertions below say what is missing
             elapsed = time.monotonic() - t0
             ran = counts(await runs(r))
-            stuck = await r.hlen(INFLIGHT + pid)
+            stuck = await held(r, pid)
             processed = int(await r.get("{asyncjobs}:stat:processed") or 0)
             alive = worker.alive()
             worker.signal(signal.SIGTERM)
@@ -209,4 +209,4 @@ async def _ran(r: aioredis.Redis, ns: set[int]) -> bool:
 
 
 async def _idle(r: aioredis.Redis, process_id: str) -> bool:
-    return not await r.exists(INFLIGHT + process_id)
+    return not await held(r, process_id)

@@ -27,11 +27,11 @@ from asyncjobs._devserver import RedisProcess
 from tests.apps import faulty
 from tests.conftest import wait_for
 from tests.faults._support import (
-    INFLIGHT,
     Fleet,
     Producer,
     client,
     counts,
+    held,
     report,
     runs,
     where_are,
@@ -98,7 +98,7 @@ async def test_silent_partition_then_resets(
                 return accepted <= set(counts(await runs(r))) or not worker.alive()
 
             async def idle() -> bool:
-                return not await r.exists(INFLIGHT + str(worker.process_id))
+                return not await held(r, str(worker.process_id))
 
             try:
                 await wait_for(all_ran, timeout=30, interval=0.1)
@@ -108,7 +108,7 @@ async def test_silent_partition_then_resets(
             ran = counts(await runs(r))
             lost = accepted - set(ran)
             lost_where = await where_are(r, lost) if lost else {}
-            stuck = len(await r.hkeys(INFLIGHT + worker.process_id))
+            stuck = await held(r, worker.process_id)
             alive = worker.alive()
             worker.signal(signal.SIGTERM)
             code = await anyio.to_thread.run_sync(worker.popen.wait, 15)

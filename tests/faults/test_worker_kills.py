@@ -38,14 +38,15 @@ from tests.faults._support import (
     DEAD,
     HEARTBEAT_INTERVAL,
     HEARTBEAT_TTL,
-    INFLIGHT,
     PROCESSES,
     Fleet,
     Run,
     WorkerProc,
+    anything_in_flight,
     client,
     counts,
     enqueue,
+    held,
     inflight,
     report,
     runs,
@@ -132,7 +133,7 @@ async def _run(
         await wait_for(two_registered, timeout=20)
         # A random live worker, among those running jobs right now if any are.
         up = await registered()
-        busy = [w for w in up if await r.exists(INFLIGHT + str(w.process_id))]
+        busy = [w for w in up if await held(r, str(w.process_id))]
         victim = rng.choice(busy or up)
         assert victim.process_id is not None
         workers.remove(victim)
@@ -145,7 +146,7 @@ async def _run(
             victim.signal(signal.SIGTERM)
             code = await anyio.to_thread.run_sync(victim.popen.wait, 15)
             assert code == 0, f"SIGTERM: exit code {code}\n{victim.output()[-3000:]}"
-            assert not await r.exists(INFLIGHT + victim.process_id), "SIGTERM left jobs in flight"
+            assert not await held(r, victim.process_id), "SIGTERM left jobs in flight"
             assert not await r.sismember(PROCESSES, victim.process_id)
             workers.append(fleet.start())
             continue
@@ -160,10 +161,10 @@ async def _run(
         workers.append(fleet.start())
         recovery = None
         if snapshot:
-            key = INFLIGHT + victim.process_id
+            dead_id = victim.process_id
 
-            async def recovered(key: str = key) -> bool:
-                return not await r.exists(key)
+            async def recovered(dead_id: str = dead_id) -> bool:
+                return not await held(r, dead_id)
 
             await wait_for(recovered, timeout=30, interval=0.005)
             recovery = time.monotonic() - t_kill
@@ -260,7 +261,7 @@ async def _run(
         )
     if dead:
         problems.append(f"{dead} jobs in the dead set")
-    if await r.keys(INFLIGHT + "*"):
+    if await anything_in_flight(r):
         problems.append("jobs left in flight at the end")
     assert not problems, f"seed {seed}:\n" + "\n".join(problems)
 
