@@ -8,6 +8,7 @@ the process's in-flight hash until the acker writes its outcome (invariant 1).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import logging
 import random
@@ -79,7 +80,9 @@ class _Running:
 class Capsule:
     """Runs the jobs its fetcher hands it, at most ``concurrency`` at a time."""
 
-    def __init__(self, app: App, spec: CapsuleSpec, acker: Acker) -> None:
+    def __init__(
+        self, app: App, spec: CapsuleSpec, acker: Acker, *, prefetch: int | None = None
+    ) -> None:
         if spec.concurrency < 1:
             from .._errors import ConfigError
 
@@ -103,16 +106,23 @@ class Capsule:
         self._debug = log.isEnabledFor(logging.DEBUG)
         self.requeue: list[_Running] = []
         self.isolation: Isolation | None = None
+        # Prefetch: a few jobs fetched ahead (in the in-flight hash, so as safe as running
+        # ones) start the moment a slot frees, without waiting for a fetch round trip.
+        self.prefetch = spec.concurrency // 10 if prefetch is None else prefetch
+        self.ready: collections.deque[tuple[bytes, bytes]] = collections.deque()
+        self._ready_scheduled = False
+        self.quiet = False  # stopping (not just quiet): prefetched jobs stay unstarted
 
     # -- slots -------------------------------------------------------------------
 
     @property
     def free(self) -> int:
-        return self.concurrency - len(self.running)
+        """How many jobs the fetcher may take now: free slots plus prefetch room."""
+        return self.concurrency + self.prefetch - len(self.running) - len(self.ready)
 
     async def wait_free(self) -> None:
-        """Wait until at least one slot is free."""
-        while len(self.running) >= self.concurrency:
+        """Wait until there is room for at least one more job."""
+        while self.free <= 0:
             self._freed.clear()
             self._waiting = True
             try:
@@ -148,7 +158,6 @@ class Capsule:
         """
         loop = asyncio.get_running_loop()
         running = self.running
-        run = self._run
         isolation = self.isolation if isolate else None
         give_back: dict[bytes, bytes] = {}
         for i in range(0, len(pairs), 2):
@@ -159,29 +168,51 @@ class Capsule:
                 if not isolation.hold(self, field, raw):
                     give_back[field] = raw
                 continue
-            rec = _Running(field, raw)
-            running[field] = rec
-            coro = run(rec)
-            ctx = contextvars.copy_context()
-            try:
-                yielded = ctx.run(coro.send, None)
-            except StopIteration:
-                continue  # finished synchronously; _run recorded the outcome
-            except BaseException:  # pragma: no cover - _run catches everything
-                log.exception("job runner failed for %r", field)
-                running.pop(field, None)
+            if len(running) >= self.concurrency and isolate:
+                self.ready.append((field, raw))  # prefetched: starts when a slot frees
                 continue
-            rec.task = loop.create_task(_resume(coro, yielded), context=ctx)
+            self._start_one(field, raw, loop)
         if running:
             self._idle.clear()
         if give_back and isolation is not None:
             isolation.give_back(give_back)
+
+    def _start_one(self, field: bytes, raw: bytes, loop: asyncio.AbstractEventLoop) -> None:
+        rec = _Running(field, raw)
+        self.running[field] = rec
+        coro = self._run(rec)
+        ctx = contextvars.copy_context()
+        try:
+            yielded = ctx.run(coro.send, None)
+        except StopIteration:
+            return  # finished synchronously; _run recorded the outcome
+        except BaseException:  # pragma: no cover - _run catches everything
+            log.exception("job runner failed for %r", field)
+            self.running.pop(field, None)
+            return
+        rec.task = loop.create_task(_resume(coro, yielded), context=ctx)
+
+    def _start_ready(self) -> None:
+        """Start prefetched jobs into free slots (called soon after a job finishes, not
+        from inside it, so synchronous jobs never nest)."""
+        self._ready_scheduled = False
+        if self.quiet:
+            return
+        loop = asyncio.get_running_loop()
+        while self.ready and len(self.running) < self.concurrency:
+            field, raw = self.ready.popleft()
+            self._start_one(field, raw, loop)
+        if self.running:
+            self._idle.clear()
 
     def _finished(self, rec: _Running) -> None:
         running = self.running
         running.pop(rec.field, None)
         if rec.deadline:
             self._timed -= 1
+        if self.ready and not self._ready_scheduled and not self.quiet:
+            self._ready_scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_ready)
         if self._waiting:
             self._freed.set()
         if not running:

@@ -126,6 +126,7 @@ class Fetcher:
 
         def known_now() -> set[bytes]:
             known = set(capsule.running) | capsule.acker.pending_fields()
+            known |= {f for f, _ in capsule.ready}
             if capsule.isolation is not None:
                 known |= {f for _, f, _ in capsule.isolation.pending}
             return known

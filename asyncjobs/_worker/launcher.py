@@ -223,6 +223,8 @@ class Worker:
                     await self._stop.wait()
                     systemd.notify("STOPPING=1")
                     self.quiet_down()
+                    for c in self.capsules:
+                        c.quiet = True  # stopping: prefetched jobs are put back unstarted
                 await self._drain()
                 tg.cancel_scope.cancel()
         finally:

@@ -310,3 +310,26 @@ async def test_oversized_payload_is_dead_lettered_at_the_worker(
     assert len(entry["meta"]["raw"]) == 1000
     await big.aclose()
     await small.aclose()
+
+
+async def test_prefetched_jobs_start_as_slots_free_and_go_back_unstarted_on_stop(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    started: list[int] = []
+    gate = anyio.Event()
+
+    @app.job
+    async def slow(n: int) -> None:
+        started.append(n)
+        await gate.wait()
+
+    await slow.defer_many([(i,) for i in range(30)])
+    worker = app.worker(concurrency=20, timeout=0.2)  # prefetch: 20 // 10 = 2
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        await wait_for(lambda: len(started) == 20 and len(worker.capsules[0].ready) == 2)
+        assert await redis.llen("{asyncjobs}:queue:default") == 8
+        worker.stop()
+    queued = await redis.lrange("{asyncjobs}:queue:default", 0, -1)
+    assert len(queued) == 30 and len(started) == 20  # the prefetched two never started
+    assert not await redis.keys(INFLIGHT_PREFIX + "*")
