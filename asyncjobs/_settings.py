@@ -38,6 +38,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     heartbeat_ttl: float = 30.0
     scheduler_poll: float = 5.0
     max_recoveries: int = 3
+    prefetch: int | None = None  # jobs fetched ahead per capsule; default concurrency // 4
     processes: int | str = 1
     log_level: str = "INFO"
     log_format: str = "text"

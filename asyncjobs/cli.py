@@ -233,6 +233,7 @@ def worker(
             heartbeat_ttl=settings.heartbeat_ttl,
             scheduler_poll=settings.scheduler_poll,
             max_recoveries=settings.max_recoveries,
+            prefetch=settings.prefetch,
             handle_signals=True,
         )
         try:

@@ -50,6 +50,7 @@ class Worker:
         heartbeat_ttl: float = 30.0,
         scheduler_poll: float = 5.0,
         max_recoveries: int = 3,
+        prefetch: int | None = None,
         handle_signals: bool = False,
     ) -> None:
         from .._errors import ConfigError
@@ -72,6 +73,7 @@ class Worker:
         self.heartbeat_ttl = heartbeat_ttl
         self.scheduler_poll = scheduler_poll
         self.max_recoveries = max_recoveries
+        self.prefetch = prefetch
         self.handle_signals = handle_signals
         self.process_id = new_process_id()
         self.capsules: list[Capsule] = []
@@ -154,7 +156,7 @@ class Worker:
         # The hot path (fetch, ack) uses lean pipelined connections on a single server
         # (_conn.py); each fetcher has its own, as it blocks in BRPOP when idle.
         self.acker = acker = Acker(app, app._fast or client, inflight)
-        self.capsules = [Capsule(app, spec, acker) for spec in self.specs]
+        self.capsules = [Capsule(app, spec, acker, prefetch=self.prefetch) for spec in self.specs]
         self.isolation = isolation = Isolation(self.requeue)
         isolation.capsules = self.capsules
         for c in self.capsules:

@@ -324,12 +324,12 @@ async def test_prefetched_jobs_start_as_slots_free_and_go_back_unstarted_on_stop
         await gate.wait()
 
     await slow.defer_many([(i,) for i in range(30)])
-    worker = app.worker(concurrency=20, timeout=0.2)  # prefetch: 20 // 10 = 2
+    worker = app.worker(concurrency=20, timeout=0.2)  # prefetch: 20 // 4 = 5
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run)
-        await wait_for(lambda: len(started) == 20 and len(worker.capsules[0].ready) == 2)
-        assert await redis.llen("{asyncjobs}:queue:default") == 8
+        await wait_for(lambda: len(started) == 20 and len(worker.capsules[0].ready) == 5)
+        assert await redis.llen("{asyncjobs}:queue:default") == 5
         worker.stop()
     queued = await redis.lrange("{asyncjobs}:queue:default", 0, -1)
-    assert len(queued) == 30 and len(started) == 20  # the prefetched two never started
+    assert len(queued) == 30 and len(started) == 20  # the prefetched five never started
     assert not await redis.keys(INFLIGHT_PREFIX + "*")
