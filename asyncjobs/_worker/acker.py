@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._conn import FastRedis
 from .._redis import TRANSIENT, Conn, after_error, mask_url
 
 if TYPE_CHECKING:
@@ -70,7 +69,7 @@ class Acker:
         # for them (a retry_in of 0.05 s must not wait for the poll interval).
         self.on_retry: Callable[[float], None] | None = None
         self._soonest_retry: float | None = None
-        self.land_failed = False
+        self._landing: dict[bytes, tuple[str, asyncio.Future[Any] | None]] = {}
 
     # Hot path: called by every finishing job. Appending to a list and setting an event
     # once per batch is the cheapest hand-off measured.
@@ -89,24 +88,30 @@ class Acker:
             self._pending.set()
             self._idle.clear()
 
-    def land(self, landing: str, field: bytes, raw: bytes) -> None:
-        """Move a job an idle fetcher took with BLMOVE from the landing list into the
-        in-flight hash. Written at once on the acker's connection, so it reaches Redis
-        before the job's ack; if it cannot be, ``land_failed`` asks the fetcher to
-        reconcile (land everything, run what nothing runs)."""
-        client = self.client
-        fut = None
-        if isinstance(client, FastRedis):
-            script = self.app._scripts.land
-            fut = client.send_nowait(b"EVAL", script.source, 2, landing, self._inflight, field, raw)
-        if fut is None:
-            self.land_failed = True
-            return
-        fut.add_done_callback(self._landed)
+    def landing(self, field: bytes, landing_key: str, sent: asyncio.Future[Any] | None) -> None:
+        """A job an idle fetcher took with BLMOVE: ``sent`` is the reply of the land
+        script the fetcher wrote on its own connection (None if it could not). Its ack
+        waits for that reply, and lands everything itself if the land failed, so an
+        ack never reaches Redis before the job is in the in-flight hash."""
+        self._landing[field] = (landing_key, sent)
 
-    def _landed(self, fut: asyncio.Future[Any]) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            self.land_failed = True
+    async def _ensure_landed(self, fields: list[bytes]) -> None:
+        entries = [(f, self._landing[f]) for f in fields if f in self._landing]
+        if not entries:
+            return
+        failed: set[str] = set()
+        for _, (key, sent) in entries:
+            if sent is None:
+                failed.add(key)
+                continue
+            try:
+                await asyncio.shield(sent)
+            except Exception:
+                failed.add(key)
+        for key in failed:  # land everything of that list, on this connection, first
+            await self.app._scripts.land(self.client, (key, self._inflight))
+        for f, _ in entries:
+            self._landing.pop(f, None)
 
     def pending_fields(self) -> set[bytes]:
         """Fields whose outcome is known here but not yet written."""
@@ -167,6 +172,8 @@ class Acker:
 
     async def _write(self, done: list[bytes], moves: list[Any]) -> None:
         app = self.app
+        if self._landing:
+            await self._ensure_landed([*done, *moves[0::4]])
         k = app.keys
         now = time.time()
         today = dt.datetime.fromtimestamp(now, dt.UTC).date()

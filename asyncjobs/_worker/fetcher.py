@@ -9,6 +9,7 @@ within about one round trip of its enqueue.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,12 @@ log = logging.getLogger("asyncjobs.fetcher")
 # BRPOP wakes at least this often even without a hint: a safety net for a hint lost to
 # a connection cut, and the bound on how stale a wake-list view can get.
 IDLE_POLL = 2.0
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    """Mark a land reply's exception retrieved (the acker looks at it when it acks)."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 class Fetcher:
@@ -75,7 +82,7 @@ class Fetcher:
                     await isolation.wait_clear()  # a suspect runs alone: fetch nothing
                     continue
                 try:
-                    if self._reconcile or capsule.acker.land_failed:
+                    if self._reconcile:
                         await self.reconcile()
                     got = await self.fetch(capsule.free)
                     if not got:
@@ -121,7 +128,6 @@ class Fetcher:
         capsule = self.capsule
         client = capsule.app._redis
         assert client is not None
-        capsule.acker.land_failed = False
         await capsule.app._scripts.land(client, (self._landing, self._inflight))
 
         def known_now() -> set[bytes]:
@@ -166,7 +172,15 @@ class Fetcher:
             )  # fmt: skip
             if raw is not None:
                 field = inflight_field(raw)
-                self.capsule.acker.land(self._landing, field, raw)
+                # Into the in-flight hash, written now on this (connected) connection;
+                # the job's ack waits for it (Acker.landing), without delaying the job.
+                land = self.capsule.app._scripts.land
+                sent = self.client.send_nowait(
+                    b"EVAL", land.source, 2, self._landing, self._inflight, field, raw
+                )
+                if sent is not None:
+                    sent.add_done_callback(_consume)
+                self.capsule.acker.landing(field, self._landing, sent)
                 self.capsule.start([field, raw])
                 self.fetches += 1
             return
