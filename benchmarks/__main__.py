@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--retries",
         type=int,
         default=None,
-        help="how often a disturbed measurement is repeated (default 2; --quick 0)",
+        help="how often a disturbed measurement is repeated (default 1; --quick 0)",
     )
     parser.add_argument(
         "--quick",
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         drain_budget=args.drain_budget or (8.0 if quick else 30.0),
         profiler=args.profile,
         busy_threshold=args.busy_threshold,
-        retries=args.retries if args.retries is not None else (0 if quick else 2),
+        retries=args.retries if args.retries is not None else (0 if quick else 1),
         asyncjobs_launch=args.asyncjobs_launch,
         log_dir=args.log_dir,
     )

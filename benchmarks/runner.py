@@ -76,7 +76,7 @@ class Settings:
     #: a measurement during which other work used this share of the machine (percent)
     #: or more is repeated, up to ``retries`` times, keeping the least disturbed one
     busy_threshold: float = 10.0
-    retries: int = 2
+    retries: int = 1
     #: "pyinstrument" or "cprofile": run the drain's worker under that profiler
     profiler: str | None = None
     asyncjobs_launch: str = "auto"
