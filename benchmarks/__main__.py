@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-files",
         action="store_true",
-        help="write no JSON or chart unless --json/--chart are given",
+        help="write no JSON or chart (by default both go to benchmarks/results/ unless"
+        " --json or --chart says where)",
     )
     parser.add_argument(
         "--asyncjobs-launch",
@@ -244,8 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     report.print_report(summary, systems, runner.labels, runner.workers_desc, header, remarks)
 
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    json_path = args.json or (None if args.no_files else RESULTS_DIR / f"bench-{stamp}.json")
-    chart_path = args.chart or (None if args.no_files else RESULTS_DIR / f"bench-{stamp}.png")
+    # default files only when neither path was given (and not --no-files)
+    defaults = not (args.no_files or args.json or args.chart)
+    json_path = args.json or (RESULTS_DIR / f"bench-{stamp}.json" if defaults else None)
+    chart_path = args.chart or (RESULTS_DIR / f"bench-{stamp}.png" if defaults else None)
     payload: dict[str, Any] = {
         "started": started.isoformat(),
         "elapsed_s": elapsed,
