@@ -468,8 +468,9 @@ class Runner:
         self.tmp = Path(tempfile.mkdtemp(prefix="asyncjobs-bench-"))
         self.log_dir = settings.log_dir or (self.tmp / "logs")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.sut = RedisServer(self.tmp, "sut")
-        self.ctrl = RedisServer(self.tmp, "ctrl")
+        # the redis-servers' dirs (their logs) go with the kept logs when there are any
+        self.sut = RedisServer(self.log_dir, "redis-sut")
+        self.ctrl = RedisServer(self.log_dir, "redis-ctrl")
         self.results: dict[str, dict[str, list[Outcome]]] = {}
         self.labels: dict[str, str] = {}
         self.workers_desc: dict[str, str] = {}
@@ -494,8 +495,7 @@ class Runner:
     def __exit__(self, *exc: object) -> None:
         self.sut.stop()
         self.ctrl.stop()
-        if self.settings.log_dir is None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def context(self) -> Context:
         return Context(
