@@ -403,6 +403,7 @@ def write_chart(
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return False
     metrics = [
@@ -432,6 +433,7 @@ def write_chart(
         ax.set_title(f"{metric.title} ({better})", fontsize=10)
         if metric.log_scale and values and min(values) > 0:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         for i, value in enumerate(values):
             ax.text(value, i, " " + fmt_value(value), va="center", fontsize=7)
         ax.tick_params(axis="y", labelsize=8)
