@@ -170,7 +170,16 @@ async def test_processes_supervisor_restarts_children_and_stops_cleanly(
     os.kill(victim, signal.SIGKILL)
     await wait_for(lambda: _count(pids, 3), timeout=20)  # a replacement registered
     await enqueue(redis_url, "default", range(50))
-    await wait_for(lambda: _ran_count(redis, 50), timeout=20)
+    try:
+        await wait_for(lambda: _ran_count(redis, 50), timeout=30)
+    except TimeoutError:
+        where = {
+            "queue": await redis.llen("{asyncjobs}:queue:default"),
+            "started": await redis.llen("test:started"),
+            "ran": await redis.llen("test:ran"),
+            "keys": sorted(text(k) for k in await redis.keys("*")),
+        }
+        raise AssertionError(f"the 50 jobs did not all run: {where}") from None
     sup.send_signal(signal.SIGTERM)
     assert sup.wait(20) == 0
     out = sup.stdout.read().decode() if sup.stdout else ""
