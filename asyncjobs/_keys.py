@@ -70,16 +70,8 @@ class Keys:
         """The list of remote commands (quiet, stop) for a process."""
         return f"{self.prefix}:control:{process_id}"
 
-    def recoveries(self) -> str:
-        """The hash jid → number of times the job was recovered from a dead process."""
-        return f"{self.prefix}:recoveries"
-
     def stat_processed_day(self, day: _dt.date) -> str:
         return f"{self.stat_processed}:{day.isoformat()}"
 
     def stat_failed_day(self, day: _dt.date) -> str:
         return f"{self.stat_failed}:{day.isoformat()}"
-
-    def queue_name(self, key: str) -> str:
-        """The queue name of a queue or wake key (inverse of :meth:`queue`/:meth:`wake`)."""
-        return key.split(":", 2)[2]

@@ -117,10 +117,6 @@ class Acker:
         """Fields whose outcome is known here but not yet written."""
         return {*self._done, *self._moves[0::4]}
 
-    @property
-    def backlog(self) -> int:
-        return len(self._done) + len(self._moves) // 4
-
     async def run(self) -> None:
         """Flush whenever outcomes are pending, until cancelled."""
         while True:

@@ -104,7 +104,6 @@ class Capsule:
         self._timed_event = asyncio.Event()
         self._rng = random.Random()
         self._debug = log.isEnabledFor(logging.DEBUG)
-        self.requeue: list[_Running] = []
         self.isolation: Isolation | None = None
         # Prefetch: a few jobs fetched ahead (in the in-flight hash, so as safe as running
         # ones) start the moment a slot frees, without waiting for a fetch round trip.
@@ -275,8 +274,8 @@ class Capsule:
                         payload,
                         JobTimeout(f"job {payload.job} ran past its timeout of {timeout}s"),
                     )
-                else:
-                    self.requeue.append(rec)
+                # Cancelled by shutdown: no outcome; the job stays in the in-flight hash
+                # and the launcher puts it back at the head of its queue.
                 return
             except Exception as exc:
                 self._failed(rec, payload, exc)
