@@ -8,13 +8,34 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ._keys import Keys
 from ._payload import DECODE_ERRORS, DECODER, ENCODER
 from ._redis import Client
 
 if TYPE_CHECKING:
     from ._app import App
 
-__all__ = ["promote", "trim_dead"]
+__all__ = ["QueuePairs", "promote", "trim_dead"]
+
+
+class QueuePairs:
+    """The (queue list, wake list) key pairs of a script that moves jobs to their queues
+    (promote, requeue, reap): each queue's pair is appended to ``keys`` once, and jobs
+    refer to it by its 1-based index, as the scripts expect."""
+
+    __slots__ = ("_index", "_keys", "keys")
+
+    def __init__(self, app_keys: Keys, keys: list[str]) -> None:
+        self._keys = app_keys
+        self.keys = keys
+        self._index: dict[str, int] = {}
+
+    def index(self, queue: str) -> int:
+        idx = self._index.get(queue)
+        if idx is None:
+            idx = self._index[queue] = len(self._index) + 1
+            self.keys.extend((self._keys.queue(queue), self._keys.wake(queue)))
+        return idx
 
 
 async def trim_dead(app: App, client: Client, now: float) -> None:
@@ -33,9 +54,7 @@ async def promote(app: App, client: Client, zset: str, members: Sequence[bytes],
     moved."""
     if not members:
         return 0
-    k = app.keys
-    keys: list[str] = [zset]
-    pair: dict[str, int] = {}
+    pairs = QueuePairs(app.keys, [zset])
     args: list[Any] = []
     for m in members:
         try:
@@ -46,9 +65,5 @@ async def promote(app: App, client: Client, zset: str, members: Sequence[bytes],
         else:
             queue = p.queue
             data = ENCODER.encode(msgspec.structs.replace(p, enqueued_at=now, at=None))
-        idx = pair.get(queue)
-        if idx is None:
-            idx = pair[queue] = len(pair) + 1
-            keys.extend((k.queue(queue), k.wake(queue)))
-        args.extend((m, data, idx))
-    return int(await app._scripts.promote(client, keys, args))
+        args.extend((m, data, pairs.index(queue)))
+    return int(await app._scripts.promote(client, pairs.keys, args))

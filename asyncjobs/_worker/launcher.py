@@ -19,6 +19,7 @@ import anyio
 import redis.exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 
+from .._client import QueuePairs
 from .._conn import FastRedis
 from .._payload import DECODE_ERRORS, DECODER
 from .._redis import TRANSIENT, Client, after_error
@@ -344,22 +345,15 @@ class Worker:
         assert client is not None
         if not entries:
             return 0
-        k = app.keys
-        inflight = k.inflight(self.process_id)
-        keys: list[str] = [inflight]
-        pair: dict[str, int] = {}
+        pairs = QueuePairs(app.keys, [app.keys.inflight(self.process_id)])
         args: list[Any] = []
         for field, raw in entries.items():
             try:
                 queue = DECODER.decode(raw).queue
             except DECODE_ERRORS:
                 queue = "default"
-            idx = pair.get(queue)
-            if idx is None:
-                idx = pair[queue] = len(pair) + 1
-                keys.extend((k.queue(queue), k.wake(queue)))
-            args.extend((field, idx))
-        return int(await app._scripts.requeue(client, keys, args))
+            args.extend((field, pairs.index(queue)))
+        return int(await app._scripts.requeue(client, pairs.keys, args))
 
     async def _signals(self) -> None:
         sigs = [signal.SIGTERM, signal.SIGINT]

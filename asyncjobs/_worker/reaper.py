@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .._client import trim_dead
+from .._client import QueuePairs, trim_dead
 from .._payload import DECODE_ERRORS, DECODER, ENCODER
 from .._redis import TRANSIENT, Client, after_error
 
@@ -108,8 +108,7 @@ class Reaper:
         # Its landing list (jobs taken by BLMOVE, not yet landed) is in flight too.
         await self.app._scripts.land(self.client, (k.landing(proc), inflight))
         entries: dict[Any, Any] = await self.client.hgetall(inflight)
-        keys: list[str] = [inflight, k.process(proc), k.processes, k.dead]
-        pair: dict[str, int] = {}
+        pairs = QueuePairs(k, [inflight, k.process(proc), k.processes, k.dead])
         args: list[Any] = [proc]
         now = time.time()
         dead = 0
@@ -139,12 +138,8 @@ class Reaper:
                 else:
                     target = "queue"
                     data = ENCODER.encode(msgspec.structs.replace(p, recoveries=n))
-            idx = pair.get(queue)
-            if idx is None:
-                idx = pair[queue] = len(pair) + 1
-                keys.extend((k.queue(queue), k.wake(queue)))
-            args.extend((field, idx, data, target, repr(now)))
-        n = int(await self._script(self.client, keys, args))
+            args.extend((field, pairs.index(queue), data, target, repr(now)))
+        n = int(await self._script(self.client, pairs.keys, args))
         if dead:
             await trim_dead(self.app, self.client, now)
         if n > 0:
