@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import redis.exceptions as rexc
+from anyio.abc import TaskStatus
 from redis.asyncio.cluster import RedisCluster
 
 from .._client import QueuePairs
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
     from .._app import App
 
 log = logging.getLogger("asyncjobs.launcher")
+
+
+class _StoppedEarly(Exception):
+    """A stop was asked for before the worker had registered."""
 
 
 class Worker:
@@ -147,11 +152,26 @@ class Worker:
 
     async def run(self) -> None:
         """Run until :meth:`stop` (or a signal, with ``handle_signals``) or cancellation."""
-        app = self.app
         self._stop = anyio.Event()
         self._started = anyio.Event()
         if self._stop_requested:
             self._stop.set()
+        async with anyio.create_task_group() as signals:
+            # Signals are handled from the first moment, so a SIGTERM that arrives while
+            # the worker connects or registers stops it cleanly (exit 0) too.
+            if self.handle_signals:
+                await signals.start(self._signals)
+            try:
+                await self._run()
+            except _StoppedEarly:
+                log.info("worker %s stopped before it started", self.process_id)
+            finally:
+                signals.cancel_scope.cancel()
+
+    async def _run(self) -> None:
+        app = self.app
+        started, stop = self._started, self._stop
+        assert started is not None and stop is not None
         client = await self._connect()
         inflight = app.keys.inflight(self.process_id)
         # The hot path (fetch, ack) uses lean pipelined connections on a single server
@@ -194,11 +214,13 @@ class Worker:
         for hook in app.on_startup:
             await hook()
         # Register before fetching anything, so a reaper can always find our jobs.
-        await self._retry_until_up(hb.beat)
+        try:
+            await self._retry_until_up(hb.beat)
+        except _StoppedEarly:
+            await self._shutdown_hooks()
+            raise
         try:
             async with anyio.create_task_group() as tg:
-                if self.handle_signals:
-                    tg.start_soon(self._signals)
                 tg.start_soon(acker.run)
                 tg.start_soon(hb.run)
                 tg.start_soon(self.scheduler.run)
@@ -221,9 +243,9 @@ class Worker:
                             for c in self.capsules
                         ),
                     )
-                    self._started.set()
+                    started.set()
                     systemd.notify(f"READY=1\nSTATUS=fetching ({self.process_id})")
-                    await self._stop.wait()
+                    await stop.wait()
                     systemd.notify("STOPPING=1")
                     self.quiet_down()
                     for c in self.capsules:
@@ -242,6 +264,8 @@ class Worker:
         backoff = Backoff(cap=2.0)
         warned = False
         while True:
+            if self._stop_requested:
+                raise _StoppedEarly
             try:
                 return await fn()
             except TRANSIENT as exc:
@@ -254,7 +278,9 @@ class Worker:
                 elif not warned:
                     log.warning("cannot reach Redis (%s); retrying", exc)
                     warned = True
-                await anyio.sleep(backoff.next())
+                assert self._stop is not None
+                with anyio.move_on_after(backoff.next()):
+                    await self._stop.wait()  # a stop while Redis is away ends the wait
 
     async def _watchdog(self, every: float) -> None:
         """Ping systemd's watchdog while the event loop runs (a stuck loop stops it)."""
@@ -320,12 +346,15 @@ class Worker:
                 "worker once this process's heartbeat expires",
                 self.app.keys.inflight(self.process_id),
             )
+        await self._shutdown_hooks()
+        log.info("worker %s stopped (%d jobs requeued)", self.process_id, self.requeued)
+
+    async def _shutdown_hooks(self) -> None:
         for hook in self.app.on_shutdown:
             try:
                 await hook()
             except Exception:
                 log.exception("shutdown hook %r failed", hook)
-        log.info("worker %s stopped (%d jobs requeued)", self.process_id, self.requeued)
 
     async def _requeue_inflight(self) -> int:
         client = self.app._redis
@@ -355,11 +384,12 @@ class Worker:
             args.extend((field, pairs.index(queue)))
         return int(await app._scripts.requeue(client, pairs.keys, args))
 
-    async def _signals(self) -> None:
+    async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         sigs = [signal.SIGTERM, signal.SIGINT]
         if hasattr(signal, "SIGTSTP"):
             sigs.append(signal.SIGTSTP)
         with anyio.open_signal_receiver(*sigs) as received:
+            task_status.started()
             async for sig in received:
                 if sig == getattr(signal, "SIGTSTP", None):
                     self.quiet_down()

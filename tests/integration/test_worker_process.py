@@ -31,10 +31,13 @@ def spawn(redis_url: str) -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def start_worker(
-    procs: list[subprocess.Popen[bytes]], redis_url: str, *args: str
+    procs: list[subprocess.Popen[bytes]],
+    redis_url: str,
+    *args: str,
+    app: str = "tests.apps.recorder:app",
 ) -> subprocess.Popen[bytes]:
     p = subprocess.Popen(
-        [*WORKER_CMD, "worker", "tests.apps.recorder:app", *args],
+        [*WORKER_CMD, "worker", app, *args],
         env=subprocess_env(redis_url),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -110,6 +113,35 @@ async def test_sigkill_mid_run_leaves_every_unfinished_job_in_redis(
     assert inflight, "the kill caught jobs in flight"
     assert done | queued | inflight == set(range(200)), "nothing lost"
     assert not (queued & inflight)
+
+
+async def test_sigterm_during_startup_exits_0_and_fetches_nothing(
+    redis_url: str, redis: aioredis.Redis, spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    from tests.apps import gated
+
+    gated.app.redis_url = redis_url
+    try:
+        await gated.touch.defer_many([(n,) for n in range(5)])
+    finally:
+        await gated.app.aclose()
+    p = start_worker(spawn, redis_url, app="tests.apps.gated:app")
+
+    async def booting() -> bool:
+        return bool(await redis.exists("test:booting"))
+
+    await wait_for(booting, timeout=10)  # in its startup hook, before it registers
+    p.send_signal(signal.SIGTERM)
+    await redis.set("test:go", 1)
+    assert p.wait(10) == 0
+    out = p.stdout.read().decode() if p.stdout else ""
+    assert "Traceback" not in out
+    assert "stopped before it started" in out
+    assert await redis.llen("{asyncjobs}:queue:default") == 5, "nothing was fetched"
+    assert not await redis.exists("test:ran")
+    assert await redis.exists("test:shutdown-hook"), "shutdown hooks ran"
+    assert not await redis.keys("{asyncjobs}:inflight:*")
+    assert not await redis.keys("{asyncjobs}:process:*")
 
 
 async def _started(redis: aioredis.Redis, n: int) -> bool:
