@@ -97,7 +97,7 @@ class Capsule:
         self.processed = 0
         self.failed = 0
         self._freed = asyncio.Event()
-        self._waiting = False  # the fetcher waits for a free slot
+        self._waiting = 0  # fetch lanes waiting for a free slot
         self._idle = asyncio.Event()
         self._idle.set()
         self._timed = 0  # running jobs with a deadline: the watchdog sleeps when zero
@@ -121,15 +121,20 @@ class Capsule:
         """How many jobs the fetcher may take now: free slots plus prefetch room."""
         return self.concurrency + self.prefetch - len(self.running) - len(self.ready)
 
-    async def wait_free(self) -> None:
-        """Wait until there is room for at least one more job."""
-        while self.free <= 0:
+    async def wait_free(self, reserved: int = 0) -> None:
+        """Wait until there is room for at least one more job beyond ``reserved``."""
+        while self.free <= reserved:
             self._freed.clear()
-            self._waiting = True
+            self._waiting += 1
             try:
                 await self._freed.wait()
             finally:
-                self._waiting = False
+                self._waiting -= 1
+
+    def poke(self) -> None:
+        """Room may have opened without a job finishing (a fetch came back short)."""
+        if self._waiting:
+            self._freed.set()
 
     async def wait_idle(self) -> None:
         """Wait until no job of this capsule is running."""

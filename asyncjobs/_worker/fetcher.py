@@ -29,6 +29,9 @@ log = logging.getLogger("asyncjobs.fetcher")
 # a connection cut, and the bound on how stale a wake-list view can get.
 IDLE_POLL = 2.0
 
+# Concurrent fetches per capsule (see Fetcher.run).
+LANES = 2
+
 
 def _consume(fut: asyncio.Future[Any]) -> None:
     """Mark a land reply's exception retrieved (the acker looks at it when it acks)."""
@@ -61,6 +64,16 @@ class Fetcher:
         self._scope: anyio.CancelScope | None = None
         self._reconcile = False
         self.reconciled = 0
+        self.lanes = LANES
+        self._reserved = 0  # slots asked for by fetches on their way
+        self.fetching = 0  # fetches on their way
+        self._settled = asyncio.Event()  # none is
+        self._settled.set()
+        self._empty = False  # the last fetch of the first lane found nothing
+        self._down = False  # Redis is unreachable
+        self._resume = asyncio.Event()  # neither: the other lanes may fetch
+        self._resume.set()
+        self._backoff = Backoff()
 
     def stop(self) -> None:
         """Quiet: take no more jobs. A blocked ``BRPOP`` is abandoned."""
@@ -69,43 +82,107 @@ class Fetcher:
             self._scope.cancel()
 
     async def run(self) -> None:
-        capsule = self.capsule
-        backoff = Backoff()
-        down = False
+        """Fetch until quiet. Two lanes share the capsule's room, each asking for at
+        most half of it, so the next fetch is already on its way while the jobs of the
+        last one run: Redis and the event loop work at the same time instead of in
+        turn. Only the first lane waits for work when the queues are empty (a blocking
+        call holds its connection), and only while no other fetch is outstanding."""
         with anyio.CancelScope() as self._scope:
-            while not self.quiet:
-                if capsule.free <= 0:
-                    await capsule.wait_free()
-                    continue
-                isolation = capsule.isolation
-                if isolation is not None and isolation.blocking:
-                    await isolation.wait_clear()  # a suspect runs alone: fetch nothing
-                    continue
-                try:
-                    if self._reconcile:
-                        await self.reconcile()
-                    got = await self.fetch(capsule.free)
-                    if not got:
-                        await self._wait_for_hint()
-                except TRANSIENT as exc:
-                    await after_error(capsule.app._redis, exc)
-                    # A fetch whose reply was lost may have moved jobs into our in-flight
-                    # hash all the same: look for them once Redis answers again.
-                    self._reconcile = True
-                    if not down:
-                        log.warning(
-                            "capsule %s: cannot reach Redis at %s (%s); backing off",
-                            capsule.name,
-                            mask_url(capsule.app.redis_url),
-                            exc,
-                        )
-                        down = True
-                    await anyio.sleep(backoff.next())
-                    continue
-                if down:
-                    log.warning("capsule %s: Redis is back; fetching again", capsule.name)
-                    down = False
-                    backoff.reset()
+            async with anyio.create_task_group() as tg:
+                for lane in range(1, self.lanes):
+                    tg.start_soon(self._lane, lane)
+                await self._first_lane()
+                tg.cancel_scope.cancel()
+
+    async def _first_lane(self) -> None:
+        """The first lane, which also reports Redis going away and coming back."""
+        capsule = self.capsule
+        while not self.quiet:
+            try:
+                await self._lane(0)
+            except TRANSIENT as exc:
+                await after_error(capsule.app._redis, exc)
+                # A fetch whose reply was lost may have moved jobs into our in-flight
+                # hash all the same: look for them once Redis answers again.
+                self._reconcile = True
+                if not self._down:
+                    log.warning(
+                        "capsule %s: cannot reach Redis at %s (%s); backing off",
+                        capsule.name,
+                        mask_url(capsule.app.redis_url),
+                        exc,
+                    )
+                    self._set(down=True)
+                await anyio.sleep(self._backoff.next())
+
+    async def _lane(self, lane: int) -> None:
+        capsule = self.capsule
+        cap = max(1, (capsule.concurrency + capsule.prefetch) // self.lanes)
+        while not self.quiet:
+            room = capsule.free - self._reserved
+            if room <= 0:
+                await capsule.wait_free(self._reserved)
+                continue
+            if lane and (self._empty or self._down):
+                await self._resume.wait()  # the first lane finds work (or Redis) again
+                continue
+            isolation = capsule.isolation
+            if isolation is not None and isolation.blocking:
+                await isolation.wait_clear()  # a suspect runs alone: fetch nothing
+                continue
+            if self._reconcile and not lane:
+                # No other fetch may be on its way: its jobs would look orphaned.
+                self._set(empty=True)
+                await self.settled()
+                await self.reconcile()
+                continue
+            n = min(room, cap)
+            self._reserved += n
+            self.fetching += 1
+            self._settled.clear()
+            try:
+                got = await self.fetch(n)
+            except TRANSIENT:
+                if not lane:
+                    raise
+                # The first lane meets the same error, reports it, backs off and
+                # reconciles; this lane rests until that lane fetches again.
+                self._reconcile = True
+                self._set(empty=True)
+                continue
+            finally:
+                self._reserved -= n
+                self.fetching -= 1
+                if not self.fetching:
+                    self._settled.set()
+                capsule.poke()
+            if self._down and not lane:
+                log.warning("capsule %s: Redis is back; fetching again", capsule.name)
+                self._set(down=False)
+                self._backoff.reset()
+            if got:
+                if self._empty:
+                    self._set(empty=False)
+            elif not lane:
+                self._set(empty=True)  # the other lanes stop sending
+                await self.settled()
+                if self._empty:  # no other lane found work meanwhile
+                    await self._wait_for_hint()
+                    self._set(empty=False)
+
+    async def settled(self) -> None:
+        """Wait until no fetch is on its way."""
+        await self._settled.wait()
+
+    def _set(self, *, empty: bool | None = None, down: bool | None = None) -> None:
+        if empty is not None:
+            self._empty = empty
+        if down is not None:
+            self._down = down
+        if self._empty or self._down:
+            self._resume.clear()
+        else:
+            self._resume.set()
 
     async def fetch(self, slots: int) -> int:
         """Fetch up to ``slots`` jobs and start them; returns how many."""

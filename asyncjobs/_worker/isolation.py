@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .capsule import Capsule
+    from .fetcher import Fetcher
 
 log = logging.getLogger("asyncjobs.isolation")
 
@@ -40,6 +41,7 @@ class Isolation:
         self._clear.set()
         self._work = asyncio.Event()
         self.capsules: list[Capsule] = []
+        self.fetchers: list[Fetcher] = []
         self.isolated = 0
 
     def _quieted(self) -> bool:
@@ -67,13 +69,24 @@ class Isolation:
         self._given_back.add(task)
         task.add_done_callback(self._given_back.discard)
 
+    async def _wait_alone(self) -> None:
+        """Wait until no fetch is on its way and no job runs, both at once."""
+        while True:
+            for f in self.fetchers:
+                await f.settled()
+            for c in self.capsules:
+                await c.wait_idle()
+            if not any(f.fetching for f in self.fetchers) and not any(
+                c.running for c in self.capsules
+            ):
+                return
+
     async def run(self) -> None:
         while True:
             await self._work.wait()
             self._work.clear()
             while self.pending and not self.quiet:
-                for c in self.capsules:
-                    await c.wait_idle()
+                await self._wait_alone()
                 if self._quieted():  # the worker began shutting down meanwhile
                     break
                 capsule, field, raw = self.pending.popleft()

@@ -192,6 +192,7 @@ class Worker:
             )
             for c in self.capsules
         ]
+        isolation.fetchers = self.fetchers
         self.scheduler = Scheduler(app, client, poll=self.scheduler_poll)
         acker.on_retry = self.scheduler.notify
         self.reaper = Reaper(
