@@ -186,6 +186,7 @@ class Scripts:
             "schedule",
             "fetch",
             "ack",
+            "done",
             "requeue",
             "promote",
             "reap",
@@ -199,6 +200,7 @@ class Scripts:
     schedule: Script
     fetch: Script
     ack: Script
+    done: Script
     requeue: Script
     promote: Script
     reap: Script

@@ -64,6 +64,7 @@ class Acker:
         self._idle = asyncio.Event()
         self._idle.set()
         self._script = app._scripts.ack
+        self._done_script = app._scripts.done
         self.batches = 0
         # Told the due time of retries this process scheduled, so its scheduler wakes
         # for them (a retry_in of 0.05 s must not wait for the poll interval).
@@ -173,6 +174,13 @@ class Acker:
         k = app.keys
         now = time.time()
         today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+        if not moves:
+            # Successes only: the lean script, fields as they are (measured on Redis 7
+            # for 62-job batches: 0.64-0.74 us of server CPU per job against 1.1-1.2
+            # for ack.lua, whose outcome handling they do not need).
+            lean = (self._inflight, k.stat_processed, k.stat_processed_day(today))
+            await self._done_script(self.client, lean, (STATS_TTL, *done))
+            return
         keys = (
             *self._keys_static,
             k.stat_processed_day(today),

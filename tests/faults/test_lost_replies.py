@@ -11,8 +11,8 @@ Asserted, with one worker subprocess behind the proxy:
 * a *fetch* whose reply is lost does not strand its jobs: they still run, within a few
   seconds, though Redis moved them into the worker's in-flight hash and the worker never
   received them;
-* an *ack* whose reply is lost is retried harmlessly: the job ran once, is counted once,
-  and nothing is left in flight.
+* an *ack* (``done.lua``, which acknowledges successes) whose reply is lost is retried
+  harmlessly: the job ran once, is counted once, and nothing is left in flight.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class ReplyDropper:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("script", ["fetch", "ack"])
+@pytest.mark.parametrize("script", ["fetch", "done"])  # done.lua acks successes
 async def test_lost_reply(
     script: str, tmp_path: Path, fleets: Callable[[str, Path], Fleet]
 ) -> None:

@@ -333,3 +333,31 @@ async def test_prefetched_jobs_start_as_slots_free_and_go_back_unstarted_on_stop
     queued = await redis.lrange("{asyncjobs}:queue:default", 0, -1)
     assert len(queued) == 30 and len(started) == 20  # the prefetched five never started
     assert not await redis.keys(INFLIGHT_PREFIX + "*")
+
+
+async def test_acks_count_only_the_jobs_they_removed(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    """Successes are acknowledged by done.lua; the processed counters add what it
+    removed, so an ack written twice (a retry after a lost reply) counts once."""
+    from asyncjobs._worker.acker import STATS_TTL, Acker
+
+    await app.connect()
+    assert app._fast is not None
+    key = INFLIGHT_PREFIX + "test"
+    fields = [f"jid{i}".encode() for i in range(50)]
+    await redis.hset(key, mapping=dict.fromkeys(fields, b"{}"))
+    acker = Acker(app, app._fast, key)
+    for f in fields[:30]:
+        acker.done(f)
+    await acker.flush()
+    for f in fields:  # the first 30 again, and 20 new ones
+        acker.done(f)
+    acker.done(b"never-in-flight")
+    await acker.flush()
+    assert not await redis.exists(key)
+    assert await redis.get("{asyncjobs}:stat:processed") == b"50"
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    day_key = "{asyncjobs}:stat:processed:" + today
+    assert await redis.get(day_key) == b"50"
+    assert STATS_TTL - 60 < await redis.ttl(day_key) <= STATS_TTL
