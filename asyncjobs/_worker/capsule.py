@@ -13,8 +13,7 @@ import contextvars
 import logging
 import random
 import time
-import types
-from collections.abc import Coroutine, Generator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -34,24 +33,14 @@ log = logging.getLogger("asyncjobs.capsule")
 joblog = logging.getLogger("asyncjobs.job")
 
 
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> Generator[Any, Any, None]:
-    """Continue a coroutine whose first step already ran (and yielded ``yielded``)
-    inside a task: hand its awaitable to the task, pass results and exceptions
-    (cancellation included) back in."""
-    while True:
-        try:
-            sent = yield yielded
-        except BaseException as exc:
-            try:
-                yielded = coro.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                yielded = coro.send(sent)
-            except StopIteration:
-                return
+# Python 3.12+ starts a task eagerly: its first step runs at once, as the current task,
+# and a job that finishes without waiting is never scheduled. On 3.11 a job is a plain
+# task. (Running the first step in the fetcher's task instead, as an earlier version
+# did, is cheaper but wrong: whatever binds to the current task there, such as
+# asyncio.timeout, anyio's cancel scopes and redis-py's timeouts, binds to the fetcher.)
+_eager_task: Callable[..., asyncio.Task[None]] | None = getattr(
+    asyncio, "eager_task_factory", None
+)
 
 
 class CapsuleSpec(msgspec.Struct, frozen=True):
@@ -155,12 +144,8 @@ class Capsule:
     def start(self, pairs: list[bytes], *, isolate: bool = True) -> None:
         """Start the jobs of a fetch: ``pairs`` is field, payload, field, payload, ...
 
-        Each job's first step runs right here, in a copy of the context, as Python
-        3.12's eager tasks do: a job that finishes without waiting on anything (no-op,
-        cache hit) costs no task at all. A job that does wait continues in a task
-        created with that same context. With the lean connection (_conn.py) this took
-        worker CPU per no-op job from about 21 us (one ``create_task`` per job) to 6-9 us
-        (process_time over 50,000 jobs on a loaded 2-core box).
+        Each job is a task of its own, in a copy of the context; on Python 3.12+ an
+        eager one, whose first step runs right here (see ``_eager_task``).
         """
         loop = asyncio.get_running_loop()
         running = self.running
@@ -186,17 +171,13 @@ class Capsule:
     def _start_one(self, field: bytes, raw: bytes, loop: asyncio.AbstractEventLoop) -> None:
         rec = _Running(field, raw)
         self.running[field] = rec
-        coro = self._run(rec)
         ctx = contextvars.copy_context()
-        try:
-            yielded = ctx.run(coro.send, None)
-        except StopIteration:
-            return  # finished synchronously; _run recorded the outcome
-        except BaseException:  # pragma: no cover - _run catches everything
-            log.exception("job runner failed for %r", field)
-            self.running.pop(field, None)
-            return
-        rec.task = loop.create_task(_resume(coro, yielded), context=ctx)
+        if _eager_task is not None:
+            task = _eager_task(loop, self._run(rec), context=ctx)
+            if not task.done():
+                rec.task = task
+        else:
+            rec.task = loop.create_task(self._run(rec), context=ctx)
 
     def _start_ready(self) -> None:
         """Start prefetched jobs into free slots (called soon after a job finishes, not

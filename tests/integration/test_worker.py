@@ -361,3 +361,35 @@ async def test_acks_count_only_the_jobs_they_removed(
     day_key = "{asyncjobs}:stat:processed:" + today
     assert await redis.get(day_key) == b"50"
     assert STATS_TTL - 60 < await redis.ttl(day_key) <= STATS_TTL
+
+
+async def test_jobs_run_in_their_own_task(app: asyncjobs.App) -> None:
+    """Each job runs in a task of its own from its first line on, whether it starts
+    with its fetch or later, from the prefetched ones, so that what binds to the
+    current task (asyncio.timeout, anyio cancel scopes, redis-py's timeouts) works."""
+    import asyncio
+
+    ok: list[int] = []
+    errors: list[str] = []
+
+    @app.job
+    async def scoped(n: int) -> None:
+        try:
+            first = asyncio.current_task()
+            assert first is not None, "no current task at the job's first line"
+            async with asyncio.timeout(5):
+                await asyncio.sleep(0)
+            with anyio.fail_after(5):
+                await anyio.sleep(0.001)
+            assert asyncio.current_task() is first, "the job changed tasks"
+            ok.append(n)
+        except BaseException as exc:
+            errors.append(f"{n}: {type(exc).__name__}: {exc}")
+            raise
+
+    await scoped.defer_many([(n,) for n in range(200)])
+    async with running(app.worker(concurrency=8)) as w:  # prefetch: 2 jobs ahead
+        await wait_for(lambda: len(ok) + len(errors) >= 200, timeout=20)
+        await w.wait_idle()
+    assert not errors, errors[:5]
+    assert sorted(ok) == list(range(200))
