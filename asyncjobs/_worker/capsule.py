@@ -13,7 +13,8 @@ import contextvars
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Coroutine, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -33,14 +34,27 @@ log = logging.getLogger("asyncjobs.capsule")
 joblog = logging.getLogger("asyncjobs.job")
 
 
-# Python 3.12+ starts a task eagerly: its first step runs at once, as the current task,
-# and a job that finishes without waiting is never scheduled. On 3.11 a job is a plain
-# task. (Running the first step in the fetcher's task instead, as an earlier version
-# did, is cheaper but wrong: whatever binds to the current task there, such as
-# asyncio.timeout, anyio's cancel scopes and redis-py's timeouts, binds to the fetcher.)
-_eager_task: Callable[..., asyncio.Task[None]] | None = getattr(
-    asyncio, "eager_task_factory", None
-)
+@types.coroutine
+def _resume(
+    coro: Coroutine[Any, Any, None], yielded: Any, ctx: contextvars.Context
+) -> Generator[Any, Any, None]:
+    """Drive, from the task this is awaited in, a job coroutine whose first step already
+    ran in that same task (and yielded ``yielded``): hand its awaitables to the task,
+    pass results and exceptions (cancellation included) back in, each step in the
+    job's own context."""
+    while True:
+        try:
+            sent = yield yielded
+        except BaseException as exc:
+            try:
+                yielded = ctx.run(coro.throw, exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                yielded = ctx.run(coro.send, sent)
+            except StopIteration:
+                return
 
 
 class CapsuleSpec(msgspec.Struct, frozen=True):
@@ -144,13 +158,18 @@ class Capsule:
     def start(self, pairs: list[bytes], *, isolate: bool = True) -> None:
         """Start the jobs of a fetch: ``pairs`` is field, payload, field, payload, ...
 
-        Each job is a task of its own, in a copy of the context; on Python 3.12+ an
-        eager one, whose first step runs right here (see ``_eager_task``).
+        The jobs go to a *runner*, one task that runs them one after the other, each in
+        a copy of the context. A job that finishes without waiting on anything (no-op,
+        cache hit) costs no task of its own. When a job has to wait, the runner becomes
+        that job's task for good and hands the jobs after it to a new runner. Either way
+        a job runs in one task from its first line to its last, so what binds to the
+        current task (asyncio.timeout, anyio's cancel scopes, redis-py's timeouts) works,
+        and a batch of no-op jobs costs one task instead of one each.
         """
-        loop = asyncio.get_running_loop()
         running = self.running
         isolation = self.isolation if isolate else None
         give_back: dict[bytes, bytes] = {}
+        batch: list[_Running] = []
         for i in range(0, len(pairs), 2):
             field = pairs[i]
             raw = pairs[i + 1]
@@ -162,34 +181,58 @@ class Capsule:
             if len(running) >= self.concurrency and isolate:
                 self.ready.append((field, raw))  # prefetched: starts when a slot frees
                 continue
-            self._start_one(field, raw, loop)
+            rec = _Running(field, raw)
+            running[field] = rec
+            batch.append(rec)
+        if batch:
+            self._spawn(batch)
         if running:
             self._idle.clear()
         if give_back and isolation is not None:
             isolation.give_back(give_back)
 
-    def _start_one(self, field: bytes, raw: bytes, loop: asyncio.AbstractEventLoop) -> None:
-        rec = _Running(field, raw)
-        self.running[field] = rec
-        ctx = contextvars.copy_context()
-        if _eager_task is not None:
-            task = _eager_task(loop, self._run(rec), context=ctx)
-            if not task.done():
-                rec.task = task
-        else:
-            rec.task = loop.create_task(self._run(rec), context=ctx)
+    def _spawn(self, batch: list[_Running]) -> None:
+        task = asyncio.get_running_loop().create_task(self._runner(batch))
+        for rec in batch:
+            rec.task = task
+
+    async def _runner(self, batch: list[_Running]) -> None:
+        for i, rec in enumerate(batch):
+            if rec.reason is not None:  # cancelled by shutdown before it started
+                self._finished(rec)
+                continue
+            coro = self._run(rec)
+            ctx = contextvars.copy_context()
+            try:
+                yielded = ctx.run(coro.send, None)
+            except StopIteration:
+                continue  # finished without waiting; _run recorded the outcome
+            except BaseException:  # pragma: no cover - _run catches everything
+                log.exception("job runner failed for %r", rec.field)
+                self.running.pop(rec.field, None)
+                continue
+            # The job waits: this task is its task now; the rest go to a new runner.
+            if i + 1 < len(batch):
+                self._spawn(batch[i + 1 :])
+            await _resume(coro, yielded, ctx)
+            return
 
     def _start_ready(self) -> None:
         """Start prefetched jobs into free slots (called soon after a job finishes, not
-        from inside it, so synchronous jobs never nest)."""
+        from inside it)."""
         self._ready_scheduled = False
         if self.quiet:
             return
-        loop = asyncio.get_running_loop()
-        while self.ready and len(self.running) < self.concurrency:
+        running = self.running
+        batch: list[_Running] = []
+        while self.ready and len(running) < self.concurrency:
             field, raw = self.ready.popleft()
-            self._start_one(field, raw, loop)
-        if self.running:
+            rec = _Running(field, raw)
+            running[field] = rec
+            batch.append(rec)
+        if batch:
+            self._spawn(batch)
+        if running:
             self._idle.clear()
 
     def _finished(self, rec: _Running) -> None:
@@ -410,15 +453,21 @@ class Capsule:
                     rec.task.cancel()
 
     async def cancel_all(self) -> None:
-        """Cancel every running job (shutdown timeout is up) and wait for them to end."""
-        tasks = []
+        """Cancel every running job (shutdown timeout is up) and wait for them to end.
+        Jobs still waiting in a runner are not started; like the cancelled ones, they
+        stay in the in-flight hash, to be put back in their queues."""
+        tasks: set[asyncio.Task[None]] = set()
         for rec in list(self.running.values()):
+            rec.reason = "shutdown"
             if rec.task is not None and not rec.task.done():
-                rec.reason = "shutdown"
-                rec.task.cancel()
-                tasks.append(rec.task)
+                tasks.add(rec.task)
+        for task in tasks:
+            task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        for rec in list(self.running.values()):
+            if rec.task is None or rec.task.done():  # its runner ended before it ran
+                self._finished(rec)
 
 
 def _describe(exc: BaseException) -> str:

@@ -377,6 +377,11 @@ async def test_jobs_run_in_their_own_task(app: asyncjobs.App) -> None:
         try:
             first = asyncio.current_task()
             assert first is not None, "no current task at the job's first line"
+            if n % 2:  # half of them never wait: they share a runner task
+                with anyio.CancelScope():
+                    pass
+                ok.append(n)
+                return
             async with asyncio.timeout(5):
                 await asyncio.sleep(0)
             with anyio.fail_after(5):
