@@ -260,6 +260,9 @@ class Fetcher:
                 self.capsule.acker.landing(field, self._landing, sent)
                 self.capsule.start([field, raw])
                 self.fetches += 1
+                # Let the job's runner go first: the next fetch can wait a loop turn,
+                # the job (which somebody may be waiting for) should not.
+                await asyncio.sleep(0)
             return
         order, _ = self.capsule.order.draw(0)
         await self.client.brpop([self._wake_keys[i] for i in order], timeout=IDLE_POLL)
