@@ -14,7 +14,7 @@ import logging
 import random
 import time
 import types
-from collections.abc import Coroutine, Generator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -124,9 +124,10 @@ class Capsule:
         """How many jobs the fetcher may take now: free slots plus prefetch room."""
         return self.concurrency + self.prefetch - len(self.running) - len(self.ready)
 
-    async def wait_free(self, reserved: int = 0) -> None:
-        """Wait until there is room for at least one more job beyond ``reserved``."""
-        while self.free <= reserved:
+    async def wait_free(self, reserved: Callable[[], int] | None = None) -> None:
+        """Wait until there is room for at least one more job beyond what ``reserved()``
+        (read afresh at each wake-up; see :meth:`poke`) says is spoken for."""
+        while self.free <= (reserved() if reserved is not None else 0):
             self._freed.clear()
             self._waiting += 1
             try:

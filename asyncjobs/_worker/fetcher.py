@@ -121,7 +121,7 @@ class Fetcher:
         while not self.quiet:
             room = capsule.free - self._reserved
             if room <= 0:
-                await capsule.wait_free(self._reserved)
+                await capsule.wait_free(lambda: self._reserved)
                 continue
             if lane and (self._empty or self._down):
                 await self._resume.wait()  # the first lane finds work (or Redis) again

@@ -399,3 +399,29 @@ async def test_jobs_run_in_their_own_task(app: asyncjobs.App) -> None:
         await w.wait_idle()
     assert not errors, errors[:5]
     assert sorted(ok) == list(range(200))
+
+
+async def test_free_slot_is_used_while_long_jobs_run(app: asyncjobs.App) -> None:
+    """With some slots held by long jobs and the queue drained, a job enqueued later
+    starts at once in a free slot, not when a long job ends."""
+    release = anyio.Event()
+    started: list[str] = []
+
+    @app.job
+    async def long(n: int) -> None:
+        started.append(f"long{n}")
+        await release.wait()
+
+    @app.job
+    async def quick() -> None:
+        started.append("quick")
+
+    async with running(app.worker(concurrency=4)):
+        await long.defer_many([(n,) for n in range(3)])
+        await wait_for(lambda: len(started) == 3, timeout=5)
+        await anyio.sleep(0.1)  # every lane settles into waiting
+        t0 = time.monotonic()
+        await quick.defer()
+        await wait_for(lambda: "quick" in started, timeout=5)
+        assert time.monotonic() - t0 < 1.0
+        release.set()
