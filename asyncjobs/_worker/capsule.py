@@ -167,10 +167,10 @@ class Capsule:
         current task (asyncio.timeout, anyio's cancel scopes, redis-py's timeouts) works,
         and a batch of no-op jobs costs one task instead of one each.
         """
-        running = self.running
         isolation = self.isolation if isolate else None
         give_back: dict[bytes, bytes] = {}
-        batch: list[_Running] = []
+        jobs: list[tuple[bytes, bytes]] = []
+        room = self.concurrency - len(self.running)
         for i in range(0, len(pairs), 2):
             field = pairs[i]
             raw = pairs[i + 1]
@@ -179,18 +179,26 @@ class Capsule:
                 if not isolation.hold(self, field, raw):
                     give_back[field] = raw
                 continue
-            if len(running) >= self.concurrency and isolate:
+            if len(jobs) >= room and isolate:
                 self.ready.append((field, raw))  # prefetched: starts when a slot frees
                 continue
+            jobs.append((field, raw))
+        self._start_batch(jobs)
+        if give_back and isolation is not None:
+            isolation.give_back(give_back)
+
+    def _start_batch(self, jobs: list[tuple[bytes, bytes]]) -> None:
+        """Count these jobs as running and hand them to a new runner."""
+        if not jobs:
+            return
+        running = self.running
+        batch: list[_Running] = []
+        for field, raw in jobs:
             rec = _Running(field, raw)
             running[field] = rec
             batch.append(rec)
-        if batch:
-            self._spawn(batch)
-        if running:
-            self._idle.clear()
-        if give_back and isolation is not None:
-            isolation.give_back(give_back)
+        self._spawn(batch)
+        self._idle.clear()
 
     def _spawn(self, batch: list[_Running]) -> None:
         task = asyncio.get_running_loop().create_task(self._runner(batch))
@@ -224,17 +232,9 @@ class Capsule:
         self._ready_scheduled = False
         if self.quiet:
             return
-        running = self.running
-        batch: list[_Running] = []
-        while self.ready and len(running) < self.concurrency:
-            field, raw = self.ready.popleft()
-            rec = _Running(field, raw)
-            running[field] = rec
-            batch.append(rec)
-        if batch:
-            self._spawn(batch)
-        if running:
-            self._idle.clear()
+        room = self.concurrency - len(self.running)
+        ready = self.ready
+        self._start_batch([ready.popleft() for _ in range(min(room, len(ready)))])
 
     def _finished(self, rec: _Running) -> None:
         running = self.running
