@@ -497,13 +497,24 @@ def _control_command(command_name: str, help_text: str) -> None:
         if not process_id and not all_:
             fail(f"give PROCESS_ID (see asyncjobs processes) or --all to {command_name}")
 
-        async def act(a: Any) -> int:
+        async def act(a: Any) -> tuple[int, list[str]]:
             ps = api.ProcessSet(a)
-            ids = [p.id for p in await ps.list()] if all_ else list(process_id or [])
-            return await ps.send(command_name, ids)
+            live = [p.id for p in await ps.list()]
+            wanted = live if all_ else list(dict.fromkeys(process_id or []))
+            # An id with no live heartbeat (a typo, a process gone) would take the
+            # command into a list nobody reads: name it instead of counting it as sent.
+            unknown = [i for i in wanted if i not in live]
+            known = [i for i in wanted if i in live]
+            return (await ps.send(command_name, known) if known else 0), unknown
 
-        n = _run_admin(app_spec, redis_url, namespace, act)
-        typer.echo(f"{command_name} sent to {n} processes (acted on at their next heartbeat)")
+        n, unknown = _run_admin(app_spec, redis_url, namespace, act)
+        if n or not unknown:
+            typer.echo(f"{command_name} sent to {n} processes (acted on at their next heartbeat)")
+        if unknown:
+            fail(
+                f"no live process {', '.join(unknown)}: not sent there "
+                "(asyncjobs processes lists the live ones)"
+            )
 
     command.__doc__ = help_text
     app.command(name=command_name)(command)
