@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import anyio
 import typer
+from typer.core import TyperGroup, TyperOption
 
 from ._errors import AsyncJobsError, ConfigError
 from ._redis import REDIS_ERRORS, map_error
@@ -22,13 +23,63 @@ __all__ = ["app", "load_app", "main"]
 
 T = TypeVar("T")
 
+
+class _Group(TyperGroup):
+    """The command group: flags show no value type in ``--help``.
+
+    typer renders a flag as ``--json <bool>``, which reads as if it took a value
+    (``--json true`` is then refused); an empty metavar leaves the flag bare.
+    """
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_flags(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None:
+            _plain_flags(cmd.get_params(ctx))  # the help option is cached: this sticks
+        return cmd
+
+
+def _plain_flags(params: list[Any]) -> list[Any]:
+    for p in params:
+        if isinstance(p, TyperOption) and p.is_flag and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
 app = typer.Typer(
     name="asyncjobs",
+    cls=_Group,
     help="asyncio-native background jobs on Redis.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ._version import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            expose_value=False,
+            callback=_print_version,
+            help="Print the asyncjobs version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """asyncio-native background jobs on Redis."""
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -146,14 +197,17 @@ def worker(
         typer.Option("--queue", "-q", help="Queue to process, NAME or NAME,WEIGHT; repeat."),
     ] = None,
     concurrency: Annotated[
-        int | None, typer.Option("--concurrency", "-c", help="Jobs run at once (default 10).")
+        int | None,
+        typer.Option("--concurrency", "-c", min=1, help="Jobs run at once (default 10)."),
     ] = None,
     strict: Annotated[
         bool | None, typer.Option("--strict/--weighted", help="Strict queue order.")
     ] = None,
     timeout: Annotated[
         float | None,
-        typer.Option("--timeout", "-t", help="Seconds to wait for running jobs at shutdown."),
+        typer.Option(
+            "--timeout", "-t", min=0, help="Seconds to wait for running jobs at shutdown."
+        ),
     ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", "-C", help="TOML settings file.")
@@ -198,6 +252,8 @@ def worker(
         import msgspec
 
         settings = msgspec.structs.replace(settings, **overrides)
+        if settings.timeout < 0:  # flags are range-checked; a settings file is not
+            raise ConfigError(f"timeout must be 0 seconds or more, got {settings.timeout:g}")
         if settings.app is None:
             raise ConfigError(
                 "no app given: asyncjobs worker MODULE:ATTRIBUTE (or app= in --config)"
@@ -301,12 +357,29 @@ def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> None:
-    cells = [headers, *[[str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    for r in cells:
-        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    if not rows:
+def _console() -> Any:
+    from rich.console import Console
+
+    # Piped into grep or a file, a row stays on one line whatever the width: the
+    # 80 columns rich assumes without a terminal would wrap jids and backtraces.
+    width = None if sys.stdout.isatty() else 100_000
+    return Console(width=width, highlight=False, soft_wrap=width is not None)
+
+
+def _table(headers: list[str], rows: list[list[Any]], *, header: bool = True) -> None:
+    """Rows under their headers (rich), or ``(none)``."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(
+        *headers, box=box.SIMPLE_HEAD, show_header=header, show_edge=False, pad_edge=False
+    )
+    for r in rows:
+        table.add_row(*(Text(str(c)) for c in r))  # Text: a job's "[1]" is not markup
+    if rows:
+        _console().print(table)
+    else:
         typer.echo("(none)")
 
 
@@ -335,8 +408,7 @@ def stats(
         _print_json(msgspec.structs.asdict(s))
         return
     names = ("processed", "failed", "enqueued", "scheduled", "retries", "dead", "processes", "busy")
-    for name in names:
-        typer.echo(f"{name:<10} {getattr(s, name)}")
+    _table(["", ""], [[name, getattr(s, name)] for name in names], header=False)
     typer.echo("")
     _table(
         ["day", "processed", "failed"],
@@ -376,8 +448,8 @@ def _set_command(command_name: str, cls_name: str, help_text: str) -> None:
         redis_url: UrlOpt = None,
         namespace: NsOpt = None,
         as_json: JsonOpt = False,
-        limit: Annotated[int, typer.Option("--limit", help="Entries to show.")] = 50,
-        offset: Annotated[int, typer.Option("--offset", help="Entries to skip.")] = 0,
+        limit: Annotated[int, typer.Option("--limit", min=1, help="Entries to show.")] = 50,
+        offset: Annotated[int, typer.Option("--offset", min=0, help="Entries to skip.")] = 0,
         job: Annotated[str | None, typer.Option("--job", help="Only this job name.")] = None,
         retry_all: Annotated[
             bool, typer.Option("--retry-all", help="Enqueue every entry now.")
@@ -575,10 +647,20 @@ def check(
     add_help_option=False,
 )
 def bench(ctx: typer.Context) -> None:
-    """Run the benchmark suite against the peers (python -m benchmarks; --help for more)."""
+    """Run the benchmark suite against the peers (python -m benchmarks; --help for more).
+
+    The suite ships with the source, not the wheel: run it from a checkout, with the
+    bench extra installed. Every argument goes to the suite (its --help lists them).
+    """
     try:
         from benchmarks.__main__ import main as bench_main
-    except ImportError:
+    except ImportError as exc:
+        if "--help" in ctx.args or "-h" in ctx.args:
+            # Outside a checkout there is no suite to ask: its help is this command's.
+            typer.echo(ctx.get_help())
+            raise typer.Exit(0) from None
+        if exc.name and not exc.name.startswith("benchmarks"):  # a peer is missing
+            fail(f"the benchmark suite needs {exc.name}: pip install -e '.[bench]'")
         fail(
             "the benchmark suite ships with the source, not the wheel: from a checkout, "
             "pip install -e '.[bench]' and run asyncjobs bench (or python -m benchmarks)"
@@ -594,18 +676,23 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def _usage_error() -> type[Any]:
+    """click's ``UsageError``, as typer's public ``BadParameter`` derives from it: typer
+    vendors click under a private module (0.20 and later), or uses click (before)."""
+    for cls in typer.BadParameter.__mro__:
+        if cls.__name__ == "UsageError" and issubclass(cls, Exception):
+            return cls
+    raise AssertionError("typer.BadParameter is no longer a UsageError")  # pragma: no cover
+
+
+_USAGE_ERROR = _usage_error()
+
+
 def main() -> None:
     """Entry point of the ``asyncjobs`` script: usage errors are one line, exit 2."""
-    try:  # typer >= 0.20 vendors click
-        from typer._click import exceptions as cx
-    except ImportError:  # pragma: no cover - older typer
-        from click import exceptions as cx  # type: ignore[no-redef]
-
-    try:
-        rv = app(standalone_mode=False)
-    except cx.NoArgsIsHelpError:
-        sys.exit(0)
-    except cx.UsageError as exc:
+    try:  # no arguments: the help, exit 0 (typer would raise a usage error for it)
+        rv = app(args=sys.argv[1:] or ["--help"], standalone_mode=False)
+    except _USAGE_ERROR as exc:
         cmd = exc.ctx.command_path if exc.ctx is not None else "asyncjobs"
         typer.echo(f"{cmd}: error: {exc.format_message()} (see {cmd} --help)", err=True)
         sys.exit(2)
