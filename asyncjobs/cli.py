@@ -189,40 +189,98 @@ def worker(
         typer.Argument(
             metavar="APP",
             envvar="ASYNCJOBS_APP",
-            help="MODULE:ATTRIBUTE of your asyncjobs.App (or ASYNCJOBS_APP)",
+            help="MODULE:ATTRIBUTE of your asyncjobs.App.",
         ),
     ] = None,
     queue: Annotated[
         list[str] | None,
-        typer.Option("--queue", "-q", help="Queue to process, NAME or NAME,WEIGHT; repeat."),
+        typer.Option(
+            "--queue",
+            "-q",
+            envvar="ASYNCJOBS_QUEUES",
+            metavar="QUEUE",
+            help="A queue to process, NAME or NAME,WEIGHT; repeat the flag. "
+            "The variable takes them separated by spaces: critical,6 default,3 low",
+        ),
     ] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option("--concurrency", "-c", min=1, help="Jobs run at once (default 10)."),
+        typer.Option(
+            "--concurrency",
+            "-c",
+            min=1,
+            envvar="ASYNCJOBS_CONCURRENCY",
+            metavar="N",
+            help="Jobs run at once (default 10).",
+        ),
     ] = None,
     strict: Annotated[
-        bool | None, typer.Option("--strict/--weighted", help="Strict queue order.")
+        bool | None,
+        typer.Option("--strict/--weighted", envvar="ASYNCJOBS_STRICT", help="Strict queue order."),
     ] = None,
     timeout: Annotated[
         float | None,
         typer.Option(
-            "--timeout", "-t", min=0, help="Seconds to wait for running jobs at shutdown."
+            "--timeout",
+            "-t",
+            min=0,
+            envvar="ASYNCJOBS_TIMEOUT",
+            metavar="SECONDS",
+            help="Seconds to wait for running jobs at shutdown (default 25).",
         ),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", "-C", help="TOML settings file.")
+        Path | None,
+        typer.Option(
+            "--config", "-C", envvar="ASYNCJOBS_CONFIG", metavar="FILE", help="TOML settings file."
+        ),
     ] = None,
     redis_url: Annotated[
-        str | None, typer.Option("--redis-url", "-r", help="Redis URL (overrides the app's).")
+        str | None,
+        typer.Option(
+            "--redis-url",
+            "-r",
+            envvar="ASYNCJOBS_REDIS_URL",
+            metavar="URL",
+            help="Redis URL (overrides the settings file and the app's).",
+        ),
     ] = None,
-    log_level: Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, ...")] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace",
+            "-n",
+            envvar="ASYNCJOBS_NAMESPACE",
+            metavar="NAME",
+            help="Key namespace (overrides the app's).",
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            envvar="ASYNCJOBS_LOG_LEVEL",
+            metavar="LEVEL",
+            help="DEBUG, INFO (default), WARNING or ERROR.",
+        ),
+    ] = None,
     log_format: Annotated[
-        str | None, typer.Option("--log-format", help="text (default) or json.")
+        str | None,
+        typer.Option(
+            "--log-format",
+            envvar="ASYNCJOBS_LOG_FORMAT",
+            metavar="FORMAT",
+            help="text (default) or json.",
+        ),
     ] = None,
     processes: Annotated[
         str | None,
         typer.Option(
-            "--processes", "-p", help="Worker processes: N or auto (one per core). Default 1."
+            "--processes",
+            "-p",
+            envvar="ASYNCJOBS_PROCESSES",
+            metavar="N|auto",
+            help="Worker processes: N or auto (one per core). Default 1.",
         ),
     ] = None,
 ) -> None:
@@ -243,6 +301,8 @@ def worker(
             overrides["timeout"] = timeout
         if redis_url is not None:
             overrides["redis_url"] = redis_url
+        if namespace is not None:
+            overrides["namespace"] = namespace
         if log_level is not None:
             overrides["log_level"] = log_level
         if processes is not None:
