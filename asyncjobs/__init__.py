@@ -15,6 +15,7 @@ from ._job import JobContext as JobContext
 from ._job import current_job as current_job
 from ._logging import JobContextFilter as JobContextFilter
 from ._logging import JsonFormatter as JsonFormatter
+from ._middleware import Chain as Chain
 from ._payload import Payload as Payload
 from ._retry import Permanent as Permanent
 from ._version import __version__ as __version__
@@ -26,6 +27,7 @@ __all__ = [
     "ArgumentError",
     "AsyncJobsError",
     "CapsuleSpec",
+    "Chain",
     "ConfigError",
     "Deferrer",
     "EnqueueError",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
@@ -18,6 +19,7 @@ from ._conn import FastRedis
 from ._errors import ConfigError, EnqueueError
 from ._job import Job, JobContext, RetryIn
 from ._keys import Keys
+from ._middleware import Chain, ClientMiddleware, ServerMiddleware, run_client
 from ._payload import ENCODER, Payload
 from ._redis import REDIS_ERRORS, Client, Conn, connect, map_error, mask_url, scripts
 
@@ -25,15 +27,29 @@ if TYPE_CHECKING:
     from ._worker.capsule import CapsuleSpec
     from ._worker.launcher import Worker
 
-__all__ = ["App"]
+__all__ = ["App", "TestMode"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_URL = "redis://localhost:6379/0"
 
-ClientMiddleware = Callable[[Payload, Callable[[Payload], Awaitable[str]]], Awaitable[str]]
-ServerMiddleware = Callable[[JobContext, Callable[[], Awaitable[Any]]], Awaitable[Any]]
+
+class TestMode:
+    """What a test mode (``asyncjobs.testing``) does with jobs that went through the
+    client chain, instead of pushing them to Redis."""
+
+    async def accept(self, payloads: Sequence[Payload]) -> list[str]:
+        raise NotImplementedError
+
+
+# The test modes active in this context, by app. A context variable, not an attribute
+# of the App, so a mode covers the code of its ``with`` block (and tasks started from
+# it), never a defer from an unrelated task that runs meanwhile.
+_test_modes: contextvars.ContextVar[Mapping[int, TestMode] | None] = contextvars.ContextVar(
+    "asyncjobs.test_modes", default=None
+)
+
 Hook = Callable[[], Awaitable[None]]
 DeathHandler = Callable[[JobContext, BaseException], Awaitable[None]]
 
@@ -79,8 +95,10 @@ class App:
             else float(dead_timeout)
         )
         self.jobs: dict[str, Job[Any, Any]] = {}
-        self.client_middleware: list[ClientMiddleware] = []
-        self.server_middleware: list[ServerMiddleware] = []
+        self.client_middleware: Chain[ClientMiddleware] = Chain()
+        self.server_middleware: Chain[ServerMiddleware] = Chain()
+        # Each capsule's own server middleware, run inside the app's.
+        self.capsule_server_middleware: dict[str, Chain[ServerMiddleware]] = {}
         self.on_startup: list[Hook] = []
         self.on_shutdown: list[Hook] = []
         self.death_handlers: list[DeathHandler] = []
@@ -130,6 +148,14 @@ class App:
         if fn is not None:
             return register(fn)
         return register
+
+    def capsule_middleware(self, capsule: str) -> Chain[ServerMiddleware]:
+        """The server middleware of one capsule, run inside the app's chain for the
+        jobs of that capsule only (Sidekiq's per-capsule middleware)."""
+        chain = self.capsule_server_middleware.get(capsule)
+        if chain is None:
+            chain = self.capsule_server_middleware[capsule] = Chain()
+        return chain
 
     # -- connection --------------------------------------------------------------
 
@@ -198,19 +224,28 @@ class App:
             )
         return data
 
-    async def _enqueue(self, payload: Payload) -> str:
-        if self.client_middleware:
-            return await self._through_middleware(payload, 0)
-        return await self._push(payload)
+    async def _enqueue(self, payload: Payload) -> str | None:
+        """``defer``: the client chain, then Redis (or the test mode of this context)."""
+        modes = _test_modes.get()
+        mode = modes.get(id(self)) if modes else None
+        chain = self.client_middleware
+        if mode is None:
+            if not chain:
+                return await self._push(payload)
+            return await run_client(chain.entries, payload, self._push)
 
-    async def _through_middleware(self, payload: Payload, i: int) -> str:
-        if i == len(self.client_middleware):
-            return await self._push(payload)
+        # A test mode takes the job once the whole client chain has passed it on: inline
+        # mode then runs the server chain and the job (Sidekiq's perform_inline).
+        passed: list[Payload] = []
 
-        async def call_next(p: Payload) -> str:
-            return await self._through_middleware(p, i + 1)
+        async def collect(p: Payload) -> str | None:
+            passed.append(p)
+            return p.jid
 
-        return await self.client_middleware[i](payload, call_next)
+        jid = await run_client(chain.entries, payload, collect)
+        if passed:
+            await mode.accept(passed)
+        return jid
 
     async def _push(self, payload: Payload) -> str:
         data = self._encode(payload)
@@ -235,11 +270,35 @@ class App:
             raise map_error(self.redis_url, exc) from exc
         return payload.jid
 
-    async def _enqueue_many(self, payloads: Sequence[Payload]) -> list[str]:
+    async def _enqueue_many(self, payloads: Sequence[Payload]) -> list[str | None]:
+        """``defer_many``: each job through the client chain on its own (as Sidekiq's
+        ``push_bulk``), then every job that came through in one round trip."""
         if not payloads:
             return []
-        if self.client_middleware:
-            return [await self._enqueue(p) for p in payloads]
+        modes = _test_modes.get()
+        mode = modes.get(id(self)) if modes else None
+        chain = self.client_middleware
+        if chain:
+            entries = chain.entries
+            passed: list[Payload] = []
+
+            async def collect(p: Payload) -> str | None:
+                passed.append(p)
+                return p.jid
+
+            jids = [await run_client(entries, p, collect) for p in payloads]
+            if mode is not None:
+                await mode.accept(passed)
+            else:
+                await self._push_many(passed)
+            return jids
+        if mode is not None:
+            return list(await mode.accept(payloads))
+        return list(await self._push_many(payloads))
+
+    async def _push_many(self, payloads: Sequence[Payload]) -> list[str]:
+        if not payloads:
+            return []
         now_by_queue: dict[str, list[bytes]] = {}
         scheduled: dict[str, list[Any]] = {}
         for p in payloads:

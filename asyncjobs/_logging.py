@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from ._job import _current
+from ._job import current_payload
 
 __all__ = ["JobContextFilter", "JsonFormatter", "TextFormatter"]
 
@@ -22,7 +22,7 @@ class JobContextFilter(logging.Filter):
     """Adds ``jid``, ``job``, ``queue`` (``""`` outside a job) and ``job_meta`` to records."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        p = _current.get(None)
+        p = current_payload()
         if p is None:
             record.jid = record.job = record.queue = ""
             record.job_meta = {}

@@ -124,3 +124,9 @@ def spawn_worker(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def all_sent(jids: list[str | None]) -> list[str]:
+    """The jids of ``defer_many``, asserting that no middleware stopped one."""
+    assert None not in jids, jids
+    return [j for j in jids if j is not None]
