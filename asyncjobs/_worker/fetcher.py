@@ -163,7 +163,13 @@ class Fetcher:
             if got:
                 if self._empty:
                     self._set(empty=False)
-            elif not lane:
+            elif lane:
+                # Nothing there: rest until the first lane finds work. Fetching again at
+                # once would poll Redis without end, and, holding a reservation nearly
+                # all the time, keep the first lane (the only one that blocks for work)
+                # waiting for room it never sees.
+                self._set(empty=True)
+            else:
                 self._set(empty=True)  # the other lanes stop sending
                 await self.settled()
                 if self._empty:  # no other lane found work meanwhile
