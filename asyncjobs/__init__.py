@@ -18,8 +18,8 @@ from ._logging import JsonFormatter as JsonFormatter
 from ._middleware import Chain as Chain
 from ._payload import Payload as Payload
 from ._retry import Permanent as Permanent
+from ._settings import CapsuleSpec as CapsuleSpec
 from ._version import __version__ as __version__
-from ._worker.capsule import CapsuleSpec as CapsuleSpec
 from ._worker.launcher import Worker as Worker
 
 __all__ = [

@@ -22,9 +22,9 @@ from ._keys import Keys
 from ._middleware import Chain, ClientMiddleware, ServerMiddleware, run_client
 from ._payload import ENCODER, Payload
 from ._redis import REDIS_ERRORS, Client, Conn, connect, map_error, mask_url, scripts
+from ._settings import CapsuleSpec
 
 if TYPE_CHECKING:
-    from ._worker.capsule import CapsuleSpec
     from ._worker.launcher import Worker
 
 __all__ = ["App", "TestMode"]
@@ -370,7 +370,6 @@ class App:
         **options: Any,
     ) -> Worker:
         """An in-process worker: ``await app.worker(...).run()``."""
-        from ._worker.capsule import CapsuleSpec
         from ._worker.launcher import Worker
 
         if capsules is None:

@@ -17,17 +17,14 @@ import logging
 import re
 import time
 import typing
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 import msgspec
 
 from ._errors import ArgumentError, ConfigError, EnqueueError
 from ._payload import ENCODER, Payload, new_jid, valid_jid
-
-if TYPE_CHECKING:
-    from ._app import App
 
 __all__ = [
     "Deferrer",
@@ -43,6 +40,17 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 RetryIn = Callable[[int, BaseException], "float | int | str | None"]
+
+
+class Client(Protocol):
+    """What a job defers through: the :class:`~asyncjobs.App` it is registered on
+    (which runs the client middleware, then writes to Redis, or hands the job to a
+    test mode). A protocol, so this module does not import the app's."""
+
+    async def _enqueue(self, payload: Payload) -> str | None: ...
+
+    async def _enqueue_many(self, payloads: Sequence[Payload]) -> list[str | None]: ...
+
 
 _current: ContextVar[Payload] = ContextVar("asyncjobs.job")
 
@@ -178,7 +186,7 @@ class Job(Generic[P, R]):
 
     def __init__(
         self,
-        app: App,
+        app: Client,
         fn: Callable[P, Awaitable[R]],
         *,
         name: str | None = None,

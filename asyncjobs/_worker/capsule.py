@@ -12,12 +12,11 @@ import collections
 import contextvars
 import logging
 import types
-from collections.abc import Callable, Coroutine, Generator, Sequence
+from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 from .._queues import QueueOrder
+from .._settings import CapsuleSpec
 from .executor import Executor, Running
 from .isolation import SUSPECT_MARK, Isolation
 
@@ -49,15 +48,6 @@ def _resume(
                 yielded = ctx.run(coro.send, sent)
             except StopIteration:
                 return
-
-
-class CapsuleSpec(msgspec.Struct, frozen=True):
-    """A capsule's configuration: name, ``(queue, weight)`` pairs, concurrency, order."""
-
-    name: str
-    queues: Sequence[tuple[str, int]]
-    concurrency: int = 10
-    strict: bool = False
 
 
 class Capsule:
