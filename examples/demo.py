@@ -1,4 +1,4 @@
-"""The asyncjobs demo: defer a handful of example jobs and watch a real worker run them.
+"""A demo of asyncjobs: defer a handful of example jobs and watch a real worker run them.
 
 Usage: python examples/demo.py [--private]
 
@@ -28,9 +28,9 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from asyncjobs._devserver import RedisProcess, find_redis_server  # noqa: E402
 from asyncjobs._redis import mask_url  # noqa: E402
 from examples import tasks  # noqa: E402
+from tests.devserver import RedisProcess, find_redis_server  # noqa: E402
 
 
 def answers(url: str) -> bool:
