@@ -94,14 +94,22 @@ def _find(exc: BaseException, types: tuple[type[BaseException], ...]) -> BaseExc
     return None
 
 
-def setup_logging(level: str, fmt: str = "text") -> None:
-    """Log to stderr: asyncjobs' loggers and the root logger (so jobs' own logging shows),
-    each record stamped with the running job's jid, name and queue."""
+def setup_logging(level: str, fmt: str = "text", asyncjobs_level: str | None = None) -> None:
+    """Log to stderr, each record stamped with the running job's jid, name and queue.
+
+    ``level`` is the root logger's: your jobs' loggers (``logging.getLogger(__name__)``)
+    and asyncjobs' own log at it. ``asyncjobs_level``, when given, sets the ``asyncjobs``
+    loggers apart (say, your code at DEBUG and the worker's lifecycle at INFO)."""
     from ._logging import JobContextFilter, JsonFormatter, TextFormatter
 
-    lvl = logging.getLevelName(level.upper())
-    if not isinstance(lvl, int):
-        raise ConfigError(f"invalid log level {level!r}: use DEBUG, INFO, WARNING or ERROR")
+    def parse(value: str) -> int:
+        lvl = logging.getLevelName(value.upper())
+        if not isinstance(lvl, int):
+            raise ConfigError(f"invalid log level {value!r}: use DEBUG, INFO, WARNING or ERROR")
+        return lvl
+
+    lvl = parse(level)
+    own = parse(asyncjobs_level) if asyncjobs_level is not None else lvl
     if fmt not in ("text", "json"):
         raise ConfigError(f"invalid log format {fmt!r}: use text or json")
     handler = logging.StreamHandler(sys.stderr)
@@ -109,8 +117,10 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     handler.addFilter(JobContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
-    logging.getLogger("asyncjobs").setLevel(lvl)
+    # The root logger's level is the one your loggers inherit: at WARNING (as it was),
+    # a job's logger.info() never reached the handler whatever --log-level said.
+    root.setLevel(lvl)
+    logging.getLogger("asyncjobs").setLevel(own)
 
 
 def run_async(fn: Callable[[], Any]) -> Any:

@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import asyncjobs
-from asyncjobs._devserver import RedisProcess
+from tests.devserver import RedisProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
