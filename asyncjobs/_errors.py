@@ -80,3 +80,6 @@ class RedisRefused(AsyncJobsError):
     def __init__(self, message: str, reason: str = "error") -> None:
         self.reason = reason
         super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[RedisRefused], tuple[str, str]]:
+        return type(self), (str(self), self.reason)  # keeps the reason when pickled
