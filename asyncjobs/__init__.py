@@ -7,6 +7,7 @@ from ._errors import ConfigError as ConfigError
 from ._errors import EnqueueError as EnqueueError
 from ._errors import JobTimeout as JobTimeout
 from ._errors import PayloadError as PayloadError
+from ._errors import RedisRefused as RedisRefused
 from ._errors import RedisUnavailable as RedisUnavailable
 from ._errors import UnknownJobError as UnknownJobError
 from ._job import Deferrer as Deferrer
@@ -39,6 +40,7 @@ __all__ = [
     "Payload",
     "Permanent",
     "PayloadError",
+    "RedisRefused",
     "RedisUnavailable",
     "UnknownJobError",
     "Worker",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import datetime as dt
@@ -12,8 +11,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import anyio
-import redis.exceptions as rexc
-from redis.asyncio.cluster import RedisCluster
 
 from ._conn import FastRedis
 from ._errors import ConfigError, EnqueueError
@@ -21,8 +18,9 @@ from ._job import Job, JobContext, RetryIn
 from ._keys import Keys
 from ._middleware import Chain, ClientMiddleware, ServerMiddleware, run_client
 from ._payload import ENCODER, Payload
-from ._redis import REDIS_ERRORS, Client, Conn, connect, map_error, mask_url, scripts
+from ._redis import Client, mask_url, scripts
 from ._settings import CapsuleSpec
+from ._store import Store
 
 if TYPE_CHECKING:
     from ._worker.launcher import Worker
@@ -102,6 +100,8 @@ class App:
         self.on_startup: list[Hook] = []
         self.on_shutdown: list[Hook] = []
         self.death_handlers: list[DeathHandler] = []
+        # Every Redis read and write goes through the store, made at connect.
+        self.store: Store | None = None
         self._redis: Client | None = None
         # The hot path (defer, ack) on a single server: see _conn.py.
         self._fast: FastRedis | None = None
@@ -167,31 +167,33 @@ class App:
             self._connect_lock = anyio.Lock()
         async with self._connect_lock:
             if self._redis is None:
-                client = await connect(self.redis_url, cluster=self.cluster)
-                if not isinstance(client, RedisCluster):
-                    self._fast = FastRedis(client.connection_pool)
-                self._redis = client
+                store = await Store.open(
+                    self.redis_url,
+                    self.keys,
+                    cluster=self.cluster,
+                    dead_max_jobs=self.dead_max_jobs,
+                    dead_timeout=self.dead_timeout,
+                )
+                self.store = store
+                self._fast = store.fast
+                self._redis = store.client
         return self._redis
 
     async def ping(self) -> None:
         """Check that Redis answers (connects, pings, closes)."""
         try:
-            client = await self.connect()
-            try:
-                await client.ping()
-            except REDIS_ERRORS as exc:
-                raise map_error(self.redis_url, exc) from exc
+            await self.connect()
+            assert self.store is not None
+            await self.store.ping()
         finally:
             await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        client, self._redis = self._redis, None
-        fast, self._fast = self._fast, None
-        if fast is not None:
-            await fast.aclose()
-        if client is not None:
-            await client.aclose()
+        store, self.store = self.store, None
+        self._redis = self._fast = None
+        if store is not None:
+            await store.aclose()
 
     async def __aenter__(self) -> App:
         await self.connect()
@@ -249,25 +251,15 @@ class App:
 
     async def _push(self, payload: Payload) -> str:
         data = self._encode(payload)
-        client: Conn | None = self._fast or self._redis
-        if client is None:
+        store = self.store
+        if store is None:
             await self.connect()
-            client = self._fast or self._redis
-            assert client is not None
-        try:
-            if payload.at is None:
-                await self._scripts.push(
-                    client, self._keys_for(payload.queue), (payload.queue, data)
-                )
-            else:
-                k = self.keys
-                await self._scripts.schedule(
-                    client,
-                    (k.schedule, k.queues, k.wake_scheduler),
-                    (payload.queue, payload.at, data),
-                )
-        except REDIS_ERRORS as exc:
-            raise map_error(self.redis_url, exc) from exc
+            store = self.store
+            assert store is not None
+        if payload.at is None:
+            await store.push(payload.queue, data)
+        else:
+            await store.schedule(payload.queue, payload.at, data)
         return payload.jid
 
     async def _enqueue_many(self, payloads: Sequence[Payload]) -> list[str | None]:
@@ -307,54 +299,12 @@ class App:
                 now_by_queue.setdefault(p.queue, []).append(data)
             else:
                 scheduled.setdefault(p.queue, []).extend((p.at, data))
-        client = self._redis or await self.connect()
-        push, schedule = self._scripts.push, self._scripts.schedule
-        fast = self._fast
-        k = self.keys
-        # Chunks keep each script call's argument list modest.
-        calls: list[tuple[Any, ...]] = [
-            (push, 3, *self._keys_for(queue), queue, *datas[i : i + 5000])
-            for queue, datas in now_by_queue.items()
-            for i in range(0, len(datas), 5000)
-        ]
-        calls.extend(
-            (schedule, 3, k.schedule, k.queues, k.wake_scheduler, queue, *items[i : i + 10000])
-            for queue, items in scheduled.items()
-            for i in range(0, len(items), 10000)
-        )
-        try:
-            if fast is not None:
-                # One pipelined connection: all calls are written at once, one round trip.
-                await asyncio.gather(*(s(fast, args[:3], args[3:]) for s, _n, *args in calls))
-                return [p.jid for p in payloads]
-            if isinstance(client, RedisCluster):
-                # redis-py's cluster pipeline refuses scripts; all our keys share one
-                # slot, so the calls go one by one (one per queue and chunk).
-                for script, _n, *args in calls:
-                    await script(client, args[:3], args[3:])
-                return [p.jid for p in payloads]
-            for _ in range(2):
-                async with client.pipeline(transaction=False) as pipe:
-                    for script, *args in calls:
-                        pipe.evalsha(script.sha, *args)
-                    results = await pipe.execute(raise_on_error=False)
-                # A NOSCRIPT reply (first use on this server, or after a restart) means
-                # that call pushed nothing: load the script and resend only those calls.
-                missing = [
-                    c
-                    for c, r in zip(calls, results, strict=True)
-                    if isinstance(r, rexc.NoScriptError)
-                ]
-                for r in results:
-                    if isinstance(r, Exception) and not isinstance(r, rexc.NoScriptError):
-                        raise r
-                if not missing:
-                    break
-                for script in {c[0] for c in missing}:
-                    await client.script_load(script.source)
-                calls = missing
-        except REDIS_ERRORS as exc:
-            raise map_error(self.redis_url, exc) from exc
+        store = self.store
+        if store is None:
+            await self.connect()
+            store = self.store
+            assert store is not None
+        await store.push_many(now_by_queue, scheduled)
         return [p.jid for p in payloads]
 
     # -- worker ------------------------------------------------------------------

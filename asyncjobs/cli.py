@@ -552,8 +552,8 @@ def check(
             typer.echo(f"redis {mask_url(application.redis_url)}: version {version}")
             if tuple(int(x) for x in version.split(".")[:2]) < (6, 2):
                 problems.append(f"Redis {version} is too old: asyncjobs needs 6.2 or newer")
-            for script in vars(application._scripts).values():
-                await client.script_load(script.source)
+            assert application.store is not None
+            await application.store.load_scripts()
         except AsyncJobsError as exc:
             problems.append(str(exc))
         except REDIS_ERRORS as exc:
@@ -610,4 +610,17 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        # The last line of defence: an asyncjobs error (a Redis failure mapped by the
+        # store) that no command turned into its one line, or a Redis error that got
+        # past the store, is still one line and exit 2, never a traceback.
+        from ._redis import STORE_ERRORS
+
+        found = _find(exc, (AsyncJobsError, *STORE_ERRORS))
+        if found is None:
+            raise
+        if not isinstance(found, AsyncJobsError):
+            found = map_error("the configured URL", found)
+        typer.echo(f"asyncjobs: error: {found}", err=True)
+        sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,58 @@
+"""The introspection and admin API: queues, scheduled, retries, dead, processes, stats.
+
+The CLI and any dashboard use this module, never raw keys. Every call takes an
+:class:`asyncjobs.App` (only its Redis URL and namespace matter: no job code is needed).
+
+```python
+from asyncjobs import api
+
+stats = await api.Stats.fetch(app)
+for q in await api.queues(app):
+    print(q.name, q.size, q.latency)
+dead = api.DeadSet(app)
+for entry in await dead.entries(limit=20):
+    print(entry.jid, entry.error_class, entry.error_message)
+await dead.retry(entry.jid)
+```
+"""
+
+# Imported in the order the reference docs list them (members_order: source).
+# isort: off
+from ._records import JobNotFound as JobNotFound
+from ._records import JobRecord as JobRecord
+from ._queues import QueueInfo as QueueInfo
+from ._queues import queues as queues
+from ._queues import queue_entries as queue_entries
+from ._queues import clear_queue as clear_queue
+from ._sets import SortedSet as SortedSet
+from ._sets import ScheduledSet as ScheduledSet
+from ._sets import RetrySet as RetrySet
+from ._sets import DeadSet as DeadSet
+from ._sets import find_job as find_job
+from ._processes import ProcessInfo as ProcessInfo
+from ._processes import ProcessSet as ProcessSet
+from ._stats import Stats as Stats
+# isort: on
+
+__all__ = [
+    "DeadSet",
+    "JobNotFound",
+    "JobRecord",
+    "ProcessInfo",
+    "ProcessSet",
+    "QueueInfo",
+    "RetrySet",
+    "ScheduledSet",
+    "SortedSet",
+    "Stats",
+    "clear_queue",
+    "find_job",
+    "queue_entries",
+    "queues",
+]
+
+# Every public name claims asyncjobs.api as its home (reprs, pickling, the docs), as
+# when this was one module; the submodules are how the code is laid out, not an API.
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name

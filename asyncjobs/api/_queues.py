@@ -1,0 +1,51 @@
+"""Queues: their sizes and latencies, their entries, clearing one."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from .._payload import DECODE_ERRORS, DECODER
+from ._common import _store
+from ._records import JobRecord
+
+if TYPE_CHECKING:
+    from .._app import App
+
+
+class QueueInfo(msgspec.Struct, frozen=True):
+    """A queue's size and latency (age in seconds of its oldest job)."""
+
+    name: str
+    size: int
+    latency: float
+
+
+async def queues(app: App) -> list[QueueInfo]:
+    """Every known queue, by name."""
+    heads = await (await _store(app)).queue_heads()
+    now = time.time()
+    out = []
+    for n, size, oldest in heads:
+        latency = 0.0
+        if oldest is not None:
+            try:
+                p = DECODER.decode(oldest)
+                latency = max(0.0, now - (p.enqueued_at or p.created_at))
+            except DECODE_ERRORS:
+                pass
+        out.append(QueueInfo(n, size, round(latency, 3)))
+    return out
+
+
+async def queue_entries(app: App, name: str, offset: int = 0, limit: int = 50) -> list[JobRecord]:
+    """Jobs waiting in a queue, oldest (next to run) first."""
+    raws = await (await _store(app)).queue_entries(name, offset, limit)
+    return [JobRecord.from_raw(r) for r in raws]
+
+
+async def clear_queue(app: App, name: str) -> int:
+    """Delete every job waiting in a queue; returns how many there were."""
+    return await (await _store(app)).clear_queue(name)
