@@ -15,10 +15,10 @@ import anyio
 from ._conn import FastRedis
 from ._errors import ConfigError, EnqueueError
 from ._job import Job, JobContext, RetryIn
-from ._keys import Keys
-from ._middleware import Chain, ClientMiddleware, ServerMiddleware, run_client
+from ._middleware import run_client
 from ._payload import ENCODER, Payload
 from ._redis import Client, mask_url, scripts
+from ._registry import Registry
 from ._settings import CapsuleSpec
 from ._store import Store
 
@@ -48,9 +48,6 @@ _test_modes: contextvars.ContextVar[Mapping[int, TestMode] | None] = contextvars
     "asyncjobs.test_modes", default=None
 )
 
-Hook = Callable[[], Awaitable[None]]
-DeathHandler = Callable[[JobContext, BaseException], Awaitable[None]]
-
 
 def resolve_url(url: str | None) -> str:
     """The Redis URL: argument, else ``ASYNCJOBS_REDIS_URL``, else ``REDIS_URL``."""
@@ -59,7 +56,7 @@ def resolve_url(url: str | None) -> str:
     )
 
 
-class App:
+class App(Registry):
     """An asyncjobs application: where jobs are registered and enqueued.
 
     Args:
@@ -82,24 +79,14 @@ class App:
         dead_max_jobs: int = 10_000,
         dead_timeout: float | dt.timedelta = dt.timedelta(days=180),
     ) -> None:
-        self.redis_url = resolve_url(redis_url)
-        self.keys = Keys(namespace)
-        self.cluster = cluster
-        self.max_payload_bytes = max_payload_bytes
-        self.dead_max_jobs = dead_max_jobs
-        self.dead_timeout = (
-            dead_timeout.total_seconds()
-            if isinstance(dead_timeout, dt.timedelta)
-            else float(dead_timeout)
+        super().__init__(
+            namespace=namespace,
+            max_payload_bytes=max_payload_bytes,
+            dead_max_jobs=dead_max_jobs,
+            dead_timeout=dead_timeout,
         )
-        self.jobs: dict[str, Job[Any, Any]] = {}
-        self.client_middleware: Chain[ClientMiddleware] = Chain()
-        self.server_middleware: Chain[ServerMiddleware] = Chain()
-        # Each capsule's own server middleware, run inside the app's.
-        self.capsule_server_middleware: dict[str, Chain[ServerMiddleware]] = {}
-        self.on_startup: list[Hook] = []
-        self.on_shutdown: list[Hook] = []
-        self.death_handlers: list[DeathHandler] = []
+        self.redis_url = resolve_url(redis_url)
+        self.cluster = cluster
         # Every Redis read and write goes through the store, made at connect.
         self.store: Store | None = None
         self._redis: Client | None = None
@@ -148,14 +135,6 @@ class App:
         if fn is not None:
             return register(fn)
         return register
-
-    def capsule_middleware(self, capsule: str) -> Chain[ServerMiddleware]:
-        """The server middleware of one capsule, run inside the app's chain for the
-        jobs of that capsule only (Sidekiq's per-capsule middleware)."""
-        chain = self.capsule_server_middleware.get(capsule)
-        if chain is None:
-            chain = self.capsule_server_middleware[capsule] = Chain()
-        return chain
 
     # -- connection --------------------------------------------------------------
 

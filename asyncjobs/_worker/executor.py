@@ -31,8 +31,8 @@ from .._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
 from .._retry import decide, format_backtrace
 
 if TYPE_CHECKING:
-    from .._app import App
     from .._job import Job
+    from .._registry import Registry
 
 __all__ = ["Executor", "Running", "Sink", "Watchdog", "describe"]
 
@@ -116,7 +116,7 @@ class Executor:
 
     def __init__(
         self,
-        app: App,
+        app: Registry,
         sink: Sink,
         *,
         middleware: Chain[ServerMiddleware] | None = None,
