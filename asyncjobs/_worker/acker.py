@@ -71,6 +71,10 @@ class Acker:
         self.on_retry: Callable[[float], None] | None = None
         self._soonest_retry: float | None = None
         self._landing: dict[bytes, tuple[str, asyncio.Future[Any] | None]] = {}
+        # Batches whose write is on its way: still pending until Redis confirmed it (or
+        # it failed and went back to _done/_moves), so a reconcile that reads the
+        # in-flight hash meanwhile does not take their fields for orphans.
+        self._writing: list[tuple[list[bytes], list[Any]]] = []
 
     # Hot path: called by every finishing job. Appending to a list and setting an event
     # once per batch is the cheapest hand-off measured.
@@ -115,8 +119,11 @@ class Acker:
             self._landing.pop(f, None)
 
     def pending_fields(self) -> set[bytes]:
-        """Fields whose outcome is known here but not yet written."""
-        return {*self._done, *self._moves[0::4]}
+        """Fields whose outcome is known here but not yet confirmed written."""
+        fields = {*self._done, *self._moves[0::4]}
+        for done, moves in self._writing:
+            fields.update(done, moves[0::4])
+        return fields
 
     async def run(self) -> None:
         """Flush whenever outcomes are pending, until cancelled."""
@@ -135,9 +142,12 @@ class Acker:
             self._pending.clear()
             done, moves = self._done, self._moves
             self._done, self._moves = [], []
+            batch = (done, moves)
+            self._writing.append(batch)
             try:
                 await self._write(done, moves)
             except BaseException as exc:
+                self._writing.remove(batch)
                 # Cancelled (shutdown) or failed: keep the batch, in front of anything
                 # newer. Writing it again is safe (only fields still in flight move);
                 # dropping it would let shutdown put finished jobs back to run twice.
@@ -157,6 +167,7 @@ class Acker:
                 backoff = backoff or Backoff()
                 await asyncio.sleep(backoff.next())
                 continue
+            self._writing.remove(batch)
             self.batches += 1
             if self._soonest_retry is not None and self.on_retry is not None:
                 soonest, self._soonest_retry = self._soonest_retry, None
