@@ -118,6 +118,10 @@ class Acker:
         for f, _ in entries:
             self._landing.pop(f, None)
 
+    def landing_fields(self) -> set[bytes]:
+        """Jobs an idle fetcher took with BLMOVE whose ack has not yet checked the land."""
+        return set(self._landing)
+
     def pending_fields(self) -> set[bytes]:
         """Fields whose outcome is known here but not yet confirmed written."""
         fields = {*self._done, *self._moves[0::4]}

@@ -1,4 +1,6 @@
-"""A fetch error while an acknowledgement is on its way must not run a job twice.
+"""Jobs in a live worker's in-flight hash that nothing in it knows of.
+
+A fetch error while an acknowledgement is on its way must not run a job twice.
 
 After a fetch error the fetcher reconciles: it reads the in-flight hash and starts the
 fields nothing in the process knows of (a fetch whose reply was lost). A job that
@@ -8,6 +10,9 @@ count as known until Redis confirmed the ack (or the ack failed and is pending a
 Deterministic: a gate proxy holds the ack (``done.lua``) on its way to Redis, the test
 kills the fetcher's connection (``CLIENT KILL``), the fetcher reconciles while the ack
 is held, then the gate lets the ack through.
+
+And a job that lands in the in-flight hash or the landing list after that reconcile
+(Redis ran the fetch late) must not wait there until the worker stops.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import redis.asyncio as aioredis
 
 import asyncjobs
 from asyncjobs._devserver import RedisProcess
+from asyncjobs._payload import inflight_field
 from asyncjobs._redis import scripts
+from asyncjobs._worker import fetcher as fetcher_module
 from tests.conftest import running, wait_for
 from tests.faults._gate import Gate
 
@@ -78,3 +85,42 @@ async def test_reconcile_does_not_rerun_a_job_whose_ack_is_being_written() -> No
             finally:
                 await app.aclose()
                 await r.aclose()
+
+
+@pytest.mark.timeout(30)
+async def test_jobs_stranded_in_a_live_worker_are_found_and_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fetch and a ``BLMOVE`` that Redis runs after the fetcher's reconcile (a late
+    retransmission after a partition) put jobs in the in-flight hash and the landing
+    list of a live worker, with no task to run them: its self-check starts them."""
+    monkeypatch.setattr(fetcher_module, "SELF_CHECK", 0.2, raising=False)
+    with RedisProcess() as server:
+        r = aioredis.Redis.from_url(server.url)
+        app = asyncjobs.App(server.url)
+        ran: list[int] = []
+
+        @app.job
+        async def note(n: int) -> None:
+            ran.append(n)
+
+        try:
+            await note.defer_many([(1,), (2,)])
+            queue = app.keys.queue("default")
+            raws: list[bytes] = [await r.rpop(queue), await r.rpop(queue)]  # type: ignore[list-item]
+            async with running(app.worker(concurrency=2)) as w:
+                await wait_for(lambda: _blocked_client(r))
+                # What Redis does for a fetch (fetch.lua) and for BLMOVE, run late.
+                raw1, raw2 = raws
+                assert raw1 is not None and raw2 is not None
+                await r.hset(app.keys.inflight(w.process_id), inflight_field(raw1), raw1)
+                await r.lpush(app.keys.landing(w.process_id), raw2)
+                await wait_for(lambda: sorted(ran) == [1, 2], timeout=3)
+                await w.wait_idle()
+                assert w.fetchers[0].stranded == 2
+                assert not await r.hlen(app.keys.inflight(w.process_id))
+                assert not await r.llen(app.keys.landing(w.process_id))
+            assert sorted(ran) == [1, 2]
+        finally:
+            await app.aclose()
+            await r.aclose()
