@@ -14,7 +14,7 @@ import logging
 import random
 import time
 import types
-from collections.abc import Callable, Coroutine, Generator, Sequence
+from collections.abc import Callable, Container, Coroutine, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -436,6 +436,31 @@ class Capsule:
             meta={"raw": rec.raw[:keep].decode(errors="replace")},
         )
         self.acker.move(rec.field, "dead", now, ENCODER.encode(wrapped))
+
+    # -- prefetched jobs held back -----------------------------------------------------
+
+    # Prefetched jobs held back unstarted while this process may have been presumed dead
+    # (see heartbeat.py); they stay in the in-flight hash meanwhile.
+    held: tuple[tuple[bytes, bytes], ...] = ()
+
+    def hold_ready(self) -> None:
+        """Hold every prefetched job back, unstarted, until :meth:`release_held`."""
+        self.held = (*self.held, *self.ready)
+        self.ready.clear()
+
+    def release_held(self, keep: Container[bytes] | None = None) -> list[bytes]:
+        """Put the held jobs back in front of the prefetched ones, to start as slots
+        free; with ``keep``, only those whose field is in it. Returns the fields of the
+        jobs dropped."""
+        held, self.held = self.held, ()
+        kept = [(f, raw) for f, raw in held if keep is None or f in keep]
+        dropped = [f for f, _ in held if keep is not None and f not in keep]
+        if kept:
+            self.ready.extendleft(reversed(kept))
+            if not self._ready_scheduled and not self.quiet:
+                self._ready_scheduled = True
+                asyncio.get_running_loop().call_soon(self._start_ready)
+        return dropped
 
     # -- timeouts and shutdown ---------------------------------------------------------
 

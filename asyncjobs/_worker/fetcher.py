@@ -225,6 +225,7 @@ class Fetcher:
         def known_now() -> set[bytes]:
             known = set(capsule.running) | capsule.acker.pending_fields()
             known |= {f for f, _ in capsule.ready}
+            known |= {f for f, _ in capsule.held}
             if capsule.isolation is not None:
                 known |= {f for _, f, _ in capsule.isolation.pending}
             return known
@@ -265,6 +266,7 @@ class Fetcher:
         for c in capsules or [capsule]:
             known.update(c.running)
             known.update(f for f, _ in c.ready)
+            known.update(f for f, _ in c.held)
         if isolation is not None:
             known.update(f for _, f, _ in isolation.pending)
         return known
