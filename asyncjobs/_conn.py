@@ -212,6 +212,14 @@ class FastRedis:
     async def brpop(self, keys: list[str], timeout: float) -> Any:
         return await self.execute(b"BRPOP", *keys, timeout, block=timeout)
 
+    def reset(self) -> None:
+        """Drop the connection (callers waiting on it fail); the next command opens a
+        new one: after a failover, the server at the URL may be another one."""
+        task = self._reader_task
+        self._drop(rexc.ConnectionError("connection reset"))
+        if task is not None and not task.done():
+            task.cancel()
+
     async def aclose(self) -> None:
         self._closed = True
         task = self._reader_task

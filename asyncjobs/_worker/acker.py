@@ -16,7 +16,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._redis import TRANSIENT, Conn, after_error, mask_url
+import redis.exceptions as rexc
+
+from .._conn import FastRedis
+from .._redis import TRANSIENT, Conn, after_error, mask_url, reset_pool
 
 if TYPE_CHECKING:
     from .._app import App
@@ -25,6 +28,28 @@ log = logging.getLogger("asyncjobs.acker")
 
 STATS_TTL = 5 * 365 * 86400  # per-day counters live five years, like Sidekiq's
 _PLAIN = re.compile(rb"^[A-Za-z0-9_.:\-]+$")  # a jid; anything else is sent on its own
+
+# A failover demoted the server at our URL to a replica: writes get READONLY. As passing
+# as a connection cut: the fetch, ack and heartbeat loops reset their connections, back
+# off and retry until a master answers at the URL again (the old one promoted back, or a
+# new one behind the same address).
+RETRYABLE = (*TRANSIENT, rexc.ReadOnlyError)
+
+
+def unblocked(exc: BaseException) -> bool:
+    """A blocking call ended by a failover (``UNBLOCKED``: the master became a replica)."""
+    return isinstance(exc, rexc.ResponseError) and str(exc).startswith("UNBLOCKED")
+
+
+async def after_failure(app: App, exc: BaseException, *conns: Any) -> None:
+    """What a fetch, ack or heartbeat loop does after a RETRYABLE error."""
+    await after_error(app._redis, exc)
+    if isinstance(exc, rexc.ReadOnlyError):
+        if app._redis is not None:
+            await reset_pool(app._redis)
+        for conn in conns:
+            if isinstance(conn, FastRedis):
+                conn.reset()
 
 
 class Backoff:
@@ -157,9 +182,9 @@ class Acker:
                 # dropping it would let shutdown put finished jobs back to run twice.
                 self._done[:0] = done
                 self._moves[:0] = moves
-                if not isinstance(exc, TRANSIENT):
+                if not isinstance(exc, RETRYABLE):
                     raise
-                await after_error(self.app._redis, exc)
+                await after_failure(self.app, exc, self.client)
                 if not warned:
                     log.warning(
                         "cannot reach Redis at %s to acknowledge %d jobs (%s); retrying",

@@ -14,11 +14,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import redis.exceptions as rexc
 
 from .._conn import FastRedis
 from .._payload import DECODE_ERRORS, DECODER, inflight_field
-from .._redis import TRANSIENT, Conn, after_error, mask_url
-from .acker import Backoff
+from .._redis import Conn, mask_url
+from .acker import RETRYABLE, Backoff, after_failure, unblocked
 
 if TYPE_CHECKING:
     from .capsule import Capsule
@@ -111,8 +112,8 @@ class Fetcher:
         while not self.quiet:
             try:
                 await self._lane(0)
-            except TRANSIENT as exc:
-                await after_error(capsule.app._redis, exc)
+            except RETRYABLE as exc:
+                await after_failure(capsule.app, exc, self.client)
                 # A fetch whose reply was lost may have moved jobs into our in-flight
                 # hash all the same: look for them once Redis answers again.
                 self._reconcile = True
@@ -153,7 +154,7 @@ class Fetcher:
             self._settled.clear()
             try:
                 got = await self.fetch(n)
-            except TRANSIENT:
+            except RETRYABLE:
                 if not lane:
                     raise
                 # The first lane meets the same error, reports it, backs off and
@@ -278,8 +279,8 @@ class Fetcher:
                 continue  # the reconcile after the outage looks for them
             try:
                 await self.self_check()
-            except TRANSIENT as exc:
-                await after_error(self.capsule.app._redis, exc)
+            except RETRYABLE as exc:
+                await after_failure(self.capsule.app, exc)
                 log.debug("capsule %s: self-check failed: %s", self.capsule.name, exc)
 
     async def self_check(self) -> int:
@@ -335,6 +336,15 @@ class Fetcher:
             return len(pairs) // 2
 
     async def _wait_for_hint(self) -> None:
+        try:
+            await self._wait_for_hint_once()
+        except rexc.ResponseError as exc:
+            # A failover unblocks blocked clients of the demoted master: passing.
+            if unblocked(exc):
+                raise rexc.ConnectionError(str(exc)) from exc
+            raise
+
+    async def _wait_for_hint_once(self) -> None:
         if self._blmove:
             assert isinstance(self.client, FastRedis)
             raw = await self.client.execute(

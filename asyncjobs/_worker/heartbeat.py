@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .._redis import TRANSIENT, Client, after_error, mask_url
+from .._redis import Client, mask_url
 from .._version import __version__
+from .acker import RETRYABLE, after_failure
 
 if TYPE_CHECKING:
     from .._app import App
@@ -122,7 +123,7 @@ class Heartbeat:
     async def _server_run_id(self) -> str:
         try:
             info: dict[str, Any] = await self.client.info("server")
-        except TRANSIENT:
+        except RETRYABLE:
             raise
         except Exception:  # INFO renamed away, or a Cluster reply: no restart detection
             return ""
@@ -209,8 +210,8 @@ class Heartbeat:
             self._wake.clear()
             try:
                 await self.beat()
-            except TRANSIENT as exc:
-                await after_error(self.app._redis, exc)
+            except RETRYABLE as exc:
+                await after_failure(self.app, exc)
                 if not self._down:
                     log.warning(
                         "heartbeat: cannot reach Redis at %s (%s)",
