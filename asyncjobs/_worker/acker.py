@@ -100,6 +100,9 @@ class Acker:
         # it failed and went back to _done/_moves), so a reconcile that reads the
         # in-flight hash meanwhile does not take their fields for orphans.
         self._writing: list[tuple[list[bytes], list[Any]]] = []
+        # While not None, the fields of batches whose every field this process removed
+        # itself (the heartbeat asks, to tell its own acks from jobs a reaper took).
+        self.written: set[bytes] | None = None
 
     # Hot path: called by every finishing job. Appending to a list and setting an event
     # once per batch is the cheapest hand-off measured.
@@ -174,7 +177,7 @@ class Acker:
             batch = (done, moves)
             self._writing.append(batch)
             try:
-                await self._write(done, moves)
+                removed = await self._write(done, moves)
             except BaseException as exc:
                 self._writing.remove(batch)
                 # Cancelled (shutdown) or failed: keep the batch, in front of anything
@@ -197,6 +200,8 @@ class Acker:
                 await asyncio.sleep(backoff.next())
                 continue
             self._writing.remove(batch)
+            if self.written is not None and removed == len(done) + len(moves) // 4:
+                self.written.update(done, moves[0::4])
             self.batches += 1
             if self._soonest_retry is not None and self.on_retry is not None:
                 soonest, self._soonest_retry = self._soonest_retry, None
@@ -207,7 +212,8 @@ class Acker:
         self._pending.clear()
         self._idle.set()
 
-    async def _write(self, done: list[bytes], moves: list[Any]) -> None:
+    async def _write(self, done: list[bytes], moves: list[Any]) -> int:
+        """Write a batch; returns how many of its fields were still in flight."""
         app = self.app
         if self._landing:
             await self._ensure_landed([*done, *moves[0::4]])
@@ -219,8 +225,7 @@ class Acker:
             # for 62-job batches: 0.64-0.74 us of server CPU per job against 1.1-1.2
             # for ack.lua, whose outcome handling they do not need).
             lean = (self._inflight, k.stat_processed, k.stat_processed_day(today))
-            await self._done_script(self.client, lean, (STATS_TTL, *done))
-            return
+            return int(await self._done_script(self.client, lean, (STATS_TTL, *done)))
         keys = (
             *self._keys_static,
             k.stat_processed_day(today),
@@ -238,4 +243,5 @@ class Acker:
             repr(now - app.dead_timeout),
             STATS_TTL,
         )
-        await self._script(self.client, keys, args)
+        res = await self._script(self.client, keys, args)
+        return int(res[0]) + int(res[1])

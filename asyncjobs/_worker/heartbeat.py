@@ -137,7 +137,12 @@ class Heartbeat:
         self._run_id = run_id or self._run_id
         if not self._lapsed:
             self._hold()
-        if gap < self.ttl or restarted:
+        lost = gap < self.ttl  # the record cannot have expired yet
+        if not lost and restarted and any(c.processed or c.failed for c in self.capsules):
+            # Silent long enough for it to expire; a server that kept its data kept the
+            # counters our acknowledgements wrote, though.
+            lost = not await self.client.exists(self.app.keys.stat_processed)
+        if lost:
             self.data_lost += 1
             log.warning(
                 "heartbeat: Redis at %s lost its data (%s): this process's record was gone "
@@ -150,20 +155,36 @@ class Heartbeat:
                 gap,
             )
             return
-        self.presumed_dead += 1
         fields: list[Any] = await self.client.hkeys(self.app.keys.inflight(self.process_id))
         still = set(fields)
         mine = self._mine | {f for c in self.capsules for f in c.running}
+        taken = sorted(mine - still - self._written())
         dropped = [f for c in self.capsules for f in c.release_held(still)]
+        if not taken and not dropped:
+            log.info(
+                "heartbeat: this process's record had expired (no heartbeat for %.1fs, past "
+                "heartbeat_ttl %.1fs); registered again, and none of its jobs was taken",
+                gap,
+                self.ttl,
+            )
+            return
+        self.presumed_dead += 1
         log.warning(
             "heartbeat: this process was presumed dead (no heartbeat for %.1fs, past "
             "heartbeat_ttl %.1fs); its in-flight jobs were given back to their queues: %s; "
             "the %d it had fetched ahead are dropped unstarted",
             gap,
             self.ttl,
-            ", ".join(f.decode(errors="replace") for f in sorted(mine - still)) or "none",
+            ", ".join(f.decode(errors="replace") for f in taken) or "none",
             len(dropped),
         )
+
+    def _written(self) -> set[bytes]:
+        """Fields whose outcome this process wrote itself since it went silent."""
+        written: set[bytes] = set()
+        for acker in {id(c.acker): c.acker for c in self.capsules}.values():
+            written |= acker.written or set()
+        return written
 
     def _hold(self) -> None:
         """Hold back every prefetched job until a beat tells they are still ours."""
@@ -171,6 +192,7 @@ class Heartbeat:
         # What this process held when it went silent, to name what was given back.
         self._mine = {f for c in self.capsules for f in c.running}
         for c in self.capsules:
+            c.acker.written = set()
             c.hold_ready()
             self._mine.update(f for f, _ in c.held)
 
@@ -178,6 +200,7 @@ class Heartbeat:
         self._lapsed = False
         self._mine = set()
         for c in self.capsules:
+            c.acker.written = None
             c.release_held()
 
     def _tick(self) -> None:
