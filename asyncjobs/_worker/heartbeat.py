@@ -108,7 +108,8 @@ class Heartbeat:
             pipe.scard(k.processes)
             res = await pipe.execute()
         last, self._last_ok = self._last_ok, sent
-        if last is not None and res[1]:  # HSET created the fields: the record was gone
+        # HSET created every field (not just one newly added to the record): it was gone.
+        if last is not None and res[1] == len(record):
             await self._record_was_gone(max(sent[0] - last[0], sent[1] - last[1]))
         elif self._run_id is None:
             self._run_id = await self._server_run_id()
