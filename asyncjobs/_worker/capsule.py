@@ -12,7 +12,7 @@ import collections
 import contextvars
 import logging
 import types
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Container, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from .._queues import QueueOrder
@@ -228,6 +228,31 @@ class Capsule:
             self._freed.set()
         if not running:
             self._idle.set()
+
+    # -- prefetched jobs held back -----------------------------------------------------
+
+    # Prefetched jobs held back unstarted while this process may have been presumed dead
+    # (see heartbeat.py); they stay in the in-flight hash meanwhile.
+    held: tuple[tuple[bytes, bytes], ...] = ()
+
+    def hold_ready(self) -> None:
+        """Hold every prefetched job back, unstarted, until :meth:`release_held`."""
+        self.held = (*self.held, *self.ready)
+        self.ready.clear()
+
+    def release_held(self, keep: Container[bytes] | None = None) -> list[bytes]:
+        """Put the held jobs back in front of the prefetched ones, to start as slots
+        free; with ``keep``, only those whose field is in it. Returns the fields of the
+        jobs dropped."""
+        held, self.held = self.held, ()
+        kept = [(f, raw) for f, raw in held if keep is None or f in keep]
+        dropped = [f for f, _ in held if keep is not None and f not in keep]
+        if kept:
+            self.ready.extendleft(reversed(kept))
+            if not self._ready_scheduled and not self.quiet:
+                self._ready_scheduled = True
+                asyncio.get_running_loop().call_soon(self._start_ready)
+        return dropped
 
     # -- timeouts and shutdown ---------------------------------------------------------
 

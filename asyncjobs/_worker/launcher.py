@@ -213,6 +213,7 @@ class Worker:
             on_command=self._on_command,
         )
         hb.on_processes = lambda n: setattr(self.scheduler, "processes", n)
+        hb.capsules = self.capsules
         for hook in app.on_startup:
             await hook()
         # Register before fetching anything, so a reaper can always find our jobs.
