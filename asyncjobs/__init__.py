@@ -7,6 +7,7 @@ from ._errors import ConfigError as ConfigError
 from ._errors import EnqueueError as EnqueueError
 from ._errors import JobTimeout as JobTimeout
 from ._errors import PayloadError as PayloadError
+from ._errors import RedisRefused as RedisRefused
 from ._errors import RedisUnavailable as RedisUnavailable
 from ._errors import UnknownJobError as UnknownJobError
 from ._job import Deferrer as Deferrer
@@ -15,10 +16,11 @@ from ._job import JobContext as JobContext
 from ._job import current_job as current_job
 from ._logging import JobContextFilter as JobContextFilter
 from ._logging import JsonFormatter as JsonFormatter
+from ._middleware import Chain as Chain
 from ._payload import Payload as Payload
 from ._retry import Permanent as Permanent
+from ._settings import CapsuleSpec as CapsuleSpec
 from ._version import __version__ as __version__
-from ._worker.capsule import CapsuleSpec as CapsuleSpec
 from ._worker.launcher import Worker as Worker
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "ArgumentError",
     "AsyncJobsError",
     "CapsuleSpec",
+    "Chain",
     "ConfigError",
     "Deferrer",
     "EnqueueError",
@@ -37,6 +40,7 @@ __all__ = [
     "Payload",
     "Permanent",
     "PayloadError",
+    "RedisRefused",
     "RedisUnavailable",
     "UnknownJobError",
     "Worker",

@@ -2,40 +2,51 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import anyio
-import redis.exceptions as rexc
-from redis.asyncio.cluster import RedisCluster
 
 from ._conn import FastRedis
 from ._errors import ConfigError, EnqueueError
 from ._job import Job, JobContext, RetryIn
-from ._keys import Keys
+from ._middleware import run_client
 from ._payload import ENCODER, Payload
-from ._redis import REDIS_ERRORS, Client, Conn, connect, map_error, mask_url, scripts
+from ._redis import Client, mask_url, scripts
+from ._registry import Registry
+from ._settings import CapsuleSpec
+from ._store import Store
 
 if TYPE_CHECKING:
-    from ._worker.capsule import CapsuleSpec
     from ._worker.launcher import Worker
 
-__all__ = ["App"]
+__all__ = ["App", "TestMode"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_URL = "redis://localhost:6379/0"
 
-ClientMiddleware = Callable[[Payload, Callable[[Payload], Awaitable[str]]], Awaitable[str]]
-ServerMiddleware = Callable[[JobContext, Callable[[], Awaitable[Any]]], Awaitable[Any]]
-Hook = Callable[[], Awaitable[None]]
-DeathHandler = Callable[[JobContext, BaseException], Awaitable[None]]
+
+class TestMode:
+    """What a test mode (``asyncjobs.testing``) does with jobs that went through the
+    client chain, instead of pushing them to Redis."""
+
+    async def accept(self, payloads: Sequence[Payload]) -> list[str]:
+        raise NotImplementedError
+
+
+# The test modes active in this context, by app. A context variable, not an attribute
+# of the App, so a mode covers the code of its ``with`` block (and tasks started from
+# it), never a defer from an unrelated task that runs meanwhile.
+_test_modes: contextvars.ContextVar[Mapping[int, TestMode] | None] = contextvars.ContextVar(
+    "asyncjobs.test_modes", default=None
+)
 
 
 def resolve_url(url: str | None) -> str:
@@ -45,7 +56,7 @@ def resolve_url(url: str | None) -> str:
     )
 
 
-class App:
+class App(Registry):
     """An asyncjobs application: where jobs are registered and enqueued.
 
     Args:
@@ -68,22 +79,16 @@ class App:
         dead_max_jobs: int = 10_000,
         dead_timeout: float | dt.timedelta = dt.timedelta(days=180),
     ) -> None:
-        self.redis_url = resolve_url(redis_url)
-        self.keys = Keys(namespace)
-        self.cluster = cluster
-        self.max_payload_bytes = max_payload_bytes
-        self.dead_max_jobs = dead_max_jobs
-        self.dead_timeout = (
-            dead_timeout.total_seconds()
-            if isinstance(dead_timeout, dt.timedelta)
-            else float(dead_timeout)
+        super().__init__(
+            namespace=namespace,
+            max_payload_bytes=max_payload_bytes,
+            dead_max_jobs=dead_max_jobs,
+            dead_timeout=dead_timeout,
         )
-        self.jobs: dict[str, Job[Any, Any]] = {}
-        self.client_middleware: list[ClientMiddleware] = []
-        self.server_middleware: list[ServerMiddleware] = []
-        self.on_startup: list[Hook] = []
-        self.on_shutdown: list[Hook] = []
-        self.death_handlers: list[DeathHandler] = []
+        self.redis_url = resolve_url(redis_url)
+        self.cluster = cluster
+        # Every Redis read and write goes through the store, made at connect.
+        self.store: Store | None = None
         self._redis: Client | None = None
         # The hot path (defer, ack) on a single server: see _conn.py.
         self._fast: FastRedis | None = None
@@ -141,31 +146,33 @@ class App:
             self._connect_lock = anyio.Lock()
         async with self._connect_lock:
             if self._redis is None:
-                client = await connect(self.redis_url, cluster=self.cluster)
-                if not isinstance(client, RedisCluster):
-                    self._fast = FastRedis(client.connection_pool)
-                self._redis = client
+                store = await Store.open(
+                    self.redis_url,
+                    self.keys,
+                    cluster=self.cluster,
+                    dead_max_jobs=self.dead_max_jobs,
+                    dead_timeout=self.dead_timeout,
+                )
+                self.store = store
+                self._fast = store.fast
+                self._redis = store.client
         return self._redis
 
     async def ping(self) -> None:
         """Check that Redis answers (connects, pings, closes)."""
         try:
-            client = await self.connect()
-            try:
-                await client.ping()
-            except REDIS_ERRORS as exc:
-                raise map_error(self.redis_url, exc) from exc
+            await self.connect()
+            assert self.store is not None
+            await self.store.ping()
         finally:
             await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        client, self._redis = self._redis, None
-        fast, self._fast = self._fast, None
-        if fast is not None:
-            await fast.aclose()
-        if client is not None:
-            await client.aclose()
+        store, self.store = self.store, None
+        self._redis = self._fast = None
+        if store is not None:
+            await store.aclose()
 
     async def __aenter__(self) -> App:
         await self.connect()
@@ -198,48 +205,71 @@ class App:
             )
         return data
 
-    async def _enqueue(self, payload: Payload) -> str:
-        if self.client_middleware:
-            return await self._through_middleware(payload, 0)
-        return await self._push(payload)
+    async def _enqueue(self, payload: Payload) -> str | None:
+        """``defer``: the client chain, then Redis (or the test mode of this context)."""
+        modes = _test_modes.get()
+        mode = modes.get(id(self)) if modes else None
+        chain = self.client_middleware
+        if mode is None:
+            if not chain:
+                return await self._push(payload)
+            return await run_client(chain.entries, payload, self._push)
 
-    async def _through_middleware(self, payload: Payload, i: int) -> str:
-        if i == len(self.client_middleware):
-            return await self._push(payload)
+        # A test mode takes the job once the whole client chain has passed it on: inline
+        # mode then runs the server chain and the job (Sidekiq's perform_inline).
+        passed: list[Payload] = []
 
-        async def call_next(p: Payload) -> str:
-            return await self._through_middleware(p, i + 1)
+        async def collect(p: Payload) -> str | None:
+            passed.append(p)
+            return p.jid
 
-        return await self.client_middleware[i](payload, call_next)
+        jid = await run_client(chain.entries, payload, collect)
+        if passed:
+            await mode.accept(passed)
+        return jid
 
     async def _push(self, payload: Payload) -> str:
         data = self._encode(payload)
-        client: Conn | None = self._fast or self._redis
-        if client is None:
+        store = self.store
+        if store is None:
             await self.connect()
-            client = self._fast or self._redis
-            assert client is not None
-        try:
-            if payload.at is None:
-                await self._scripts.push(
-                    client, self._keys_for(payload.queue), (payload.queue, data)
-                )
-            else:
-                k = self.keys
-                await self._scripts.schedule(
-                    client,
-                    (k.schedule, k.queues, k.wake_scheduler),
-                    (payload.queue, payload.at, data),
-                )
-        except REDIS_ERRORS as exc:
-            raise map_error(self.redis_url, exc) from exc
+            store = self.store
+            assert store is not None
+        if payload.at is None:
+            await store.push(payload.queue, data)
+        else:
+            await store.schedule(payload.queue, payload.at, data)
         return payload.jid
 
-    async def _enqueue_many(self, payloads: Sequence[Payload]) -> list[str]:
+    async def _enqueue_many(self, payloads: Sequence[Payload]) -> list[str | None]:
+        """``defer_many``: each job through the client chain on its own (as Sidekiq's
+        ``push_bulk``), then every job that came through in one round trip."""
         if not payloads:
             return []
-        if self.client_middleware:
-            return [await self._enqueue(p) for p in payloads]
+        modes = _test_modes.get()
+        mode = modes.get(id(self)) if modes else None
+        chain = self.client_middleware
+        if chain:
+            entries = chain.entries
+            passed: list[Payload] = []
+
+            async def collect(p: Payload) -> str | None:
+                passed.append(p)
+                return p.jid
+
+            jids = [await run_client(entries, p, collect) for p in payloads]
+            if mode is not None:
+                await mode.accept(passed)
+            else:
+                await self._push_many(passed)
+            return jids
+        if mode is not None:
+            return list(await mode.accept(payloads))
+        return list(await self._push_many(payloads))
+
+    async def _push_many(self, payloads: Sequence[Payload]) -> list[str]:
+        if not payloads:
+            return []
         now_by_queue: dict[str, list[bytes]] = {}
         scheduled: dict[str, list[Any]] = {}
         for p in payloads:
@@ -248,54 +278,12 @@ class App:
                 now_by_queue.setdefault(p.queue, []).append(data)
             else:
                 scheduled.setdefault(p.queue, []).extend((p.at, data))
-        client = self._redis or await self.connect()
-        push, schedule = self._scripts.push, self._scripts.schedule
-        fast = self._fast
-        k = self.keys
-        # Chunks keep each script call's argument list modest.
-        calls: list[tuple[Any, ...]] = [
-            (push, 3, *self._keys_for(queue), queue, *datas[i : i + 5000])
-            for queue, datas in now_by_queue.items()
-            for i in range(0, len(datas), 5000)
-        ]
-        calls.extend(
-            (schedule, 3, k.schedule, k.queues, k.wake_scheduler, queue, *items[i : i + 10000])
-            for queue, items in scheduled.items()
-            for i in range(0, len(items), 10000)
-        )
-        try:
-            if fast is not None:
-                # One pipelined connection: all calls are written at once, one round trip.
-                await asyncio.gather(*(s(fast, args[:3], args[3:]) for s, _n, *args in calls))
-                return [p.jid for p in payloads]
-            if isinstance(client, RedisCluster):
-                # redis-py's cluster pipeline refuses scripts; all our keys share one
-                # slot, so the calls go one by one (one per queue and chunk).
-                for script, _n, *args in calls:
-                    await script(client, args[:3], args[3:])
-                return [p.jid for p in payloads]
-            for _ in range(2):
-                async with client.pipeline(transaction=False) as pipe:
-                    for script, *args in calls:
-                        pipe.evalsha(script.sha, *args)
-                    results = await pipe.execute(raise_on_error=False)
-                # A NOSCRIPT reply (first use on this server, or after a restart) means
-                # that call pushed nothing: load the script and resend only those calls.
-                missing = [
-                    c
-                    for c, r in zip(calls, results, strict=True)
-                    if isinstance(r, rexc.NoScriptError)
-                ]
-                for r in results:
-                    if isinstance(r, Exception) and not isinstance(r, rexc.NoScriptError):
-                        raise r
-                if not missing:
-                    break
-                for script in {c[0] for c in missing}:
-                    await client.script_load(script.source)
-                calls = missing
-        except REDIS_ERRORS as exc:
-            raise map_error(self.redis_url, exc) from exc
+        store = self.store
+        if store is None:
+            await self.connect()
+            store = self.store
+            assert store is not None
+        await store.push_many(now_by_queue, scheduled)
         return [p.jid for p in payloads]
 
     # -- worker ------------------------------------------------------------------
@@ -311,7 +299,6 @@ class App:
         **options: Any,
     ) -> Worker:
         """An in-process worker: ``await app.worker(...).run()``."""
-        from ._worker.capsule import CapsuleSpec
         from ._worker.launcher import Worker
 
         if capsules is None:

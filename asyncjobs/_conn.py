@@ -16,13 +16,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
-__all__ = ["FastRedis", "pack"]
+__all__ = ["FastRedis", "Opener", "pack"]
+
+# Opens a connection: its reader and writer, and the redis-py connection that owns them
+# (None for a bare stream).
+Opener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter, Any]]]
 
 
 def _bytes(a: Any) -> bytes:
@@ -63,6 +68,8 @@ def _error(reply: hiredis.ReplyError) -> rexc.RedisError:
         return rexc.BusyLoadingError(msg)
     if code == "READONLY":
         return rexc.ReadOnlyError(msg)
+    if code == "OOM":
+        return rexc.OutOfMemoryError(msg)
     return rexc.ResponseError(msg)
 
 
@@ -70,8 +77,17 @@ class FastRedis:
     """One pipelined connection. Safe for many concurrent callers of non-blocking
     commands; give a blocking command (``BRPOP``) a connection of its own."""
 
-    def __init__(self, pool: aioredis.ConnectionPool, *, reply_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        pool: aioredis.ConnectionPool | None,
+        *,
+        reply_timeout: float = 10.0,
+        opener: Opener | None = None,
+    ) -> None:
+        """Connections come from ``pool`` (redis-py's handshake), or ``opener`` (a seam
+        for protocol tests on canned streams)."""
         self._pool = pool
+        self._opener = opener
         self.reply_timeout = reply_timeout
         self._conn: Any = None
         self._writer: asyncio.StreamWriter | None = None
@@ -91,18 +107,23 @@ class FastRedis:
                 return self._writer
             if self._closed:
                 raise rexc.ConnectionError("connection closed")
-            conn: Any = self._pool.make_connection()  # type: ignore[no-untyped-call]
-            await conn.connect()  # TLS, AUTH, SELECT: redis-py's handshake
-            reader: asyncio.StreamReader | None = conn._reader
-            writer: asyncio.StreamWriter | None = conn._writer
-            if reader is None or writer is None:  # pragma: no cover - redis-py changed
-                raise rexc.ConnectionError("redis-py connection has no stream")
-            self._conn = conn
+            reader, writer, self._conn = await (self._opener or self._open)()
             self._writer = writer
             self._reader_task = asyncio.get_running_loop().create_task(
                 self._read_loop(reader, writer)
             )
             return writer
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Any]:
+        assert self._pool is not None
+        conn: Any = self._pool.make_connection()  # type: ignore[no-untyped-call]
+        await conn.connect()  # TLS, AUTH, SELECT: redis-py's handshake
+        # redis-py internals (hence the pinned redis-py range in pyproject.toml).
+        reader: asyncio.StreamReader | None = conn._reader
+        writer: asyncio.StreamWriter | None = conn._writer
+        if reader is None or writer is None:  # pragma: no cover - redis-py changed
+            raise rexc.ConnectionError("redis-py connection has no stream")
+        return reader, writer, conn
 
     async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         parser = hiredis.Reader()
@@ -125,12 +146,24 @@ class FastRedis:
         except asyncio.CancelledError:
             error = rexc.ConnectionError("connection closed")
             raise
-        except (OSError, hiredis.ProtocolError, IndexError) as exc:
+        except hiredis.ProtocolError as exc:
+            # Not a Redis server (an HTTP or SSH port): a configuration error, mapped
+            # to ConfigError by the store, not an outage to wait out.
+            error = rexc.InvalidResponse(f"not a RESP reply: {exc}")
+        except (OSError, IndexError) as exc:
             error = rexc.ConnectionError(f"connection lost: {exc}")
         finally:
             # A newer connection may exist already (after a timeout drop): leave it be.
             if self._writer is writer or self._writer is None:
                 self._drop(error)
+
+    def reset(self) -> None:
+        """Drop the connection (callers waiting fail); the next command reconnects.
+        After a ``READONLY`` reply: a failover may have moved the master."""
+        task = self._reader_task
+        self._drop(rexc.ConnectionError("connection reset"))
+        if task is not None and not task.done():
+            task.cancel()
 
     def _drop(self, error: BaseException) -> None:
         """Forget the socket and fail every caller still waiting on it."""

@@ -8,10 +8,15 @@ AsyncJobsError
 │   └── UnknownJobError
 ├── PayloadError        undecodable; the worker dead-sets it and goes on
 ├── JobTimeout          a job ran past its timeout
-└── RedisUnavailable    redis ConnectionError/TimeoutError, mapped in _redis.py
+├── RedisUnavailable    Redis unreachable: refused, reset, timed out, loading
+└── RedisRefused        Redis answered with an error: out of memory, a read-only
+                        replica (READONLY), or another; the message names the fix
 ```
 
-Foreign exceptions are mapped at the boundary, ``from exc``.
+Foreign exceptions are mapped at the boundary, ``from exc``: every Redis call goes
+through the store (``_store/``), which maps redis-py's errors with
+``_redis.map_error``. Bad credentials, an ACL denial, a DB number out of range and a
+server that does not speak RESP are :class:`ConfigError`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ __all__ = [
     "EnqueueError",
     "JobTimeout",
     "PayloadError",
+    "RedisRefused",
     "RedisUnavailable",
     "UnknownJobError",
 ]
@@ -63,3 +69,17 @@ class JobTimeout(AsyncJobsError, TimeoutError):
 
 class RedisUnavailable(AsyncJobsError, ConnectionError):
     """Redis could not be reached (connection refused, reset or timed out)."""
+
+
+class RedisRefused(AsyncJobsError):
+    """Redis answered a command with an error: it is out of memory (``maxmemory``
+    reached), a read-only replica (``READONLY``, as after a failover), or another
+    refusal. The message names the cause and what to do; ``reason`` is ``"oom"``,
+    ``"readonly"`` or ``"error"``. Nothing was written by the refused command."""
+
+    def __init__(self, message: str, reason: str = "error") -> None:
+        self.reason = reason
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[RedisRefused], tuple[str, str]]:
+        return type(self), (str(self), self.reason)  # keeps the reason when pickled

@@ -17,26 +17,59 @@ import logging
 import re
 import time
 import typing
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar, Token
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 import msgspec
 
 from ._errors import ArgumentError, ConfigError, EnqueueError
 from ._payload import ENCODER, Payload, new_jid, valid_jid
 
-if TYPE_CHECKING:
-    from ._app import App
-
-__all__ = ["Job", "JobContext", "Deferrer", "current_job"]
+__all__ = [
+    "Deferrer",
+    "Job",
+    "JobContext",
+    "current_job",
+    "current_payload",
+    "reset_current",
+    "set_current",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 RetryIn = Callable[[int, BaseException], "float | int | str | None"]
 
+
+class Client(Protocol):
+    """What a job defers through: the :class:`~asyncjobs.App` it is registered on
+    (which runs the client middleware, then writes to Redis, or hands the job to a
+    test mode). A protocol, so this module does not import the app's."""
+
+    async def _enqueue(self, payload: Payload) -> str | None: ...
+
+    async def _enqueue_many(self, payloads: Sequence[Payload]) -> list[str | None]: ...
+
+
 _current: ContextVar[Payload] = ContextVar("asyncjobs.job")
+
+
+def set_current(payload: Payload) -> Token[Payload]:
+    """Make ``payload`` the running job of this context (the executor does this)."""
+    return _current.set(payload)
+
+
+def reset_current(token: Token[Payload]) -> None:
+    """Undo :func:`set_current`."""
+    _current.reset(token)
+
+
+def current_payload() -> Payload | None:
+    """The payload of the job running in this context, or ``None`` (for log records)."""
+    return _current.get(None)
+
+
 _PATH = re.compile(r" - at `\$\.?([^.\[`]+)?(.*)`$")  # the argument: any identifier
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 
@@ -153,7 +186,7 @@ class Job(Generic[P, R]):
 
     def __init__(
         self,
-        app: App,
+        app: Client,
         fn: Callable[P, Awaitable[R]],
         *,
         name: str | None = None,
@@ -411,15 +444,22 @@ class Job(Generic[P, R]):
             changes["jid"] = jid
         return Deferrer(self, msgspec.structs.replace(self._opts, **changes))
 
-    async def defer(self, *args: P.args, **kwargs: P.kwargs) -> str:
-        """Enqueue one run of this job; returns its jid after one round trip."""
+    async def defer(self, *args: P.args, **kwargs: P.kwargs) -> str | None:
+        """Enqueue one run of this job; returns its jid after one round trip.
+
+        ``None`` when a client middleware stopped the job (nothing was enqueued).
+        """
         return await self.app._enqueue(self._build(self._opts, args, kwargs, time.time()))
 
-    async def defer_many(self, items: Iterable[tuple[Any, ...] | Mapping[str, Any]]) -> list[str]:
+    async def defer_many(
+        self, items: Iterable[tuple[Any, ...] | Mapping[str, Any]]
+    ) -> list[str | None]:
         """Enqueue many runs in one round trip (Sidekiq's ``push_bulk``).
 
         Each item is a tuple of positional arguments or a mapping of keyword arguments.
-        All are validated before anything is sent: one bad item enqueues nothing.
+        All are validated before anything is sent: one bad item enqueues nothing. Each
+        job goes through client middleware on its own; the jid of one a middleware
+        stopped is ``None``.
         """
         return await Deferrer(self, self._opts).defer_many(items)
 
@@ -462,12 +502,15 @@ class Deferrer(Generic[P]):
         self._job = job
         self._opts = opts
 
-    async def defer(self, *args: P.args, **kwargs: P.kwargs) -> str:
-        """Enqueue one run with these options; returns its jid."""
+    async def defer(self, *args: P.args, **kwargs: P.kwargs) -> str | None:
+        """Enqueue one run with these options; returns its jid (``None`` when a client
+        middleware stopped it)."""
         job = self._job
         return await job.app._enqueue(job._build(self._opts, args, kwargs, time.time()))
 
-    async def defer_many(self, items: Iterable[tuple[Any, ...] | Mapping[str, Any]]) -> list[str]:
+    async def defer_many(
+        self, items: Iterable[tuple[Any, ...] | Mapping[str, Any]]
+    ) -> list[str | None]:
         """Enqueue many runs with these options in one round trip; returns their jids."""
         job = self._job
         now = time.time()

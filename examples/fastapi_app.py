@@ -4,7 +4,7 @@ request handlers, a clean close on shutdown.
 Run the web app and a worker side by side, from the repository root:
 
 ```
-pip install 'asyncjobs[web]'                      # fastapi, uvicorn
+pip install -e '.[web]'      # asyncjobs-redis with fastapi, uvicorn (from the checkout)
 uvicorn examples.fastapi_app:api --port 8000
 asyncjobs worker examples.tasks:app -q critical,2 -q default,1
 curl -X POST localhost:8000/signups -H 'content-type: application/json' \\

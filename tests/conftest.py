@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import asyncjobs
-from asyncjobs._devserver import RedisProcess
+from tests.devserver import RedisProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,3 +124,9 @@ def spawn_worker(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def all_sent(jids: list[str | None]) -> list[str]:
+    """The jids of ``defer_many``, asserting that no middleware stopped one."""
+    assert None not in jids, jids
+    return [j for j in jids if j is not None]

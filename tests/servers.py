@@ -1,6 +1,6 @@
 """Private Redis servers for tests: clusters, TLS, passwords and ACL users.
 
-Everything builds on :class:`asyncjobs._devserver.RedisProcess` (a ``redis-server`` on
+Everything builds on :class:`tests.devserver.RedisProcess` (a ``redis-server`` on
 ``127.0.0.1`` and a free port in its own temporary directory). Nothing here touches a
 Redis the test run did not start itself.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from asyncjobs._devserver import RedisProcess, find_redis_cli, find_redis_server, free_port
+from tests.devserver import RedisProcess, find_redis_cli, find_redis_server, free_port
 
 __all__ = [
     "RedisCluster",

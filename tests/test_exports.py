@@ -19,5 +19,7 @@ def test_public_classes_have_public_module() -> None:
 
 
 def test_no_private_leaks() -> None:
-    public = {n for n in dir(asyncjobs) if not n.startswith("_")}
-    assert public - set(asyncjobs.__all__) <= {"api", "cli", "testing"}
+    # "@py_builtins" and kin: pytest rewrites the asserts of a package that ships a
+    # pytest11 plugin, as ours does (asyncjobs.pytest_plugin, loaded in this run too).
+    public = {n for n in dir(asyncjobs) if not n.startswith(("_", "@"))}
+    assert public - set(asyncjobs.__all__) <= {"api", "cli", "testing", "pytest_plugin"}

@@ -16,7 +16,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._redis import TRANSIENT, Conn, after_error, mask_url
+import redis.exceptions as rexc
+
+from .._conn import FastRedis
+from .._redis import TRANSIENT, Conn, after_error, mask_url, reset_pool
 
 if TYPE_CHECKING:
     from .._app import App
@@ -25,6 +28,28 @@ log = logging.getLogger("asyncjobs.acker")
 
 STATS_TTL = 5 * 365 * 86400  # per-day counters live five years, like Sidekiq's
 _PLAIN = re.compile(rb"^[A-Za-z0-9_.:\-]+$")  # a jid; anything else is sent on its own
+
+# A failover demoted the server at our URL to a replica: writes get READONLY. As passing
+# as a connection cut: the fetch, ack and heartbeat loops reset their connections, back
+# off and retry until a master answers at the URL again (the old one promoted back, or a
+# new one behind the same address).
+RETRYABLE = (*TRANSIENT, rexc.ReadOnlyError)
+
+
+def unblocked(exc: BaseException) -> bool:
+    """A blocking call ended by a failover (``UNBLOCKED``: the master became a replica)."""
+    return isinstance(exc, rexc.ResponseError) and str(exc).startswith("UNBLOCKED")
+
+
+async def after_failure(app: App, exc: BaseException, *conns: Any) -> None:
+    """What a fetch, ack or heartbeat loop does after a RETRYABLE error."""
+    await after_error(app._redis, exc)
+    if isinstance(exc, rexc.ReadOnlyError):
+        if app._redis is not None:
+            await reset_pool(app._redis)
+        for conn in conns:
+            if isinstance(conn, FastRedis):
+                conn.reset()
 
 
 class Backoff:
@@ -71,6 +96,13 @@ class Acker:
         self.on_retry: Callable[[float], None] | None = None
         self._soonest_retry: float | None = None
         self._landing: dict[bytes, tuple[str, asyncio.Future[Any] | None]] = {}
+        # Batches whose write is on its way: still pending until Redis confirmed it (or
+        # it failed and went back to _done/_moves), so a reconcile that reads the
+        # in-flight hash meanwhile does not take their fields for orphans.
+        self._writing: list[tuple[list[bytes], list[Any]]] = []
+        # While not None, the fields of batches whose every field this process removed
+        # itself (the heartbeat asks, to tell its own acks from jobs a reaper took).
+        self.written: set[bytes] | None = None
 
     # Hot path: called by every finishing job. Appending to a list and setting an event
     # once per batch is the cheapest hand-off measured.
@@ -114,9 +146,16 @@ class Acker:
         for f, _ in entries:
             self._landing.pop(f, None)
 
+    def landing_fields(self) -> set[bytes]:
+        """Jobs an idle fetcher took with BLMOVE whose ack has not yet checked the land."""
+        return set(self._landing)
+
     def pending_fields(self) -> set[bytes]:
-        """Fields whose outcome is known here but not yet written."""
-        return {*self._done, *self._moves[0::4]}
+        """Fields whose outcome is known here but not yet confirmed written."""
+        fields = {*self._done, *self._moves[0::4]}
+        for done, moves in self._writing:
+            fields.update(done, moves[0::4])
+        return fields
 
     async def run(self) -> None:
         """Flush whenever outcomes are pending, until cancelled."""
@@ -135,17 +174,20 @@ class Acker:
             self._pending.clear()
             done, moves = self._done, self._moves
             self._done, self._moves = [], []
+            batch = (done, moves)
+            self._writing.append(batch)
             try:
-                await self._write(done, moves)
+                removed = await self._write(done, moves)
             except BaseException as exc:
+                self._writing.remove(batch)
                 # Cancelled (shutdown) or failed: keep the batch, in front of anything
                 # newer. Writing it again is safe (only fields still in flight move);
                 # dropping it would let shutdown put finished jobs back to run twice.
                 self._done[:0] = done
                 self._moves[:0] = moves
-                if not isinstance(exc, TRANSIENT):
+                if not isinstance(exc, RETRYABLE):
                     raise
-                await after_error(self.app._redis, exc)
+                await after_failure(self.app, exc, self.client)
                 if not warned:
                     log.warning(
                         "cannot reach Redis at %s to acknowledge %d jobs (%s); retrying",
@@ -157,6 +199,9 @@ class Acker:
                 backoff = backoff or Backoff()
                 await asyncio.sleep(backoff.next())
                 continue
+            self._writing.remove(batch)
+            if self.written is not None and removed == len(done) + len(moves) // 4:
+                self.written.update(done, moves[0::4])
             self.batches += 1
             if self._soonest_retry is not None and self.on_retry is not None:
                 soonest, self._soonest_retry = self._soonest_retry, None
@@ -167,7 +212,8 @@ class Acker:
         self._pending.clear()
         self._idle.set()
 
-    async def _write(self, done: list[bytes], moves: list[Any]) -> None:
+    async def _write(self, done: list[bytes], moves: list[Any]) -> int:
+        """Write a batch; returns how many of its fields were still in flight."""
         app = self.app
         if self._landing:
             await self._ensure_landed([*done, *moves[0::4]])
@@ -179,8 +225,7 @@ class Acker:
             # for 62-job batches: 0.64-0.74 us of server CPU per job against 1.1-1.2
             # for ack.lua, whose outcome handling they do not need).
             lean = (self._inflight, k.stat_processed, k.stat_processed_day(today))
-            await self._done_script(self.client, lean, (STATS_TTL, *done))
-            return
+            return int(await self._done_script(self.client, lean, (STATS_TTL, *done)))
         keys = (
             *self._keys_static,
             k.stat_processed_day(today),
@@ -198,4 +243,5 @@ class Acker:
             repr(now - app.dead_timeout),
             STATS_TTL,
         )
-        await self._script(self.client, keys, args)
+        res = await self._script(self.client, keys, args)
+        return int(res[0]) + int(res[1])

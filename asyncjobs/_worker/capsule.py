@@ -11,19 +11,13 @@ import asyncio
 import collections
 import contextvars
 import logging
-import random
-import time
 import types
-from collections.abc import Callable, Coroutine, Generator, Sequence
+from collections.abc import Callable, Container, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from .._errors import JobTimeout
-from .._job import JobContext, _current
-from .._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
 from .._queues import QueueOrder
-from .._retry import decide, format_backtrace
+from .._settings import CapsuleSpec
+from .executor import Executor, Running
 from .isolation import SUSPECT_MARK, Isolation
 
 if TYPE_CHECKING:
@@ -31,7 +25,6 @@ if TYPE_CHECKING:
     from .acker import Acker
 
 log = logging.getLogger("asyncjobs.capsule")
-joblog = logging.getLogger("asyncjobs.job")
 
 
 @types.coroutine
@@ -57,29 +50,6 @@ def _resume(
                 return
 
 
-class CapsuleSpec(msgspec.Struct, frozen=True):
-    """A capsule's configuration: name, ``(queue, weight)`` pairs, concurrency, order."""
-
-    name: str
-    queues: Sequence[tuple[str, int]]
-    concurrency: int = 10
-    strict: bool = False
-
-
-class _Running:
-    """One job task and what shutdown and the timeout watchdog need to know of it."""
-
-    __slots__ = ("deadline", "field", "payload", "raw", "reason", "task")
-
-    def __init__(self, field: bytes, raw: bytes) -> None:
-        self.field = field
-        self.raw = raw
-        self.payload: Payload | None = None
-        self.deadline = 0.0
-        self.reason: str | None = None  # why we cancelled it: "timeout" | "shutdown"
-        self.task: asyncio.Task[None] | None = None
-
-
 class Capsule:
     """Runs the jobs its fetcher hands it, at most ``concurrency`` at a time."""
 
@@ -96,17 +66,19 @@ class Capsule:
         self.concurrency = spec.concurrency
         self.order = QueueOrder(spec.queues, strict=spec.strict)
         self.acker = acker
-        self.running: dict[bytes, _Running] = {}
-        self.processed = 0
-        self.failed = 0
+        self.running: dict[bytes, Running] = {}
+        # The capsule's own server middleware runs inside the app's (Sidekiq's capsule
+        # middleware): ``app.capsule_middleware(name)``.
+        self.executor = Executor(
+            app,
+            acker,
+            middleware=app.capsule_server_middleware.get(spec.name),
+            on_finished=self._finished,
+        )
         self._freed = asyncio.Event()
         self._waiting = 0  # fetch lanes waiting for a free slot
         self._idle = asyncio.Event()
         self._idle.set()
-        self._timed = 0  # running jobs with a deadline: the watchdog sleeps when zero
-        self._timed_event = asyncio.Event()
-        self._rng = random.Random()
-        self._debug = log.isEnabledFor(logging.DEBUG)
         self.isolation: Isolation | None = None
         # Prefetch: a few jobs fetched ahead (in the in-flight hash, so as safe as running
         # ones) start the moment a slot frees, without waiting for a fetch round trip.
@@ -144,14 +116,24 @@ class Capsule:
         """Wait until no job of this capsule is running."""
         await self._idle.wait()
 
+    @property
+    def processed(self) -> int:
+        """Jobs of this capsule that succeeded since the process started."""
+        return self.executor.processed
+
+    @property
+    def failed(self) -> int:
+        """Jobs of this capsule that failed since the process started."""
+        return self.executor.failed
+
     def statistics(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "queues": [q for q, _ in self.spec.queues],
             "concurrency": self.concurrency,
             "busy": len(self.running),
-            "processed": self.processed,
-            "failed": self.failed,
+            "processed": self.executor.processed,
+            "failed": self.executor.failed,
         }
 
     # -- starting jobs -------------------------------------------------------------
@@ -192,31 +174,31 @@ class Capsule:
         if not jobs:
             return
         running = self.running
-        batch: list[_Running] = []
+        batch: list[Running] = []
         for field, raw in jobs:
-            rec = _Running(field, raw)
+            rec = Running(field, raw)
             running[field] = rec
             batch.append(rec)
         self._spawn(batch)
         self._idle.clear()
 
-    def _spawn(self, batch: list[_Running]) -> None:
+    def _spawn(self, batch: list[Running]) -> None:
         task = asyncio.get_running_loop().create_task(self._runner(batch))
         for rec in batch:
             rec.task = task
 
-    async def _runner(self, batch: list[_Running]) -> None:
+    async def _runner(self, batch: list[Running]) -> None:
         for i, rec in enumerate(batch):
             if rec.reason is not None:  # cancelled by shutdown before it started
                 self._finished(rec)
                 continue
-            coro = self._run(rec)
+            coro = self.executor.run(rec)
             ctx = contextvars.copy_context()
             try:
                 yielded = ctx.run(coro.send, None)
             except StopIteration:
-                continue  # finished without waiting; _run recorded the outcome
-            except BaseException:  # pragma: no cover - _run catches everything
+                continue  # finished without waiting; the executor reported the outcome
+            except BaseException:  # pragma: no cover - the executor catches job errors
                 log.exception("job runner failed for %r", rec.field)
                 self.running.pop(rec.field, None)
                 continue
@@ -236,11 +218,9 @@ class Capsule:
         ready = self.ready
         self._start_batch([ready.popleft() for _ in range(min(room, len(ready)))])
 
-    def _finished(self, rec: _Running) -> None:
+    def _finished(self, rec: Running) -> None:
         running = self.running
         running.pop(rec.field, None)
-        if rec.deadline:
-            self._timed -= 1
         if self.ready and not self._ready_scheduled and not self.quiet:
             self._ready_scheduled = True
             asyncio.get_running_loop().call_soon(self._start_ready)
@@ -249,209 +229,36 @@ class Capsule:
         if not running:
             self._idle.set()
 
-    async def _run(self, rec: _Running) -> None:
-        app = self.app
-        try:
-            if len(rec.raw) > app.max_payload_bytes:
-                self._dead_raw(
-                    rec,
-                    f"payload of {len(rec.raw)} bytes is over the limit of "
-                    f"{app.max_payload_bytes} (App(max_payload_bytes=...))",
-                    keep=1000,
-                )
-                return
-            try:
-                payload = DECODER.decode(rec.raw)
-            except DECODE_ERRORS as exc:
-                self._dead_raw(rec, f"undecodable payload: {exc}")
-                return
-            job = app.jobs.get(payload.job)
-            if job is None:
-                self._dead(
-                    rec,
-                    payload,
-                    "UnknownJobError",
-                    f"no job named {payload.job!r} is registered in this worker",
-                )
-                return
-            try:
-                args, kwargs = job.decode_call(payload.args)
-            except DECODE_ERRORS as exc:
-                self._dead(
-                    rec, payload, "ArgumentError", f"arguments no longer fit {job.name}: {exc}"
-                )
-                return
-            rec.payload = payload
-            timeout = payload.timeout or job.timeout
-            if timeout:
-                rec.deadline = time.monotonic() + timeout
-                self._timed += 1
-                if self._timed == 1:
-                    self._timed_event.set()
-            _current.set(payload)
-            if self._debug:
-                joblog.debug("start %s jid=%s queue=%s", payload.job, payload.jid, payload.queue)
-                t0 = time.perf_counter()
-            try:
-                if app.server_middleware:
-                    await self._through_middleware(JobContext(payload), job.fn, args, kwargs, 0)
-                else:
-                    await job.fn(*args, **kwargs)
-            except asyncio.CancelledError:
-                if rec.reason == "timeout":
-                    self._failed(
-                        rec,
-                        payload,
-                        JobTimeout(f"job {payload.job} ran past its timeout of {timeout}s"),
-                    )
-                # Cancelled by shutdown: no outcome; the job stays in the in-flight hash
-                # and the launcher puts it back at the head of its queue.
-                return
-            except Exception as exc:
-                self._failed(rec, payload, exc)
-                return
-            self.processed += 1
-            self.acker.done(rec.field)
-            if self._debug:
-                joblog.debug(
-                    "done %s jid=%s in %.3fs", payload.job, payload.jid, time.perf_counter() - t0
-                )
-        finally:
-            self._finished(rec)
+    # -- prefetched jobs held back -----------------------------------------------------
 
-    async def _through_middleware(
-        self, ctx: JobContext, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], i: int
-    ) -> Any:
-        chain = self.app.server_middleware
-        if i == len(chain):
-            return await fn(*args, **kwargs)
+    # Prefetched jobs held back unstarted while this process may have been presumed dead
+    # (see heartbeat.py); they stay in the in-flight hash meanwhile.
+    held: tuple[tuple[bytes, bytes], ...] = ()
 
-        async def call_next() -> Any:
-            return await self._through_middleware(ctx, fn, args, kwargs, i + 1)
+    def hold_ready(self) -> None:
+        """Hold every prefetched job back, unstarted, until :meth:`release_held`."""
+        self.held = (*self.held, *self.ready)
+        self.ready.clear()
 
-        return await chain[i](ctx, call_next)
-
-    # -- outcomes --------------------------------------------------------------------
-
-    def _failed(self, rec: _Running, payload: Payload, exc: BaseException) -> None:
-        self.failed += 1
-        job = self.app.jobs.get(payload.job)
-        now = time.time()
-        d = decide(
-            exc=exc,
-            retry_count=payload.retry_count,
-            retry=payload.retry,
-            dead=payload.dead,
-            now=now,
-            rng=self._rng,
-            retry_in=job.retry_in if job else None,
-            discard_on=job.discard_on if job else (),
-            dead_on=job.dead_on if job else (),
-        )
-        failed = msgspec.structs.replace(
-            payload,
-            error_class=_clean(type(exc).__name__),
-            error_message=_clean(_describe(exc))[:1000],
-            error_backtrace=[_clean(line) for line in format_backtrace(exc)],
-            failed_at=payload.failed_at or now,
-            retried_at=now if payload.retry_count else None,
-            enqueued_at=None,
-        )
-        if d.target == "retry":
-            failed = msgspec.structs.replace(failed, retry_count=payload.retry_count + 1, at=d.at)
-            joblog.warning(
-                "fail %s jid=%s: %s: %s; retry %d/%d in %.0fs",
-                payload.job,
-                payload.jid,
-                type(exc).__name__,
-                _describe(exc),
-                payload.retry_count + 1,
-                payload.retry,
-                d.at - now,
-            )
-            self.acker.move(rec.field, "retry", d.at, ENCODER.encode(failed))
-            return
-        if d.target == "discard":
-            joblog.warning(
-                "fail %s jid=%s: %s: %s; discarded (%s)",
-                payload.job,
-                payload.jid,
-                type(exc).__name__,
-                _describe(exc),
-                d.reason,
-            )
-            self.acker.move(rec.field, "drop", now, b"")
-        else:
-            joblog.error(
-                "dead %s jid=%s: %s: %s (%s)",
-                payload.job,
-                payload.jid,
-                type(exc).__name__,
-                _describe(exc),
-                d.reason,
-            )
-            self.acker.move(rec.field, "dead", now, ENCODER.encode(failed))
-        self._after_death(payload, exc, job)
-
-    def _after_death(self, payload: Payload, exc: BaseException, job: Any) -> None:
-        hooks = list(self.app.death_handlers)
-        if job is not None and job.on_exhausted is not None:
-            hooks.insert(0, job.on_exhausted)
-        if hooks:
-            asyncio.get_running_loop().create_task(self._run_hooks(hooks, payload, exc))
-
-    @staticmethod
-    async def _run_hooks(hooks: list[Any], payload: Payload, exc: BaseException) -> None:
-        ctx = JobContext(payload)
-        for hook in hooks:
-            try:
-                await hook(ctx, exc)
-            except Exception:
-                log.exception("death handler %r failed for jid=%s", hook, payload.jid)
-
-    def _dead(self, rec: _Running, payload: Payload, error_class: str, message: str) -> None:
-        self.failed += 1
-        log.error("dead jid=%s: %s: %s", payload.jid, error_class, message)
-        now = time.time()
-        dead = msgspec.structs.replace(
-            payload, error_class=error_class, error_message=message, failed_at=now
-        )
-        self.acker.move(rec.field, "dead", now, ENCODER.encode(dead))
-
-    def _dead_raw(self, rec: _Running, reason: str, keep: int | None = None) -> None:
-        """A payload we cannot decode is kept, wrapped with the reason, in the dead set."""
-        self.failed += 1
-        log.error("dead payload %r...: %s", rec.raw[:80], reason)
-        now = time.time()
-        wrapped = Payload(
-            jid=rec.field.decode(errors="replace")[:64] if len(rec.field) <= 64 else "",
-            job="<undecodable>",
-            retry=0,
-            queue="",
-            args=msgspec.Raw(b"{}"),
-            created_at=now,
-            error_class="PayloadError",
-            error_message=reason[:1000],
-            failed_at=now,
-            meta={"raw": rec.raw[:keep].decode(errors="replace")},
-        )
-        self.acker.move(rec.field, "dead", now, ENCODER.encode(wrapped))
+    def release_held(self, keep: Container[bytes] | None = None) -> list[bytes]:
+        """Put the held jobs back in front of the prefetched ones, to start as slots
+        free; with ``keep``, only those whose field is in it. Returns the fields of the
+        jobs dropped."""
+        held, self.held = self.held, ()
+        kept = [(f, raw) for f, raw in held if keep is None or f in keep]
+        dropped = [f for f, _ in held if keep is not None and f not in keep]
+        if kept:
+            self.ready.extendleft(reversed(kept))
+            if not self._ready_scheduled and not self.quiet:
+                self._ready_scheduled = True
+                asyncio.get_running_loop().call_soon(self._start_ready)
+        return dropped
 
     # -- timeouts and shutdown ---------------------------------------------------------
 
-    async def watchdog(self, interval: float = 0.05) -> None:
-        """Cancel jobs past their deadline. One task scanning a few times a second costs
-        less than a timer per job; it sleeps while no running job has a timeout."""
-        while True:
-            if self._timed <= 0:
-                self._timed_event.clear()
-                await self._timed_event.wait()
-            await asyncio.sleep(interval)
-            now = time.monotonic()
-            for rec in list(self.running.values()):
-                if rec.deadline and rec.deadline <= now and rec.reason is None and rec.task:
-                    rec.reason = "timeout"
-                    rec.task.cancel()
+    async def watchdog(self) -> None:
+        """Cancel jobs past their timeout (the executor's watchdog; runs until cancelled)."""
+        await self.executor.watchdog.run()
 
     async def cancel_all(self) -> None:
         """Cancel every running job (shutdown timeout is up) and wait for them to end.
@@ -469,17 +276,3 @@ class Capsule:
         for rec in list(self.running.values()):
             if rec.task is None or rec.task.done():  # its runner ended before it ran
                 self._finished(rec)
-
-
-def _describe(exc: BaseException) -> str:
-    """``str(exc)``, even for an exception whose ``__str__`` raises."""
-    try:
-        return str(exc)
-    except Exception:
-        return f"<{type(exc).__name__}: str() failed>"
-
-
-def _clean(text: str) -> str:
-    """Text JSON can hold: lone surrogates (from bytes decoded with surrogateescape, say)
-    become escapes instead of making the outcome unencodable."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")

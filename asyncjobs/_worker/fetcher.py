@@ -14,11 +14,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import redis.exceptions as rexc
 
 from .._conn import FastRedis
 from .._payload import DECODE_ERRORS, DECODER, inflight_field
-from .._redis import TRANSIENT, Conn, after_error, mask_url
-from .acker import Backoff
+from .._redis import Conn, mask_url
+from .acker import RETRYABLE, Backoff, after_failure, unblocked
 
 if TYPE_CHECKING:
     from .capsule import Capsule
@@ -31,6 +32,12 @@ IDLE_POLL = 2.0
 
 # Concurrent fetches per capsule (see Fetcher.run).
 LANES = 2
+
+# The self-check (Fetcher.self_check) looks for stranded jobs this often. A field must be
+# unknown to the process at two checks in a row before it counts as stranded: one interval
+# is the grace that covers a fetch whose reply is still on its way (FastRedis gives up on a
+# reply after 10 s, plus IDLE_POLL for a blocking call, and then the fetcher reconciles).
+SELF_CHECK = 15.0
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:
@@ -74,6 +81,10 @@ class Fetcher:
         self._resume = asyncio.Event()  # neither: the other lanes may fetch
         self._resume.set()
         self._backoff = Backoff()
+        self.self_check_interval = SELF_CHECK
+        self._suspects: set[bytes] = set()  # unknown in-flight fields at the last check
+        self._checking = asyncio.Lock()  # a reconcile and a self-check never overlap
+        self.stranded = 0
 
     def stop(self) -> None:
         """Quiet: take no more jobs. A blocked ``BRPOP`` is abandoned."""
@@ -91,6 +102,7 @@ class Fetcher:
             async with anyio.create_task_group() as tg:
                 for lane in range(1, self.lanes):
                     tg.start_soon(self._lane, lane)
+                tg.start_soon(self._self_check_loop)
                 await self._first_lane()
                 tg.cancel_scope.cancel()
 
@@ -100,8 +112,8 @@ class Fetcher:
         while not self.quiet:
             try:
                 await self._lane(0)
-            except TRANSIENT as exc:
-                await after_error(capsule.app._redis, exc)
+            except RETRYABLE as exc:
+                await after_failure(capsule.app, exc, self.client)
                 # A fetch whose reply was lost may have moved jobs into our in-flight
                 # hash all the same: look for them once Redis answers again.
                 self._reconcile = True
@@ -142,7 +154,7 @@ class Fetcher:
             self._settled.clear()
             try:
                 got = await self.fetch(n)
-            except TRANSIENT:
+            except RETRYABLE:
                 if not lane:
                     raise
                 # The first lane meets the same error, reports it, backs off and
@@ -163,7 +175,13 @@ class Fetcher:
             if got:
                 if self._empty:
                     self._set(empty=False)
-            elif not lane:
+            elif lane:
+                # Nothing there: rest until the first lane finds work. Fetching again at
+                # once would poll Redis without end, and, holding a reservation nearly
+                # all the time, keep the first lane (the only one that blocks for work)
+                # waiting for room it never sees.
+                self._set(empty=True)
+            else:
                 self._set(empty=True)  # the other lanes stop sending
                 await self.settled()
                 if self._empty:  # no other lane found work meanwhile
@@ -202,6 +220,10 @@ class Fetcher:
         """Start this capsule's jobs that sit in our in-flight hash with nothing running
         them (their fetch reply was lost to a connection cut). Jobs finished but not yet
         acknowledged, or held for isolation, are left alone."""
+        async with self._checking:
+            await self._reconcile_now()
+
+    async def _reconcile_now(self) -> None:
         capsule = self.capsule
         client = capsule.app._redis
         assert client is not None
@@ -210,6 +232,7 @@ class Fetcher:
         def known_now() -> set[bytes]:
             known = set(capsule.running) | capsule.acker.pending_fields()
             known |= {f for f, _ in capsule.ready}
+            known |= {f for f, _ in capsule.held}
             if capsule.isolation is not None:
                 known |= {f for _, f, _ in capsule.isolation.pending}
             return known
@@ -240,7 +263,94 @@ class Fetcher:
             self.reconciled += len(orphans) // 2
             capsule.start(orphans)
 
+    def _known(self) -> set[bytes]:
+        """Every in-flight field this process knows it holds, in all its capsules: running,
+        prefetched, held for isolation, landing, or with an outcome not yet confirmed."""
+        capsule = self.capsule
+        isolation = capsule.isolation
+        capsules = isolation.capsules if isolation is not None and isolation.capsules else []
+        known = capsule.acker.pending_fields() | capsule.acker.landing_fields()
+        for c in capsules or [capsule]:
+            known.update(c.running)
+            known.update(f for f, _ in c.ready)
+            known.update(f for f, _ in c.held)
+        if isolation is not None:
+            known.update(f for _, f, _ in isolation.pending)
+        return known
+
+    async def _self_check_loop(self) -> None:
+        while not self.quiet:
+            await anyio.sleep(self.self_check_interval)
+            if self._down or self._reconcile or self.quiet:
+                continue  # the reconcile after the outage looks for them
+            try:
+                await self.self_check()
+            except RETRYABLE as exc:
+                await after_failure(self.capsule.app, exc)
+                log.debug("capsule %s: self-check failed: %s", self.capsule.name, exc)
+
+    async def self_check(self) -> int:
+        """Start this capsule's jobs stranded in our in-flight hash or landing list: a
+        fetch or ``BLMOVE`` that Redis ran after the reconcile of a connection cut (a
+        late retransmission) leaves jobs there that no task runs, and no reaper touches
+        a live process. One round trip when nothing is stranded (``HKEYS``, ``LLEN``); a
+        field counts as stranded when it was unknown here at the last check too.
+        Returns how many jobs were started."""
+        capsule = self.capsule
+        client = capsule.app._redis
+        assert client is not None
+        async with self._checking:
+            before = self._known()
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.hkeys(self._inflight)
+                pipe.llen(self._landing)
+                fields, landing = await pipe.execute()
+            if landing:
+                # Usually a job an idle fetcher took a moment ago, about to land; landing
+                # everything is harmless then (its own land finds nothing left to move).
+                await capsule.app._scripts.land(client, (self._landing, self._inflight))
+                fields = await client.hkeys(self._inflight)
+            known = before | self._known()
+            unknown = {f for f in fields if f not in known}
+            stranded = [f for f in unknown if f in self._suspects]
+            self._suspects = unknown - set(stranded)
+            if not stranded:
+                return 0
+            raws: list[Any] = await client.hmget(self._inflight, stranded)
+            known = self._known()
+            names = set(capsule.order.names)
+            pairs: list[bytes] = []
+            for field, raw in zip(stranded, raws, strict=True):
+                if raw is None or field in known:
+                    continue  # acknowledged, or given back, meanwhile
+                try:
+                    queue = DECODER.decode(raw).queue
+                except DECODE_ERRORS:
+                    queue = capsule.order.names[0]
+                if queue in names:
+                    pairs.extend((field, raw))
+            if not pairs or self.quiet:
+                return 0  # another capsule's, or shutdown puts them back
+            log.warning(
+                "capsule %s: %d jobs stranded in this process's in-flight hash are started "
+                "now (a fetch Redis ran after the reconcile of a connection cut)",
+                capsule.name,
+                len(pairs) // 2,
+            )
+            self.stranded += len(pairs) // 2
+            capsule.start(pairs)
+            return len(pairs) // 2
+
     async def _wait_for_hint(self) -> None:
+        try:
+            await self._wait_for_hint_once()
+        except rexc.ResponseError as exc:
+            # A failover unblocks blocked clients of the demoted master: passing.
+            if unblocked(exc):
+                raise rexc.ConnectionError(str(exc)) from exc
+            raise
+
+    async def _wait_for_hint_once(self) -> None:
         if self._blmove:
             assert isinstance(self.client, FastRedis)
             raw = await self.client.execute(

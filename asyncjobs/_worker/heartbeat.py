@@ -3,10 +3,17 @@
 One pipeline every ``interval`` seconds. While the record lives, no reaper touches this
 process's in-flight hash; when it expires (the process died), a reaper gives the jobs
 back (invariant 1).
+
+A process that was alive but silent for too long (stopped, a frozen VM, Redis out of
+reach) may have been presumed dead and reaped: from the moment its record may have
+expired, its prefetched jobs are held back unstarted until a beat tells whether the
+record was still there. If it was gone, the process says so (presumed dead, or Redis
+lost its data) and drops the prefetched jobs that were given to others.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -16,11 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .._redis import TRANSIENT, Client, after_error, mask_url
+from .._redis import Client, mask_url
 from .._version import __version__
+from .acker import RETRYABLE, after_failure
 
 if TYPE_CHECKING:
     from .._app import App
+    from .capsule import Capsule
 
 log = logging.getLogger("asyncjobs.heartbeat")
 
@@ -56,6 +65,19 @@ class Heartbeat:
         # Told the number of live processes at each beat (the scheduler scales its poll).
         self.on_processes: Callable[[int], None] | None = None
         self._down = False
+        self.capsules: list[Capsule] = []  # whose prefetched jobs a lapse holds back
+        # When the last beat that succeeded was sent (wall clock, monotonic clock): a
+        # stopped process or a frozen VM advances at least one of them.
+        self._last_ok: tuple[float, float] | None = None
+        # No beat for this long: the record may expire before the next one lands.
+        self.lapse_after = max(ttl - interval, ttl / 2)
+        self._lapsed = False
+        self._mine: set[bytes] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._wake = asyncio.Event()  # beat now
+        self._run_id: str | None = None
+        self.presumed_dead = 0
+        self.data_lost = 0
 
     async def beat(self) -> None:
         """Write the record, read commands, count live processes. One round trip."""
@@ -77,6 +99,7 @@ class Heartbeat:
         }
         key = k.process(self.process_id)
         ctl = k.control(self.process_id)
+        sent = (time.time(), time.monotonic())
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.sadd(k.processes, self.process_id)
             pipe.hset(key, mapping=record)  # type: ignore[arg-type]
@@ -84,21 +107,135 @@ class Heartbeat:
             pipe.lpop(ctl, 10)
             pipe.scard(k.processes)
             res = await pipe.execute()
+        last, self._last_ok = self._last_ok, sent
+        # HSET created every field (not just one newly added to the record): it was gone.
+        if last is not None and res[1] == len(record):
+            await self._record_was_gone(max(sent[0] - last[0], sent[1] - last[1]))
+        elif self._run_id is None:
+            self._run_id = await self._server_run_id()
+        if self._lapsed:
+            self._release()
         self.processes = int(res[4] or 1)
         if self.on_processes is not None:
             self.on_processes(self.processes)
         for cmd in res[3] or ():
             self._on_command(cmd.decode() if isinstance(cmd, bytes) else str(cmd))
 
+    async def _server_run_id(self) -> str:
+        try:
+            info: dict[str, Any] = await self.client.info("server")
+        except RETRYABLE:
+            raise
+        except Exception:  # INFO renamed away, or a Cluster reply: no restart detection
+            return ""
+        return str(info.get("run_id", ""))
+
+    async def _record_was_gone(self, gap: float) -> None:
+        """Say why this process's record was gone, and drop the prefetched jobs that are
+        no longer ours."""
+        run_id = await self._server_run_id()
+        restarted = bool(self._run_id and run_id and run_id != self._run_id)
+        self._run_id = run_id or self._run_id
+        if not self._lapsed:
+            self._hold()
+        lost = gap < self.ttl  # the record cannot have expired yet
+        if not lost and restarted and any(c.processed or c.failed for c in self.capsules):
+            # Silent long enough for it to expire; a server that kept its data kept the
+            # counters our acknowledgements wrote, though.
+            lost = not await self.client.exists(self.app.keys.stat_processed)
+        if lost:
+            self.data_lost += 1
+            log.warning(
+                "heartbeat: Redis at %s lost its data (%s): this process's record was gone "
+                "%.1fs after its last beat; jobs that were queued, scheduled or in flight "
+                "there may be lost",
+                mask_url(self.app.redis_url),
+                "it restarted empty"
+                if restarted
+                else "flushed, or a failover to a replica that lacked them",
+                gap,
+            )
+            return
+        fields: list[Any] = await self.client.hkeys(self.app.keys.inflight(self.process_id))
+        still = set(fields)
+        mine = self._mine | {f for c in self.capsules for f in c.running}
+        taken = sorted(mine - still - self._written())
+        dropped = [f for c in self.capsules for f in c.release_held(still)]
+        if not taken and not dropped:
+            log.info(
+                "heartbeat: this process's record had expired (no heartbeat for %.1fs, past "
+                "heartbeat_ttl %.1fs); registered again, and none of its jobs was taken",
+                gap,
+                self.ttl,
+            )
+            return
+        self.presumed_dead += 1
+        log.warning(
+            "heartbeat: this process was presumed dead (no heartbeat for %.1fs, past "
+            "heartbeat_ttl %.1fs); its in-flight jobs were given back to their queues: %s; "
+            "the %d it had fetched ahead are dropped unstarted",
+            gap,
+            self.ttl,
+            ", ".join(f.decode(errors="replace") for f in taken) or "none",
+            len(dropped),
+        )
+
+    def _written(self) -> set[bytes]:
+        """Fields whose outcome this process wrote itself since it went silent."""
+        written: set[bytes] = set()
+        for acker in {id(c.acker): c.acker for c in self.capsules}.values():
+            written |= acker.written or set()
+        return written
+
+    def _hold(self) -> None:
+        """Hold back every prefetched job until a beat tells they are still ours."""
+        self._lapsed = True
+        # What this process held when it went silent, to name what was given back.
+        self._mine = {f for c in self.capsules for f in c.running}
+        for c in self.capsules:
+            c.acker.written = set()
+            c.hold_ready()
+            self._mine.update(f for f, _ in c.held)
+
+    def _release(self) -> None:
+        self._lapsed = False
+        self._mine = set()
+        for c in self.capsules:
+            c.acker.written = None
+            c.release_held()
+
+    def _tick(self) -> None:
+        """A timer, not a task: after a pause it runs before any job task resumes (task
+        steps wait for the next loop turn), so nothing prefetched starts meanwhile."""
+        self._timer = asyncio.get_running_loop().call_later(
+            min(1.0, self.lapse_after / 4), self._tick
+        )
+        if self._last_ok is None or self._lapsed:
+            return
+        wall, mono = self._last_ok
+        if max(time.time() - wall, time.monotonic() - mono) >= self.lapse_after:
+            self._hold()
+            self._wake.set()
+
     async def run(self) -> None:
+        self._tick()
+        try:
+            await self._run()
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+
+    async def _run(self) -> None:
         import anyio
 
         while True:
-            await anyio.sleep(self.interval)
+            with anyio.move_on_after(self.interval):
+                await self._wake.wait()
+            self._wake.clear()
             try:
                 await self.beat()
-            except TRANSIENT as exc:
-                await after_error(self.app._redis, exc)
+            except RETRYABLE as exc:
+                await after_failure(self.app, exc)
                 if not self._down:
                     log.warning(
                         "heartbeat: cannot reach Redis at %s (%s)",

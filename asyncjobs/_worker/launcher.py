@@ -24,9 +24,10 @@ from .._client import QueuePairs
 from .._conn import FastRedis
 from .._payload import DECODE_ERRORS, DECODER
 from .._redis import TRANSIENT, Client, after_error
+from .._settings import CapsuleSpec
 from . import systemd
 from .acker import Acker, Backoff
-from .capsule import Capsule, CapsuleSpec
+from .capsule import Capsule
 from .fetcher import Fetcher
 from .heartbeat import Heartbeat, new_process_id
 from .isolation import Isolation
@@ -212,6 +213,7 @@ class Worker:
             on_command=self._on_command,
         )
         hb.on_processes = lambda n: setattr(self.scheduler, "processes", n)
+        hb.capsules = self.capsules
         for hook in app.on_startup:
             await hook()
         # Register before fetching anything, so a reaper can always find our jobs.

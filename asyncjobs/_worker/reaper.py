@@ -21,7 +21,8 @@ import msgspec
 
 from .._client import QueuePairs, trim_dead
 from .._payload import DECODE_ERRORS, DECODER, ENCODER
-from .._redis import TRANSIENT, Client, after_error
+from .._redis import Client
+from .acker import RETRYABLE, after_failure
 
 if TYPE_CHECKING:
     from .._app import App
@@ -74,8 +75,8 @@ class Reaper:
         while True:
             try:
                 await self.reap_once()
-            except TRANSIENT as exc:
-                await after_error(self.app._redis, exc)
+            except RETRYABLE as exc:
+                await after_failure(self.app, exc)
                 log.debug("reaper: Redis unavailable: %s", exc)
             await asyncio.sleep(self.interval * (0.5 + self._rng.random()))
 

@@ -15,9 +15,11 @@ import random
 import time
 from typing import TYPE_CHECKING
 
+import redis.exceptions as rexc
+
 from .._client import promote
-from .._redis import TRANSIENT, Client, after_error
-from .acker import Backoff
+from .._redis import Client
+from .acker import RETRYABLE, Backoff, after_failure, unblocked
 
 if TYPE_CHECKING:
     from .._app import App
@@ -62,8 +64,10 @@ class Scheduler:
         while True:
             try:
                 got = await self.client.brpop([key], timeout=min(self.poll, 5.0))
-            except TRANSIENT as exc:
-                await after_error(self.app._redis, exc)
+            except (*RETRYABLE, rexc.ResponseError) as exc:
+                if not isinstance(exc, RETRYABLE) and not unblocked(exc):
+                    raise
+                await after_failure(self.app, exc)
                 await asyncio.sleep(backoff.next())
                 continue
             backoff.reset()
@@ -93,8 +97,8 @@ class Scheduler:
                     wait = next_wait(now, earliest, self.poll, self.processes, self._rng)
                     if await self._sleep(wait) or earliest is None or earliest > now + wait:
                         break  # woken by news, or the poll interval passed: read again
-            except TRANSIENT as exc:
-                await after_error(self.app._redis, exc)
+            except RETRYABLE as exc:
+                await after_failure(self.app, exc)
                 log.debug("scheduler: Redis unavailable: %s", exc)
                 await asyncio.sleep(backoff.next())
                 continue

@@ -1,4 +1,4 @@
-"""What every api module shares: the Redis client of an app, text of a member."""
+"""What every api module shares: the store of an app (connecting it if need be)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .._app import App
-    from .._redis import Client
+    from .._store import Store
 
 
-async def _client(app: App) -> Client:
-    return app._redis or await app.connect()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+async def _store(app: App) -> Store:
+    """The app's store: every read and write of the api goes through it, errors mapped."""
+    store = app.store
+    if store is None:
+        await app.connect()
+        store = app.store
+        assert store is not None
+    return store

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ._common import _client, _text
+from ._common import _store
 from ._records import JobRecord
 
 if TYPE_CHECKING:
@@ -39,17 +39,9 @@ class ProcessSet:
 
     async def list(self) -> builtins.list[ProcessInfo]:
         """Processes whose heartbeat is alive, by id."""
-        client = await _client(self.app)
-        k = self.app.keys
-        ids = sorted(_text(m) for m in await client.smembers(k.processes))
-        if not ids:
-            return []
-        async with client.pipeline(transaction=False) as pipe:
-            for i in ids:
-                pipe.hgetall(k.process(i))
-            records = await pipe.execute()
+        records = await (await _store(self.app)).process_records()
         out = []
-        for i, rec in zip(ids, records, strict=True):
+        for i, rec in records:
             if not rec:
                 continue  # heartbeat expired: the reaper will clean it up
             info = json.loads(rec.get(b"info", b"{}"))
@@ -71,19 +63,12 @@ class ProcessSet:
 
     async def inflight(self, process_id: str) -> builtins.list[JobRecord]:
         """The jobs a process holds right now."""
-        client = await _client(self.app)
-        entries: dict[Any, Any] = await client.hgetall(self.app.keys.inflight(process_id))
+        entries = await (await _store(self.app)).inflight(process_id)
         return [JobRecord.from_raw(v) for v in entries.values()]
 
     async def send(self, command: str, process_ids: Sequence[str]) -> int:
         """Send ``quiet`` or ``stop`` to processes; they act on their next heartbeat."""
         if command not in ("quiet", "stop"):
             raise ValueError(f"unknown command {command!r}: use quiet or stop")
-        client = await _client(self.app)
-        k = self.app.keys
-        async with client.pipeline(transaction=False) as pipe:
-            for pid in process_ids:
-                pipe.rpush(k.control(pid), command)
-                pipe.expire(k.control(pid), 60)
-            await pipe.execute()
+        await (await _store(self.app)).send_control(command, process_ids)
         return len(process_ids)

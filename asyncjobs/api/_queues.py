@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from .._payload import DECODE_ERRORS, DECODER
-from ._common import _client, _text
+from ._common import _store
 from ._records import JobRecord
 
 if TYPE_CHECKING:
@@ -25,20 +25,10 @@ class QueueInfo(msgspec.Struct, frozen=True):
 
 async def queues(app: App) -> list[QueueInfo]:
     """Every known queue, by name."""
-    client = await _client(app)
-    k = app.keys
-    names = sorted(_text(n) for n in await client.smembers(k.queues))
-    if not names:
-        return []
-    async with client.pipeline(transaction=False) as pipe:
-        for n in names:
-            pipe.llen(k.queue(n))
-            pipe.lindex(k.queue(n), -1)
-        res = await pipe.execute()
+    heads = await (await _store(app)).queue_heads()
     now = time.time()
     out = []
-    for i, n in enumerate(names):
-        size, oldest = int(res[2 * i]), res[2 * i + 1]
+    for n, size, oldest in heads:
         latency = 0.0
         if oldest is not None:
             try:
@@ -52,19 +42,10 @@ async def queues(app: App) -> list[QueueInfo]:
 
 async def queue_entries(app: App, name: str, offset: int = 0, limit: int = 50) -> list[JobRecord]:
     """Jobs waiting in a queue, oldest (next to run) first."""
-    client = await _client(app)
-    key = app.keys.queue(name)
-    raws: list[Any] = await client.lrange(key, -(offset + limit), -(offset + 1))
-    return [JobRecord.from_raw(r) for r in reversed(raws)]
+    raws = await (await _store(app)).queue_entries(name, offset, limit)
+    return [JobRecord.from_raw(r) for r in raws]
 
 
 async def clear_queue(app: App, name: str) -> int:
     """Delete every job waiting in a queue; returns how many there were."""
-    client = await _client(app)
-    k = app.keys
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.llen(k.queue(name))
-        pipe.delete(k.queue(name), k.wake(name))
-        pipe.srem(k.queues, name)
-        size, _, _ = await pipe.execute()
-    return int(size)
+    return await (await _store(app)).clear_queue(name)

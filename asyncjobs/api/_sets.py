@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from .._client import promote, trim_dead
 from .._payload import DECODE_ERRORS, DECODER, ENCODER
-from ._common import _client
+from ._common import _store
 from ._records import JobNotFound, JobRecord
 
 if TYPE_CHECKING:
@@ -30,25 +29,22 @@ class SortedSet:
 
     async def size(self) -> int:
         """How many entries the set holds."""
-        client = await _client(self.app)
-        return int(await client.zcard(self.key))
+        return await (await _store(self.app)).zset_size(self.key)
 
     async def entries(
         self, *, offset: int = 0, limit: int = 50, job: str | None = None
     ) -> list[JobRecord]:
         """Entries in time order; ``job`` keeps only that job name (a suffix match, so
         ``resize`` finds ``myapp.jobs.resize``)."""
-        client = await _client(self.app)
+        store = await _store(self.app)
         if job is None:
-            rows: list[Any] = await client.zrange(
-                self.key, offset, offset + limit - 1, withscores=True
-            )
+            rows = await store.zset_entries(self.key, offset, offset + limit - 1)
             return [JobRecord.from_raw(m, s) for m, s in rows]
         out: list[JobRecord] = []
         skipped = 0
         start = 0
         while len(out) < limit:
-            batch: list[Any] = await client.zrange(self.key, start, start + 499, withscores=True)
+            batch = await store.zset_entries(self.key, start, start + 499)
             if not batch:
                 break
             start += len(batch)
@@ -64,10 +60,9 @@ class SortedSet:
         return out
 
     async def _find(self, jid: str) -> tuple[bytes, float]:
-        client = await _client(self.app)
-        pattern = '{"jid":"' + jid.replace("[", "\\[").replace("*", "\\*") + '"*'
-        async for member, score in client.zscan_iter(self.key, match=pattern, count=1000):
-            return member, score
+        found = await (await _store(self.app)).zset_find(self.key, jid)
+        if found is not None:
+            return found
         raise JobNotFound(f"no job with jid {jid} in the {self.kind} set")
 
     async def find(self, jid: str) -> JobRecord:
@@ -78,21 +73,18 @@ class SortedSet:
     async def delete(self, jid: str) -> None:
         """Remove the entry with this jid."""
         member, _ = await self._find(jid)
-        client = await _client(self.app)
-        if not await client.zrem(self.key, member):
+        if not await (await _store(self.app)).zset_remove(self.key, member):
             raise JobNotFound(f"job {jid} left the {self.kind} set meanwhile")
 
     async def retry(self, jid: str) -> None:
         """Enqueue this entry now (it leaves the set)."""
         member, _ = await self._find(jid)
-        client = await _client(self.app)
-        if not await promote(self.app, client, self.key, [member], time.time()):
+        if not await (await _store(self.app)).promote(self.key, [member], time.time()):
             raise JobNotFound(f"job {jid} left the {self.kind} set meanwhile")
 
     async def kill(self, jid: str) -> None:
         """Move this entry to the dead set now."""
         member, _ = await self._find(jid)
-        client = await _client(self.app)
         now = time.time()
         try:
             p = DECODER.decode(member)
@@ -106,33 +98,25 @@ class SortedSet:
             )
         except DECODE_ERRORS:
             new = member
-        k = self.app.keys
-        moved = await self.app._scripts.move(client, (self.key, k.dead), (member, new, repr(now)))
-        if not moved:
+        if not await (await _store(self.app)).kill(self.key, member, new, now):
             raise JobNotFound(f"job {jid} left the {self.kind} set meanwhile")
-        await trim_dead(self.app, client, now)
 
     async def retry_all(self) -> int:
         """Enqueue every entry now; returns how many moved."""
-        client = await _client(self.app)
+        store = await _store(self.app)
         total = 0
         while True:
-            members: list[Any] = await client.zrange(self.key, 0, 499)
+            members = await store.zset_members(self.key, 0, 499)
             if not members:
                 return total
-            moved = await promote(self.app, client, self.key, members, time.time())
+            moved = await store.promote(self.key, members, time.time())
             total += moved
             if moved == 0 and len(members) < 500:
                 return total
 
     async def clear(self) -> int:
         """Delete every entry; returns how many there were."""
-        client = await _client(self.app)
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.zcard(self.key)
-            pipe.delete(self.key)
-            size, _ = await pipe.execute()
-        return int(size)
+        return await (await _store(self.app)).zset_clear(self.key)
 
 
 class ScheduledSet(SortedSet):

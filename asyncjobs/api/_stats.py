@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from ._common import _client
+from ._common import _store
 from ._processes import ProcessSet
 from ._queues import queues
 
@@ -31,36 +31,22 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     async def fetch(cls, app: App, *, days: int = 7) -> Stats:
         """Read the stats now, with ``days`` days of history."""
-        client = await _client(app)
-        k = app.keys
         today = dt.datetime.now(dt.UTC).date()
         day_list = [today - dt.timedelta(days=i) for i in range(days)]
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.get(k.stat_processed)
-            pipe.get(k.stat_failed)
-            pipe.zcard(k.schedule)
-            pipe.zcard(k.retry)
-            pipe.zcard(k.dead)
-            for d in day_list:
-                pipe.get(k.stat_processed_day(d))
-                pipe.get(k.stat_failed_day(d))
-            res = await pipe.execute()
+        c = await (await _store(app)).counters(day_list)
         qs = await queues(app)
         procs = await ProcessSet(app).list()
         history = {
-            d.isoformat(): {
-                "processed": int(res[5 + 2 * i] or 0),
-                "failed": int(res[6 + 2 * i] or 0),
-            }
-            for i, d in enumerate(day_list)
+            d.isoformat(): {"processed": p, "failed": f}
+            for d, (p, f) in zip(day_list, c.days, strict=True)
         }
         return cls(
-            processed=int(res[0] or 0),
-            failed=int(res[1] or 0),
+            processed=c.processed,
+            failed=c.failed,
             enqueued=sum(q.size for q in qs),
-            scheduled=int(res[2]),
-            retries=int(res[3]),
-            dead=int(res[4]),
+            scheduled=c.scheduled,
+            retries=c.retries,
+            dead=c.dead,
             processes=len(procs),
             busy=sum(p.busy for p in procs),
             history=history,

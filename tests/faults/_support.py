@@ -264,7 +264,8 @@ async def enqueue(url: str, items: Sequence[tuple[int, float]], chunk: int = 200
     jids: list[str] = []
     try:
         for i in range(0, len(items), chunk):
-            jids += await faulty.record.defer_many(items[i : i + chunk])
+            sent = await faulty.record.defer_many(items[i : i + chunk])
+            jids += [j for j in sent if j is not None]
     finally:
         await faulty.app.aclose()
     return jids

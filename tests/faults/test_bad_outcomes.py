@@ -20,9 +20,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asyncjobs._devserver import RedisProcess
 from tests.apps import faulty
 from tests.conftest import loads, wait_for
+from tests.devserver import RedisProcess
 from tests.faults._support import RETRY, Fleet, client, held, report, write_config
 
 pytestmark = pytest.mark.faults

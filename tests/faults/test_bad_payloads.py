@@ -24,9 +24,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asyncjobs._devserver import RedisProcess
 from tests.apps import faulty
 from tests.conftest import loads, wait_for
+from tests.devserver import RedisProcess
 from tests.faults._support import (
     DEAD,
     INFLIGHT,

@@ -31,10 +31,10 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 
-from asyncjobs._devserver import RedisProcess
 from asyncjobs._redis import scripts
 from tests.apps import faulty
 from tests.conftest import wait_for
+from tests.devserver import RedisProcess
 from tests.faults._support import Fleet, client, counts, held, report, runs, write_config
 
 pytestmark = pytest.mark.faults

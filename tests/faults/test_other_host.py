@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from asyncjobs._devserver import RedisProcess
 from tests.apps import faulty
 from tests.conftest import wait_for
+from tests.devserver import RedisProcess
 from tests.faults._support import (
     HEARTBEAT_INTERVAL,
     HEARTBEAT_TTL,

@@ -16,9 +16,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asyncjobs._devserver import RedisProcess
 from tests.apps import faulty
 from tests.conftest import wait_for
+from tests.devserver import RedisProcess
 from tests.faults._support import Fleet, client, counts, held, report, runs, write_config
 
 pytestmark = pytest.mark.faults

@@ -17,8 +17,8 @@ import anyio
 import pytest
 
 import asyncjobs
-from asyncjobs._devserver import RedisProcess
 from tests.apps import faulty
+from tests.devserver import RedisProcess
 from tests.faults._support import report
 
 pytestmark = pytest.mark.faults

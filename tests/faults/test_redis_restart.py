@@ -23,9 +23,9 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 
-from asyncjobs._devserver import RedisProcess
 from tests.apps import faulty
 from tests.conftest import wait_for
+from tests.devserver import RedisProcess
 from tests.faults._support import (
     Fleet,
     Producer,

@@ -32,8 +32,8 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 
-from asyncjobs._devserver import RedisProcess
 from tests.conftest import wait_for
+from tests.devserver import RedisProcess
 from tests.faults._support import (
     DEAD,
     HEARTBEAT_INTERVAL,

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 import asyncjobs
 from asyncjobs import api
-from tests.conftest import cli, loads, text, wait_for
+from tests.conftest import all_sent, cli, loads, text, wait_for
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ async def test_sets_listing_filtering_and_moves(
     app: asyncjobs.App, redis: aioredis.Redis, jobs: tuple[asyncjobs.Job[..., None], ...]
 ) -> None:
     resize, email = jobs
-    jids = [await resize.configure(delay=100 + i).defer(i) for i in range(5)]
+    jids = all_sent([await resize.configure(delay=100 + i).defer(i) for i in range(5)])
     ejid = await email.configure(delay=50).defer(9)
     scheduled = api.ScheduledSet(app)
     assert await scheduled.size() == 6
@@ -108,6 +108,7 @@ async def test_cli_tables_and_json(
 ) -> None:
     resize, _ = jobs
     jid = await resize.configure(delay=60).defer(7)
+    assert jid is not None
     await resize.defer(8)
     r = await cli(redis_url, "scheduled")
     assert r.returncode == 0 and jid in text(r.stdout) and "shop.resize" in text(r.stdout)

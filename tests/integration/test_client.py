@@ -24,7 +24,7 @@ async def test_defer_returns_jid_and_stores_readable_payload(
     async def resize(image_id: int, size: str = "thumb") -> None: ...
 
     jid = await resize.defer(42, size="large")
-    assert len(jid) == 24
+    assert jid is not None and len(jid) == 24
     [raw] = await redis.lrange(Q + "default", 0, -1)
     payload = loads(raw)
     assert payload["jid"] == jid

@@ -477,7 +477,7 @@ def test_changelog_page_includes_the_file() -> None:
 async def test_acl_user_of_the_deployment_guide_can_run_everything(tmp_path: Path) -> None:
     """The ``users.acl`` line of docs/guides/deployment.md lets a client defer, a worker
     run, retry and kill jobs, and every inspection command work, and nothing else."""
-    from asyncjobs._devserver import RedisProcess
+    from tests.devserver import RedisProcess
 
     [block] = [b for b in blocks(DOCS / "guides/deployment.md") if b.title == "users.acl"]
     user_line = block.source.strip()

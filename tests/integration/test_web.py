@@ -68,7 +68,7 @@ async def example_app(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncI
     """The example app, pointed at the test Redis, with its runs counted."""
     app = tasks.app
     monkeypatch.setattr(app, "redis_url", redis_url)
-    monkeypatch.setattr(app, "server_middleware", [count_runs])
+    monkeypatch.setattr(app, "server_middleware", asyncjobs.Chain([count_runs]))
     assert app._redis is None
     yield
     assert app._redis is None, "the web app's shutdown left the pool open"

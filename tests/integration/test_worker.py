@@ -403,7 +403,15 @@ async def test_jobs_run_in_their_own_task(app: asyncjobs.App) -> None:
 
 async def test_free_slot_is_used_while_long_jobs_run(app: asyncjobs.App) -> None:
     """With some slots held by long jobs and the queue drained, a job enqueued later
-    starts at once in a free slot, not when a long job ends."""
+    starts at once in a free slot, not when a long job ends.
+
+    The shape that once stranded it (concurrency 4, no prefetch, so each of the two
+    fetch lanes asks for 2): three long jobs wait before the worker starts; the first
+    lane takes two and, while the second lane's fetch is still out, waits for room; the
+    second lane comes back with one job (short), then finds the queue empty and parks.
+    The first lane must see that the second lane's reservation is gone and fetch (or
+    block on the queue) again, rather than wait for a long job to end.
+    """
     release = anyio.Event()
     started: list[str] = []
 
@@ -416,10 +424,16 @@ async def test_free_slot_is_used_while_long_jobs_run(app: asyncjobs.App) -> None
     async def quick() -> None:
         started.append("quick")
 
-    async with running(app.worker(concurrency=4)):
-        await long.defer_many([(n,) for n in range(3)])
+    await long.defer_many([(n,) for n in range(3)])
+    async with running(app.worker(concurrency=4, prefetch=0)) as worker:
         await wait_for(lambda: len(started) == 3, timeout=5)
         await anyio.sleep(0.1)  # every lane settles into waiting
+        # Settled means idle: a lane left waiting on a stale reservation would leave
+        # the other lane polling an empty queue, one fetch after another.
+        [fetcher] = worker.fetchers
+        before = fetcher.fetches
+        await anyio.sleep(0.3)
+        assert fetcher.fetches - before <= 2, "an idle fetcher polls Redis"
         t0 = time.monotonic()
         await quick.defer()
         await wait_for(lambda: "quick" in started, timeout=5)

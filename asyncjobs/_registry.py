@@ -1,0 +1,60 @@
+"""The registry: the jobs of an app and everything that runs around them (pure).
+
+What a worker needs from an app, without its connection or its client: the job
+functions by name, the middleware chains, the lifecycle hooks and death handlers, the
+key names and the limits. :class:`~asyncjobs.App` is a registry with a client and a
+connection; the worker modules take a registry (and a store), so they never import the
+app's module and the import graph runs one way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._job import Job, JobContext
+from ._keys import Keys
+from ._middleware import Chain, ClientMiddleware, ServerMiddleware
+
+__all__ = ["DeathHandler", "Hook", "Registry"]
+
+Hook = Callable[[], Awaitable[None]]
+DeathHandler = Callable[[JobContext, BaseException], Awaitable[None]]
+
+
+class Registry:
+    """Jobs, middleware, hooks, key names and limits of one app."""
+
+    def __init__(
+        self,
+        *,
+        namespace: str = "asyncjobs",
+        max_payload_bytes: int = 1 << 20,
+        dead_max_jobs: int = 10_000,
+        dead_timeout: float | dt.timedelta = dt.timedelta(days=180),
+    ) -> None:
+        self.keys = Keys(namespace)
+        self.max_payload_bytes = max_payload_bytes
+        self.dead_max_jobs = dead_max_jobs
+        self.dead_timeout = (
+            dead_timeout.total_seconds()
+            if isinstance(dead_timeout, dt.timedelta)
+            else float(dead_timeout)
+        )
+        self.jobs: dict[str, Job[Any, Any]] = {}
+        self.client_middleware: Chain[ClientMiddleware] = Chain()
+        self.server_middleware: Chain[ServerMiddleware] = Chain()
+        # Each capsule's own server middleware, run inside the app's.
+        self.capsule_server_middleware: dict[str, Chain[ServerMiddleware]] = {}
+        self.on_startup: list[Hook] = []
+        self.on_shutdown: list[Hook] = []
+        self.death_handlers: list[DeathHandler] = []
+
+    def capsule_middleware(self, capsule: str) -> Chain[ServerMiddleware]:
+        """The server middleware of one capsule, run inside the app's chain for the
+        jobs of that capsule only (Sidekiq's per-capsule middleware)."""
+        chain = self.capsule_server_middleware.get(capsule)
+        if chain is None:
+            chain = self.capsule_server_middleware[capsule] = Chain()
+        return chain

@@ -1,0 +1,171 @@
+"""The reads and writes of ``asyncjobs.api`` (and so of the CLI): queues, sorted sets,
+processes, control commands, stats. Raw bytes out; the api decodes them."""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from ._base import StoreBase, mapped
+
+__all__ = ["Admin", "Counters"]
+
+
+class Counters(msgspec.Struct, frozen=True, kw_only=True):
+    """The stats counters and set sizes, read in one round trip."""
+
+    processed: int
+    failed: int
+    scheduled: int
+    retries: int
+    dead: int
+    # (processed, failed) per day asked for, in the order asked.
+    days: builtins.list[tuple[int, int]]
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Admin(StoreBase):
+    """What the introspection and admin API reads and writes."""
+
+    # -- queues ----------------------------------------------------------------------
+
+    @mapped
+    async def queue_heads(self) -> list[tuple[str, int, bytes | None]]:
+        """Every known queue by name: its size and its oldest job (None if empty)."""
+        client = self.client
+        k = self.keys
+        names = sorted(text(n) for n in await client.smembers(k.queues))
+        if not names:
+            return []
+        async with client.pipeline(transaction=False) as pipe:
+            for n in names:
+                pipe.llen(k.queue(n))
+                pipe.lindex(k.queue(n), -1)
+            res = await pipe.execute()
+        return [(n, int(res[2 * i]), res[2 * i + 1]) for i, n in enumerate(names)]
+
+    @mapped
+    async def queue_entries(self, name: str, offset: int, limit: int) -> list[bytes]:
+        """Jobs waiting in a queue, oldest (next to run) first."""
+        key = self.keys.queue(name)
+        raws: list[Any] = await self.client.lrange(key, -(offset + limit), -(offset + 1))
+        raws.reverse()
+        return raws
+
+    @mapped
+    async def clear_queue(self, name: str) -> int:
+        """Delete every job waiting in a queue; returns how many there were."""
+        k = self.keys
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.llen(k.queue(name))
+            pipe.delete(k.queue(name), k.wake(name))
+            pipe.srem(k.queues, name)
+            size, _, _ = await pipe.execute()
+        return int(size)
+
+    # -- sorted sets (schedule, retry, dead) -----------------------------------------
+
+    @mapped
+    async def zset_size(self, key: str) -> int:
+        return int(await self.client.zcard(key))
+
+    @mapped
+    async def zset_entries(self, key: str, start: int, stop: int) -> list[tuple[bytes, float]]:
+        """Entries ``start`` to ``stop`` (inclusive) in time order, with their times."""
+        rows: list[Any] = await self.client.zrange(key, start, stop, withscores=True)
+        return rows
+
+    @mapped
+    async def zset_members(self, key: str, start: int, stop: int) -> list[bytes]:
+        """Entries ``start`` to ``stop`` (inclusive) in time order."""
+        members: list[Any] = await self.client.zrange(key, start, stop)
+        return members
+
+    @mapped
+    async def zset_find(self, key: str, jid: str) -> tuple[bytes, float] | None:
+        """The entry with this jid and its time, or None (a ZSCAN on the jid prefix:
+        payloads start with it)."""
+        pattern = '{"jid":"' + jid.replace("[", "\\[").replace("*", "\\*") + '"*'
+        async for member, score in self.client.zscan_iter(key, match=pattern, count=1000):
+            return member, score
+        return None
+
+    @mapped
+    async def zset_remove(self, key: str, member: bytes) -> bool:
+        """Remove ``member``; False if it was not there."""
+        return bool(await self.client.zrem(key, member))
+
+    @mapped
+    async def zset_clear(self, key: str) -> int:
+        """Delete every entry; returns how many there were."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zcard(key)
+            pipe.delete(key)
+            size, _ = await pipe.execute()
+        return int(size)
+
+    # -- processes -------------------------------------------------------------------
+
+    @mapped
+    async def process_records(self) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Every registered process by id, with its heartbeat record (empty once the
+        record expired: the reaper cleans that process up)."""
+        client = self.client
+        k = self.keys
+        ids = sorted(text(m) for m in await client.smembers(k.processes))
+        if not ids:
+            return []
+        async with client.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.hgetall(k.process(i))
+            records = await pipe.execute()
+        return list(zip(ids, records, strict=True))
+
+    @mapped
+    async def inflight(self, process_id: str) -> dict[bytes, bytes]:
+        """The in-flight hash of a process: field to payload."""
+        entries: dict[Any, Any] = await self.client.hgetall(self.keys.inflight(process_id))
+        return entries
+
+    @mapped
+    async def send_control(self, command: str, process_ids: Sequence[str]) -> None:
+        """Queue ``command`` for each process; it reads them at its next heartbeat (an
+        unread command expires after a minute)."""
+        k = self.keys
+        async with self.client.pipeline(transaction=False) as pipe:
+            for pid in process_ids:
+                pipe.rpush(k.control(pid), command)
+                pipe.expire(k.control(pid), 60)
+            await pipe.execute()
+
+    # -- stats -----------------------------------------------------------------------
+
+    @mapped
+    async def counters(self, days: Sequence[dt.date]) -> Counters:
+        """Processed and failed totals, set sizes, and the per-day counters of ``days``."""
+        k = self.keys
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(k.stat_processed)
+            pipe.get(k.stat_failed)
+            pipe.zcard(k.schedule)
+            pipe.zcard(k.retry)
+            pipe.zcard(k.dead)
+            for d in days:
+                pipe.get(k.stat_processed_day(d))
+                pipe.get(k.stat_failed_day(d))
+            res: list[Any] = await pipe.execute()
+        return Counters(
+            processed=int(res[0] or 0),
+            failed=int(res[1] or 0),
+            scheduled=int(res[2]),
+            retries=int(res[3]),
+            dead=int(res[4]),
+            days=[(int(res[5 + 2 * i] or 0), int(res[6 + 2 * i] or 0)) for i in range(len(days))],
+        )

@@ -1,0 +1,220 @@
+"""The store's foundation: its connections, error mapping, and the rare paths.
+
+Every method of the store maps redis-py's errors at the call (as httpcore maps socket
+errors in every backend call): nothing above the store sees a redis-py exception. A
+``READONLY`` reply (the server is a replica, as after a failover) wrote nothing, so the
+store drops its connections and sends the call once more; a second failure is raised.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
+
+import redis.exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
+
+from .._conn import FastRedis
+from .._errors import AsyncJobsError
+from .._keys import Keys
+from .._redis import (
+    REPLY_TIMEOUT,
+    STORE_ERRORS,
+    Client,
+    Conn,
+    Script,
+    Scripts,
+    connect,
+    is_readonly,
+    map_error,
+    reset_pool,
+    scripts,
+)
+
+__all__ = ["QueuePairs", "StoreBase", "mapped"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S", bound="StoreBase")
+
+
+class QueuePairs:
+    """The (queue list, wake list) key pairs of a script that moves jobs to their queues
+    (promote, requeue, reap): each queue's pair is appended to ``keys`` once, and jobs
+    refer to it by its 1-based index, as the scripts expect."""
+
+    __slots__ = ("_index", "_keys", "keys")
+
+    def __init__(self, app_keys: Keys, keys: list[str]) -> None:
+        self._keys = app_keys
+        self.keys = keys
+        self._index: dict[str, int] = {}
+
+    def index(self, queue: str) -> int:
+        idx = self._index.get(queue)
+        if idx is None:
+            idx = self._index[queue] = len(self._index) + 1
+            self.keys.extend((self._keys.queue(queue), self._keys.wake(queue)))
+        return idx
+
+
+def mapped(
+    fn: Callable[Concatenate[S, P], Awaitable[R]],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
+    """Map a store method's errors; on ``READONLY``, reconnect and call it once more.
+
+    Safe to repeat: a ``READONLY`` reply means the write it refused did nothing, and
+    every write of a mapped method is idempotent or its first command."""
+
+    @functools.wraps(fn)
+    async def call(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(self, *args, **kwargs)
+        except STORE_ERRORS as exc:
+            if not is_readonly(exc):
+                self.fail(exc)
+        await self.reset(kwargs.get("conn"))
+        try:
+            return await fn(self, *args, **kwargs)
+        except STORE_ERRORS as exc:
+            self.fail(exc)
+
+    return call  # type: ignore[return-value]  # functools.wraps' _Wrapped is callable alike
+
+
+class StoreBase:
+    """Connections, keys, scripts and settings the store's methods share."""
+
+    def __init__(
+        self,
+        url: str,
+        keys: Keys,
+        client: Client,
+        fast: FastRedis | None,
+        scripts: Scripts,
+        *,
+        dead_max_jobs: int = 10_000,
+        dead_timeout: float = 180 * 86400.0,
+    ) -> None:
+        self.url = url
+        self.keys = keys
+        # redis-py: admin reads and writes, pipelines, Redis Cluster.
+        self.client = client
+        # The lean pipelined connection of the hot path on a single server (_conn.py).
+        self.fast = fast
+        self.scripts = scripts
+        self.dead_max_jobs = dead_max_jobs
+        self.dead_timeout = dead_timeout
+        self._queue_keys: dict[str, list[str]] = {}
+        k = keys
+        self._schedule_keys = [k.schedule, k.queues, k.wake_scheduler]
+
+    @classmethod
+    async def open(
+        cls: type[S],
+        url: str,
+        keys: Keys,
+        *,
+        cluster: bool | None = None,
+        dead_max_jobs: int = 10_000,
+        dead_timeout: float = 180 * 86400.0,
+    ) -> S:
+        """Connect to ``url`` (errors mapped) and build the store on it."""
+        client = await connect(url, cluster=cluster)
+        fast = None if isinstance(client, RedisCluster) else FastRedis(client.connection_pool)
+        return cls(
+            url,
+            keys,
+            client,
+            fast,
+            scripts(),
+            dead_max_jobs=dead_max_jobs,
+            dead_timeout=dead_timeout,
+        )
+
+    def fail(self, exc: BaseException) -> NoReturn:
+        """Raise the asyncjobs error for ``exc`` (see ``_redis.map_error``), from it;
+        an error mapped already, or not Redis's, as it is."""
+        if isinstance(exc, AsyncJobsError) or not isinstance(exc, STORE_ERRORS):
+            raise exc
+        raise map_error(self.url, exc) from exc
+
+    def connection(self) -> Conn:
+        """A connection of its own, for a caller that blocks (a fetcher's BRPOP): a new
+        lean connection on a single server, the cluster client on a cluster."""
+        client = self.client
+        if isinstance(client, RedisCluster):
+            return client
+        return FastRedis(client.connection_pool, reply_timeout=REPLY_TIMEOUT)
+
+    async def reset(self, conn: Any = None) -> None:
+        """Drop every pooled connection (and ``conn``'s): the next call reconnects."""
+        await reset_pool(self.client)
+        for c in (self.fast, conn):
+            if isinstance(c, FastRedis):
+                c.reset()
+
+    async def aclose(self) -> None:
+        """Close the connections (nothing is raised: the sockets are gone either way)."""
+        fast, self.fast = self.fast, None
+        try:
+            if fast is not None:
+                await fast.aclose()
+        finally:
+            try:
+                await self.client.aclose()
+            except STORE_ERRORS:  # pragma: no cover - closing a dead connection
+                pass
+
+    def _keys_for(self, queue: str) -> list[str]:
+        keys = self._queue_keys.get(queue)
+        if keys is None:
+            k = self.keys
+            keys = self._queue_keys[queue] = [k.queues, k.queue(queue), k.wake(queue)]
+        return keys
+
+    async def _script_again(
+        self,
+        exc: BaseException,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        conn: Conn | None = None,
+    ) -> Any:
+        """The rare path of a script call that failed with ``exc``: ``NOSCRIPT`` (first
+        use on this server, or after a restart) sends the source; ``READONLY``
+        reconnects and sends it once more; anything else is raised, mapped."""
+        conn = conn or self.fast or self.client
+        retried = False
+        while True:
+            try:
+                if isinstance(exc, rexc.NoScriptError):
+                    return await conn.eval(script.source, len(keys), *keys, *args)
+                if is_readonly(exc) and not retried:
+                    retried = True
+                    await self.reset(conn)
+                    return await script(conn, keys, args)
+            except STORE_ERRORS as again:
+                exc = again
+                continue
+            self.fail(exc)
+
+    # -- the server ------------------------------------------------------------------
+
+    @mapped
+    async def ping(self) -> None:
+        """Check that Redis answers."""
+        await self.client.ping()
+
+    @mapped
+    async def server_info(self, section: str = "server") -> dict[str, Any]:
+        """``INFO section``, parsed."""
+        info: dict[str, Any] = await self.client.info(section)
+        return info
+
+    @mapped
+    async def load_scripts(self) -> None:
+        """Load every script (``SCRIPT LOAD``): checks that this ACL user may."""
+        for script in vars(self.scripts).values():
+            await self.client.script_load(script.source)

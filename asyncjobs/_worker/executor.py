@@ -1,0 +1,418 @@
+"""The executor: turns one fetched payload into an outcome.
+
+The worker's capsules and the testing helpers (``asyncjobs.testing``) run every job
+through :meth:`Executor.run`, so decoding, the server middleware chain, timeouts, the
+retry decision, ``retry_in``, ``on_exhausted`` and death handlers behave the same in a
+test and in production. The outcomes:
+
+- **succeeded** (or skipped by a server middleware): reported with ``sink.done``;
+- **retry** at a time, **dead**, or **discarded**: reported with ``sink.move``;
+- **interrupted** by shutdown: nothing is reported, so the job stays in the process's
+  in-flight hash and the launcher puts it back at the head of its queue (invariant 1).
+
+The executor reports outcomes; it never writes to Redis itself (the acker does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
+
+from .._errors import JobTimeout
+from .._job import JobContext, reset_current, set_current
+from .._middleware import Chain, ServerMiddleware, run_server
+from .._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
+from .._retry import decide, format_backtrace
+
+if TYPE_CHECKING:
+    from .._job import Job
+    from .._registry import Registry
+
+__all__ = ["Executor", "Running", "Sink", "Watchdog", "describe"]
+
+log = logging.getLogger("asyncjobs.executor")
+joblog = logging.getLogger("asyncjobs.job")
+
+DeathHandler = Callable[[JobContext, BaseException], Awaitable[None]]
+
+
+class Sink(Protocol):
+    """Where outcomes go: the worker's acker, or a test mode's recorder."""
+
+    def done(self, field: bytes) -> None: ...
+
+    def move(self, field: bytes, target: str, at: float, data: bytes) -> None: ...
+
+
+class Running:
+    """One job being run, and what shutdown and the timeout watchdog need to know."""
+
+    __slots__ = ("deadline", "error", "field", "payload", "raw", "reason", "task")
+
+    def __init__(self, field: bytes, raw: bytes) -> None:
+        self.field = field
+        self.raw = raw
+        self.payload: Payload | None = None
+        self.deadline = 0.0
+        self.reason: str | None = None  # why we cancelled it: "timeout" | "shutdown"
+        self.task: asyncio.Task[Any] | None = None
+        self.error: BaseException | None = None  # what the job raised, if it failed
+
+
+class Watchdog:
+    """Cancels jobs past their deadline. One task scanning a few times a second costs
+    less than a timer per job; it sleeps while no running job has a timeout."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self._timed: set[Running] = set()
+        self._event = asyncio.Event()
+
+    def watch(self, rec: Running, timeout: float) -> None:
+        rec.deadline = time.monotonic() + timeout
+        self._timed.add(rec)
+        if len(self._timed) == 1:
+            self._event.set()
+
+    def unwatch(self, rec: Running) -> None:
+        self._timed.discard(rec)
+
+    def __len__(self) -> int:
+        return len(self._timed)
+
+    def scan(self, now: float) -> None:
+        """Cancel every watched job whose deadline has passed (once)."""
+        for rec in list(self._timed):
+            if rec.deadline <= now and rec.reason is None and rec.task is not None:
+                rec.reason = "timeout"
+                rec.task.cancel()
+
+    async def run(self) -> None:
+        while True:
+            if not self._timed:
+                self._event.clear()
+                await self._event.wait()
+            await asyncio.sleep(self.interval)
+            self.scan(time.monotonic())
+
+
+class Executor:
+    """Runs jobs of one capsule (or of a test mode) and reports their outcomes.
+
+    Args:
+        app: the registry (``app.jobs``), payload limit, server middleware and death
+            handlers.
+        sink: where outcomes go.
+        middleware: this capsule's own server middleware, run inside the app's.
+        on_finished: called once a job has an outcome (or none, when interrupted); the
+            capsule frees its slot there.
+    """
+
+    def __init__(
+        self,
+        app: Registry,
+        sink: Sink,
+        *,
+        middleware: Chain[ServerMiddleware] | None = None,
+        on_finished: Callable[[Running], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.sink = sink
+        self.middleware = middleware
+        self.on_finished = on_finished
+        self.watchdog = Watchdog()
+        self.processed = 0
+        self.failed = 0
+        self._rng = random.Random()
+        self._debug = joblog.isEnabledFor(logging.DEBUG)
+        # Death handlers and on_exhausted run after the outcome is reported, in tasks
+        # this executor owns: shutdown waits for them (wait_background), then cancels.
+        self._background: set[asyncio.Task[None]] = set()
+
+    def _chain(self) -> Sequence[ServerMiddleware]:
+        own = self.middleware
+        app_chain = self.app.server_middleware.entries
+        if not own:
+            return app_chain
+        return (*app_chain, *own.entries)
+
+    # -- running a job -----------------------------------------------------------------
+
+    async def run(self, rec: Running) -> None:
+        """Run one job to its outcome. Never raises (but lets BaseExceptions such as
+        KeyboardInterrupt through)."""
+        app = self.app
+        try:
+            if len(rec.raw) > app.max_payload_bytes:
+                self._dead_raw(
+                    rec,
+                    f"payload of {len(rec.raw)} bytes is over the limit of "
+                    f"{app.max_payload_bytes} (App(max_payload_bytes=...))",
+                    keep=1000,
+                )
+                return
+            try:
+                payload = DECODER.decode(rec.raw)
+            except DECODE_ERRORS as exc:
+                self._dead_raw(rec, f"undecodable payload: {exc}")
+                return
+            job = app.jobs.get(payload.job)
+            if job is None:
+                self._dead(
+                    rec,
+                    payload,
+                    "UnknownJobError",
+                    f"no job named {payload.job!r} is registered in this worker",
+                )
+                return
+            try:
+                args, kwargs = job.decode_call(payload.args)
+            except DECODE_ERRORS as exc:
+                self._dead(
+                    rec, payload, "ArgumentError", f"arguments no longer fit {job.name}: {exc}"
+                )
+                return
+            rec.payload = payload
+            timeout = payload.timeout or job.timeout
+            if timeout:
+                self.watchdog.watch(rec, timeout)
+            token = set_current(payload)
+            if self._debug:
+                joblog.debug("start %s jid=%s queue=%s", payload.job, payload.jid, payload.queue)
+                t0 = time.perf_counter()
+            try:
+                chain = self.middleware or app.server_middleware
+                if chain:
+                    fn = job.fn
+                    await run_server(
+                        self._chain(), JobContext(payload), lambda: fn(*args, **kwargs)
+                    )
+                else:
+                    await job.fn(*args, **kwargs)
+            except BaseException as exc:
+                if not isinstance(exc, Exception | asyncio.CancelledError):
+                    raise  # KeyboardInterrupt, SystemExit: not a job failure
+                self._raised(rec, payload, job, exc, timeout)
+                return
+            finally:
+                reset_current(token)
+                if rec.deadline:
+                    self.watchdog.unwatch(rec)
+            if rec.reason == "timeout":
+                # It swallowed the cancellation and returned: still past its timeout.
+                self._timed_out(rec, payload, job, timeout)
+                return
+            self.processed += 1
+            self.sink.done(rec.field)
+            if self._debug:
+                joblog.debug(
+                    "done %s jid=%s in %.3fs", payload.job, payload.jid, time.perf_counter() - t0
+                )
+        finally:
+            if self.on_finished is not None:
+                self.on_finished(rec)
+
+    def _raised(
+        self,
+        rec: Running,
+        payload: Payload,
+        job: Job[Any, Any],
+        exc: BaseException,
+        timeout: float | None,
+    ) -> None:
+        cancelled = _caused_by_cancellation(exc)
+        if rec.reason == "shutdown" and cancelled:
+            # Interrupted by shutdown (even if its cleanup raised something else): no
+            # outcome; the job stays in the in-flight hash and is put back at the head
+            # of its queue. Sidekiq walks the cause chain the same way.
+            return
+        if rec.reason == "timeout" and cancelled:
+            self._timed_out(rec, payload, job, timeout)
+            return
+        if isinstance(exc, asyncio.CancelledError):
+            # Cancelled by something other than us (a job cancelling its own task):
+            # no outcome, the job goes back like an interrupted one.
+            return
+        self._failed(rec, payload, exc, job)
+
+    def _timed_out(
+        self, rec: Running, payload: Payload, job: Job[Any, Any], timeout: float | None
+    ) -> None:
+        task = rec.task
+        if task is not None and task is asyncio.current_task():
+            # The cancellation was ours and is handled: a task that goes on (a test
+            # mode runs jobs in the caller's task) must not look cancelled.
+            task.uncancel()
+        self._failed(
+            rec, payload, JobTimeout(f"job {payload.job} ran past its timeout of {timeout}s"), job
+        )
+
+    # -- outcomes ------------------------------------------------------------------------
+
+    def _failed(
+        self, rec: Running, payload: Payload, exc: BaseException, job: Job[Any, Any] | None
+    ) -> None:
+        self.failed += 1
+        rec.error = exc
+        now = time.time()
+        d = decide(
+            exc=exc,
+            retry_count=payload.retry_count,
+            retry=payload.retry,
+            dead=payload.dead,
+            now=now,
+            rng=self._rng,
+            retry_in=job.retry_in if job else None,
+            discard_on=job.discard_on if job else (),
+            dead_on=job.dead_on if job else (),
+        )
+        message = describe(exc)
+        failed = msgspec.structs.replace(
+            payload,
+            error_class=_clean(type(exc).__name__),
+            error_message=_clean(message)[:1000],
+            error_backtrace=[_clean(line) for line in format_backtrace(exc)],
+            failed_at=payload.failed_at or now,
+            retried_at=now if payload.retry_count else None,
+            enqueued_at=None,
+        )
+        if d.target == "retry":
+            failed = msgspec.structs.replace(failed, retry_count=payload.retry_count + 1, at=d.at)
+            joblog.warning(
+                "fail %s jid=%s: %s: %s; retry %d/%d in %.0fs",
+                payload.job,
+                payload.jid,
+                type(exc).__name__,
+                message,
+                payload.retry_count + 1,
+                payload.retry,
+                d.at - now,
+            )
+            self.sink.move(rec.field, "retry", d.at, ENCODER.encode(failed))
+            return
+        if d.target == "discard":
+            joblog.warning(
+                "fail %s jid=%s: %s: %s; discarded (%s)",
+                payload.job,
+                payload.jid,
+                type(exc).__name__,
+                message,
+                d.reason,
+            )
+            self.sink.move(rec.field, "drop", now, b"")
+        else:
+            joblog.error(
+                "dead %s jid=%s: %s: %s (%s)",
+                payload.job,
+                payload.jid,
+                type(exc).__name__,
+                message,
+                d.reason,
+            )
+            self.sink.move(rec.field, "dead", now, ENCODER.encode(failed))
+        self._after_death(payload, exc, job)
+
+    def _after_death(self, payload: Payload, exc: BaseException, job: Job[Any, Any] | None) -> None:
+        hooks: list[DeathHandler] = list(self.app.death_handlers)
+        if job is not None and job.on_exhausted is not None:
+            hooks.insert(0, job.on_exhausted)
+        if hooks:
+            task = asyncio.get_running_loop().create_task(_run_hooks(hooks, payload, exc))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _dead(self, rec: Running, payload: Payload, error_class: str, message: str) -> None:
+        self.failed += 1
+        log.error("dead jid=%s: %s: %s", payload.jid, error_class, message)
+        now = time.time()
+        dead = msgspec.structs.replace(
+            payload, error_class=error_class, error_message=message, failed_at=now
+        )
+        self.sink.move(rec.field, "dead", now, ENCODER.encode(dead))
+
+    def _dead_raw(self, rec: Running, reason: str, keep: int | None = None) -> None:
+        """A payload we cannot decode is kept, wrapped with the reason, in the dead set."""
+        self.failed += 1
+        log.error("dead payload %r...: %s", rec.raw[:80], reason)
+        now = time.time()
+        wrapped = Payload(
+            jid=rec.field.decode(errors="replace")[:64] if len(rec.field) <= 64 else "",
+            job="<undecodable>",
+            retry=0,
+            queue="",
+            args=msgspec.Raw(b"{}"),
+            created_at=now,
+            error_class="PayloadError",
+            error_message=reason[:1000],
+            failed_at=now,
+            meta={"raw": rec.raw[:keep].decode(errors="replace")},
+        )
+        self.sink.move(rec.field, "dead", now, ENCODER.encode(wrapped))
+
+    # -- background work -----------------------------------------------------------------
+
+    @property
+    def background(self) -> int:
+        """How many death handlers are still running."""
+        return len(self._background)
+
+    async def wait_background(self, timeout: float | None = None) -> bool:
+        """Wait for running death handlers (up to ``timeout``); ``True`` if all ended."""
+        pending = set(self._background)
+        if not pending:
+            return True
+        _done, left = await asyncio.wait(pending, timeout=timeout)
+        return not left
+
+    async def cancel_background(self) -> None:
+        """Cancel the death handlers still running and wait for them to end."""
+        tasks = [t for t in self._background if not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _run_hooks(hooks: list[DeathHandler], payload: Payload, exc: BaseException) -> None:
+    ctx = JobContext(payload)
+    for hook in hooks:
+        try:
+            await hook(ctx, exc)
+        except Exception:
+            log.exception("death handler %r failed for jid=%s", hook, payload.jid)
+
+
+def _caused_by_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is a CancelledError or was raised while handling one (its
+    ``__context__``/``__cause__`` chain leads back to one)."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        if isinstance(e, asyncio.CancelledError):
+            return True
+        seen.add(id(e))
+        stack.extend((e.__cause__, e.__context__))
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """``str(exc)``, even for an exception whose ``__str__`` raises."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__}: str() failed>"
+
+
+def _clean(text: str) -> str:
+    """Text JSON can hold: lone surrogates (from bytes decoded with surrogateescape, say)
+    become escapes instead of making the outcome unencodable."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
