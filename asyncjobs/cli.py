@@ -461,17 +461,46 @@ def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+LimitOpt = Annotated[int, typer.Option("--limit", min=1, help="Entries to show.")]
+OffsetOpt = Annotated[int, typer.Option("--offset", min=0, help="Entries to skip.")]
+
+
+def _args(args: Any, width: int = 40) -> str:
+    """A job's arguments on one line, cut to ``width`` characters."""
+    import json
+
+    out = json.dumps(args, default=str, separators=(",", ":"))
+    return out if len(out) <= width else out[: width - 1] + "…"
+
+
+def _ago(ts: float | None) -> str:
+    """Seconds since ``ts``, as ``12.3s``, ``4m05s`` or ``2h03m``."""
+    if not ts:
+        return "-"
+    import time
+
+    s = max(0.0, time.time() - ts)
+    if s < 60:
+        return f"{s:.1f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m{int(s % 60):02d}s"
+    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+
+
 @app.command()
 def stats(
     app_spec: AppOpt = None,
     redis_url: UrlOpt = None,
     namespace: NsOpt = None,
     as_json: JsonOpt = False,
+    days: Annotated[
+        int, typer.Option("--days", min=1, help="Days of history (UTC), today first.")
+    ] = 7,
 ) -> None:
-    """Processed and failed totals, set sizes, the last 7 days."""
+    """Processed and failed totals, set sizes, the last 7 days (--days)."""
     from . import api
 
-    s = _run_admin(app_spec, redis_url, namespace, api.Stats.fetch)
+    s = _run_admin(app_spec, redis_url, namespace, lambda a: api.Stats.fetch(a, days=days))
     if as_json:
         import msgspec
 
@@ -488,22 +517,65 @@ def stats(
 
 @app.command()
 def queues(
+    name: Annotated[
+        str | None,
+        typer.Argument(metavar="[NAME]", help="A queue: list its jobs, next to run first."),
+    ] = None,
     app_spec: AppOpt = None,
     redis_url: UrlOpt = None,
     namespace: NsOpt = None,
     as_json: JsonOpt = False,
+    limit: LimitOpt = 50,
+    offset: OffsetOpt = 0,
+    delete: Annotated[
+        str | None, typer.Option("--delete", metavar="JID", help="Delete this job from NAME.")
+    ] = None,
     clear: Annotated[str | None, typer.Option("--clear", help="Delete every job in QUEUE.")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm --clear.")] = False,
 ) -> None:
-    """Queues with their size and latency (age of the oldest job, seconds)."""
+    """Queues with their size and latency (age of the oldest job, seconds); with NAME,
+    the jobs waiting in that queue."""
     from . import api
 
     if clear is not None:
         if not yes:
             fail(f"--clear {clear} deletes every job waiting in it: add --yes to confirm")
-        name = clear
-        n = _run_admin(app_spec, redis_url, namespace, lambda a: api.clear_queue(a, name))
-        typer.echo(f"cleared queue {name}: {n} jobs deleted")
+        cleared = clear
+        n = _run_admin(app_spec, redis_url, namespace, lambda a: api.clear_queue(a, cleared))
+        typer.echo(f"cleared queue {cleared}: {n} jobs deleted")
+        return
+    if delete is not None:
+        if name is None:
+            fail(f"--delete {delete}: name the queue, as in asyncjobs queues default --delete JID")
+        queue, jid = name, delete
+        rec = _run_admin(app_spec, redis_url, namespace, lambda a: api.delete_queued(a, queue, jid))
+        typer.echo(f"{rec.job} {jid}: deleted from queue {queue}")
+        return
+    if name is not None:
+        queue = name
+        jobs = _run_admin(
+            app_spec,
+            redis_url,
+            namespace,
+            lambda a: api.queue_entries(a, queue, offset=offset, limit=limit),
+        )
+        if as_json:
+            _print_json([e.to_dict() for e in jobs])
+            return
+        _table(
+            ["jid", "job", "enqueued", "waiting", "retries", "args"],
+            [
+                [
+                    e.jid,
+                    e.job,
+                    _when(e.enqueued_at),
+                    _ago(e.enqueued_at or e.created_at),
+                    e.retry_count,
+                    _args(e.args),
+                ]
+                for e in jobs
+            ],
+        )
         return
     qs = _run_admin(app_spec, redis_url, namespace, api.queues)
     if as_json:
@@ -512,14 +584,66 @@ def queues(
     _table(["queue", "size", "latency_s"], [[q.name, q.size, q.latency] for q in qs])
 
 
+@app.command()
+def job(
+    jid: Annotated[str, typer.Argument(help="The job's jid.")],
+    app_spec: AppOpt = None,
+    redis_url: UrlOpt = None,
+    namespace: NsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find a job wherever it is (queued, scheduled, retrying, running, dead): where,
+    its payload, and its last error with the backtrace."""
+    from . import api
+
+    loc = _run_admin(app_spec, redis_url, namespace, lambda a: api.locate_job(a, jid))
+    if as_json:
+        _print_json(loc.to_dict())
+        return
+    r = loc.record
+    where = {
+        "queued": f"queued in {r.queue}",
+        "scheduled": f"scheduled for {_when(r.score)}",
+        "retry": f"retrying at {_when(r.score)}",
+        "dead": f"dead since {_when(r.score)}",
+        "running": f"running in process {loc.process}",
+    }[loc.state]
+    rows: list[list[Any]] = [
+        ["jid", r.jid],
+        ["job", r.job],
+        ["state", where],
+        ["queue", r.queue],
+        ["created", _when(r.created_at)],
+        ["enqueued", _when(r.enqueued_at)],
+    ]
+    if loc.state == "running":
+        rows.append(["started", _when(loc.started_at)])
+    rows.append(["retries", f"{r.retry_count} of {r.retry}"])
+    if r.error_class:
+        rows.append(["failed", _when(r.failed_at)])
+        rows.append(["error", f"{r.error_class}: {r.error_message}"])
+    _table(["", ""], rows, header=False)
+    import json
+
+    typer.echo("\nargs:")
+    typer.echo(json.dumps(r.args, indent=2, default=str))
+    if r.meta:
+        typer.echo("meta:")
+        typer.echo(json.dumps(r.meta, indent=2, default=str))
+    if r.error_backtrace:
+        typer.echo("backtrace:")
+        for line in r.error_backtrace:
+            typer.echo(line.rstrip("\n"))
+
+
 def _set_command(command_name: str, cls_name: str, help_text: str) -> None:
     def command(
         app_spec: AppOpt = None,
         redis_url: UrlOpt = None,
         namespace: NsOpt = None,
         as_json: JsonOpt = False,
-        limit: Annotated[int, typer.Option("--limit", min=1, help="Entries to show.")] = 50,
-        offset: Annotated[int, typer.Option("--offset", min=0, help="Entries to skip.")] = 0,
+        limit: LimitOpt = 50,
+        offset: OffsetOpt = 0,
         job: Annotated[str | None, typer.Option("--job", help="Only this job name.")] = None,
         retry_all: Annotated[
             bool, typer.Option("--retry-all", help="Enqueue every entry now.")
@@ -571,7 +695,7 @@ def _set_command(command_name: str, cls_name: str, help_text: str) -> None:
 
 _set_command("scheduled", "ScheduledSet", "Jobs waiting for their time (delay=, at=).")
 _set_command("retries", "RetrySet", "Failed jobs waiting for their next attempt.")
-_set_command("dead", "DeadSet", "Jobs out of retries, killed, or undecodable.")
+_set_command("dead", "DeadSet", "Jobs out of retries, killed, or undecodable; newest first.")
 
 
 def _jid_command(name: str, help_text: str) -> None:
@@ -606,22 +730,61 @@ def processes(
     namespace: NsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Live worker processes (from their heartbeats)."""
+    """Live worker processes (from their heartbeats) and the jobs each holds now."""
     from . import api
 
-    procs = _run_admin(app_spec, redis_url, namespace, lambda a: api.ProcessSet(a).list())
+    async def read(a: Any) -> tuple[list[Any], list[Any]]:
+        ps = api.ProcessSet(a)
+        return await ps.list(), await ps.work()
+
+    procs, work = _run_admin(app_spec, redis_url, namespace, read)
     if as_json:
         import msgspec
 
-        _print_json([msgspec.structs.asdict(p) for p in procs])
+        by_process: dict[str, list[dict[str, Any]]] = {}
+        for w in work:
+            by_process.setdefault(w.process, []).append(
+                {"started_at": w.started_at, **w.record.to_dict()}
+            )
+        _print_json(
+            [{**msgspec.structs.asdict(p), "jobs": by_process.get(p.id, [])} for p in procs]
+        )
         return
     _table(
-        ["process", "busy", "concurrency", "quiet", "started", "version"],
+        ["process", "busy", "concurrency", "quiet", "started", "last beat", "version"],
         [
-            [p.id, p.busy, p.concurrency, "yes" if p.quiet else "", _when(p.started_at), p.version]
+            [
+                p.id,
+                p.busy,
+                p.concurrency,
+                "yes" if p.quiet else "",
+                _when(p.started_at),
+                _ago(p.beat) + " ago",
+                p.version,
+            ]
             for p in procs
         ],
     )
+    for p in procs:
+        for loop, error in sorted(p.unhealthy.items()):
+            typer.echo(f"unhealthy: {p.id}: {loop}: {error}")
+    if procs:
+        typer.echo("")
+        _table(
+            ["process", "jid", "job", "queue", "started", "runtime", "args"],
+            [
+                [
+                    w.process,
+                    w.record.jid,
+                    w.record.job,
+                    w.record.queue,
+                    _when(w.started_at) if w.started_at else "-",
+                    _ago(w.started_at),
+                    _args(w.record.args),
+                ]
+                for w in work
+            ],
+        )
 
 
 def _control_command(command_name: str, help_text: str) -> None:

@@ -60,6 +60,31 @@ class Admin(StoreBase):
         return raws
 
     @mapped
+    async def queue_find(self, name: str, jid: str) -> bytes | None:
+        """The job with this jid waiting in a queue, or None: a scan of the list, 1,000
+        entries a round trip, matching the jid prefix without decoding (as Sidekiq's
+        ``Queue#find_job`` walks the list)."""
+        key = self.keys.queue(name)
+        prefix = b'{"jid":"' + jid.encode() + b'"'
+        start = 0
+        while True:
+            batch: list[Any] = await self.client.lrange(key, start, start + 999)
+            for raw in batch:
+                if raw.startswith(prefix):
+                    found: bytes = raw
+                    return found
+            if len(batch) < 1000:
+                return None
+            start += len(batch)
+
+    @mapped
+    async def queue_remove(self, name: str, raw: bytes) -> bool:
+        """Remove one copy of ``raw`` from a queue; False if it was not there (a worker
+        took it meanwhile)."""
+        removed: Any = await self.client.lrem(self.keys.queue(name), 1, raw)  # type: ignore[arg-type]
+        return bool(removed)
+
+    @mapped
     async def clear_queue(self, name: str) -> int:
         """Delete every job waiting in a queue; returns how many there were."""
         k = self.keys
@@ -77,9 +102,14 @@ class Admin(StoreBase):
         return int(await self.client.zcard(key))
 
     @mapped
-    async def zset_entries(self, key: str, start: int, stop: int) -> list[tuple[bytes, float]]:
-        """Entries ``start`` to ``stop`` (inclusive) in time order, with their times."""
-        rows: list[Any] = await self.client.zrange(key, start, stop, withscores=True)
+    async def zset_entries(
+        self, key: str, start: int, stop: int, *, newest_first: bool = False
+    ) -> list[tuple[bytes, float]]:
+        """Entries ``start`` to ``stop`` (inclusive) in time order (or latest first),
+        with their times."""
+        rows: list[Any] = await self.client.zrange(
+            key, start, stop, desc=newest_first, withscores=True
+        )
         return rows
 
     @mapped
@@ -133,6 +163,24 @@ class Admin(StoreBase):
         """The in-flight hash of a process: field to payload."""
         entries: dict[Any, Any] = await self.client.hgetall(self.keys.inflight(process_id))
         return entries
+
+    @mapped
+    async def inflight_counts(self, process_ids: Sequence[str]) -> list[int]:
+        """How many jobs each process holds now (its in-flight hash: running, or fetched
+        ahead); current, where the heartbeat's ``busy`` may be a beat old."""
+        if not process_ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for pid in process_ids:
+                pipe.hlen(self.keys.inflight(pid))
+            res: list[Any] = await pipe.execute()
+        return [int(n) for n in res]
+
+    @mapped
+    async def inflight_job(self, process_id: str, jid: str) -> bytes | None:
+        """The payload a process holds under this jid, or None."""
+        raw: Any = await self.client.hget(self.keys.inflight(process_id), jid)
+        return None if raw is None else bytes(raw)
 
     @mapped
     async def send_control(self, command: str, process_ids: Sequence[str]) -> None:

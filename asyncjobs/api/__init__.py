@@ -24,6 +24,8 @@ from ._queues import QueueInfo as QueueInfo
 from ._queues import queues as queues
 from ._queues import queue_entries as queue_entries
 from ._queues import clear_queue as clear_queue
+from ._queues import find_queued as find_queued
+from ._queues import delete_queued as delete_queued
 from ._sets import SortedSet as SortedSet
 from ._sets import ScheduledSet as ScheduledSet
 from ._sets import RetrySet as RetrySet
@@ -31,11 +33,15 @@ from ._sets import DeadSet as DeadSet
 from ._sets import find_job as find_job
 from ._processes import ProcessInfo as ProcessInfo
 from ._processes import ProcessSet as ProcessSet
+from ._processes import WorkItem as WorkItem
+from ._jobs import JobLocation as JobLocation
+from ._jobs import locate_job as locate_job
 from ._stats import Stats as Stats
 # isort: on
 
 __all__ = [
     "DeadSet",
+    "JobLocation",
     "JobNotFound",
     "JobRecord",
     "ProcessInfo",
@@ -45,8 +51,12 @@ __all__ = [
     "ScheduledSet",
     "SortedSet",
     "Stats",
+    "WorkItem",
     "clear_queue",
+    "delete_queued",
     "find_job",
+    "find_queued",
+    "locate_job",
     "queue_entries",
     "queues",
 ]

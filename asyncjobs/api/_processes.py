@@ -29,6 +29,18 @@ class ProcessInfo(msgspec.Struct, frozen=True, kw_only=True):
     quiet: bool = False
     beat: float = 0.0
     capsules: list[dict[str, Any]] = []
+    # Background loops whose last run met an unexpected error: loop name -> that error.
+    unhealthy: dict[str, str] = {}
+
+
+class WorkItem(msgspec.Struct, frozen=True, kw_only=True):
+    """A job a live process holds now, from its in-flight hash: running, or fetched
+    ahead and about to start. ``started_at`` is known when the worker's heartbeat lists
+    its running jobs (``info.running``: jid -> start time); else None."""
+
+    process: str
+    record: JobRecord
+    started_at: float | None = None
 
 
 class ProcessSet:
@@ -39,11 +51,13 @@ class ProcessSet:
 
     async def list(self) -> builtins.list[ProcessInfo]:
         """Processes whose heartbeat is alive, by id."""
-        records = await (await _store(self.app)).process_records()
+        store = await _store(self.app)
+        records = [(i, rec) for i, rec in await store.process_records() if rec]
+        # busy is counted from the in-flight hashes, which are current: the heartbeat's
+        # own count is as old as its last beat (up to heartbeat_interval).
+        held = await store.inflight_counts([i for i, _ in records])
         out = []
-        for i, rec in records:
-            if not rec:
-                continue  # heartbeat expired: the reaper will clean it up
+        for (i, rec), busy in zip(records, held, strict=True):
             info = json.loads(rec.get(b"info", b"{}"))
             out.append(
                 ProcessInfo(
@@ -53,12 +67,26 @@ class ProcessSet:
                     started_at=info.get("started_at", 0.0),
                     version=info.get("version", ""),
                     concurrency=info.get("concurrency", 0),
-                    busy=int(rec.get(b"busy", 0)),
+                    busy=busy,
                     quiet=rec.get(b"quiet", b"0") == b"1",
                     beat=float(rec.get(b"beat", 0)),
                     capsules=info.get("capsules", []),
+                    unhealthy=dict(info.get("unhealthy") or {}),
                 )
             )
+        return out
+
+    async def work(self) -> builtins.list[WorkItem]:
+        """What every live process holds now, by process, then oldest job first."""
+        store = await _store(self.app)
+        out: builtins.list[WorkItem] = []
+        for pid, rec in await store.process_records():
+            if not rec:
+                continue
+            running = json.loads(rec.get(b"info", b"{}")).get("running") or {}
+            jobs = [JobRecord.from_raw(v) for v in (await store.inflight(pid)).values()]
+            jobs.sort(key=lambda r: r.enqueued_at or r.created_at)
+            out.extend(WorkItem(process=pid, record=r, started_at=running.get(r.jid)) for r in jobs)
         return out
 
     async def inflight(self, process_id: str) -> builtins.list[JobRecord]:

@@ -9,7 +9,7 @@ import msgspec
 
 from .._payload import DECODE_ERRORS, DECODER
 from ._common import _store
-from ._records import JobRecord
+from ._records import JobNotFound, JobRecord
 
 if TYPE_CHECKING:
     from .._app import App
@@ -49,3 +49,22 @@ async def queue_entries(app: App, name: str, offset: int = 0, limit: int = 50) -
 async def clear_queue(app: App, name: str) -> int:
     """Delete every job waiting in a queue; returns how many there were."""
     return await (await _store(app)).clear_queue(name)
+
+
+async def find_queued(app: App, name: str, jid: str) -> JobRecord:
+    """The job with this jid waiting in queue ``name``; :class:`JobNotFound` if none.
+    Reads the queue through (a thousand jobs a round trip), as Sidekiq's
+    ``Queue#find_job`` does: meant for an operator, not a hot path."""
+    raw = await (await _store(app)).queue_find(name, jid)
+    if raw is None:
+        raise JobNotFound(f"no job with jid {jid} waiting in queue {name}")
+    return JobRecord.from_raw(raw)
+
+
+async def delete_queued(app: App, name: str, jid: str) -> JobRecord:
+    """Delete the job with this jid from queue ``name``; returns what it was."""
+    store = await _store(app)
+    raw = await store.queue_find(name, jid)
+    if raw is None or not await store.queue_remove(name, raw):
+        raise JobNotFound(f"no job with jid {jid} waiting in queue {name}")
+    return JobRecord.from_raw(raw)

@@ -19,6 +19,8 @@ class SortedSet:
     """A sorted set of jobs (schedule, retry, dead) by time."""
 
     kind = ""
+    # The order entries() lists by default: soonest first, or (dead set) newest first.
+    newest_first = False
 
     def __init__(self, app: App) -> None:
         self.app = app
@@ -32,19 +34,26 @@ class SortedSet:
         return await (await _store(self.app)).zset_size(self.key)
 
     async def entries(
-        self, *, offset: int = 0, limit: int = 50, job: str | None = None
+        self,
+        *,
+        offset: int = 0,
+        limit: int = 50,
+        job: str | None = None,
+        newest_first: bool | None = None,
     ) -> list[JobRecord]:
-        """Entries in time order; ``job`` keeps only that job name (a suffix match, so
+        """Entries in time order, the dead set's newest first (as Sidekiq lists it;
+        ``newest_first`` chooses); ``job`` keeps only that job name (a suffix match, so
         ``resize`` finds ``myapp.jobs.resize``)."""
         store = await _store(self.app)
+        desc = self.newest_first if newest_first is None else newest_first
         if job is None:
-            rows = await store.zset_entries(self.key, offset, offset + limit - 1)
+            rows = await store.zset_entries(self.key, offset, offset + limit - 1, newest_first=desc)
             return [JobRecord.from_raw(m, s) for m, s in rows]
         out: list[JobRecord] = []
         skipped = 0
         start = 0
         while len(out) < limit:
-            batch = await store.zset_entries(self.key, start, start + 499)
+            batch = await store.zset_entries(self.key, start, start + 499, newest_first=desc)
             if not batch:
                 break
             start += len(batch)
@@ -143,6 +152,7 @@ class DeadSet(SortedSet):
     """Jobs that ran out of retries (or were killed), by time of death."""
 
     kind = "dead"
+    newest_first = True
 
     @property
     def key(self) -> str:
