@@ -834,7 +834,8 @@ def check(
     app_spec: Annotated[str, typer.Argument(metavar="APP", help="MODULE:ATTRIBUTE of your App")],
     redis_url: UrlOpt = None,
 ) -> None:
-    """Load the app, list its jobs, check Redis; one line per problem, exit 1 if any."""
+    """Load the app, list its jobs, check Redis and the live workers' background loops;
+    one line per problem, exit 1 if any."""
     application = _guard(lambda: load_app(app_spec))
     if redis_url:
         application.redis_url = redis_url
@@ -860,6 +861,13 @@ def check(
                 problems.append(f"Redis {version} is too old: asyncjobs needs 6.2 or newer")
             assert application.store is not None
             await application.store.load_scripts()
+            from . import api
+
+            # A live worker whose background loop keeps failing (a bug, logged at ERROR)
+            # would otherwise go unnoticed until promotion or reaping is missed.
+            for proc in await api.ProcessSet(application).list():
+                for loop, error in sorted(proc.unhealthy.items()):
+                    problems.append(f"process {proc.id}: its {loop} loop is failing: {error}")
         except AsyncJobsError as exc:
             problems.append(str(exc))
         except REDIS_ERRORS as exc:

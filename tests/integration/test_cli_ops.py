@@ -169,3 +169,19 @@ async def test_stats_days(redis_url: str) -> None:
     out = await _ok(redis_url, "stats", "--days", "2")
     assert out.count("\n20") == 2  # one row per day
     await _refused(redis_url, "stats", "--days", "0")
+
+
+async def test_check_reports_unhealthy_loops_of_live_workers(
+    app: asyncjobs.App, redis: aioredis.Redis, redis_url: str
+) -> None:
+    r = await cli(redis_url, "check", "tests.apps.recorder:app")
+    assert r.returncode == 0, text(r.stderr)
+    pid = "host:1:abcdef"
+    info = {"hostname": "host", "pid": 1, "unhealthy": {"reaper": "KeyError: 'x'"}}
+    await redis.sadd(app.keys.processes, pid)
+    await redis.hset(app.keys.process(pid), mapping={"info": json.dumps(info), "busy": 0})
+    r = await cli(redis_url, "check", "tests.apps.recorder:app")
+    assert r.returncode == 1
+    assert "problem: process host:1:abcdef: its reaper loop is failing: KeyError: 'x'" in text(
+        r.stderr
+    )
