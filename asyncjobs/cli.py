@@ -519,7 +519,7 @@ def stats(
 def queues(
     name: Annotated[
         str | None,
-        typer.Argument(metavar="[NAME]", help="A queue: list its jobs, next to run first."),
+        typer.Argument(metavar="NAME", help="A queue: list its jobs, next to run first."),
     ] = None,
     app_spec: AppOpt = None,
     redis_url: UrlOpt = None,
@@ -586,7 +586,7 @@ def queues(
 
 @app.command()
 def job(
-    jid: Annotated[str, typer.Argument(help="The job's jid.")],
+    jid: Annotated[str, typer.Argument(metavar="JID", help="The job's jid.")],
     app_spec: AppOpt = None,
     redis_url: UrlOpt = None,
     namespace: NsOpt = None,
@@ -700,7 +700,7 @@ _set_command("dead", "DeadSet", "Jobs out of retries, killed, or undecodable; ne
 
 def _jid_command(name: str, help_text: str) -> None:
     def command(
-        jid: Annotated[str, typer.Argument(help="The job's jid.")],
+        jid: Annotated[str, typer.Argument(metavar="JID", help="The job's jid.")],
         app_spec: AppOpt = None,
         redis_url: UrlOpt = None,
         namespace: NsOpt = None,

@@ -52,6 +52,15 @@ def render() -> str:
     commands = [(name, root.get_command(ctx, name)) for name in root.list_commands(ctx)]
     commands = [(name, cmd) for name, cmd in commands if cmd is not None and not cmd.hidden]
     out = ["```text", root.get_usage(ctx).strip(), "```", ""]
+    root_rows = [_help_record(p, ctx) for p in root.get_params(ctx)]
+    root_rows = [r for r in root_rows if r[0] != "--help"]
+    if root_rows:  # options of asyncjobs itself, as --version
+        out.append("| option | description |")
+        out.append("|---|---|")
+        out.extend(
+            f"| {_code(opt)} | {_cell(html.escape(text, quote=False))} |" for opt, text in root_rows
+        )
+        out.append("")
     out.append("| command | what it does |")
     out.append("|---|---|")
     out.extend(
