@@ -20,6 +20,7 @@ from .._conn import FastRedis
 from .._payload import DECODE_ERRORS, DECODER, inflight_field
 from .._redis import Conn, mask_url
 from .acker import RETRYABLE, Backoff, after_failure, unblocked
+from .decisions import fetch_request, lane_cap
 
 if TYPE_CHECKING:
     from .capsule import Capsule
@@ -129,10 +130,10 @@ class Fetcher:
 
     async def _lane(self, lane: int) -> None:
         capsule = self.capsule
-        cap = max(1, (capsule.concurrency + capsule.prefetch) // self.lanes)
+        cap = lane_cap(capsule.concurrency, capsule.prefetch, self.lanes)
         while not self.quiet:
-            room = capsule.free - self._reserved
-            if room <= 0:
+            n = fetch_request(capsule.free, self._reserved, cap)
+            if n == 0:
                 await capsule.wait_free(lambda: self._reserved)
                 continue
             if lane and (self._empty or self._down):
@@ -148,7 +149,6 @@ class Fetcher:
                 await self.settled()
                 await self.reconcile()
                 continue
-            n = min(room, cap)
             self._reserved += n
             self.fetching += 1
             self._settled.clear()
