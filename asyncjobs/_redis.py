@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -130,9 +131,25 @@ ACL_COMMANDS = (
     "get", "incrby", "expire", "pexpire", "exists", "del",
 )  # fmt: skip
 
-# Errors a background loop outlives by backing off. RuntimeError is in: uvloop raises it
-# when redis-py writes to a transport a connection reset has closed.
-TRANSIENT = (rexc.ConnectionError, rexc.TimeoutError, OSError, RuntimeError)
+# Errors a background loop outlives by backing off: Redis is away. Catch them with
+# ``except Exception`` and ask transient(): one RuntimeError is transient too.
+TRANSIENT = (rexc.ConnectionError, rexc.TimeoutError, OSError)
+
+# The one RuntimeError that means "Redis hiccup": uvloop's, when redis-py writes to a
+# transport a connection reset has closed (uvloop/handles/handle.pyx, _ensure_alive).
+# Any other RuntimeError is a bug, and must not be retried at DEBUG forever.
+_CLOSED_TRANSPORT = re.compile(
+    r"unable to perform operation on <\w+ closed=(?:True|False) 0x[0-9a-f]+>; "
+    r"the handler is closed"
+)
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a background loop should take ``exc`` for Redis being away (back off,
+    retry, warn once) rather than for a bug (log at ERROR with its traceback)."""
+    if isinstance(exc, TRANSIENT):
+        return True
+    return type(exc) is RuntimeError and _CLOSED_TRANSPORT.fullmatch(str(exc)) is not None
 
 
 async def after_error(client: Client | None, exc: BaseException) -> None:

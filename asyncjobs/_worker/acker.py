@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._redis import TRANSIENT, Conn, after_error, mask_url
+from .._redis import Conn, mask_url
+from .health import Health, failed
 
 if TYPE_CHECKING:
     from .._app import App
@@ -51,6 +52,8 @@ class Backoff:
 
 class Acker:
     """Collects outcomes and writes them in as few round trips as the load allows."""
+
+    health: Health | None = None  # the launcher's: marks this loop unhealthy on a bug
 
     def __init__(self, app: App, client: Conn, inflight_key: str) -> None:
         self.app = app
@@ -143,9 +146,12 @@ class Acker:
                 # dropping it would let shutdown put finished jobs back to run twice.
                 self._done[:0] = done
                 self._moves[:0] = moves
-                if not isinstance(exc, TRANSIENT):
+                if not isinstance(exc, Exception):
                     raise
-                await after_error(self.app._redis, exc)
+                backoff = backoff or Backoff()
+                if not await failed(self.health, "acker", exc, log, self.app._redis):
+                    await asyncio.sleep(backoff.next())  # a bug: logged at ERROR
+                    continue
                 if not warned:
                     log.warning(
                         "cannot reach Redis at %s to acknowledge %d jobs (%s); retrying",
@@ -158,6 +164,8 @@ class Acker:
                 await asyncio.sleep(backoff.next())
                 continue
             self.batches += 1
+            if self.health is not None:
+                self.health.ok("acker")
             if self._soonest_retry is not None and self.on_retry is not None:
                 soonest, self._soonest_retry = self._soonest_retry, None
                 self.on_retry(soonest)

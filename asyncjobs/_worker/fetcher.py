@@ -17,8 +17,9 @@ import anyio
 
 from .._conn import FastRedis
 from .._payload import DECODE_ERRORS, DECODER, inflight_field
-from .._redis import TRANSIENT, Conn, after_error, mask_url
+from .._redis import Conn, mask_url
 from .acker import Backoff
+from .health import Health, failed
 
 if TYPE_CHECKING:
     from .capsule import Capsule
@@ -40,6 +41,8 @@ def _consume(fut: asyncio.Future[Any]) -> None:
 
 
 class Fetcher:
+    health: Health | None = None  # the launcher's: marks this loop unhealthy on a bug
+
     def __init__(self, capsule: Capsule, client: Conn, inflight_key: str, landing_key: str) -> None:
         self.capsule = capsule
         self.client = client
@@ -100,11 +103,14 @@ class Fetcher:
         while not self.quiet:
             try:
                 await self._lane(0)
-            except TRANSIENT as exc:
-                await after_error(capsule.app._redis, exc)
+            except Exception as exc:
                 # A fetch whose reply was lost may have moved jobs into our in-flight
                 # hash all the same: look for them once Redis answers again.
                 self._reconcile = True
+                name, redis = f"fetcher {capsule.name}", capsule.app._redis
+                if not await failed(self.health, name, exc, log, redis):
+                    await anyio.sleep(self._backoff.next())  # a bug: logged at ERROR
+                    continue
                 if not self._down:
                     log.warning(
                         "capsule %s: cannot reach Redis at %s (%s); backing off",
@@ -142,7 +148,7 @@ class Fetcher:
             self._settled.clear()
             try:
                 got = await self.fetch(n)
-            except TRANSIENT:
+            except Exception:
                 if not lane:
                     raise
                 # The first lane meets the same error, reports it, backs off and
@@ -156,6 +162,8 @@ class Fetcher:
                 if not self.fetching:
                     self._settled.set()
                 capsule.poke()
+            if self.health is not None and not lane:
+                self.health.ok(f"fetcher {capsule.name}")
             if self._down and not lane:
                 log.warning("capsule %s: Redis is back; fetching again", capsule.name)
                 self._set(down=False)

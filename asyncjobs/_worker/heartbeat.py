@@ -7,6 +7,7 @@ back (invariant 1).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -16,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .._redis import TRANSIENT, Client, after_error, mask_url
+from .._redis import Client, mask_url
 from .._version import __version__
+from .health import Health
 
 if TYPE_CHECKING:
     from .._app import App
@@ -43,6 +45,7 @@ class Heartbeat:
         ttl: float,
         info: Callable[[], dict[str, Any]],
         on_command: Callable[[str], None],
+        health: Health | None = None,
     ) -> None:
         self.app = app
         self.client = client
@@ -56,6 +59,12 @@ class Heartbeat:
         # Told the number of live processes at each beat (the scheduler scales its poll).
         self.on_processes: Callable[[int], None] | None = None
         self._down = False
+        self.health = health or Health()
+        self._soon = asyncio.Event()  # beat_soon(): beat without waiting for the interval
+
+    def beat_soon(self) -> None:
+        """Beat now, not at the next interval (quiet shows in ``processes`` at once)."""
+        self._soon.set()
 
     async def beat(self) -> None:
         """Write the record, read commands, count live processes. One round trip."""
@@ -94,11 +103,14 @@ class Heartbeat:
         import anyio
 
         while True:
-            await anyio.sleep(self.interval)
+            with anyio.move_on_after(self.interval):
+                await self._soon.wait()
+            self._soon.clear()
             try:
                 await self.beat()
-            except TRANSIENT as exc:
-                await after_error(self.app._redis, exc)
+            except Exception as exc:
+                if not await self.health.failed("heartbeat", exc, log, self.app._redis):
+                    continue
                 if not self._down:
                     log.warning(
                         "heartbeat: cannot reach Redis at %s (%s)",
@@ -107,6 +119,7 @@ class Heartbeat:
                     )
                     self._down = True
                 continue
+            self.health.ok("heartbeat")
             if self._down:
                 log.warning("heartbeat: Redis is back")
                 self._down = False

@@ -21,7 +21,8 @@ import msgspec
 
 from .._client import QueuePairs, trim_dead
 from .._payload import DECODE_ERRORS, DECODER, ENCODER
-from .._redis import TRANSIENT, Client, after_error
+from .._redis import Client
+from .health import Health
 
 if TYPE_CHECKING:
     from .._app import App
@@ -59,8 +60,10 @@ class Reaper:
         *,
         interval: float,
         max_recoveries: int = 3,
+        health: Health | None = None,
     ) -> None:
         self.app = app
+        self.health = health or Health()
         self.client = client
         self.process_id = process_id
         self.interval = interval
@@ -74,9 +77,11 @@ class Reaper:
         while True:
             try:
                 await self.reap_once()
-            except TRANSIENT as exc:
-                await after_error(self.app._redis, exc)
-                log.debug("reaper: Redis unavailable: %s", exc)
+            except Exception as exc:
+                if await self.health.failed("reaper", exc, log, self.app._redis):
+                    log.debug("reaper: Redis unavailable: %s", exc)
+            else:
+                self.health.ok("reaper")
             await asyncio.sleep(self.interval * (0.5 + self._rng.random()))
 
     async def reap_once(self) -> int:

@@ -16,8 +16,9 @@ import time
 from typing import TYPE_CHECKING
 
 from .._client import promote
-from .._redis import TRANSIENT, Client, after_error
+from .._redis import Client
 from .acker import Backoff
+from .health import Health
 
 if TYPE_CHECKING:
     from .._app import App
@@ -42,14 +43,23 @@ def next_wait(
 
 
 class Scheduler:
-    def __init__(self, app: App, client: Client, *, poll: float = 5.0) -> None:
+    def __init__(
+        self, app: App, client: Client, *, poll: float = 5.0, health: Health | None = None
+    ) -> None:
         self.app = app
         self.client = client
         self.poll = poll
         self.processes = 1
         self.promoted = 0
+        self.quiet = False
+        self.health = health or Health()
         self._wake = asyncio.Event()
         self._rng = random.Random()
+
+    def quiet_down(self) -> None:
+        """A quiet process promotes nothing more (its queues may not be drained)."""
+        self.quiet = True
+        self._wake.set()
 
     def notify(self, at: float) -> None:
         """A job due at ``at`` was added by this process: wake to reconsider."""
@@ -59,14 +69,15 @@ class Scheduler:
         """Turn hints pushed by ``defer`` (a sooner scheduled job) into local wake-ups."""
         key = self.app.keys.wake_scheduler
         backoff = Backoff()
-        while True:
+        while not self.quiet:
             try:
                 got = await self.client.brpop([key], timeout=min(self.poll, 5.0))
-            except TRANSIENT as exc:
-                await after_error(self.app._redis, exc)
+            except Exception as exc:
+                await self.health.failed("scheduler.listen", exc, log, self.app._redis)
                 await asyncio.sleep(backoff.next())
                 continue
             backoff.reset()
+            self.health.ok("scheduler.listen")
             if got:
                 self._wake.set()
 
@@ -76,12 +87,12 @@ class Scheduler:
         skips anything another process moved first), and read again when the list runs
         out, a hint or notify() arrives, or the poll interval passes."""
         backoff = Backoff()
-        while True:
+        while not self.quiet:
             # Cleared before reading, so a notify() during the read is not lost.
             self._wake.clear()
             try:
                 upcoming = await self.read_upcoming()
-                while True:
+                while not self.quiet:
                     now = time.time()
                     due = [e for e in upcoming if e[0] <= now]
                     if due:
@@ -93,12 +104,13 @@ class Scheduler:
                     wait = next_wait(now, earliest, self.poll, self.processes, self._rng)
                     if await self._sleep(wait) or earliest is None or earliest > now + wait:
                         break  # woken by news, or the poll interval passed: read again
-            except TRANSIENT as exc:
-                await after_error(self.app._redis, exc)
-                log.debug("scheduler: Redis unavailable: %s", exc)
+            except Exception as exc:
+                if await self.health.failed("scheduler", exc, log, self.app._redis):
+                    log.debug("scheduler: Redis unavailable: %s", exc)
                 await asyncio.sleep(backoff.next())
                 continue
             backoff.reset()
+            self.health.ok("scheduler")
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True if woken early by a hint or notify()."""
