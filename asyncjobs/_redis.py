@@ -138,9 +138,10 @@ TRANSIENT = (rexc.ConnectionError, rexc.TimeoutError, OSError)
 # The one RuntimeError that means "Redis hiccup": uvloop's, when redis-py writes to a
 # transport a connection reset has closed (uvloop/handles/handle.pyx, _ensure_alive).
 # Any other RuntimeError is a bug, and must not be retried at DEBUG forever.
+# Its text, e.g. "unable to perform operation on <TCPTransport closed=True reading=False
+# 0x7f...>; the handler is closed".
 _CLOSED_TRANSPORT = re.compile(
-    r"unable to perform operation on <\w+ closed=(?:True|False) 0x[0-9a-f]+>; "
-    r"the handler is closed"
+    r"unable to perform operation on <\w+ closed=\w+[^<>]*>; the handler is closed"
 )
 
 

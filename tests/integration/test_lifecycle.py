@@ -388,11 +388,13 @@ async def test_death_handler_running_at_exit_is_not_abandoned(app: asyncjobs.App
 # -- background-loop health ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("error", [ValueError, RuntimeError])
 async def test_bug_in_the_scheduler_is_logged_and_marked_and_the_loop_goes_on(
     app: asyncjobs.App,
     redis: aioredis.Redis,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
+    error: type[Exception],
 ) -> None:
     calls: list[int] = []
     broken = [True]
@@ -401,7 +403,7 @@ async def test_bug_in_the_scheduler_is_logged_and_marked_and_the_loop_goes_on(
     async def buggy(self: Scheduler) -> list[tuple[float, bytes, str]]:
         calls.append(1)
         if broken[0]:
-            raise ValueError("scheduler bug")
+            raise error("scheduler bug")
         return await original(self)
 
     monkeypatch.setattr(Scheduler, "read_upcoming", buggy)
@@ -421,7 +423,7 @@ async def test_bug_in_the_scheduler_is_logged_and_marked_and_the_loop_goes_on(
         assert errors and "scheduler bug" in errors[0].getMessage()
 
         async def marked() -> bool:
-            return (await unhealthy()).get("scheduler") == "ValueError: scheduler bug"
+            return (await unhealthy()).get("scheduler") == f"{error.__name__}: scheduler bug"
 
         await wait_for(marked)
         broken[0] = False
