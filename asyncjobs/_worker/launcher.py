@@ -146,6 +146,7 @@ class Worker:
             self.scheduler.quiet_down()
         if self.heartbeat is not None:
             self.heartbeat.beat_soon()  # ``asyncjobs processes`` shows it at once
+        self.tasks.start_soon(self._close_fetchers, name="quiet: closing fetch connections")
 
     async def wait_started(self) -> None:
         """Wait until the worker is fetching."""
@@ -395,6 +396,7 @@ class Worker:
             # (the ack scripts move only fields still in the hash).
             try:
                 with anyio.fail_after(DIE_GRACE):
+                    await self._close_fetchers()  # no BLMOVE may take them back
                     self.requeued += await self.requeue(entries)
             except Exception as exc:
                 if not transient(exc) and not isinstance(exc, TimeoutError):
@@ -489,6 +491,16 @@ class Worker:
         if app.on_beat:
             self.tasks.start_soon(self._run_hooks, "beat", list(app.on_beat))
 
+    async def _close_fetchers(self) -> None:
+        """End fetching for good: wait for the fetches on their way (their jobs are
+        given back), then close the fetchers' connections, which ends a BLMOVE still
+        blocked in Redis: it would take jobs we put back (or a producer pushes) into
+        our landing list, to sit there until shutdown."""
+        for f in self.fetchers:
+            await f.settled()
+            if isinstance(f.client, FastRedis):
+                await f.client.aclose()
+
     def _give_back(self, entries: dict[bytes, bytes]) -> None:
         self.tasks.start_soon(self._put_back, entries, name="quiet give-back")
 
@@ -499,14 +511,8 @@ class Worker:
         k = self.app.keys
         landing = k.landing(self.process_id)
         try:
-            for f in self.fetchers:
-                await f.settled()  # the jobs of a fetch on its way are given back too
-                if isinstance(f.client, FastRedis):
-                    # A BLMOVE still blocked in Redis would take the jobs we put back
-                    # into our landing list; closing its connection ends it (fetching
-                    # never resumes after quiet).
-                    await f.client.aclose()
-            # And a BLMOVE served just before the close, whose reply is lost.
+            await self._close_fetchers()
+            # A BLMOVE served just before the close, whose reply is lost.
             running = {field for c in self.capsules for field in c.running}
             landed: list[Any] = await client.lrange(landing, 0, -1)
             for raw in landed:

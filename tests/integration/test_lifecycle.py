@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 import asyncjobs
 from asyncjobs._errors import ConfigError, RedisUnavailable
+from asyncjobs._worker.fetcher import IDLE_POLL
 from asyncjobs._worker.reaper import Reaper
 from asyncjobs._worker.scheduler import Scheduler
 from tests.conftest import loads, running, wait_for
@@ -107,6 +108,25 @@ def _payload(app: asyncjobs.App, job: Any, n: int) -> Any:
     )
 
 
+async def test_quiet_process_takes_no_job_pushed_meanwhile(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    @app.job
+    async def touch(n: int) -> None:
+        pass
+
+    worker = app.worker(concurrency=2)
+    async with running(worker):
+        await anyio.sleep(0.1)  # idle: the fetcher waits in BLMOVE on the queue
+        worker.quiet_down()
+        await touch.defer(1)
+        # A BLMOVE left blocked in Redis would take it into our landing list, where it
+        # would sit until shutdown; it must stay in the queue for the other workers.
+        await anyio.sleep(IDLE_POLL + 0.5)
+        assert await queued(redis) == [1]
+        assert not await redis.llen("{asyncjobs}:landing:" + worker.process_id)
+
+
 async def test_quiet_process_does_not_promote(app: asyncjobs.App, redis: aioredis.Redis) -> None:
     @app.job
     async def later(n: int) -> None:
@@ -163,7 +183,7 @@ async def test_job_slow_to_die_is_put_back_before_the_wait_and_cannot_hold_shutd
         worker.stop()
         # Back at the head of its queue while it still cleans up (a SIGKILL now loses
         # nothing), and the worker leaves within a few seconds all the same.
-        await wait_for(lambda: _llen_is(redis, 1), timeout=3)
+        await wait_for(lambda: _llen_is(redis, 1), timeout=1.5)
         assert state.get("cleaning")
     assert time.monotonic() - t0 < 4
     assert await queued(redis) == [1]
