@@ -127,6 +127,7 @@ class Worker:
             return
         log.info("quiet: no new jobs will be fetched or started")
         self.quiet = True
+        systemd.notify(f"STATUS=quiet ({self.process_id})")
         if self._stop is not None:  # running (else _run applies it once it has started)
             self._apply_quiet()
             self._quiet_hooks()

@@ -15,7 +15,9 @@ import redis.asyncio as aioredis
 
 import asyncjobs
 from asyncjobs._errors import ConfigError, RedisUnavailable
+from asyncjobs._worker.acker import Acker
 from asyncjobs._worker.fetcher import IDLE_POLL
+from asyncjobs._worker.heartbeat import Heartbeat
 from asyncjobs._worker.reaper import Reaper
 from asyncjobs._worker.scheduler import Scheduler
 from tests.conftest import loads, running, wait_for
@@ -452,3 +454,53 @@ async def test_bug_in_the_scheduler_is_logged_and_marked_and_the_loop_goes_on(
             return "scheduler" not in await unhealthy()
 
         await wait_for(cleared)
+
+
+@pytest.mark.parametrize(
+    ("loop", "cls", "method"),
+    [
+        ("reaper", Reaper, "reap_once"),
+        ("heartbeat", Heartbeat, "beat"),
+        ("acker", Acker, "_write"),
+    ],
+)
+async def test_bug_in_a_background_loop_is_logged_and_the_loop_recovers(
+    app: asyncjobs.App,
+    redis: aioredis.Redis,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    loop: str,
+    cls: type[Any],
+    method: str,
+) -> None:
+    ran: list[int] = []
+
+    @app.job
+    async def touch(n: int) -> None:
+        ran.append(n)
+
+    failures = [2]
+    original = getattr(cls, method)
+
+    async def buggy(self: Any, *args: Any) -> Any:
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise ValueError(f"{loop} bug")
+        return await original(self, *args)
+
+    worker = app.worker(heartbeat_interval=0.05)
+    async with running(worker):
+        monkeypatch.setattr(cls, method, buggy)
+        await touch.defer(1)
+        await wait_for(lambda: failures[0] == 0)
+        errors = [
+            r
+            for r in caplog.records
+            if r.levelno == logging.ERROR and f"{loop} bug" in r.getMessage()
+        ]
+        assert errors and errors[0].exc_info
+        # It goes on: the job is acknowledged, the loop healthy again.
+        await wait_for(lambda: ran == [1])
+        await worker.wait_idle()
+        await wait_for(lambda: loop not in worker.health.unhealthy)
+    assert await redis.get("{asyncjobs}:stat:processed") == b"1"
