@@ -277,7 +277,9 @@ class Worker:
         try:
             await self._retry_until_up(hb.beat)
         except _StoppedEarly:
+            await self.tasks.aclose(self.timeout)
             await self._shutdown_hooks()
+            await self._run_hooks("exit", self.app.on_exit[::-1])
             raise
         deadline: float | None = None  # of the shutdown, once asked for
         try:
