@@ -17,7 +17,7 @@ import anyio
 
 from .._conn import FastRedis
 from .._payload import DECODE_ERRORS, DECODER, inflight_field
-from .._redis import Conn, mask_url
+from .._redis import Conn, mask_url, transient
 from .acker import Backoff
 from .health import Health, failed
 
@@ -148,9 +148,11 @@ class Fetcher:
             self._settled.clear()
             try:
                 got = await self.fetch(n)
-            except Exception:
+            except Exception as exc:
                 if not lane:
                     raise
+                if not transient(exc):  # a bug: logged at ERROR; this lane rests as below
+                    (self.health or Health()).mark(f"fetcher {capsule.name}", exc, log)
                 # The first lane meets the same error, reports it, backs off and
                 # reconciles; this lane rests until that lane fetches again.
                 self._reconcile = True
