@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -192,14 +193,44 @@ ACL_COMMANDS = (
     "get", "incrby", "expire", "pexpire", "exists", "del",
 )  # fmt: skip
 
-# Errors a background loop outlives by backing off. RuntimeError is in: uvloop raises it
-# when redis-py writes to a transport a connection reset has closed.
-TRANSIENT = (rexc.ConnectionError, rexc.TimeoutError, OSError, RuntimeError)
+# Errors a background loop outlives by backing off: Redis is away. Catch them with
+# ``except Exception`` and ask transient(): one RuntimeError is transient too.
+TRANSIENT = (rexc.ConnectionError, rexc.TimeoutError, OSError)
+
+# The one RuntimeError that means "Redis hiccup": uvloop's, when redis-py writes to a
+# transport a connection reset has closed (uvloop/handles/handle.pyx, _ensure_alive).
+# Any other RuntimeError is a bug, and must not be retried at DEBUG forever.
+# Its text, e.g. "unable to perform operation on <TCPTransport closed=True reading=False
+# 0x7f...>; the handler is closed".
+_CLOSED_TRANSPORT = re.compile(
+    r"unable to perform operation on <\w+ closed=\w+[^<>]*>; the handler is closed"
+)
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a background loop should take ``exc`` for Redis being away (back off,
+    retry, warn once) rather than for a bug (log at ERROR with its traceback).
+
+    A failover is passing too: a master demoted to a replica answers writes with
+    ``READONLY`` and ends blocking calls with ``UNBLOCKED``; the loop resets its
+    connections (see :func:`after_error`) and retries until a master answers at the URL.
+    """
+    if isinstance(exc, (*TRANSIENT, rexc.ReadOnlyError)):
+        return True
+    if isinstance(exc, RedisRefused):
+        return exc.reason == "readonly"
+    if isinstance(exc, rexc.ResponseError) and str(exc).startswith("UNBLOCKED"):
+        return True
+    return type(exc) is RuntimeError and _CLOSED_TRANSPORT.fullmatch(str(exc)) is not None
 
 
 async def after_error(client: Client | None, exc: BaseException) -> None:
-    """What a background loop does after a transient error, before backing off."""
-    if isinstance(exc, RuntimeError) and client is not None:
+    """What a background loop does after a transient error, before backing off: drop
+    pooled connections that a reset closed, or that reach a demoted master."""
+    readonly = isinstance(exc, rexc.ReadOnlyError) or (
+        isinstance(exc, RedisRefused) and exc.reason == "readonly"
+    )
+    if (isinstance(exc, RuntimeError) or readonly) and client is not None:
         await reset_pool(client)
 
 

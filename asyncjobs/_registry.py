@@ -49,6 +49,13 @@ class Registry:
         self.capsule_server_middleware: dict[str, Chain[ServerMiddleware]] = {}
         self.on_startup: list[Hook] = []
         self.on_shutdown: list[Hook] = []
+        # Worker lifecycle hooks, as Sidekiq's events: quiet, shutdown and exit hooks
+        # run in reverse order of registration, the others in order. A startup hook
+        # that raises aborts the start; any other is logged and the worker goes on.
+        self.on_quiet: list[Hook] = []  # on quiet (SIGTSTP, `asyncjobs quiet`), or at stop
+        self.on_heartbeat: list[Hook] = []  # once, after the first heartbeat
+        self.on_beat: list[Hook] = []  # after every heartbeat
+        self.on_exit: list[Hook] = []  # last, after the shutdown hooks
         self.death_handlers: list[DeathHandler] = []
 
     def capsule_middleware(self, capsule: str) -> Chain[ServerMiddleware]:

@@ -11,7 +11,6 @@ import asyncio
 import datetime as dt
 import logging
 import random
-import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,10 @@ from typing import TYPE_CHECKING, Any
 import redis.exceptions as rexc
 
 from .._conn import FastRedis
-from .._redis import TRANSIENT, Conn, after_error, mask_url, reset_pool
+from .._errors import RedisRefused
+from .._redis import Conn, mask_url, reset_pool
+from .decisions import plan_ack
+from .health import Health, failed
 
 if TYPE_CHECKING:
     from .._app import App
@@ -27,13 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("asyncjobs.acker")
 
 STATS_TTL = 5 * 365 * 86400  # per-day counters live five years, like Sidekiq's
-_PLAIN = re.compile(rb"^[A-Za-z0-9_.:\-]+$")  # a jid; anything else is sent on its own
-
-# A failover demoted the server at our URL to a replica: writes get READONLY. As passing
-# as a connection cut: the fetch, ack and heartbeat loops reset their connections, back
-# off and retry until a master answers at the URL again (the old one promoted back, or a
-# new one behind the same address).
-RETRYABLE = (*TRANSIENT, rexc.ReadOnlyError)
 
 
 def unblocked(exc: BaseException) -> bool:
@@ -42,9 +37,14 @@ def unblocked(exc: BaseException) -> bool:
 
 
 async def after_failure(app: App, exc: BaseException, *conns: Any) -> None:
-    """What a fetch, ack or heartbeat loop does after a RETRYABLE error."""
-    await after_error(app._redis, exc)
-    if isinstance(exc, rexc.ReadOnlyError):
+    """After a transient error (:func:`asyncjobs._redis.transient`) in a fetch, ack,
+    heartbeat, scheduler or reaper loop: a failover demoted the server at our URL to a
+    replica (``READONLY``), so drop the loop's own connections too; the next command
+    connects afresh and finds whichever master answers at the URL."""
+    readonly = isinstance(exc, rexc.ReadOnlyError) or (
+        isinstance(exc, RedisRefused) and exc.reason == "readonly"
+    )
+    if readonly:
         if app._redis is not None:
             await reset_pool(app._redis)
         for conn in conns:
@@ -76,6 +76,8 @@ class Backoff:
 
 class Acker:
     """Collects outcomes and writes them in as few round trips as the load allows."""
+
+    health: Health | None = None  # the launcher's: marks this loop unhealthy on a bug
 
     def __init__(self, app: App, client: Conn, inflight_key: str) -> None:
         self.app = app
@@ -185,8 +187,12 @@ class Acker:
                 # dropping it would let shutdown put finished jobs back to run twice.
                 self._done[:0] = done
                 self._moves[:0] = moves
-                if not isinstance(exc, RETRYABLE):
+                if not isinstance(exc, Exception):
                     raise
+                backoff = backoff or Backoff()
+                if not await failed(self.health, "acker", exc, log, self.app._redis):
+                    await asyncio.sleep(backoff.next())  # a bug: logged at ERROR
+                    continue
                 await after_failure(self.app, exc, self.client)
                 if not warned:
                     log.warning(
@@ -203,6 +209,8 @@ class Acker:
             if self.written is not None and removed == len(done) + len(moves) // 4:
                 self.written.update(done, moves[0::4])
             self.batches += 1
+            if self.health is not None:
+                self.health.ok("acker")
             if self._soonest_retry is not None and self.on_retry is not None:
                 soonest, self._soonest_retry = self._soonest_retry, None
                 self.on_retry(soonest)
@@ -220,10 +228,8 @@ class Acker:
         k = app.keys
         now = time.time()
         today = dt.datetime.fromtimestamp(now, dt.UTC).date()
-        if not moves:
-            # Successes only: the lean script, fields as they are (measured on Redis 7
-            # for 62-job batches: 0.64-0.74 us of server CPU per job against 1.1-1.2
-            # for ack.lua, whose outcome handling they do not need).
+        batch = plan_ack(done, len(moves))
+        if batch.lean:
             lean = (self._inflight, k.stat_processed, k.stat_processed_day(today))
             return int(await self._done_script(self.client, lean, (STATS_TTL, *done)))
         keys = (
@@ -232,12 +238,10 @@ class Acker:
             k.stat_failed,
             k.stat_failed_day(today),
         )
-        plain = [f for f in done if _PLAIN.match(f)]
-        other = [f for f in done if not _PLAIN.match(f)] if len(plain) < len(done) else []
         args = (
-            b" ".join(plain),
-            len(other),
-            *other,
+            b" ".join(batch.plain),
+            len(batch.other),
+            *batch.other,
             *moves,
             app.dead_max_jobs,
             repr(now - app.dead_timeout),

@@ -19,6 +19,7 @@ from .._queues import QueueOrder
 from .._settings import CapsuleSpec
 from .executor import Executor, Running
 from .isolation import SUSPECT_MARK, Isolation
+from .tasks import TaskOwner
 
 if TYPE_CHECKING:
     from .._app import App
@@ -54,7 +55,13 @@ class Capsule:
     """Runs the jobs its fetcher hands it, at most ``concurrency`` at a time."""
 
     def __init__(
-        self, app: App, spec: CapsuleSpec, acker: Acker, *, prefetch: int | None = None
+        self,
+        app: App,
+        spec: CapsuleSpec,
+        acker: Acker,
+        *,
+        prefetch: int | None = None,
+        tasks: TaskOwner | None = None,
     ) -> None:
         if spec.concurrency < 1:
             from .._errors import ConfigError
@@ -74,6 +81,7 @@ class Capsule:
             acker,
             middleware=app.capsule_server_middleware.get(spec.name),
             on_finished=self._finished,
+            tasks=tasks,
         )
         self._freed = asyncio.Event()
         self._waiting = 0  # fetch lanes waiting for a free slot
@@ -149,6 +157,9 @@ class Capsule:
         current task (asyncio.timeout, anyio's cancel scopes, redis-py's timeouts) works,
         and a batch of no-op jobs costs one task instead of one each.
         """
+        if self.quiet:  # fetched as quiet came: back to the queues, unstarted
+            self.give_back(dict(zip(pairs[0::2], pairs[1::2], strict=True)))
+            return
         isolation = self.isolation if isolate else None
         give_back: dict[bytes, bytes] = {}
         jobs: list[tuple[bytes, bytes]] = []
@@ -260,19 +271,52 @@ class Capsule:
         """Cancel jobs past their timeout (the executor's watchdog; runs until cancelled)."""
         await self.executor.watchdog.run()
 
-    async def cancel_all(self) -> None:
-        """Cancel every running job (shutdown timeout is up) and wait for them to end.
-        Jobs still waiting in a runner are not started; like the cancelled ones, they
-        stay in the in-flight hash, to be put back in their queues."""
+    async def cancel_all(self, wait: float | None = None) -> set[asyncio.Task[None]]:
+        """Cancel every running job (shutdown timeout is up) and wait up to ``wait``
+        seconds (None: no limit; 0: not at all) for them to end; returns the tasks
+        still running then. Jobs still waiting in a runner are not started; like the
+        cancelled ones, they stay in the in-flight hash, to be put back in their queues.
+        A task cancelled already is not cancelled again: a job may be cleaning up."""
         tasks: set[asyncio.Task[None]] = set()
         for rec in list(self.running.values()):
             rec.reason = "shutdown"
             if rec.task is not None and not rec.task.done():
                 tasks.add(rec.task)
         for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if not task.cancelling():
+                task.cancel()
+        if tasks and wait != 0:
+            await asyncio.wait(tasks, timeout=wait)
         for rec in list(self.running.values()):
             if rec.task is None or rec.task.done():  # its runner ended before it ran
                 self._finished(rec)
+        return {t for t in tasks if not t.done()}
+
+    # -- quiet ---------------------------------------------------------------------------
+
+    # Puts jobs fetched ahead back at the head of their queues (the launcher's); without
+    # it they stay in the in-flight hash until shutdown puts them back.
+    on_give_back: Callable[[dict[bytes, bytes]], None] | None = None
+
+    def quiet_down(self) -> None:
+        """Quiet: start nothing more. Jobs fetched ahead (prefetched, or handed to a
+        runner that has not begun them) go back to their queues at once."""
+        self.quiet = True
+        held = dict(self.ready)
+        self.ready.clear()
+        for rec in self.running.values():
+            # No payload yet: its runner has not reached it (a job's first step runs
+            # at once, decoding included); marked, the runner skips it.
+            if rec.payload is None and rec.reason is None:
+                rec.reason = "quiet"
+                held[rec.field] = rec.raw
+        if held:
+            self.give_back(held)
+
+    def give_back(self, entries: dict[bytes, bytes]) -> None:
+        if self.on_give_back is not None:
+            self.on_give_back(entries)
+
+    def running_entries(self) -> dict[bytes, bytes]:
+        """In-flight field → payload of every job counted as running."""
+        return {f: rec.raw for f, rec in self.running.items()}

@@ -29,6 +29,7 @@ from .._job import JobContext, reset_current, set_current
 from .._middleware import Chain, ServerMiddleware, run_server
 from .._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
 from .._retry import decide, format_backtrace
+from .tasks import TaskOwner
 
 if TYPE_CHECKING:
     from .._job import Job
@@ -112,6 +113,8 @@ class Executor:
         middleware: this capsule's own server middleware, run inside the app's.
         on_finished: called once a job has an outcome (or none, when interrupted); the
             capsule frees its slot there.
+        tasks: the owner of death-handler tasks (the worker's); by default the
+            executor's own.
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class Executor:
         *,
         middleware: Chain[ServerMiddleware] | None = None,
         on_finished: Callable[[Running], None] | None = None,
+        tasks: TaskOwner | None = None,
     ) -> None:
         self.app = app
         self.sink = sink
@@ -131,9 +135,10 @@ class Executor:
         self.failed = 0
         self._rng = random.Random()
         self._debug = joblog.isEnabledFor(logging.DEBUG)
-        # Death handlers and on_exhausted run after the outcome is reported, in tasks
-        # this executor owns: shutdown waits for them (wait_background), then cancels.
-        self._background: set[asyncio.Task[None]] = set()
+        # Death handlers and on_exhausted run after the outcome is reported, as tasks of
+        # the worker's owner (shutdown waits for them within its timeout, then cancels
+        # them), or of the executor's own (a test mode waits for them after each job).
+        self.tasks = tasks if tasks is not None else TaskOwner()
 
     def _chain(self) -> Sequence[ServerMiddleware]:
         own = self.middleware
@@ -323,9 +328,7 @@ class Executor:
         if job is not None and job.on_exhausted is not None:
             hooks.insert(0, job.on_exhausted)
         if hooks:
-            task = asyncio.get_running_loop().create_task(_run_hooks(hooks, payload, exc))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self.tasks.start_soon(_run_hooks, hooks, payload, exc, name="death handlers")
 
     def _dead(self, rec: Running, payload: Payload, error_class: str, message: str) -> None:
         self.failed += 1
@@ -357,26 +360,9 @@ class Executor:
 
     # -- background work -----------------------------------------------------------------
 
-    @property
-    def background(self) -> int:
-        """How many death handlers are still running."""
-        return len(self._background)
-
-    async def wait_background(self, timeout: float | None = None) -> bool:
+    async def wait_background(self, timeout: float = 60.0) -> bool:
         """Wait for running death handlers (up to ``timeout``); ``True`` if all ended."""
-        pending = set(self._background)
-        if not pending:
-            return True
-        _done, left = await asyncio.wait(pending, timeout=timeout)
-        return not left
-
-    async def cancel_background(self) -> None:
-        """Cancel the death handlers still running and wait for them to end."""
-        tasks = [t for t in self._background if not t.done()]
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        return await self.tasks.wait(timeout)
 
 
 async def _run_hooks(hooks: list[DeathHandler], payload: Payload, exc: BaseException) -> None:

@@ -18,8 +18,10 @@ import redis.exceptions as rexc
 
 from .._conn import FastRedis
 from .._payload import DECODE_ERRORS, DECODER, inflight_field
-from .._redis import Conn, mask_url
-from .acker import RETRYABLE, Backoff, after_failure, unblocked
+from .._redis import Conn, mask_url, transient
+from .acker import Backoff, after_failure, unblocked
+from .decisions import fetch_request, lane_cap
+from .health import Health, failed
 
 if TYPE_CHECKING:
     from .capsule import Capsule
@@ -47,6 +49,8 @@ def _consume(fut: asyncio.Future[Any]) -> None:
 
 
 class Fetcher:
+    health: Health | None = None  # the launcher's: marks this loop unhealthy on a bug
+
     def __init__(self, capsule: Capsule, client: Conn, inflight_key: str, landing_key: str) -> None:
         self.capsule = capsule
         self.client = client
@@ -112,11 +116,15 @@ class Fetcher:
         while not self.quiet:
             try:
                 await self._lane(0)
-            except RETRYABLE as exc:
-                await after_failure(capsule.app, exc, self.client)
+            except Exception as exc:
                 # A fetch whose reply was lost may have moved jobs into our in-flight
                 # hash all the same: look for them once Redis answers again.
                 self._reconcile = True
+                name, redis = f"fetcher {capsule.name}", capsule.app._redis
+                if not await failed(self.health, name, exc, log, redis):
+                    await anyio.sleep(self._backoff.next())  # a bug: logged at ERROR
+                    continue
+                await after_failure(capsule.app, exc, self.client)
                 if not self._down:
                     log.warning(
                         "capsule %s: cannot reach Redis at %s (%s); backing off",
@@ -129,10 +137,10 @@ class Fetcher:
 
     async def _lane(self, lane: int) -> None:
         capsule = self.capsule
-        cap = max(1, (capsule.concurrency + capsule.prefetch) // self.lanes)
+        cap = lane_cap(capsule.concurrency, capsule.prefetch, self.lanes)
         while not self.quiet:
-            room = capsule.free - self._reserved
-            if room <= 0:
+            n = fetch_request(capsule.free, self._reserved, cap)
+            if n == 0:
                 await capsule.wait_free(lambda: self._reserved)
                 continue
             if lane and (self._empty or self._down):
@@ -148,15 +156,16 @@ class Fetcher:
                 await self.settled()
                 await self.reconcile()
                 continue
-            n = min(room, cap)
             self._reserved += n
             self.fetching += 1
             self._settled.clear()
             try:
                 got = await self.fetch(n)
-            except RETRYABLE:
+            except Exception as exc:
                 if not lane:
                     raise
+                if not transient(exc):  # a bug: logged at ERROR; this lane rests as below
+                    (self.health or Health()).mark(f"fetcher {capsule.name}", exc, log)
                 # The first lane meets the same error, reports it, backs off and
                 # reconciles; this lane rests until that lane fetches again.
                 self._reconcile = True
@@ -168,6 +177,8 @@ class Fetcher:
                 if not self.fetching:
                     self._settled.set()
                 capsule.poke()
+            if self.health is not None and not lane:
+                self.health.ok(f"fetcher {capsule.name}")
             if self._down and not lane:
                 log.warning("capsule %s: Redis is back; fetching again", capsule.name)
                 self._set(down=False)
@@ -285,7 +296,9 @@ class Fetcher:
                 continue  # the reconcile after the outage looks for them
             try:
                 await self.self_check()
-            except RETRYABLE as exc:
+            except Exception as exc:
+                if not transient(exc):
+                    raise
                 await after_failure(self.capsule.app, exc)
                 log.debug("capsule %s: self-check failed: %s", self.capsule.name, exc)
 

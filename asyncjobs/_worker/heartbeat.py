@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .._redis import Client, mask_url
+from .._redis import Client, mask_url, transient
 from .._version import __version__
-from .acker import RETRYABLE, after_failure
+from .acker import after_failure
+from .health import Health
 
 if TYPE_CHECKING:
     from .._app import App
@@ -52,6 +53,7 @@ class Heartbeat:
         ttl: float,
         info: Callable[[], dict[str, Any]],
         on_command: Callable[[str], None],
+        health: Health | None = None,
     ) -> None:
         self.app = app
         self.client = client
@@ -78,6 +80,11 @@ class Heartbeat:
         self._run_id: str | None = None
         self.presumed_dead = 0
         self.data_lost = 0
+        self.health = health or Health()
+
+    def beat_soon(self) -> None:
+        """Beat now, not at the next interval (quiet shows in ``processes`` at once)."""
+        self._wake.set()
 
     async def beat(self) -> None:
         """Write the record, read commands, count live processes. One round trip."""
@@ -124,10 +131,10 @@ class Heartbeat:
     async def _server_run_id(self) -> str:
         try:
             info: dict[str, Any] = await self.client.info("server")
-        except RETRYABLE:
-            raise
-        except Exception:  # INFO renamed away, or a Cluster reply: no restart detection
-            return ""
+        except Exception as exc:
+            if transient(exc):
+                raise
+            return ""  # INFO renamed away, or a Cluster reply: no restart detection
         return str(info.get("run_id", ""))
 
     async def _record_was_gone(self, gap: float) -> None:
@@ -234,7 +241,9 @@ class Heartbeat:
             self._wake.clear()
             try:
                 await self.beat()
-            except RETRYABLE as exc:
+            except Exception as exc:
+                if not await self.health.failed("heartbeat", exc, log, self.app._redis):
+                    continue
                 await after_failure(self.app, exc)
                 if not self._down:
                     log.warning(
@@ -244,6 +253,7 @@ class Heartbeat:
                     )
                     self._down = True
                 continue
+            self.health.ok("heartbeat")
             if self._down:
                 log.warning("heartbeat: Redis is back")
                 self._down = False

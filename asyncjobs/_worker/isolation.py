@@ -16,9 +16,13 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from .acker import Backoff
+from .health import Health
+
 if TYPE_CHECKING:
     from .capsule import Capsule
     from .fetcher import Fetcher
+    from .tasks import TaskOwner
 
 log = logging.getLogger("asyncjobs.isolation")
 
@@ -28,12 +32,19 @@ SUSPECT_MARK = b'"recoveries":'  # present in a payload only when recoveries > 0
 class Isolation:
     """Holds suspects back and runs them one at a time in an otherwise idle process."""
 
-    def __init__(self, requeue: Callable[[dict[bytes, bytes]], Coroutine[Any, Any, int]]) -> None:
+    def __init__(
+        self,
+        requeue: Callable[[dict[bytes, bytes]], Coroutine[Any, Any, int]],
+        tasks: TaskOwner,
+        health: Health | None = None,
+    ) -> None:
         # Gives suspects back to their queues: only one waits in the in-flight hash at a
         # time, so a crash while it runs counts against it alone, not against suspects
-        # that were merely fetched beside it.
+        # that were merely fetched beside it. The give-backs are tasks of ``tasks``,
+        # which shutdown awaits.
         self._requeue = requeue
-        self._given_back: set[asyncio.Task[int]] = set()
+        self._tasks = tasks
+        self.health = health or Health()
         self.pending: collections.deque[tuple[Capsule, bytes, bytes]] = collections.deque()
         self.running = False
         self.quiet = False  # shutting down: held suspects stay in flight, to be requeued
@@ -65,9 +76,26 @@ class Isolation:
         return True
 
     def give_back(self, entries: dict[bytes, bytes]) -> None:
-        task = asyncio.get_running_loop().create_task(self._requeue(entries))
-        self._given_back.add(task)
-        task.add_done_callback(self._given_back.discard)
+        self._tasks.start_soon(self._give_back, entries, name="isolation give-back")
+
+    async def _give_back(self, entries: dict[bytes, bytes]) -> None:
+        try:
+            await self._requeue(entries)
+        except Exception as exc:
+            if await self.health.failed("isolation", exc, log, None):
+                # Redis is away: they stay in flight; shutdown or a reaper puts them back.
+                log.warning("cannot give back %d recovered jobs now: %s", len(entries), exc)
+
+    def quiet_down(self) -> None:
+        """Quiet: run no more suspects; the ones held go back to their queues."""
+        self.quiet = True
+        held = {field: raw for _, field, raw in self.pending}
+        self.pending.clear()
+        if held:
+            self.give_back(held)
+        if not self.running:
+            self._clear.set()
+        self._work.set()
 
     async def _wait_alone(self) -> None:
         """Wait until no fetch is on its way and no job runs, both at once."""
@@ -82,22 +110,33 @@ class Isolation:
                 return
 
     async def run(self) -> None:
+        backoff = Backoff()
         while True:
-            await self._work.wait()
-            self._work.clear()
-            while self.pending and not self.quiet:
-                await self._wait_alone()
-                if self._quieted():  # the worker began shutting down meanwhile
-                    break
-                capsule, field, raw = self.pending.popleft()
-                log.warning(
-                    "running recovered job %r alone (it was in flight when a worker died)", field
-                )
-                self.isolated += 1
-                self.running = True
-                try:
-                    capsule.start([field, raw], isolate=False)
-                    await capsule.wait_idle()
-                finally:
-                    self.running = False
-            self._clear.set()
+            try:
+                await self._run_once()
+            except Exception as exc:
+                self.health.mark("isolation", exc, log)
+                await asyncio.sleep(backoff.next())
+                continue
+            backoff.reset()
+            self.health.ok("isolation")
+
+    async def _run_once(self) -> None:
+        await self._work.wait()
+        self._work.clear()
+        while self.pending and not self.quiet:
+            await self._wait_alone()
+            if self._quieted() or not self.pending:  # the worker began shutting down
+                break
+            capsule, field, raw = self.pending.popleft()
+            log.warning(
+                "running recovered job %r alone (it was in flight when a worker died)", field
+            )
+            self.isolated += 1
+            self.running = True
+            try:
+                capsule.start([field, raw], isolate=False)
+                await capsule.wait_idle()
+            finally:
+                self.running = False
+        self._clear.set()

@@ -1,18 +1,20 @@
 """The launcher: wires a worker process together and runs its lifecycle.
 
 Every long-lived task (fetchers, acker, scheduler, heartbeat, reaper, watchdogs) is owned
-by one task group. Shutdown: quiet (stop fetching), wait up to ``timeout`` for running
-jobs, cancel the rest, write outstanding outcomes and put every job still in this
-process's in-flight hash back at the head of its queue (shielded), then leave.
+by one task group; short ones (hooks, give-backs, death handlers) by ``Worker.tasks``.
+Quiet: fetch, start and promote nothing more; jobs fetched ahead go back to the head of
+their queues at once. Shutdown: quiet, wait up to ``timeout`` for running jobs, then
+cancel the rest and put them back at the head of their queues *before* waiting (a few
+seconds at most) for them to end; write outstanding outcomes and put back whatever is
+still in this process's in-flight hash (shielded), then leave.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -22,17 +24,20 @@ from redis.asyncio.cluster import RedisCluster
 
 from .._client import QueuePairs
 from .._conn import FastRedis
-from .._payload import DECODE_ERRORS, DECODER
-from .._redis import TRANSIENT, Client, after_error
+from .._errors import ConfigError, RedisUnavailable
+from .._payload import DECODE_ERRORS, DECODER, inflight_field
+from .._redis import Client, after_error, transient
 from .._settings import CapsuleSpec
 from . import systemd
 from .acker import Acker, Backoff
 from .capsule import Capsule
 from .fetcher import Fetcher
+from .health import Health
 from .heartbeat import Heartbeat, new_process_id
 from .isolation import Isolation
 from .reaper import Reaper
 from .scheduler import Scheduler
+from .tasks import DIE_GRACE, TaskOwner
 
 if TYPE_CHECKING:
     from .._app import App
@@ -60,8 +65,6 @@ class Worker:
         prefetch: int | None = None,
         handle_signals: bool = False,
     ) -> None:
-        from .._errors import ConfigError
-
         if not capsules:
             raise ConfigError("a worker needs at least one capsule")
         seen: dict[str, str] = {}
@@ -96,6 +99,14 @@ class Worker:
         self._started: anyio.Event | None = None
         self._hard_stop = False
         self._stop_requested = False
+        self._hurry: anyio.Event | None = None  # stop now: end the wait for running jobs
+        # Short tasks spawned while the worker runs: hooks, give-backs, and the job
+        # executor's death handlers and on_exhausted. Shutdown awaits them within its
+        # timeout, then cancels what is left.
+        self.tasks = TaskOwner()
+        # Background loops that met an unexpected error (a bug), in the process record.
+        self.health = Health()
+        self._beats = 0
 
     # -- control -------------------------------------------------------------------
 
@@ -104,18 +115,40 @@ class Worker:
         self._stop_requested = True
         if now:
             self._hard_stop = True
+            if self._hurry is not None:
+                self._hurry.set()
         if self._stop is not None:
             self._stop.set()
 
     def quiet_down(self) -> None:
-        """Stop fetching new jobs; running ones finish. ``SIGTSTP`` does this."""
-        if not self.quiet:
-            log.info("quiet: no new jobs will be fetched")
+        """Fetch, start and promote nothing more; running jobs finish, jobs fetched
+        ahead go back to the head of their queues at once, the quiet hooks run.
+        ``SIGTSTP`` and the remote ``quiet`` command do this."""
+        if self.quiet:
+            return
+        log.info("quiet: no new jobs will be fetched or started")
         self.quiet = True
+        systemd.notify(f"STATUS=quiet ({self.process_id})")
+        if self._stop is not None:  # running (else _run applies it once it has started)
+            self._apply_quiet()
+            self._quiet_hooks()
+
+    def _quiet_hooks(self) -> None:
+        if self.app.on_quiet:
+            self.tasks.start_soon(self._run_hooks, "quiet", self.app.on_quiet[::-1])
+
+    def _apply_quiet(self) -> None:
         if self.isolation is not None:
-            self.isolation.quiet = True
+            self.isolation.quiet_down()
         for f in self.fetchers:
             f.stop()
+        for c in self.capsules:
+            c.quiet_down()
+        if self.scheduler is not None:
+            self.scheduler.quiet_down()
+        if self.heartbeat is not None:
+            self.heartbeat.beat_soon()  # ``asyncjobs processes`` shows it at once
+        self.tasks.start_soon(self._close_fetchers, name="quiet: closing fetch connections")
 
     async def wait_started(self) -> None:
         """Wait until the worker is fetching."""
@@ -139,6 +172,7 @@ class Worker:
             "processed": sum(c.processed for c in self.capsules),
             "failed": sum(c.failed for c in self.capsules),
             "capsules": [c.statistics() for c in self.capsules],
+            "unhealthy": dict(self.health.unhealthy),
         }
 
     def _on_command(self, cmd: str) -> None:
@@ -155,8 +189,12 @@ class Worker:
         """Run until :meth:`stop` (or a signal, with ``handle_signals``) or cancellation."""
         self._stop = anyio.Event()
         self._started = anyio.Event()
+        self._hurry = anyio.Event()
         if self._stop_requested:
             self._stop.set()
+        if self._hard_stop:
+            self._hurry.set()
+        error: Exception | None = None
         async with anyio.create_task_group() as signals:
             # Signals are handled from the first moment, so a SIGTERM that arrives while
             # the worker connects or registers stops it cleanly (exit 0) too.
@@ -166,8 +204,12 @@ class Worker:
                 await self._run()
             except _StoppedEarly:
                 log.info("worker %s stopped before it started", self.process_id)
+            except Exception as exc:
+                error = exc  # raised as itself, not in the task group's ExceptionGroup
             finally:
                 signals.cancel_scope.cancel()
+        if error is not None:
+            raise error
 
     async def _run(self) -> None:
         app = self.app
@@ -177,12 +219,18 @@ class Worker:
         inflight = app.keys.inflight(self.process_id)
         # The hot path (fetch, ack) uses lean pipelined connections on a single server
         # (_conn.py); each fetcher has its own, as it blocks in BRPOP when idle.
+        health = self.health
         self.acker = acker = Acker(app, app._fast or client, inflight)
-        self.capsules = [Capsule(app, spec, acker, prefetch=self.prefetch) for spec in self.specs]
-        self.isolation = isolation = Isolation(self.requeue)
+        acker.health = health
+        self.capsules = [
+            Capsule(app, spec, acker, prefetch=self.prefetch, tasks=self.tasks)
+            for spec in self.specs
+        ]
+        self.isolation = isolation = Isolation(self.requeue, self.tasks, health)
         isolation.capsules = self.capsules
         for c in self.capsules:
             c.isolation = isolation
+            c.on_give_back = self._give_back
         landing = app.keys.landing(self.process_id)
         self.fetchers = [
             Fetcher(
@@ -193,8 +241,10 @@ class Worker:
             )
             for c in self.capsules
         ]
+        for f in self.fetchers:
+            f.health = health
         isolation.fetchers = self.fetchers
-        self.scheduler = Scheduler(app, client, poll=self.scheduler_poll)
+        self.scheduler = Scheduler(app, client, poll=self.scheduler_poll, health=health)
         acker.on_retry = self.scheduler.notify
         self.reaper = Reaper(
             app,
@@ -202,6 +252,7 @@ class Worker:
             self.process_id,
             interval=self.heartbeat_interval,
             max_recoveries=self.max_recoveries,
+            health=health,
         )
         self.heartbeat = hb = Heartbeat(
             app,
@@ -211,17 +262,31 @@ class Worker:
             ttl=self.heartbeat_ttl,
             info=self._info,
             on_command=self._on_command,
+            health=health,
         )
-        hb.on_processes = lambda n: setattr(self.scheduler, "processes", n)
+        hb.on_processes = self._after_beat
         hb.capsules = self.capsules
         for hook in app.on_startup:
-            await hook()
+            try:
+                await hook()
+            except Exception as exc:
+                # One line (the CLI prints it, exit 2); the cause is chained for embedders.
+                raise ConfigError(
+                    f"startup hook {_name(hook)} failed: {type(exc).__name__}: {exc}; "
+                    "the worker does not start"
+                ) from exc
+        if self.quiet:  # quieted before it started
+            self._apply_quiet()
+            self._quiet_hooks()
         # Register before fetching anything, so a reaper can always find our jobs.
         try:
             await self._retry_until_up(hb.beat)
         except _StoppedEarly:
+            await self.tasks.aclose(self.timeout)
             await self._shutdown_hooks()
+            await self._run_hooks("exit", self.app.on_exit[::-1])
             raise
+        deadline: float | None = None  # of the shutdown, once asked for
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(acker.run)
@@ -249,15 +314,16 @@ class Worker:
                     started.set()
                     systemd.notify(f"READY=1\nSTATUS=fetching ({self.process_id})")
                     await stop.wait()
+                    deadline = anyio.current_time() + self.timeout
                     systemd.notify("STOPPING=1")
-                    self.quiet_down()
-                    for c in self.capsules:
-                        c.quiet = True  # stopping: prefetched jobs are put back unstarted
-                await self._drain()
+                    self.quiet_down()  # prefetched jobs go back unstarted
+                await self._drain(
+                    anyio.current_time() + self.timeout if deadline is None else deadline
+                )
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                await self._cleanup()
+                await self._cleanup(deadline)
 
     async def _connect(self) -> Client:
         client: Client = await self._retry_until_up(self.app.connect)
@@ -271,10 +337,10 @@ class Worker:
                 raise _StoppedEarly
             try:
                 return await fn()
-            except TRANSIENT as exc:
+            except Exception as exc:
+                if not transient(exc):
+                    raise
                 await after_error(self.app._redis, exc)
-                from .._errors import RedisUnavailable
-
                 if isinstance(exc, RedisUnavailable) and not warned:
                     log.warning("%s; retrying", exc)
                     warned = True
@@ -305,59 +371,170 @@ class Worker:
             "concurrency": sum(c.concurrency for c in self.capsules),
             "busy": stats["busy"],
             "quiet": self.quiet,
+            # Background loops that met a bug (loop → last error); empty when healthy.
+            "unhealthy": stats["unhealthy"],
         }
 
-    async def _drain(self) -> None:
-        """Wait up to ``timeout`` for running jobs, then cancel what is left."""
+    async def _drain(self, deadline: float) -> None:
+        """Wait until ``deadline`` for running jobs; then cancel what is left, put it
+        back at the head of its queues at once, and only then wait (a few seconds at
+        most) for it to end: a job slow to die can neither hold the worker past its
+        timeout nor be lost to the SIGKILL a process manager sends next."""
         busy = sum(len(c.running) for c in self.capsules)
         if busy and not self._hard_stop:
             log.info("waiting up to %.0fs for %d running jobs", self.timeout, busy)
-            with anyio.move_on_after(self.timeout):
-                for c in self.capsules:
-                    await c.wait_idle()
+            assert self._hurry is not None
+            with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._wait_hurry, tg.cancel_scope)
+                    for c in self.capsules:
+                        await c.wait_idle()
+                    tg.cancel_scope.cancel()
         left = sum(len(c.running) for c in self.capsules)
-        if left:
-            log.warning("cancelling %d running jobs; they go back to their queues", left)
-            with anyio.CancelScope(shield=True):
-                for c in self.capsules:
-                    await c.cancel_all()
+        if not left:
+            return
+        log.warning("cancelling %d running jobs; they go back to their queues", left)
+        with anyio.CancelScope(shield=True):
+            entries: dict[bytes, bytes] = {}
+            for c in self.capsules:
+                await c.cancel_all(wait=0)
+                entries.update(c.running_entries())
+            # A job counted as running has reported no outcome: its field is in the
+            # in-flight hash, and an outcome it reports after this is not written
+            # (the ack scripts move only fields still in the hash).
+            try:
+                with anyio.fail_after(DIE_GRACE):
+                    await self._close_fetchers()  # no BLMOVE may take them back
+                    self.requeued += await self.requeue(entries)
+            except Exception as exc:
+                if not transient(exc) and not isinstance(exc, TimeoutError):
+                    raise
+                log.warning("shutdown: cannot put running jobs back now (%s); retrying", exc)
+            stuck: set[Any] = set()
+            for c in self.capsules:
+                stuck |= await c.cancel_all(wait=DIE_GRACE)
+            if stuck:
+                log.warning(
+                    "%d jobs did not end within %.0fs of their cancellation; leaving them "
+                    "(they are back in their queues already)",
+                    len(stuck),
+                    DIE_GRACE,
+                )
 
-    async def _cleanup(self) -> None:
-        """Write outcomes, requeue whatever is still in flight, remove our record."""
+    async def _wait_hurry(self, scope: anyio.CancelScope) -> None:
+        assert self._hurry is not None
+        await self._hurry.wait()
+        scope.cancel()
+
+    async def _cleanup(self, deadline: float | None) -> None:
+        """Write outcomes, requeue whatever is still in flight, remove our record, wait
+        for the owned tasks (within the shutdown timeout), run the hooks."""
         for c in self.capsules:
-            await c.cancel_all()
+            # Ended already, or given up on by _drain; else (cancelled from outside)
+            # cancel now, and wait a little.
+            await c.cancel_all(wait=0 if deadline is not None else DIE_GRACE)
         for f in self.fetchers:
             if isinstance(f.client, FastRedis):
                 await f.client.aclose()
-        if self.acker is None or self.app._redis is None:
-            return
-        deadline = time.monotonic() + max(5.0, self.timeout)
-        while time.monotonic() < deadline:
+        if deadline is None:
+            deadline = anyio.current_time() + self.timeout
+        unreachable: str | None = None
+        if self.acker is not None and self.app._redis is not None:
+            unreachable = await self._write_out()
+        # Hooks, give-backs, death handlers: within what is left of the timeout.
+        await self.tasks.aclose(max(1.0, deadline - anyio.current_time()))
+        await self._shutdown_hooks()
+        await self._run_hooks("exit", self.app.on_exit[::-1])
+        if unreachable is not None:
+            # Exit non-zero (the CLI prints this line, exit 2); the record expires.
+            raise RedisUnavailable(unreachable)
+        log.info("worker %s stopped (%d jobs requeued)", self.process_id, self.requeued)
+
+    async def _write_out(self) -> str | None:
+        """Flush outcomes, requeue what is in flight, remove our record; the error
+        message if Redis could not be reached in time."""
+        assert self.acker is not None
+        until = time.monotonic() + max(5.0, self.timeout)
+        while time.monotonic() < until:
             try:
-                with anyio.fail_after(max(0.1, deadline - time.monotonic())):
+                with anyio.fail_after(max(0.1, until - time.monotonic())):
                     await self.acker.flush()
                     self.requeued += await self._requeue_inflight()
                     if self.heartbeat is not None:
                         await self.heartbeat.clear()
-                break
+                return None
             except (rexc.ConnectionError, rexc.TimeoutError, OSError, TimeoutError) as exc:
                 log.warning("shutdown: cannot reach Redis (%s); retrying", exc)
                 await anyio.sleep(0.2)
-        else:
-            log.error(
-                "shutdown: Redis unreachable; jobs left in %s will be recovered by another "
-                "worker once this process's heartbeat expires",
-                self.app.keys.inflight(self.process_id),
-            )
-        await self._shutdown_hooks()
-        log.info("worker %s stopped (%d jobs requeued)", self.process_id, self.requeued)
+        message = (
+            f"shutdown: Redis unreachable; the jobs left in "
+            f"{self.app.keys.inflight(self.process_id)} go back to their queues once this "
+            f"process's record expires (in {self.heartbeat_ttl:.0f}s) and another worker "
+            "reaps it"
+        )
+        log.error("%s", message)
+        return message
 
     async def _shutdown_hooks(self) -> None:
-        for hook in self.app.on_shutdown:
+        await self._run_hooks("shutdown", self.app.on_shutdown[::-1])
+
+    @staticmethod
+    async def _run_hooks(kind: str, hooks: Sequence[Callable[[], Awaitable[None]]]) -> None:
+        """Run ``hooks`` one after the other; one that fails is logged, the rest run."""
+        for hook in hooks:
             try:
                 await hook()
             except Exception:
-                log.exception("shutdown hook %r failed", hook)
+                log.exception("%s hook %s failed", kind, _name(hook))
+
+    def _after_beat(self, processes: int) -> None:
+        """After each beat: the scheduler scales its poll; heartbeat hooks (first beat)
+        and beat hooks (every beat) run as owned tasks."""
+        if self.scheduler is not None:
+            self.scheduler.processes = processes
+        self._beats += 1
+        app = self.app
+        if self._beats == 1 and app.on_heartbeat:
+            self.tasks.start_soon(self._run_hooks, "heartbeat", list(app.on_heartbeat))
+        if app.on_beat:
+            self.tasks.start_soon(self._run_hooks, "beat", list(app.on_beat))
+
+    async def _close_fetchers(self) -> None:
+        """End fetching for good: wait for the fetches on their way (their jobs are
+        given back), then close the fetchers' connections, which ends a BLMOVE still
+        blocked in Redis: it would take jobs we put back (or a producer pushes) into
+        our landing list, to sit there until shutdown."""
+        for f in self.fetchers:
+            await f.settled()
+            if isinstance(f.client, FastRedis):
+                await f.client.aclose()
+
+    def _give_back(self, entries: dict[bytes, bytes]) -> None:
+        self.tasks.start_soon(self._put_back, entries, name="quiet give-back")
+
+    async def _put_back(self, entries: dict[bytes, bytes]) -> None:
+        """Jobs fetched ahead, held back by quiet: back to the head of their queues."""
+        client = self.app._redis
+        assert client is not None
+        k = self.app.keys
+        landing = k.landing(self.process_id)
+        try:
+            await self._close_fetchers()
+            # A BLMOVE served just before the close, whose reply is lost.
+            running = {field for c in self.capsules for field in c.running}
+            landed: list[Any] = await client.lrange(landing, 0, -1)
+            for raw in landed:
+                field = inflight_field(raw)
+                if field not in running:
+                    entries.setdefault(field, raw)
+            await self.app._scripts.land(client, (landing, k.inflight(self.process_id)))
+            n = await self.requeue(entries)
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            log.warning("quiet: cannot put back %d jobs now (%s); shutdown will", len(entries), exc)
+            return
+        log.info("quiet: %d jobs fetched ahead went back to their queues", n)
 
     async def _requeue_inflight(self) -> int:
         client = self.app._redis
@@ -398,9 +575,11 @@ class Worker:
                     self.quiet_down()
                 elif sig == signal.SIGINT and self._stop_requested:
                     log.warning("second SIGINT: stopping now; running jobs go back to their queues")
-                    self._hard_stop = True
-                    for c in self.capsules:
-                        asyncio.get_running_loop().create_task(c.cancel_all())
+                    self.stop(now=True)  # the drain stops waiting and cancels them
                 else:
                     log.info("%s: shutting down", signal.Signals(sig).name)
                     self.stop()
+
+
+def _name(hook: Any) -> str:
+    return str(getattr(hook, "__qualname__", None) or repr(hook))

@@ -22,7 +22,8 @@ import msgspec
 from .._client import QueuePairs, trim_dead
 from .._payload import DECODE_ERRORS, DECODER, ENCODER
 from .._redis import Client
-from .acker import RETRYABLE, after_failure
+from .acker import after_failure
+from .health import Health
 
 if TYPE_CHECKING:
     from .._app import App
@@ -60,8 +61,10 @@ class Reaper:
         *,
         interval: float,
         max_recoveries: int = 3,
+        health: Health | None = None,
     ) -> None:
         self.app = app
+        self.health = health or Health()
         self.client = client
         self.process_id = process_id
         self.interval = interval
@@ -75,9 +78,12 @@ class Reaper:
         while True:
             try:
                 await self.reap_once()
-            except RETRYABLE as exc:
-                await after_failure(self.app, exc)
-                log.debug("reaper: Redis unavailable: %s", exc)
+            except Exception as exc:
+                if await self.health.failed("reaper", exc, log, self.app._redis):
+                    await after_failure(self.app, exc)
+                    log.debug("reaper: Redis unavailable: %s", exc)
+            else:
+                self.health.ok("reaper")
             await asyncio.sleep(self.interval * (0.5 + self._rng.random()))
 
     async def reap_once(self) -> int:

@@ -15,11 +15,10 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-import redis.exceptions as rexc
-
 from .._client import promote
 from .._redis import Client
-from .acker import RETRYABLE, Backoff, after_failure, unblocked
+from .acker import Backoff, after_failure
+from .health import Health
 
 if TYPE_CHECKING:
     from .._app import App
@@ -44,14 +43,23 @@ def next_wait(
 
 
 class Scheduler:
-    def __init__(self, app: App, client: Client, *, poll: float = 5.0) -> None:
+    def __init__(
+        self, app: App, client: Client, *, poll: float = 5.0, health: Health | None = None
+    ) -> None:
         self.app = app
         self.client = client
         self.poll = poll
         self.processes = 1
         self.promoted = 0
+        self.quiet = False
+        self.health = health or Health()
         self._wake = asyncio.Event()
         self._rng = random.Random()
+
+    def quiet_down(self) -> None:
+        """A quiet process promotes nothing more (its queues may not be drained)."""
+        self.quiet = True
+        self._wake.set()
 
     def notify(self, at: float) -> None:
         """A job due at ``at`` was added by this process: wake to reconsider."""
@@ -61,16 +69,16 @@ class Scheduler:
         """Turn hints pushed by ``defer`` (a sooner scheduled job) into local wake-ups."""
         key = self.app.keys.wake_scheduler
         backoff = Backoff()
-        while True:
+        while not self.quiet:
             try:
                 got = await self.client.brpop([key], timeout=min(self.poll, 5.0))
-            except (*RETRYABLE, rexc.ResponseError) as exc:
-                if not isinstance(exc, RETRYABLE) and not unblocked(exc):
-                    raise
-                await after_failure(self.app, exc)
+            except Exception as exc:
+                if await self.health.failed("scheduler.listen", exc, log, self.app._redis):
+                    await after_failure(self.app, exc)
                 await asyncio.sleep(backoff.next())
                 continue
             backoff.reset()
+            self.health.ok("scheduler.listen")
             if got:
                 self._wake.set()
 
@@ -80,12 +88,12 @@ class Scheduler:
         skips anything another process moved first), and read again when the list runs
         out, a hint or notify() arrives, or the poll interval passes."""
         backoff = Backoff()
-        while True:
+        while not self.quiet:
             # Cleared before reading, so a notify() during the read is not lost.
             self._wake.clear()
             try:
                 upcoming = await self.read_upcoming()
-                while True:
+                while not self.quiet:
                     now = time.time()
                     due = [e for e in upcoming if e[0] <= now]
                     if due:
@@ -97,12 +105,14 @@ class Scheduler:
                     wait = next_wait(now, earliest, self.poll, self.processes, self._rng)
                     if await self._sleep(wait) or earliest is None or earliest > now + wait:
                         break  # woken by news, or the poll interval passed: read again
-            except RETRYABLE as exc:
-                await after_failure(self.app, exc)
-                log.debug("scheduler: Redis unavailable: %s", exc)
+            except Exception as exc:
+                if await self.health.failed("scheduler", exc, log, self.app._redis):
+                    await after_failure(self.app, exc)
+                    log.debug("scheduler: Redis unavailable: %s", exc)
                 await asyncio.sleep(backoff.next())
                 continue
             backoff.reset()
+            self.health.ok("scheduler")
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True if woken early by a hint or notify()."""

@@ -4,7 +4,7 @@ Like Sidekiq Enterprise's swarm: each child is an ordinary worker process (its o
 loop, heartbeat, in-flight hash), so every guarantee of one process holds for each. The
 supervisor restarts a child that dies (with a growing delay if it keeps dying at once)
 and passes signals on: SIGTSTP quiets every child, SIGTERM/SIGINT stop them (a second
-SIGINT, hard stop), then it waits for them and exits 0.
+SIGINT, hard stop), then it waits for them and exits 0, or 1 if one of them failed.
 """
 
 from __future__ import annotations
@@ -128,5 +128,11 @@ class Supervisor:
                     self._spawn(slot)
                     alive += 1
             if self.stopping and alive == 0:
+                failed = {p.pid: p.returncode for p, _ in self.children.values() if p.returncode}
+                if failed:
+                    # A child that could not shut down cleanly (Redis unreachable, say)
+                    # said why; the supervisor's exit status must not hide it.
+                    log.error("worker processes exited with errors (pid: status): %s", failed)
+                    return 1
                 log.info("all worker processes stopped")
                 return 0
