@@ -4,6 +4,7 @@ one job wherever it is, stats over N days, the dead set newest first."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 
 import anyio
@@ -185,3 +186,24 @@ async def test_check_reports_unhealthy_loops_of_live_workers(
     assert "problem: process host:1:abcdef: its reaper loop is failing: KeyError: 'x'" in text(
         r.stderr
     )
+
+
+async def test_processes_shows_start_and_runtime_when_the_worker_publishes_them(
+    app: asyncjobs.App, redis: aioredis.Redis, redis_url: str, jobs: Jobs
+) -> None:
+    # A record as a worker listing its running jobs (info.running: jid -> start) writes
+    # it, with one job in its in-flight hash.
+    resize, _ = jobs
+    jid = await resize.defer(5)
+    assert jid is not None
+    [raw] = await redis.lrange(app.keys.queue("default"), 0, -1)
+    pid = "host:2:abcdef"
+    started = time.time() - 90
+    info = {"hostname": "host", "pid": 2, "running": {jid: started}}
+    await redis.sadd(app.keys.processes, pid)
+    await redis.hset(app.keys.process(pid), mapping={"info": json.dumps(info), "busy": 1})
+    await redis.hset(app.keys.inflight(pid), jid, raw)
+    [proc] = loads(await _ok(redis_url, "processes", "--json"))
+    assert proc["busy"] == 1 and [j["started_at"] for j in proc["jobs"]] == [started]
+    out = await _ok(redis_url, "processes")
+    assert "1m30s" in out or "1m31s" in out
