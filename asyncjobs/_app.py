@@ -211,7 +211,7 @@ class App(Registry):
         mode = modes.get(id(self)) if modes else None
         chain = self.client_middleware
         if mode is None:
-            if not chain:
+            if not chain.entries:
                 return await self._push(payload)
             return await run_client(chain.entries, payload, self._push)
 
@@ -249,7 +249,7 @@ class App(Registry):
         modes = _test_modes.get()
         mode = modes.get(id(self)) if modes else None
         chain = self.client_middleware
-        if chain:
+        if chain.entries:
             entries = chain.entries
             passed: list[Payload] = []
 

@@ -55,14 +55,10 @@ class Client(Protocol):
 _current: ContextVar[Payload] = ContextVar("asyncjobs.job")
 
 
-def set_current(payload: Payload) -> Token[Payload]:
-    """Make ``payload`` the running job of this context (the executor does this)."""
-    return _current.set(payload)
-
-
-def reset_current(token: Token[Payload]) -> None:
-    """Undo :func:`set_current`."""
-    _current.reset(token)
+# The executor makes a payload the running job of this context, and undoes it after.
+# Bound methods of the context variable, not wrappers: one call each per job.
+set_current: Callable[[Payload], Token[Payload]] = _current.set
+reset_current: Callable[[Token[Payload]], None] = _current.reset
 
 
 def current_payload() -> Payload | None:

@@ -47,28 +47,22 @@ class Chain(Generic[M]):
     twice does not run its middleware twice.
     """
 
-    __slots__ = ("_entries", "_snapshot")
+    __slots__ = ("_entries", "entries")
 
     def __init__(self, entries: Iterable[M] = ()) -> None:
         self._entries: list[M] = []
-        self._snapshot: tuple[M, ...] | None = ()
+        # The entries, outermost first, as a tuple rebuilt at every change: a job
+        # already walking the chain is not affected by later changes, and the hot path
+        # reads a plain attribute (no call) to learn whether there is anything to run.
+        self.entries: tuple[M, ...] = ()
         for entry in entries:
             self.add(entry)
-
-    @property
-    def entries(self) -> tuple[M, ...]:
-        """The entries, outermost first (a snapshot: later changes do not affect a
-        job already walking the chain)."""
-        snapshot = self._snapshot
-        if snapshot is None:
-            snapshot = self._snapshot = tuple(self._entries)
-        return snapshot
 
     def add(self, middleware: M) -> M:
         """Append ``middleware`` (the innermost so far); returns it, so it decorates."""
         self.remove(middleware)
         self._entries.append(middleware)
-        self._snapshot = None
+        self.entries = tuple(self._entries)
         return middleware
 
     # A list-like alias: chains were plain lists before, and users append to them.
@@ -78,21 +72,21 @@ class Chain(Generic[M]):
         """Put ``middleware`` first (the outermost)."""
         self.remove(middleware)
         self._entries.insert(0, middleware)
-        self._snapshot = None
+        self.entries = tuple(self._entries)
         return middleware
 
     def insert_before(self, old: M, new: M) -> M:
         """Put ``new`` just before ``old`` (which must be in the chain)."""
         self.remove(new)
         self._entries.insert(self._index(old), new)
-        self._snapshot = None
+        self.entries = tuple(self._entries)
         return new
 
     def insert_after(self, old: M, new: M) -> M:
         """Put ``new`` just after ``old`` (which must be in the chain)."""
         self.remove(new)
         self._entries.insert(self._index(old) + 1, new)
-        self._snapshot = None
+        self.entries = tuple(self._entries)
         return new
 
     def remove(self, middleware: M) -> None:
@@ -101,13 +95,13 @@ class Chain(Generic[M]):
         for i, entry in enumerate(entries):
             if entry is middleware or entry == middleware:
                 del entries[i]
-                self._snapshot = None
+                self.entries = tuple(self._entries)
                 return
 
     def clear(self) -> None:
         """Remove every entry."""
         self._entries.clear()
-        self._snapshot = None
+        self.entries = tuple(self._entries)
 
     def copy(self) -> Chain[M]:
         """A new chain with the same entries."""

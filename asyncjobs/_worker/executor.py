@@ -192,8 +192,8 @@ class Executor:
                 joblog.debug("start %s jid=%s queue=%s", payload.job, payload.jid, payload.queue)
                 t0 = time.perf_counter()
             try:
-                chain = self.middleware or app.server_middleware
-                if chain:
+                own = self.middleware
+                if app.server_middleware.entries or (own is not None and own.entries):
                     fn = job.fn
                     await run_server(
                         self._chain(), JobContext(payload), lambda: fn(*args, **kwargs)
