@@ -94,7 +94,6 @@ class App(Registry):
         self._fast: FastRedis | None = None
         self._connect_lock: anyio.Lock | None = None
         self._scripts = scripts()
-        self._queue_keys: dict[str, list[str]] = {}
 
     def __repr__(self) -> str:
         return f"<App {self.keys.namespace} {mask_url(self.redis_url)}>"
@@ -187,13 +186,6 @@ class App(Registry):
         await self.aclose()
 
     # -- enqueue -----------------------------------------------------------------
-
-    def _keys_for(self, queue: str) -> list[str]:
-        keys = self._queue_keys.get(queue)
-        if keys is None:
-            k = self.keys
-            keys = self._queue_keys[queue] = [k.queues, k.queue(queue), k.wake(queue)]
-        return keys
 
     def _encode(self, payload: Payload) -> bytes:
         data = ENCODER.encode(payload)
