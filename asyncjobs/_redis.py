@@ -141,6 +141,10 @@ def map_error(url: str, exc: BaseException) -> Exception:
         return RedisUnavailable(f"Redis Cluster at {where} is not serving: {exc}")
     if isinstance(exc, rexc.ResponseError):
         msg = str(exc)
+        if msg.startswith("UNBLOCKED"):
+            # A blocking call ended by a failover (the master became a replica): Redis
+            # is passing, as for a cut connection; the caller reconnects and goes on.
+            return RedisUnavailable(f"Redis at {where} ended a blocking call ({msg})")
         if "DB index is out of range" in msg or "invalid DB index" in msg:
             db = urlsplit(url).path.lstrip("/") or "0"
             return ConfigError(
