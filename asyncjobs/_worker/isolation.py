@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from .acker import Backoff
+from .backoff import Backoff
 from .health import Health
 
 if TYPE_CHECKING:
@@ -54,6 +54,12 @@ class Isolation:
         self.capsules: list[Capsule] = []
         self.fetchers: list[Fetcher] = []
         self.isolated = 0
+
+    def watch(self, capsules: list[Capsule], fetchers: list[Fetcher]) -> None:
+        """The capsules whose jobs a suspect waits for, and their fetchers (built after
+        the capsules, which are given this isolation)."""
+        self.capsules = capsules
+        self.fetchers = fetchers
 
     def _quieted(self) -> bool:
         return self.quiet

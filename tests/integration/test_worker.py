@@ -342,12 +342,12 @@ async def test_acks_count_only_the_jobs_they_removed(
     removed, so an ack written twice (a retry after a lost reply) counts once."""
     from asyncjobs._worker.acker import STATS_TTL, Acker
 
-    await app.connect()
-    assert app._fast is not None
+    store = await app.open_store()
+    assert store.fast is not None
     key = INFLIGHT_PREFIX + "test"
     fields = [f"jid{i}".encode() for i in range(50)]
     await redis.hset(key, mapping=dict.fromkeys(fields, b"{}"))
-    acker = Acker(app, app._fast, key)
+    acker = Acker(store, store.fast, key)
     for f in fields[:30]:
         acker.done(f)
     await acker.flush()
