@@ -389,6 +389,13 @@ class Worker:
             "quiet": self.quiet,
             # Background loops that met a bug (loop → last error); empty when healthy.
             "unhealthy": stats["unhealthy"],
+            # What runs now, jid → start (wall clock): ``asyncjobs processes`` lists it.
+            "running": {
+                rec.payload.jid: rec.started_at
+                for c in self.capsules
+                for rec in c.running.values()
+                if rec.payload is not None
+            },
         }
 
     async def _drain(self, deadline: float) -> None:
