@@ -192,7 +192,7 @@ ACL_COMMANDS = (
     "lpush", "rpush", "rpop", "lpop", "brpop", "blmove", "lrem", "llen", "lindex", "lrange",
     "hset", "hget", "hdel", "hlen", "hgetall",
     "sadd", "srem", "smembers", "scard",
-    "zadd", "zrem", "zrange", "zrangebyscore", "zcard", "zscan",
+    "zadd", "zrem", "zrange", "zrevrange", "zrangebyscore", "zcard", "zscan",
     "zremrangebyscore", "zremrangebyrank",
     "get", "incrby", "expire", "pexpire", "exists", "del",
 )  # fmt: skip
