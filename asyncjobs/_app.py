@@ -17,7 +17,7 @@ from ._errors import ConfigError, EnqueueError
 from ._job import Job, JobContext, RetryIn
 from ._middleware import run_client
 from ._payload import ENCODER, Payload
-from ._redis import Client, mask_url, scripts
+from ._redis import Client, mask_url
 from ._registry import Registry
 from ._settings import CapsuleSpec
 from ._store import Store
@@ -93,7 +93,6 @@ class App(Registry):
         # The hot path (defer, ack) on a single server: see _conn.py.
         self._fast: FastRedis | None = None
         self._connect_lock: anyio.Lock | None = None
-        self._scripts = scripts()
 
     def __repr__(self) -> str:
         return f"<App {self.keys.namespace} {mask_url(self.redis_url)}>"
@@ -156,6 +155,14 @@ class App(Registry):
                 self._fast = store.fast
                 self._redis = store.client
         return self._redis
+
+    async def open_store(self) -> Store:
+        """Connect (once) and return the store: what a worker reads and writes through
+        (``Worker(app, capsules, connect=app.open_store)``)."""
+        await self.connect()
+        store = self.store
+        assert store is not None
+        return store
 
     async def ping(self) -> None:
         """Check that Redis answers (connects, pings, closes)."""
@@ -298,7 +305,7 @@ class App(Registry):
             capsules = [
                 CapsuleSpec(name="default", queues=specs, concurrency=concurrency, strict=strict)
             ]
-        return Worker(self, capsules, timeout=timeout, **options)
+        return Worker(self, capsules, connect=self.open_store, timeout=timeout, **options)
 
     @contextlib.asynccontextmanager
     async def run_worker(

@@ -141,6 +141,10 @@ def map_error(url: str, exc: BaseException) -> Exception:
         return RedisUnavailable(f"Redis Cluster at {where} is not serving: {exc}")
     if isinstance(exc, rexc.ResponseError):
         msg = str(exc)
+        if msg.startswith("UNBLOCKED"):
+            # A blocking call ended by a failover (the master became a replica): Redis
+            # is passing, as for a cut connection; the caller reconnects and goes on.
+            return RedisUnavailable(f"Redis at {where} ended a blocking call ({msg})")
         if "DB index is out of range" in msg or "invalid DB index" in msg:
             db = urlsplit(url).path.lstrip("/") or "0"
             return ConfigError(
@@ -188,7 +192,7 @@ ACL_COMMANDS = (
     "lpush", "rpush", "rpop", "lpop", "brpop", "blmove", "lrem", "llen", "lindex", "lrange",
     "hset", "hget", "hdel", "hlen", "hgetall",
     "sadd", "srem", "smembers", "scard",
-    "zadd", "zrem", "zrange", "zrangebyscore", "zcard", "zscan",
+    "zadd", "zrem", "zrange", "zrevrange", "zrangebyscore", "zcard", "zscan",
     "zremrangebyscore", "zremrangebyrank",
     "get", "incrby", "expire", "pexpire", "exists", "del",
 )  # fmt: skip

@@ -1,6 +1,6 @@
 """The store: every Redis read and write of asyncjobs, as typed methods, errors mapped.
 
-The API, the CLI, ``App.defer`` and (being moved onto it) the worker go through one
+The API, the CLI, ``App.defer`` and the worker go through one
 :class:`Store`; nothing else sends Redis commands. Each method maps redis-py's errors
 (``_redis.map_error``), and sends a call refused with ``READONLY`` once more after a
 reconnect. Layout: ``_base`` (connections, mapping), ``_enqueue`` (defer, promote,
@@ -12,9 +12,9 @@ from __future__ import annotations
 from ._admin import Admin, Counters
 from ._base import QueuePairs, mapped
 from ._enqueue import Enqueue, promote_on, trim_dead_on
-from ._worker import WorkerOps
+from ._worker import Beat, WorkerOps
 
-__all__ = ["Counters", "QueuePairs", "Store", "mapped", "promote_on", "trim_dead_on"]
+__all__ = ["Beat", "Counters", "QueuePairs", "Store", "mapped", "promote_on", "trim_dead_on"]
 
 
 class Store(Enqueue, Admin, WorkerOps):

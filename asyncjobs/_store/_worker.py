@@ -1,6 +1,6 @@
 """The worker's reads and writes: fetch, land, acknowledge, requeue, reap, heartbeat,
-schedule polling. Each wraps the calls ``_worker/*`` sends today, one to one, so moving
-a worker module onto the store changes no command and no round trip.
+schedule polling. Each wraps the calls ``_worker/*`` sent before the store existed, one
+to one: no command and no round trip was added by moving the worker onto the store.
 
 A method that takes ``conn`` runs on that connection (a fetcher's own, the acker's
 lean one); without it, on the store's lean connection or its redis-py client.
@@ -12,16 +12,26 @@ import asyncio
 import datetime as dt
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._conn import FastRedis
 from .._payload import DECODE_ERRORS, DECODER
 from .._redis import Conn
 from ._base import QueuePairs, StoreBase, mapped
 
-__all__ = ["WorkerOps"]
+__all__ = ["Beat", "WorkerOps"]
 
 _PLAIN = re.compile(rb"^[A-Za-z0-9_.:\-]+$")  # a jid; anything else is sent on its own
+
+
+class Beat(NamedTuple):
+    """What one heartbeat read back."""
+
+    commands: list[str]  # control commands for this process (quiet, stop)
+    processes: int  # live processes
+    # How many fields HSET created in the record: all of them means the record was
+    # gone (expired while this process was silent, or Redis lost its data).
+    created: int
 
 
 class WorkerOps(StoreBase):
@@ -74,16 +84,47 @@ class WorkerOps(StoreBase):
         entries: dict[Any, Any] = await self.client.hgetall(inflight_key)
         return entries
 
+    @mapped
+    async def inflight_fields(self, inflight_key: str) -> list[bytes]:
+        """The fields (jids) of an in-flight hash."""
+        fields: list[Any] = await self.client.hkeys(inflight_key)
+        return fields
+
+    @mapped
+    async def inflight_census(self, inflight_key: str, landing_key: str) -> tuple[list[bytes], int]:
+        """The fields of an in-flight hash and the length of a landing list, in one round
+        trip (a fetcher's self-check)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hkeys(inflight_key)
+            pipe.llen(landing_key)
+            fields, landing = await pipe.execute()
+        return fields, int(landing)
+
+    @mapped
+    async def inflight_get(self, inflight_key: str, fields: Sequence[bytes]) -> list[bytes | None]:
+        """The payloads of these fields of an in-flight hash (None: not there)."""
+        if not fields:
+            return []
+        raws: list[Any] = await self.client.hmget(inflight_key, list(fields))
+        return raws
+
+    @mapped
+    async def read_landing(self, landing_key: str) -> list[bytes]:
+        """The jobs in a landing list (taken by BLMOVE, not yet in the in-flight hash)."""
+        raws: list[Any] = await self.client.lrange(landing_key, 0, -1)
+        return raws
+
     # -- acker -----------------------------------------------------------------------
 
     @mapped
     async def done(
         self, inflight_key: str, fields: Sequence[bytes], *, day: dt.date, ttl: int, conn: Conn
-    ) -> None:
-        """done.lua: successes only, the lean script (fields as they are)."""
+    ) -> int:
+        """done.lua: successes only, the lean script (fields as they are). Returns how
+        many fields it removed (those still in flight)."""
         k = self.keys
         keys = (inflight_key, k.stat_processed, k.stat_processed_day(day))
-        await self.scripts.done(conn, keys, (ttl, *fields))
+        return int(await self.scripts.done(conn, keys, (ttl, *fields)))
 
     @mapped
     async def ack(
@@ -95,9 +136,12 @@ class WorkerOps(StoreBase):
         now: float,
         ttl: int,
         conn: Conn,
-    ) -> None:
+        split: tuple[Sequence[bytes], Sequence[bytes]] | None = None,
+    ) -> int:
         """ack.lua: ``done`` fields and ``moves`` (flat groups of field, target,
-        score, payload); trims the dead set by the store's limits."""
+        score, payload); trims the dead set by the store's limits. ``split``: ``done``
+        split already into jids and other fields (the acker's ``plan_ack``). Returns how
+        many fields it removed (those still in flight)."""
         k = self.keys
         today = dt.datetime.fromtimestamp(now, dt.UTC).date()
         keys = (
@@ -109,8 +153,13 @@ class WorkerOps(StoreBase):
             k.stat_failed,
             k.stat_failed_day(today),
         )
-        plain = [f for f in done if _PLAIN.match(f)]
-        other = [f for f in done if not _PLAIN.match(f)] if len(plain) < len(done) else []
+        if split is None:
+            plain: Sequence[bytes] = [f for f in done if _PLAIN.match(f)]
+            other: Sequence[bytes] = (
+                [f for f in done if not _PLAIN.match(f)] if len(plain) < len(done) else []
+            )
+        else:
+            plain, other = split
         args = (
             b" ".join(plain),
             len(other),
@@ -120,7 +169,8 @@ class WorkerOps(StoreBase):
             repr(now - self.dead_timeout),
             ttl,
         )
-        await self.scripts.ack(conn, keys, args)
+        res = await self.scripts.ack(conn, keys, args)
+        return int(res[0]) + int(res[1])
 
     # -- launcher: shutdown, isolation give-backs ------------------------------------
 
@@ -143,11 +193,9 @@ class WorkerOps(StoreBase):
     # -- heartbeat -------------------------------------------------------------------
 
     @mapped
-    async def heartbeat(
-        self, process_id: str, record: dict[str | bytes, Any], ttl: float
-    ) -> tuple[list[str], int]:
+    async def heartbeat(self, process_id: str, record: dict[str | bytes, Any], ttl: float) -> Beat:
         """Write the process record with its TTL, take up to ten control commands,
-        count live processes: one round trip. Returns (commands, processes)."""
+        count live processes: one round trip."""
         k = self.keys
         key = k.process(process_id)
         async with self.client.pipeline(transaction=False) as pipe:
@@ -158,7 +206,12 @@ class WorkerOps(StoreBase):
             pipe.scard(k.processes)
             res = await pipe.execute()
         commands = [c.decode() if isinstance(c, bytes) else str(c) for c in res[3] or ()]
-        return commands, int(res[4] or 1)
+        return Beat(commands, int(res[4] or 1), int(res[1]))
+
+    @mapped
+    async def has_counters(self) -> bool:
+        """Whether the processed counter exists (a server that kept its data kept it)."""
+        return bool(await self.client.exists(self.keys.stat_processed))
 
     @mapped
     async def clear_process(self, process_id: str) -> None:

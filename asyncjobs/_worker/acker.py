@@ -10,92 +10,48 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import redis.exceptions as rexc
-
-from .._conn import FastRedis
-from .._errors import RedisRefused
-from .._redis import Conn, mask_url, reset_pool
+from .._redis import Conn, mask_url
+from .backoff import Backoff, after_failure
 from .decisions import plan_ack
 from .health import Health, failed
 
 if TYPE_CHECKING:
-    from .._app import App
+    from .._store import Store
 
 log = logging.getLogger("asyncjobs.acker")
 
 STATS_TTL = 5 * 365 * 86400  # per-day counters live five years, like Sidekiq's
 
 
-def unblocked(exc: BaseException) -> bool:
-    """A blocking call ended by a failover (``UNBLOCKED``: the master became a replica)."""
-    return isinstance(exc, rexc.ResponseError) and str(exc).startswith("UNBLOCKED")
-
-
-async def after_failure(app: App, exc: BaseException, *conns: Any) -> None:
-    """After a transient error (:func:`asyncjobs._redis.transient`) in a fetch, ack,
-    heartbeat, scheduler or reaper loop: a failover demoted the server at our URL to a
-    replica (``READONLY``), so drop the loop's own connections too; the next command
-    connects afresh and finds whichever master answers at the URL."""
-    readonly = isinstance(exc, rexc.ReadOnlyError) or (
-        isinstance(exc, RedisRefused) and exc.reason == "readonly"
-    )
-    if readonly:
-        if app._redis is not None:
-            await reset_pool(app._redis)
-        for conn in conns:
-            if isinstance(conn, FastRedis):
-                conn.reset()
-
-
-class Backoff:
-    """Capped exponential backoff with jitter, for reconnect loops."""
-
-    __slots__ = ("_attempt", "_rng", "cap", "base")
-
-    # The cap bounds how long a worker takes to notice Redis is back (issue: resume
-    # within a few seconds of an outage ending) while keeping retries rare.
-    def __init__(self, base: float = 0.1, cap: float = 2.0) -> None:
-        self.base = base
-        self.cap = cap
-        self._attempt = 0
-        self._rng = random.Random()
-
-    def next(self) -> float:
-        d: float = min(self.cap, self.base * 2.0**self._attempt)
-        self._attempt += 1
-        return d * (0.5 + self._rng.random() / 2)
-
-    def reset(self) -> None:
-        self._attempt = 0
-
-
 class Acker:
     """Collects outcomes and writes them in as few round trips as the load allows."""
 
-    health: Health | None = None  # the launcher's: marks this loop unhealthy on a bug
-
-    def __init__(self, app: App, client: Conn, inflight_key: str) -> None:
-        self.app = app
+    def __init__(
+        self,
+        store: Store,
+        client: Conn,
+        inflight_key: str,
+        *,
+        on_retry: Callable[[float], None] | None = None,
+        health: Health | None = None,
+    ) -> None:
+        self.store = store
+        self.health = health  # the launcher's: marks this loop unhealthy on a bug
         self.client = client
-        k = app.keys
         self._inflight = inflight_key
-        self._keys_static = (inflight_key, k.retry, k.dead, k.stat_processed)
         self._done: list[bytes] = []
         self._moves: list[Any] = []
         self._pending = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._script = app._scripts.ack
-        self._done_script = app._scripts.done
         self.batches = 0
         # Told the due time of retries this process scheduled, so its scheduler wakes
         # for them (a retry_in of 0.05 s must not wait for the poll interval).
-        self.on_retry: Callable[[float], None] | None = None
+        self.on_retry = on_retry
         self._soonest_retry: float | None = None
         self._landing: dict[bytes, tuple[str, asyncio.Future[Any] | None]] = {}
         # Batches whose write is on its way: still pending until Redis confirmed it (or
@@ -144,7 +100,7 @@ class Acker:
             except Exception:
                 failed.add(key)
         for key in failed:  # land everything of that list, on this connection, first
-            await self.app._scripts.land(self.client, (key, self._inflight))
+            await self.store.land(key, self._inflight, conn=self.client)
         for f, _ in entries:
             self._landing.pop(f, None)
 
@@ -190,14 +146,14 @@ class Acker:
                 if not isinstance(exc, Exception):
                     raise
                 backoff = backoff or Backoff()
-                if not await failed(self.health, "acker", exc, log, self.app._redis):
+                if not await failed(self.health, "acker", exc, log, self.store):
                     await asyncio.sleep(backoff.next())  # a bug: logged at ERROR
                     continue
-                await after_failure(self.app, exc, self.client)
+                await after_failure(self.store, exc, self.client)
                 if not warned:
                     log.warning(
                         "cannot reach Redis at %s to acknowledge %d jobs (%s); retrying",
-                        mask_url(self.app.redis_url),
+                        mask_url(self.store.url),
                         len(done) + len(moves) // 4,
                         exc,
                     )
@@ -222,30 +178,21 @@ class Acker:
 
     async def _write(self, done: list[bytes], moves: list[Any]) -> int:
         """Write a batch; returns how many of its fields were still in flight."""
-        app = self.app
         if self._landing:
             await self._ensure_landed([*done, *moves[0::4]])
-        k = app.keys
         now = time.time()
-        today = dt.datetime.fromtimestamp(now, dt.UTC).date()
         batch = plan_ack(done, len(moves))
         if batch.lean:
-            lean = (self._inflight, k.stat_processed, k.stat_processed_day(today))
-            return int(await self._done_script(self.client, lean, (STATS_TTL, *done)))
-        keys = (
-            *self._keys_static,
-            k.stat_processed_day(today),
-            k.stat_failed,
-            k.stat_failed_day(today),
+            today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+            return await self.store.done(
+                self._inflight, done, day=today, ttl=STATS_TTL, conn=self.client
+            )
+        return await self.store.ack(
+            self._inflight,
+            done,
+            moves,
+            now=now,
+            ttl=STATS_TTL,
+            conn=self.client,
+            split=(batch.plain, batch.other),
         )
-        args = (
-            b" ".join(batch.plain),
-            len(batch.other),
-            *batch.other,
-            *moves,
-            app.dead_max_jobs,
-            repr(now - app.dead_timeout),
-            STATS_TTL,
-        )
-        res = await self._script(self.client, keys, args)
-        return int(res[0]) + int(res[1])

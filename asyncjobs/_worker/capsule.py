@@ -22,7 +22,7 @@ from .isolation import SUSPECT_MARK, Isolation
 from .tasks import TaskOwner
 
 if TYPE_CHECKING:
-    from .._app import App
+    from .._registry import Registry
     from .acker import Acker
 
 log = logging.getLogger("asyncjobs.capsule")
@@ -56,12 +56,14 @@ class Capsule:
 
     def __init__(
         self,
-        app: App,
+        app: Registry,
         spec: CapsuleSpec,
         acker: Acker,
         *,
         prefetch: int | None = None,
         tasks: TaskOwner | None = None,
+        isolation: Isolation | None = None,
+        on_give_back: Callable[[dict[bytes, bytes]], None] | None = None,
     ) -> None:
         if spec.concurrency < 1:
             from .._errors import ConfigError
@@ -87,7 +89,9 @@ class Capsule:
         self._waiting = 0  # fetch lanes waiting for a free slot
         self._idle = asyncio.Event()
         self._idle.set()
-        self.isolation: Isolation | None = None
+        self.isolation = isolation
+        if on_give_back is not None:
+            self.on_give_back = on_give_back
         # Prefetch: a few jobs fetched ahead (in the in-flight hash, so as safe as running
         # ones) start the moment a slot frees, without waiting for a fetch round trip.
         # A quarter of the concurrency kept 1-50 ms jobs at 96% busy slots where none

@@ -54,7 +54,7 @@ class Sink(Protocol):
 class Running:
     """One job being run, and what shutdown and the timeout watchdog need to know."""
 
-    __slots__ = ("deadline", "error", "field", "payload", "raw", "reason", "task")
+    __slots__ = ("deadline", "error", "field", "payload", "raw", "reason", "started_at", "task")
 
     def __init__(self, field: bytes, raw: bytes) -> None:
         self.field = field
@@ -64,6 +64,8 @@ class Running:
         self.reason: str | None = None  # why we cancelled it: "timeout" | "shutdown"
         self.task: asyncio.Task[Any] | None = None
         self.error: BaseException | None = None  # what the job raised, if it failed
+        # When the job started (wall clock; 0 until decoded): ``asyncjobs processes``.
+        self.started_at = 0.0
 
 
 class Watchdog:
@@ -167,6 +169,7 @@ class Executor:
             except DECODE_ERRORS as exc:
                 self._dead_raw(rec, f"undecodable payload: {exc}")
                 return
+            rec.started_at = time.time()
             job = app.jobs.get(payload.job)
             if job is None:
                 self._dead(

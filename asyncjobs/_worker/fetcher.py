@@ -14,17 +14,17 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import redis.exceptions as rexc
 
 from .._conn import FastRedis
 from .._payload import DECODE_ERRORS, DECODER, inflight_field
 from .._redis import Conn, mask_url, transient
-from .acker import Backoff, after_failure, unblocked
+from .backoff import Backoff, after_failure
+from .capsule import Capsule
 from .decisions import fetch_request, lane_cap
 from .health import Health, failed
 
 if TYPE_CHECKING:
-    from .capsule import Capsule
+    from .._store import Store
 
 log = logging.getLogger("asyncjobs.fetcher")
 
@@ -49,12 +49,21 @@ def _consume(fut: asyncio.Future[Any]) -> None:
 
 
 class Fetcher:
-    health: Health | None = None  # the launcher's: marks this loop unhealthy on a bug
-
-    def __init__(self, capsule: Capsule, client: Conn, inflight_key: str, landing_key: str) -> None:
+    def __init__(
+        self,
+        capsule: Capsule,
+        store: Store,
+        client: Conn,
+        inflight_key: str,
+        landing_key: str,
+        *,
+        health: Health | None = None,
+    ) -> None:
         self.capsule = capsule
-        self.client = client
-        keys = capsule.app.keys
+        self.store = store
+        self.client = client  # its own connection (store.connection()): it blocks
+        self.health = health
+        keys = store.keys
         names = capsule.order.names
         self._inflight = inflight_key
         self._landing = landing_key
@@ -69,7 +78,6 @@ class Fetcher:
         )
         self._queue_keys = [keys.queue(n) for n in names]
         self._wake_keys = [keys.wake(n) for n in names]
-        self._script = capsule.app._scripts.fetch
         self.fetches = 0
         self.quiet = False
         self._scope: anyio.CancelScope | None = None
@@ -120,16 +128,16 @@ class Fetcher:
                 # A fetch whose reply was lost may have moved jobs into our in-flight
                 # hash all the same: look for them once Redis answers again.
                 self._reconcile = True
-                name, redis = f"fetcher {capsule.name}", capsule.app._redis
-                if not await failed(self.health, name, exc, log, redis):
+                name, store = f"fetcher {capsule.name}", self.store
+                if not await failed(self.health, name, exc, log, store):
                     await anyio.sleep(self._backoff.next())  # a bug: logged at ERROR
                     continue
-                await after_failure(capsule.app, exc, self.client)
+                await after_failure(store, exc, self.client)
                 if not self._down:
                     log.warning(
                         "capsule %s: cannot reach Redis at %s (%s); backing off",
                         capsule.name,
-                        mask_url(capsule.app.redis_url),
+                        mask_url(store.url),
                         exc,
                     )
                     self._set(down=True)
@@ -221,7 +229,7 @@ class Fetcher:
         # Shielded: once the script has moved jobs into the in-flight hash we must
         # receive them, or they would sit there with no task until shutdown.
         with anyio.CancelScope(shield=True):
-            pairs = await self._script(self.client, keys, counts)
+            pairs = await self.store.fetch(keys, counts, conn=self.client)
         self.fetches += 1
         if pairs:
             self.capsule.start(pairs)
@@ -236,9 +244,8 @@ class Fetcher:
 
     async def _reconcile_now(self) -> None:
         capsule = self.capsule
-        client = capsule.app._redis
-        assert client is not None
-        await capsule.app._scripts.land(client, (self._landing, self._inflight))
+        store = self.store
+        await store.land(self._landing, self._inflight)
 
         def known_now() -> set[bytes]:
             known = set(capsule.running) | capsule.acker.pending_fields()
@@ -251,7 +258,7 @@ class Fetcher:
         # Taken before the read too: a job running now may finish and be acknowledged
         # while the read is in flight, and must not look like an orphan.
         before = known_now()
-        entries: dict[Any, Any] = await client.hgetall(self._inflight)
+        entries = await store.read_inflight(self._inflight)
         known = before | known_now()
         names = set(capsule.order.names)
         orphans: list[bytes] = []
@@ -279,9 +286,10 @@ class Fetcher:
         prefetched, held for isolation, landing, or with an outcome not yet confirmed."""
         capsule = self.capsule
         isolation = capsule.isolation
-        capsules = isolation.capsules if isolation is not None and isolation.capsules else []
+        others = isolation.capsules if isolation is not None else []
+        capsules = [c for c in others if isinstance(c, Capsule)] or [capsule]
         known = capsule.acker.pending_fields() | capsule.acker.landing_fields()
-        for c in capsules or [capsule]:
+        for c in capsules:
             known.update(c.running)
             known.update(f for f, _ in c.ready)
             known.update(f for f, _ in c.held)
@@ -299,7 +307,7 @@ class Fetcher:
             except Exception as exc:
                 if not transient(exc):
                     raise
-                await after_failure(self.capsule.app, exc)
+                await after_failure(self.store, exc)
                 log.debug("capsule %s: self-check failed: %s", self.capsule.name, exc)
 
     async def self_check(self) -> int:
@@ -310,26 +318,22 @@ class Fetcher:
         field counts as stranded when it was unknown here at the last check too.
         Returns how many jobs were started."""
         capsule = self.capsule
-        client = capsule.app._redis
-        assert client is not None
+        store = self.store
         async with self._checking:
             before = self._known()
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.hkeys(self._inflight)
-                pipe.llen(self._landing)
-                fields, landing = await pipe.execute()
+            fields, landing = await store.inflight_census(self._inflight, self._landing)
             if landing:
                 # Usually a job an idle fetcher took a moment ago, about to land; landing
                 # everything is harmless then (its own land finds nothing left to move).
-                await capsule.app._scripts.land(client, (self._landing, self._inflight))
-                fields = await client.hkeys(self._inflight)
+                await store.land(self._landing, self._inflight)
+                fields = await store.inflight_fields(self._inflight)
             known = before | self._known()
             unknown = {f for f in fields if f not in known}
             stranded = [f for f in unknown if f in self._suspects]
             self._suspects = unknown - set(stranded)
             if not stranded:
                 return 0
-            raws: list[Any] = await client.hmget(self._inflight, stranded)
+            raws = await store.inflight_get(self._inflight, stranded)
             known = self._known()
             names = set(capsule.order.names)
             pairs: list[bytes] = []
@@ -355,28 +359,20 @@ class Fetcher:
             return len(pairs) // 2
 
     async def _wait_for_hint(self) -> None:
-        try:
-            await self._wait_for_hint_once()
-        except rexc.ResponseError as exc:
-            # A failover unblocks blocked clients of the demoted master: passing.
-            if unblocked(exc):
-                raise rexc.ConnectionError(str(exc)) from exc
-            raise
-
-    async def _wait_for_hint_once(self) -> None:
+        # A failover ends a blocked call with UNBLOCKED: the store raises it as
+        # RedisUnavailable, an outage the first lane backs off from like any other.
+        store = self.store
         if self._blmove:
             assert isinstance(self.client, FastRedis)
-            raw = await self.client.execute(
-                b"BLMOVE", self._queue_keys[0], self._landing, b"RIGHT", b"LEFT", IDLE_POLL,
-                block=IDLE_POLL,
-            )  # fmt: skip
+            raw = await store.blmove(
+                self._queue_keys[0], self._landing, IDLE_POLL, conn=self.client
+            )
             if raw is not None:
                 field = inflight_field(raw)
                 # Into the in-flight hash, written now on this (connected) connection;
                 # the job's ack waits for it (Acker.landing), without delaying the job.
-                land = self.capsule.app._scripts.land
-                sent = self.client.send_nowait(
-                    b"EVAL", land.source, 2, self._landing, self._inflight, field, raw
+                sent = store.land_nowait(
+                    self._landing, self._inflight, field, raw, conn=self.client
                 )
                 if sent is not None:
                     sent.add_done_callback(_consume)
@@ -388,4 +384,4 @@ class Fetcher:
                 await asyncio.sleep(0)
             return
         order, _ = self.capsule.order.draw(0)
-        await self.client.brpop([self._wake_keys[i] for i in order], timeout=IDLE_POLL)
+        await store.wait_wake([self._wake_keys[i] for i in order], IDLE_POLL, conn=self.client)

@@ -10,8 +10,12 @@ record's ``info`` as ``unhealthy``, where ``asyncjobs processes`` and ``check`` 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from .._redis import Client, after_error, transient
+from .._redis import after_error, transient
+
+if TYPE_CHECKING:
+    from .._store import Store
 
 
 class Health:
@@ -21,12 +25,12 @@ class Health:
         self.unhealthy: dict[str, str] = {}
 
     async def failed(
-        self, loop: str, exc: Exception, log: logging.Logger, client: Client | None
+        self, loop: str, exc: Exception, log: logging.Logger, store: Store | None
     ) -> bool:
         """Handle ``exc`` met by ``loop``. True when Redis is away (the pool is reset;
         the caller logs it its own way); else logs the bug and marks the loop unhealthy."""
         if transient(exc):
-            await after_error(client, exc)
+            await after_error(store.client if store is not None else None, exc)
             return True
         self.mark(loop, exc, log)
         return False
@@ -48,7 +52,7 @@ class Health:
 
 
 async def failed(
-    health: Health | None, loop: str, exc: Exception, log: logging.Logger, client: Client | None
+    health: Health | None, loop: str, exc: Exception, log: logging.Logger, store: Store | None
 ) -> bool:
     """:meth:`Health.failed`, for a loop that may run without one (logs the bug all the same)."""
-    return await (health or Health()).failed(loop, exc, log, client)
+    return await (health or Health()).failed(loop, exc, log, store)

@@ -1,8 +1,8 @@
 """The heartbeat: the process record with a TTL, and remote commands (quiet, stop).
 
-One pipeline every ``interval`` seconds. While the record lives, no reaper touches this
-process's in-flight hash; when it expires (the process died), a reaper gives the jobs
-back (invariant 1).
+One round trip (``store.heartbeat``) every ``interval`` seconds. While the record lives,
+no reaper touches this process's in-flight hash; when it expires (the process died), a
+reaper gives the jobs back (invariant 1).
 
 A process that was alive but silent for too long (stopped, a frozen VM, Redis out of
 reach) may have been presumed dead and reaped: from the moment its record may have
@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .._redis import Client, mask_url, transient
+from .._redis import mask_url, transient
 from .._version import __version__
-from .acker import after_failure
+from .backoff import after_failure
 from .health import Health
 
 if TYPE_CHECKING:
-    from .._app import App
+    from .._store import Store
     from .capsule import Capsule
 
 log = logging.getLogger("asyncjobs.heartbeat")
@@ -45,18 +45,18 @@ def new_process_id() -> str:
 class Heartbeat:
     def __init__(
         self,
-        app: App,
-        client: Client,
+        store: Store,
         process_id: str,
         *,
         interval: float,
         ttl: float,
         info: Callable[[], dict[str, Any]],
         on_command: Callable[[str], None],
+        on_processes: Callable[[int], None] | None = None,
+        capsules: list[Capsule] | None = None,
         health: Health | None = None,
     ) -> None:
-        self.app = app
-        self.client = client
+        self.store = store
         self.process_id = process_id
         self.interval = interval
         self.ttl = ttl
@@ -65,9 +65,9 @@ class Heartbeat:
         self.started_at = time.time()
         self.processes = 1
         # Told the number of live processes at each beat (the scheduler scales its poll).
-        self.on_processes: Callable[[int], None] | None = None
+        self.on_processes = on_processes
         self._down = False
-        self.capsules: list[Capsule] = []  # whose prefetched jobs a lapse holds back
+        self.capsules = capsules or []  # whose prefetched jobs a lapse holds back
         # When the last beat that succeeded was sent (wall clock, monotonic clock): a
         # stopped process or a frozen VM advances at least one of them.
         self._last_ok: tuple[float, float] | None = None
@@ -88,7 +88,6 @@ class Heartbeat:
 
     async def beat(self) -> None:
         """Write the record, read commands, count live processes. One round trip."""
-        k = self.app.keys
         info = self._info()
         record: dict[str | bytes, Any] = {
             "info": _ENC.encode(
@@ -104,33 +103,25 @@ class Heartbeat:
             "beat": time.time(),
             "quiet": int(bool(info.get("quiet"))),
         }
-        key = k.process(self.process_id)
-        ctl = k.control(self.process_id)
         sent = (time.time(), time.monotonic())
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.sadd(k.processes, self.process_id)
-            pipe.hset(key, mapping=record)  # type: ignore[arg-type]
-            pipe.pexpire(key, int(self.ttl * 1000))
-            pipe.lpop(ctl, 10)
-            pipe.scard(k.processes)
-            res = await pipe.execute()
+        beat = await self.store.heartbeat(self.process_id, record, self.ttl)
         last, self._last_ok = self._last_ok, sent
         # HSET created every field (not just one newly added to the record): it was gone.
-        if last is not None and res[1] == len(record):
+        if last is not None and beat.created == len(record):
             await self._record_was_gone(max(sent[0] - last[0], sent[1] - last[1]))
         elif self._run_id is None:
             self._run_id = await self._server_run_id()
         if self._lapsed:
             self._release()
-        self.processes = int(res[4] or 1)
+        self.processes = beat.processes
         if self.on_processes is not None:
             self.on_processes(self.processes)
-        for cmd in res[3] or ():
-            self._on_command(cmd.decode() if isinstance(cmd, bytes) else str(cmd))
+        for cmd in beat.commands:
+            self._on_command(cmd)
 
     async def _server_run_id(self) -> str:
         try:
-            info: dict[str, Any] = await self.client.info("server")
+            info = await self.store.server_info("server")
         except Exception as exc:
             if transient(exc):
                 raise
@@ -149,21 +140,21 @@ class Heartbeat:
         if not lost and restarted and any(c.processed or c.failed for c in self.capsules):
             # Silent long enough for it to expire; a server that kept its data kept the
             # counters our acknowledgements wrote, though.
-            lost = not await self.client.exists(self.app.keys.stat_processed)
+            lost = not await self.store.has_counters()
         if lost:
             self.data_lost += 1
             log.warning(
                 "heartbeat: Redis at %s lost its data (%s): this process's record was gone "
                 "%.1fs after its last beat; jobs that were queued, scheduled or in flight "
                 "there may be lost",
-                mask_url(self.app.redis_url),
+                mask_url(self.store.url),
                 "it restarted empty"
                 if restarted
                 else "flushed, or a failover to a replica that lacked them",
                 gap,
             )
             return
-        fields: list[Any] = await self.client.hkeys(self.app.keys.inflight(self.process_id))
+        fields = await self.store.inflight_fields(self.store.keys.inflight(self.process_id))
         still = set(fields)
         mine = self._mine | {f for c in self.capsules for f in c.running}
         taken = sorted(mine - still - self._written())
@@ -242,13 +233,13 @@ class Heartbeat:
             try:
                 await self.beat()
             except Exception as exc:
-                if not await self.health.failed("heartbeat", exc, log, self.app._redis):
+                if not await self.health.failed("heartbeat", exc, log, self.store):
                     continue
-                await after_failure(self.app, exc)
+                await after_failure(self.store, exc)
                 if not self._down:
                     log.warning(
                         "heartbeat: cannot reach Redis at %s (%s)",
-                        mask_url(self.app.redis_url),
+                        mask_url(self.store.url),
                         exc,
                     )
                     self._down = True
@@ -260,8 +251,4 @@ class Heartbeat:
 
     async def clear(self) -> None:
         """Remove this process's record at a clean exit."""
-        k = self.app.keys
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.srem(k.processes, self.process_id)
-            pipe.delete(k.process(self.process_id), k.control(self.process_id))
-            await pipe.execute()
+        await self.store.clear_process(self.process_id)

@@ -13,18 +13,35 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Sequence, Sized
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .acker import Backoff
+from .backoff import Backoff
 from .health import Health
 
 if TYPE_CHECKING:
-    from .capsule import Capsule
-    from .fetcher import Fetcher
     from .tasks import TaskOwner
 
 log = logging.getLogger("asyncjobs.isolation")
+
+
+# What isolation needs of a capsule and a fetcher: protocols, so that this module, which
+# the capsule uses, does not import the capsule (or the fetcher, which imports it).
+class Capsule(Protocol):
+    @property
+    def running(self) -> Sized: ...
+
+    def start(self, pairs: list[bytes], *, isolate: bool = True) -> None: ...
+
+    async def wait_idle(self) -> None: ...
+
+
+class Fetcher(Protocol):
+    @property
+    def fetching(self) -> int: ...
+
+    async def settled(self) -> None: ...
+
 
 SUSPECT_MARK = b'"recoveries":'  # present in a payload only when recoveries > 0
 
@@ -54,6 +71,12 @@ class Isolation:
         self.capsules: list[Capsule] = []
         self.fetchers: list[Fetcher] = []
         self.isolated = 0
+
+    def watch(self, capsules: Sequence[Capsule], fetchers: Sequence[Fetcher]) -> None:
+        """The capsules whose jobs a suspect waits for, and their fetchers (built after
+        the capsules, which are given this isolation)."""
+        self.capsules = list(capsules)
+        self.fetchers = list(fetchers)
 
     def _quieted(self) -> bool:
         return self.quiet

@@ -18,18 +18,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import redis.exceptions as rexc
 from anyio.abc import TaskStatus
-from redis.asyncio.cluster import RedisCluster
 
-from .._client import QueuePairs
 from .._conn import FastRedis
 from .._errors import ConfigError, RedisUnavailable
-from .._payload import DECODE_ERRORS, DECODER, inflight_field
-from .._redis import Client, after_error, transient
+from .._payload import inflight_field
+from .._redis import after_error, transient
 from .._settings import CapsuleSpec
 from . import systemd
-from .acker import Acker, Backoff
+from .acker import Acker
+from .backoff import Backoff
 from .capsule import Capsule
 from .fetcher import Fetcher
 from .health import Health
@@ -40,7 +38,12 @@ from .scheduler import Scheduler
 from .tasks import DIE_GRACE, TaskOwner
 
 if TYPE_CHECKING:
-    from .._app import App
+    from .._registry import Registry
+    from .._store import Store
+
+# Connects (once) and returns the store the worker reads and writes through: the app's
+# ``open_store`` (App.worker passes it).
+Connect = Callable[[], Awaitable["Store"]]
 
 log = logging.getLogger("asyncjobs.launcher")
 
@@ -50,13 +53,18 @@ class _StoppedEarly(Exception):
 
 
 class Worker:
-    """One worker process's runtime: ``await worker.run()`` until stopped."""
+    """One worker process's runtime: ``await worker.run()`` until stopped.
+
+    ``app`` holds the jobs, middleware, hooks, keys and limits; ``connect`` opens the
+    store (default: ``app.open_store``, which :class:`~asyncjobs.App` has).
+    """
 
     def __init__(
         self,
-        app: App,
+        app: Registry,
         capsules: Sequence[CapsuleSpec],
         *,
+        connect: Connect | None = None,
         timeout: float = 25.0,
         heartbeat_interval: float = 5.0,
         heartbeat_ttl: float = 30.0,
@@ -76,7 +84,16 @@ class Worker:
                         "a queue belongs to one capsule"
                     )
                 seen[q] = spec.name
+        if connect is None:
+            connect = getattr(app, "open_store", None)
+            if connect is None:
+                raise ConfigError(
+                    f"a worker needs a connection: {app!r} has no open_store(); pass "
+                    "connect= (a coroutine function returning the store), or an App"
+                )
         self.app = app
+        self._open_store: Connect = connect
+        self.store: Store | None = None
         self.specs = list(capsules)
         self.timeout = timeout
         self.heartbeat_interval = heartbeat_interval
@@ -215,57 +232,56 @@ class Worker:
         app = self.app
         started, stop = self._started, self._stop
         assert started is not None and stop is not None
-        client = await self._connect()
+        self.store = store = await self._connect()
         inflight = app.keys.inflight(self.process_id)
+        health = self.health
+        self.scheduler = Scheduler(store, poll=self.scheduler_poll, health=health)
         # The hot path (fetch, ack) uses lean pipelined connections on a single server
         # (_conn.py); each fetcher has its own, as it blocks in BRPOP when idle.
-        health = self.health
-        self.acker = acker = Acker(app, app._fast or client, inflight)
-        acker.health = health
+        self.acker = acker = Acker(
+            store,
+            store.fast or store.client,
+            inflight,
+            on_retry=self.scheduler.notify,
+            health=health,
+        )
+        self.isolation = isolation = Isolation(self.requeue, self.tasks, health)
         self.capsules = [
-            Capsule(app, spec, acker, prefetch=self.prefetch, tasks=self.tasks)
+            Capsule(
+                app,
+                spec,
+                acker,
+                prefetch=self.prefetch,
+                tasks=self.tasks,
+                isolation=isolation,
+                on_give_back=self._give_back,
+            )
             for spec in self.specs
         ]
-        self.isolation = isolation = Isolation(self.requeue, self.tasks, health)
-        isolation.capsules = self.capsules
-        for c in self.capsules:
-            c.isolation = isolation
-            c.on_give_back = self._give_back
         landing = app.keys.landing(self.process_id)
         self.fetchers = [
-            Fetcher(
-                c,
-                client if isinstance(client, RedisCluster) else FastRedis(client.connection_pool),
-                inflight,
-                landing,
-            )
+            Fetcher(c, store, store.connection(), inflight, landing, health=health)
             for c in self.capsules
         ]
-        for f in self.fetchers:
-            f.health = health
-        isolation.fetchers = self.fetchers
-        self.scheduler = Scheduler(app, client, poll=self.scheduler_poll, health=health)
-        acker.on_retry = self.scheduler.notify
+        isolation.watch(self.capsules, self.fetchers)
         self.reaper = Reaper(
-            app,
-            client,
+            store,
             self.process_id,
             interval=self.heartbeat_interval,
             max_recoveries=self.max_recoveries,
             health=health,
         )
         self.heartbeat = hb = Heartbeat(
-            app,
-            client,
+            store,
             self.process_id,
             interval=self.heartbeat_interval,
             ttl=self.heartbeat_ttl,
             info=self._info,
             on_command=self._on_command,
+            on_processes=self._after_beat,
+            capsules=self.capsules,
             health=health,
         )
-        hb.on_processes = self._after_beat
-        hb.capsules = self.capsules
         for hook in app.on_startup:
             try:
                 await hook()
@@ -325,9 +341,9 @@ class Worker:
             with anyio.CancelScope(shield=True):
                 await self._cleanup(deadline)
 
-    async def _connect(self) -> Client:
-        client: Client = await self._retry_until_up(self.app.connect)
-        return client
+    async def _connect(self) -> Store:
+        store: Store = await self._retry_until_up(self._open_store)
+        return store
 
     async def _retry_until_up(self, fn: Any) -> Any:
         backoff = Backoff(cap=2.0)
@@ -340,7 +356,7 @@ class Worker:
             except Exception as exc:
                 if not transient(exc):
                     raise
-                await after_error(self.app._redis, exc)
+                await after_error(self.store.client if self.store is not None else None, exc)
                 if isinstance(exc, RedisUnavailable) and not warned:
                     log.warning("%s; retrying", exc)
                     warned = True
@@ -373,6 +389,13 @@ class Worker:
             "quiet": self.quiet,
             # Background loops that met a bug (loop → last error); empty when healthy.
             "unhealthy": stats["unhealthy"],
+            # What runs now, jid → start (wall clock): ``asyncjobs processes`` lists it.
+            "running": {
+                rec.payload.jid: rec.started_at
+                for c in self.capsules
+                for rec in c.running.values()
+                if rec.payload is not None
+            },
         }
 
     async def _drain(self, deadline: float) -> None:
@@ -439,7 +462,7 @@ class Worker:
         if deadline is None:
             deadline = anyio.current_time() + self.timeout
         unreachable: str | None = None
-        if self.acker is not None and self.app._redis is not None:
+        if self.acker is not None and self.store is not None:
             unreachable = await self._write_out()
         # Hooks, give-backs, death handlers: within what is left of the timeout.
         await self.tasks.aclose(max(1.0, deadline - anyio.current_time()))
@@ -463,7 +486,7 @@ class Worker:
                     if self.heartbeat is not None:
                         await self.heartbeat.clear()
                 return None
-            except (rexc.ConnectionError, rexc.TimeoutError, OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError) as exc:  # RedisUnavailable is an OSError
                 log.warning("shutdown: cannot reach Redis (%s); retrying", exc)
                 await anyio.sleep(0.2)
         message = (
@@ -514,20 +537,19 @@ class Worker:
 
     async def _put_back(self, entries: dict[bytes, bytes]) -> None:
         """Jobs fetched ahead, held back by quiet: back to the head of their queues."""
-        client = self.app._redis
-        assert client is not None
+        store = self.store
+        assert store is not None
         k = self.app.keys
         landing = k.landing(self.process_id)
         try:
             await self._close_fetchers()
             # A BLMOVE served just before the close, whose reply is lost.
             running = {field for c in self.capsules for field in c.running}
-            landed: list[Any] = await client.lrange(landing, 0, -1)
-            for raw in landed:
+            for raw in await store.read_landing(landing):
                 field = inflight_field(raw)
                 if field not in running:
                     entries.setdefault(field, raw)
-            await self.app._scripts.land(client, (landing, k.inflight(self.process_id)))
+            await store.land(landing, k.inflight(self.process_id))
             n = await self.requeue(entries)
         except Exception as exc:
             if not transient(exc):
@@ -537,32 +559,19 @@ class Worker:
         log.info("quiet: %d jobs fetched ahead went back to their queues", n)
 
     async def _requeue_inflight(self) -> int:
-        client = self.app._redis
-        assert client is not None
+        store = self.store
+        assert store is not None
         k = self.app.keys
+        inflight = k.inflight(self.process_id)
         # Jobs an idle fetcher took with BLMOVE and never landed are in flight too.
-        await self.app._scripts.land(
-            client, (k.landing(self.process_id), k.inflight(self.process_id))
-        )
-        entries: dict[Any, Any] = await client.hgetall(self.app.keys.inflight(self.process_id))
-        return await self.requeue(entries)
+        await store.land(k.landing(self.process_id), inflight)
+        return await store.requeue(inflight, await store.read_inflight(inflight))
 
     async def requeue(self, entries: dict[bytes, bytes]) -> int:
         """Put these in-flight jobs (field → payload) back at the head of their queues."""
-        app = self.app
-        client = app._redis
-        assert client is not None
-        if not entries:
-            return 0
-        pairs = QueuePairs(app.keys, [app.keys.inflight(self.process_id)])
-        args: list[Any] = []
-        for field, raw in entries.items():
-            try:
-                queue = DECODER.decode(raw).queue
-            except DECODE_ERRORS:
-                queue = "default"
-            args.extend((field, pairs.index(queue)))
-        return int(await app._scripts.requeue(client, pairs.keys, args))
+        store = self.store
+        assert store is not None
+        return await store.requeue(self.app.keys.inflight(self.process_id), entries)
 
     async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         sigs = [signal.SIGTERM, signal.SIGINT]

@@ -15,18 +15,17 @@ import os
 import random
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from .._client import QueuePairs, trim_dead
 from .._payload import DECODE_ERRORS, DECODER, ENCODER
-from .._redis import Client
-from .acker import after_failure
+from .backoff import after_failure
+from .decisions import poison_pill, presumed_dead
 from .health import Health
 
 if TYPE_CHECKING:
-    from .._app import App
+    from .._store import Store
 
 log = logging.getLogger("asyncjobs.reaper")
 
@@ -55,32 +54,29 @@ def same_host_pid(process_id: str) -> int | None:
 class Reaper:
     def __init__(
         self,
-        app: App,
-        client: Client,
+        store: Store,
         process_id: str,
         *,
         interval: float,
         max_recoveries: int = 3,
         health: Health | None = None,
     ) -> None:
-        self.app = app
+        self.store = store
         self.health = health or Health()
-        self.client = client
         self.process_id = process_id
         self.interval = interval
         self.max_recoveries = max_recoveries
         self.recovered = 0
         self.dead_lettered = 0
         self._rng = random.Random()
-        self._script = app._scripts.reap
 
     async def run(self) -> None:
         while True:
             try:
                 await self.reap_once()
             except Exception as exc:
-                if await self.health.failed("reaper", exc, log, self.app._redis):
-                    await after_failure(self.app, exc)
+                if await self.health.failed("reaper", exc, log, self.store):
+                    await after_failure(self.store, exc)
                     log.debug("reaper: Redis unavailable: %s", exc)
             else:
                 self.health.ok("reaper")
@@ -88,67 +84,67 @@ class Reaper:
 
     async def reap_once(self) -> int:
         """Reap every dead process once; returns the number of jobs moved."""
-        k = self.app.keys
-        members = await self.client.smembers(k.processes)
-        ids = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
-        ids = [i for i in ids if i != self.process_id]
+        store = self.store
+        ids = [i for i in await store.process_ids() if i != self.process_id]
         if not ids:
             return 0
-        async with self.client.pipeline(transaction=False) as pipe:
-            for pid_ in ids:
-                pipe.exists(k.process(pid_))
-            alive = await pipe.execute()
+        alive = await store.processes_alive(ids)
+        own = os.getpid()
         moved = 0
         for proc, exists in zip(ids, alive, strict=True):
+            pid = same_host_pid(proc) if exists else None
+            dead = presumed_dead(
+                record_exists=exists,
+                same_host_pid=pid,
+                pid_alive=pid is None or pid == own or pid_alive(pid),
+                own_pid=own,
+            )
+            if not dead:
+                continue
             if exists:
-                pid = same_host_pid(proc)
-                if pid is None or pid_alive(pid) or pid == os.getpid():
-                    continue
                 # Same host, pid gone: no need to wait for the record to expire.
-                await self.client.delete(k.process(proc))
+                await store.delete_process_record(proc)
             moved += await self.reap(proc)
         return moved
 
     async def reap(self, proc: str) -> int:
-        k = self.app.keys
+        store = self.store
+        k = store.keys
         inflight = k.inflight(proc)
         # Its landing list (jobs taken by BLMOVE, not yet landed) is in flight too.
-        await self.app._scripts.land(self.client, (k.landing(proc), inflight))
-        entries: dict[Any, Any] = await self.client.hgetall(inflight)
-        pairs = QueuePairs(k, [inflight, k.process(proc), k.processes, k.dead])
-        args: list[Any] = [proc]
+        await store.land(k.landing(proc), inflight)
+        entries = await store.read_inflight(inflight)
+        moves: list[tuple[bytes, str, bytes, str]] = []
         now = time.time()
         dead = 0
         for field, raw in entries.items():
             try:
                 p = DECODER.decode(raw)
             except DECODE_ERRORS:
-                queue, data, target = "default", raw, "queue"
-            else:
-                n = p.recoveries + 1
-                queue = p.queue
-                if n >= self.max_recoveries:
-                    target = "dead"
-                    dead += 1
-                    data = ENCODER.encode(
-                        msgspec.structs.replace(
-                            p,
-                            recoveries=n,
-                            error_class="WorkerDied",
-                            error_message=(
-                                f"the worker running this job died {n} times "
-                                f"(max_recoveries={self.max_recoveries}): a poison pill?"
-                            ),
-                            failed_at=now,
-                        )
+                moves.append((field, "default", raw, "queue"))
+                continue
+            n = p.recoveries + 1
+            if poison_pill(n, self.max_recoveries):
+                dead += 1
+                data = ENCODER.encode(
+                    msgspec.structs.replace(
+                        p,
+                        recoveries=n,
+                        error_class="WorkerDied",
+                        error_message=(
+                            f"the worker running this job died {n} times "
+                            f"(max_recoveries={self.max_recoveries}): a poison pill?"
+                        ),
+                        failed_at=now,
                     )
-                else:
-                    target = "queue"
-                    data = ENCODER.encode(msgspec.structs.replace(p, recoveries=n))
-            args.extend((field, pairs.index(queue), data, target, repr(now)))
-        n = int(await self._script(self.client, pairs.keys, args))
+                )
+                moves.append((field, p.queue, data, "dead"))
+            else:
+                data = ENCODER.encode(msgspec.structs.replace(p, recoveries=n))
+                moves.append((field, p.queue, data, "queue"))
+        n = await store.reap(proc, moves, now)
         if dead:
-            await trim_dead(self.app, self.client, now)
+            await store.trim_dead(now)
         if n > 0:
             log.warning("recovered %d jobs of dead process %s (%d to the dead set)", n, proc, dead)
             self.recovered += n

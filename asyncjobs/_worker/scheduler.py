@@ -15,13 +15,11 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-from .._client import promote
-from .._redis import Client
-from .acker import Backoff, after_failure
+from .backoff import Backoff, after_failure
 from .health import Health
 
 if TYPE_CHECKING:
-    from .._app import App
+    from .._store import Store
 
 log = logging.getLogger("asyncjobs.scheduler")
 
@@ -43,11 +41,8 @@ def next_wait(
 
 
 class Scheduler:
-    def __init__(
-        self, app: App, client: Client, *, poll: float = 5.0, health: Health | None = None
-    ) -> None:
-        self.app = app
-        self.client = client
+    def __init__(self, store: Store, *, poll: float = 5.0, health: Health | None = None) -> None:
+        self.store = store
         self.poll = poll
         self.processes = 1
         self.promoted = 0
@@ -67,14 +62,14 @@ class Scheduler:
 
     async def listen(self) -> None:
         """Turn hints pushed by ``defer`` (a sooner scheduled job) into local wake-ups."""
-        key = self.app.keys.wake_scheduler
+        store = self.store
         backoff = Backoff()
         while not self.quiet:
             try:
-                got = await self.client.brpop([key], timeout=min(self.poll, 5.0))
+                got = await store.wait_scheduler_hint(min(self.poll, 5.0))
             except Exception as exc:
-                if await self.health.failed("scheduler.listen", exc, log, self.app._redis):
-                    await after_failure(self.app, exc)
+                if await self.health.failed("scheduler.listen", exc, log, store):
+                    await after_failure(store, exc)
                 await asyncio.sleep(backoff.next())
                 continue
             backoff.reset()
@@ -106,8 +101,8 @@ class Scheduler:
                     if await self._sleep(wait) or earliest is None or earliest > now + wait:
                         break  # woken by news, or the poll interval passed: read again
             except Exception as exc:
-                if await self.health.failed("scheduler", exc, log, self.app._redis):
-                    await after_failure(self.app, exc)
+                if await self.health.failed("scheduler", exc, log, self.store):
+                    await after_failure(self.store, exc)
                     log.debug("scheduler: Redis unavailable: %s", exc)
                 await asyncio.sleep(backoff.next())
                 continue
@@ -126,11 +121,8 @@ class Scheduler:
 
     async def read_upcoming(self) -> list[tuple[float, bytes, str]]:
         """The earliest ``BATCH`` entries of the schedule and retry sets, by due time."""
-        k = self.app.keys
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.zrange(k.schedule, 0, BATCH - 1, withscores=True)
-            pipe.zrange(k.retry, 0, BATCH - 1, withscores=True)
-            first_s, first_r = await pipe.execute()
+        k = self.store.keys
+        first_s, first_r = await self.store.upcoming(BATCH)
         entries = [(float(sc), m, k.schedule) for m, sc in first_s]
         entries += [(float(sc), m, k.retry) for m, sc in first_r]
         entries.sort(key=lambda e: e[0])
@@ -146,4 +138,4 @@ class Scheduler:
     async def promote_entries(self, due: list[tuple[float, bytes, str]], now: float) -> None:
         for zset in {z for _, _, z in due}:
             members = [m for _, m, z in due if z == zset]
-            self.promoted += await promote(self.app, self.client, zset, members, now)
+            self.promoted += await self.store.promote(zset, members, now)

@@ -277,9 +277,7 @@ async def test_redis_unreachable_at_shutdown_fails_and_the_record_expires(
     await wait_for(lambda: _gone(redis, key), timeout=3)
     # Another worker's reaper removes it from the process set.
     other = asyncjobs.App(redis_url)
-    await other.connect()
-    assert other._redis is not None
-    await Reaper(other, other._redis, "other:1:abcdef", interval=1).reap_once()
+    await Reaper(await other.open_store(), "other:1:abcdef", interval=1).reap_once()
     assert not await redis.sismember(PROCESSES, worker.process_id)
     await other.aclose()
 

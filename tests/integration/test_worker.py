@@ -342,12 +342,12 @@ async def test_acks_count_only_the_jobs_they_removed(
     removed, so an ack written twice (a retry after a lost reply) counts once."""
     from asyncjobs._worker.acker import STATS_TTL, Acker
 
-    await app.connect()
-    assert app._fast is not None
+    store = await app.open_store()
+    assert store.fast is not None
     key = INFLIGHT_PREFIX + "test"
     fields = [f"jid{i}".encode() for i in range(50)]
     await redis.hset(key, mapping=dict.fromkeys(fields, b"{}"))
-    acker = Acker(app, app._fast, key)
+    acker = Acker(store, store.fast, key)
     for f in fields[:30]:
         acker.done(f)
     await acker.flush()
@@ -439,3 +439,38 @@ async def test_free_slot_is_used_while_long_jobs_run(app: asyncjobs.App) -> None
         await wait_for(lambda: "quick" in started, timeout=5)
         assert time.monotonic() - t0 < 1.0
         release.set()
+
+
+async def test_process_record_lists_running_jobs_with_their_start(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    """The heartbeat publishes what the process runs (jid → start), for ``asyncjobs
+    processes``; a finished job leaves the list."""
+    gate = anyio.Event()
+
+    @app.job
+    async def hold() -> None:
+        await gate.wait()
+
+    t0 = time.time()
+    jid = await hold.defer()
+    assert jid is not None
+    worker = app.worker(heartbeat_interval=0.05)
+    async with running(worker):
+        key = app.keys.process(worker.process_id)
+
+        async def listed() -> dict[str, float]:
+            info = json.loads(await redis.hget(key, "info") or b"{}")
+            got: dict[str, float] = info.get("running") or {}
+            return got
+
+        await wait_for(listed)
+        started = (await listed())[jid]
+        assert t0 <= started <= time.time()
+        gate.set()
+        await worker.wait_idle()
+
+        async def cleared() -> bool:
+            return not await listed()
+
+        await wait_for(cleared)
