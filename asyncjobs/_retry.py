@@ -22,14 +22,25 @@ class Permanent(AsyncJobsError):
 
 
 class Decision:
-    """The outcome for a failed job: retry at ``at``, dead now, or discard."""
+    """The outcome for a failed job: retry at ``at``, dead now, or discard.
 
-    __slots__ = ("at", "reason", "target")
+    ``hook_error`` is what ``retry_in`` raised, if it did: the caller, which knows the
+    job's name and jid, logs it (the default backoff was used).
+    """
 
-    def __init__(self, target: Literal["retry", "dead", "discard"], at: float, reason: str) -> None:
+    __slots__ = ("at", "hook_error", "reason", "target")
+
+    def __init__(
+        self,
+        target: Literal["retry", "dead", "discard"],
+        at: float,
+        reason: str,
+        hook_error: Exception | None = None,
+    ) -> None:
         self.target = target
         self.at = at
         self.reason = reason
+        self.hook_error = hook_error
 
     def __repr__(self) -> str:
         return f"Decision({self.target!r}, at={self.at:.3f}, reason={self.reason!r})"
@@ -61,27 +72,34 @@ def decide(
     if retry_count >= retry:
         return Decision(exhausted, now, f"retries exhausted ({retry})")
     delay: float | None = None
+    hook_error: Exception | None = None
+    reason = "backoff"
     if retry_in is not None:
         try:
             answer = retry_in(retry_count, exc)
         except Exception as hook_exc:  # a broken hook must not lose the job
             answer = None
-            reason = f"retry_in raised {type(hook_exc).__name__}: {hook_exc}; default backoff"
-        else:
-            reason = "retry_in"
+            hook_error = hook_exc
+            reason = f"retry_in raised {type(hook_exc).__name__}; default backoff"
         if answer == "discard":
             return Decision("discard", now, "retry_in said discard")
         if answer == "kill":
             return Decision("dead", now, "retry_in said kill")
-        if isinstance(answer, int | float) and not isinstance(answer, bool):
-            delay = max(0.0, float(answer))
-        elif answer is not None:
+        # As Sidekiq: only a positive number of seconds replaces the backoff; 0, a
+        # negative number, None (or anything else) means the default. Retrying at once
+        # would spend the whole budget of retries in a second.
+        if (
+            isinstance(answer, int | float)
+            and not isinstance(answer, bool)
+            and 0 < answer < float("inf")
+        ):
+            delay = float(answer)
+            reason = "retry_in"
+        elif answer is not None and hook_error is None:
             reason = f"retry_in returned {answer!r}; default backoff"
-    else:
-        reason = "backoff"
     if delay is None:
         delay = backoff(retry_count, rng)
-    return Decision("retry", now + delay, reason)
+    return Decision("retry", now + delay, reason, hook_error)
 
 
 def format_backtrace(exc: BaseException, limit: int = BACKTRACE_LINES) -> list[str]:

@@ -277,6 +277,14 @@ class Executor:
             discard_on=job.discard_on if job else (),
             dead_on=job.dead_on if job else (),
         )
+        if d.hook_error is not None:
+            joblog.warning(
+                "retry_in of %s jid=%s raised %s: %s; using the default backoff",
+                payload.job,
+                payload.jid,
+                type(d.hook_error).__name__,
+                _shorten(describe(d.hook_error)),
+            )
         message = describe(exc)
         failed = msgspec.structs.replace(
             payload,
@@ -396,6 +404,14 @@ def describe(exc: BaseException) -> str:
         return str(exc)
     except Exception:
         return f"<{type(exc).__name__}: str() failed>"
+
+
+LOG_MESSAGE_CHARS = 500
+
+
+def _shorten(text: str, limit: int = LOG_MESSAGE_CHARS) -> str:
+    """At most ``limit`` characters of ``text`` for a log line, with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _clean(text: str) -> str:

@@ -1,0 +1,130 @@
+"""The retry rules (issue 11, "Retries and failures"): pure decisions, and the
+executor's outcomes with a recording sink (no Redis: the executor never writes)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+import pytest
+
+import asyncjobs
+from asyncjobs._payload import DECODER, ENCODER, Payload
+from asyncjobs._retry import decide
+from asyncjobs._worker.executor import Executor, Running
+
+
+class Recorder:
+    """A sink that keeps the outcomes."""
+
+    def __init__(self) -> None:
+        self.finished: list[bytes] = []
+        self.moves: list[tuple[str, float, bytes]] = []
+
+    def done(self, field: bytes) -> None:
+        self.finished.append(field)
+
+    def move(self, field: bytes, target: str, at: float, data: bytes) -> None:
+        self.moves.append((target, at, data))
+
+    def last(self) -> tuple[str, float, Payload | None]:
+        target, at, data = self.moves[-1]
+        return target, at, DECODER.decode(data) if data else None
+
+
+def make_app() -> asyncjobs.App:
+    return asyncjobs.App("redis://localhost:1/0")  # never connected
+
+
+def payload_of(job: asyncjobs.Job[Any, Any], *args: Any, **changes: Any) -> bytes:
+    import msgspec
+
+    p = job._build(job._opts, args, {}, time.time())
+    return ENCODER.encode(msgspec.structs.replace(p, **changes))
+
+
+async def run(app: asyncjobs.App, raw: bytes) -> Recorder:
+    sink = Recorder()
+    ex = Executor(app, sink)
+    await ex.run(Running(b"jid", raw))
+    assert await ex.wait_background(5)
+    return sink
+
+
+# -- 1. retry_in ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("answer", [0, 0.0, -5, -0.1, None, float("inf"), float("nan")])
+def test_retry_in_not_positive_falls_back_to_the_default_backoff(answer: Any) -> None:
+    for count in (0, 3):
+        d = decide(
+            exc=ValueError(),
+            retry_count=count,
+            retry=25,
+            dead=True,
+            now=1000.0,
+            rng=random.Random(1),
+            retry_in=lambda c, e: answer,
+        )
+        assert d.target == "retry"
+        delay = d.at - 1000.0
+        assert count**4 + 15 <= delay < count**4 + 15 + 9 * (count + 1) + 1, (answer, delay)
+        assert d.hook_error is None
+
+
+def test_retry_in_positive_is_used_as_given() -> None:
+    d = decide(
+        exc=ValueError(),
+        retry_count=0,
+        retry=25,
+        dead=True,
+        now=1000.0,
+        rng=random.Random(1),
+        retry_in=lambda c, e: 0.5,
+    )
+    assert (d.target, d.at) == ("retry", 1000.5)
+
+
+def test_retry_in_that_raises_uses_the_default_and_says_why() -> None:
+    boom = ZeroDivisionError("division by zero")
+
+    def broken(count: int, exc: BaseException) -> float:
+        raise boom
+
+    d = decide(
+        exc=ValueError(),
+        retry_count=0,
+        retry=25,
+        dead=True,
+        now=1000.0,
+        rng=random.Random(1),
+        retry_in=broken,
+    )
+    assert d.target == "retry" and 15 <= d.at - 1000.0 < 26
+    assert d.hook_error is boom
+
+
+async def test_retry_in_that_raises_is_logged_with_job_jid_and_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = make_app()
+
+    def broken(count: int, exc: BaseException) -> float:
+        raise ZeroDivisionError("the hook divided by zero")
+
+    @app.job(name="hooked", retry_in=broken)
+    async def hooked() -> None:
+        raise ValueError("job failed")
+
+    raw = payload_of(hooked, jid="abc123")
+    with caplog.at_level(logging.WARNING, logger="asyncjobs.job"):
+        sink = await run(app, raw)
+    target, at, _ = sink.last()
+    assert target == "retry" and at - time.time() > 10
+    [line] = [r for r in caplog.records if "retry_in" in r.getMessage()]
+    assert line.levelno == logging.WARNING
+    msg = line.getMessage()
+    assert "hooked" in msg and "abc123" in msg
+    assert "ZeroDivisionError" in msg and "the hook divided by zero" in msg
