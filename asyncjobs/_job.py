@@ -96,8 +96,14 @@ class JobContext:
 
     @property
     def retry_count(self) -> int:
-        """How many times this job was retried before this run (0 on the first run)."""
-        return self._payload.retry_count
+        """Which retry this run is: 0 on the first run, 1 on the first retry...
+
+        One more than the payload's ``retry_count`` (Sidekiq's meaning there: the
+        retries already made when the failure was recorded), which is absent until the
+        job first fails.
+        """
+        stored = self._payload.retry_count
+        return 0 if stored is None else max(stored + 1, 0)
 
     @property
     def enqueued_at(self) -> dt.datetime | None:

@@ -36,7 +36,9 @@ class Payload(msgspec.Struct, omit_defaults=True, kw_only=True):
     enqueued_at: float | None = None
     at: float | None = None
     retry: int
-    retry_count: int = 0
+    # Sidekiq's meaning: the retries already made, absent until the first failure (0
+    # after it). Before this, asyncjobs stored 1 after the first failure.
+    retry_count: int | None = None
     timeout: float | None = None
     dead: bool = True
     error_class: str | None = None

@@ -266,9 +266,12 @@ class Executor:
         self.failed += 1
         rec.error = exc
         now = time.time()
+        # Sidekiq's retry_count: absent before the first failure, 0 after it, then one
+        # more per failed retry (the retries already made).
+        count = 0 if payload.retry_count is None else payload.retry_count + 1
         d = decide(
             exc=exc,
-            retry_count=payload.retry_count,
+            retry_count=count,
             retry=payload.retry,
             dead=payload.dead,
             now=now,
@@ -292,18 +295,19 @@ class Executor:
             error_message=_clean(message)[:1000],
             error_backtrace=[_clean(line) for line in format_backtrace(exc)],
             failed_at=payload.failed_at or now,
-            retried_at=now if payload.retry_count else None,
+            retried_at=now if payload.retry_count is not None else None,
             enqueued_at=None,
+            retry_count=count,
         )
         if d.target == "retry":
-            failed = msgspec.structs.replace(failed, retry_count=payload.retry_count + 1, at=d.at)
+            failed = msgspec.structs.replace(failed, at=d.at)
             joblog.warning(
                 "fail %s jid=%s: %s: %s; retry %d/%d in %.0fs",
                 payload.job,
                 payload.jid,
                 type(exc).__name__,
                 message,
-                payload.retry_count + 1,
+                count + 1,
                 payload.retry,
                 d.at - now,
             )

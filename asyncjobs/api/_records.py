@@ -60,7 +60,7 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
             enqueued_at=p.enqueued_at,
             score=score,
             retry=p.retry,
-            retry_count=p.retry_count,
+            retry_count=p.retry_count or 0,
             error_class=p.error_class,
             error_message=p.error_message,
             error_backtrace=p.error_backtrace,

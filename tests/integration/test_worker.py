@@ -112,7 +112,7 @@ async def test_failed_job_is_recorded_with_error(app: asyncjobs.App, redis: aior
         jid,
         "ValueError",
         "bad 7",
-        1,
+        0,  # Sidekiq's meaning: retries already made
     )
     assert p["error_backtrace"][-1] == "ValueError: bad 7"
     assert await redis.get("{asyncjobs}:stat:failed") == b"1"

@@ -1,0 +1,62 @@
+"""Sidekiq fidelity of retries and failures (issue 11), on a real Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+import asyncjobs
+from asyncjobs import api
+from tests.conftest import loads, running, wait_for
+
+
+def fast(count: int, exc: BaseException) -> float:
+    return 0.05
+
+
+async def retry_entries(redis: aioredis.Redis, key: str) -> list[dict[str, Any]]:
+    return [loads(m) for m in await redis.zrange(key, 0, -1)]
+
+
+async def test_retry_count_means_retries_already_made_as_in_sidekiq(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    seen: list[int] = []
+
+    @app.job(retry=2, retry_in=fast)
+    async def flaky() -> None:
+        seen.append(asyncjobs.current_job().retry_count)
+        raise RuntimeError("always")
+
+    jid = await flaky.defer()
+    raw_first = loads((await redis.lrange(app.keys.queue("default"), 0, -1))[0])
+    assert "retry_count" not in raw_first  # absent until the first failure, as in Sidekiq
+    async with running(app.worker()):
+        await wait_for(lambda: api.DeadSet(app).size())
+    [dead] = await api.DeadSet(app).entries()
+    assert dead.jid == jid
+    # Three runs: the first, retry 1, retry 2; the job sees which run it is.
+    assert seen == [0, 1, 2]
+    # Dead after 2 retries: retry_count 2, Sidekiq's value for a job with retry: 2.
+    assert dead.retry_count == 2
+    raw = loads(dead.raw)
+    assert raw["retry_count"] == 2 and raw["retried_at"] >= raw["failed_at"]
+
+
+async def test_retry_set_entry_after_the_first_failure_has_retry_count_0(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    @app.job(retry=3)  # the default backoff: 15 s or more, the entry stays put
+    async def fails() -> None:
+        raise RuntimeError("no")
+
+    await fails.defer()
+    async with running(app.worker()) as w:
+        await wait_for(lambda: api.RetrySet(app).size())
+        await w.wait_idle()
+    [entry] = await retry_entries(redis, app.keys.retry)
+    assert entry["retry_count"] == 0
+    assert "retried_at" not in entry  # only set once a retry has run (Sidekiq)
+    [rec] = await api.RetrySet(app).entries()
+    assert rec.retry_count == 0
