@@ -116,6 +116,7 @@ class App(Registry):
         discard_on: tuple[type[BaseException], ...] = ...,
         dead_on: tuple[type[BaseException], ...] = ...,
         on_exhausted: Callable[[JobContext, BaseException], Awaitable[None]] | None = ...,
+        backtrace: bool | int = ...,
     ) -> Callable[[Callable[P, Awaitable[R]]], Job[P, R]]: ...
 
     def job(  # type: ignore[misc]

@@ -200,6 +200,7 @@ class Job(Generic[P, R]):
         discard_on: tuple[type[BaseException], ...] = (),
         dead_on: tuple[type[BaseException], ...] = (),
         on_exhausted: Callable[[JobContext, BaseException], Awaitable[None]] | None = None,
+        backtrace: bool | int = 20,
     ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigError(f"@app.job needs an async def function, got {fn!r}")
@@ -214,6 +215,13 @@ class Job(Generic[P, R]):
             )
         if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
             raise ConfigError(f"job {self.name}: retry must be a whole number >= 0")
+        if not isinstance(backtrace, bool) and (not isinstance(backtrace, int) or backtrace < 0):
+            raise ConfigError(
+                f"job {self.name}: backtrace must be True, False or a number of lines >= 0, "
+                f"got {backtrace!r}"
+            )
+        # Traceback lines kept with a failure: False none, True all, N the last N.
+        self.backtrace = backtrace
         self.dead = dead
         self.retry_in = retry_in
         self.discard_on = discard_on

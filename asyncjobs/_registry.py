@@ -57,6 +57,9 @@ class Registry:
         self.on_beat: list[Hook] = []  # after every heartbeat
         self.on_exit: list[Hook] = []  # last, after the shutdown hooks
         self.death_handlers: list[DeathHandler] = []
+        # Sidekiq's backtrace_cleaner: edits a failed job's traceback lines (a list of
+        # str, outermost first) before the job's ``backtrace`` option cuts them.
+        self.backtrace_cleaner: Callable[[list[str]], list[str]] | None = None
 
     def capsule_middleware(self, capsule: str) -> Chain[ServerMiddleware]:
         """The server middleware of one capsule, run inside the app's chain for the

@@ -102,8 +102,23 @@ def decide(
     return Decision("retry", now + delay, reason, hook_error)
 
 
-def format_backtrace(exc: BaseException, limit: int = BACKTRACE_LINES) -> list[str]:
-    """The last ``limit`` lines of the traceback, bounded so payloads stay small."""
-    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    flat = [ln.rstrip() for chunk in lines for ln in chunk.splitlines() if ln.strip()]
-    return [ln[:500] for ln in flat[-limit:]]
+def format_backtrace(
+    exc: BaseException,
+    limit: bool | int = BACKTRACE_LINES,
+    cleaner: Callable[[list[str]], list[str]] | None = None,
+) -> list[str]:
+    """The traceback lines to store, as Sidekiq's ``backtrace`` option chooses them:
+    ``False`` (or 0) none, ``True`` all, ``N`` the N lines nearest the error. Ruby lists
+    the innermost frame first and Sidekiq keeps the first N; Python prints it last, so
+    these are the last N lines (ending with the exception's own line). ``cleaner``
+    (Sidekiq's ``backtrace_cleaner``) edits the lines before they are cut; what it
+    raises propagates. Each line is cut at 500 characters."""
+    if limit is False or (not isinstance(limit, bool) and limit <= 0):
+        return []
+    chunks = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    flat = [ln.rstrip() for chunk in chunks for ln in chunk.splitlines() if ln.strip()]
+    if cleaner is not None:
+        flat = list(cleaner(flat))
+    if not isinstance(limit, bool):
+        flat = flat[-limit:]
+    return [str(ln)[:500] for ln in flat]

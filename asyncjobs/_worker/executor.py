@@ -27,8 +27,8 @@ import msgspec
 from .._errors import JobTimeout
 from .._job import JobContext, reset_current, set_current
 from .._middleware import Chain, ServerMiddleware, run_server
-from .._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
-from .._retry import decide, format_backtrace
+from .._payload import DECODE_ERRORS, DECODER, ENCODER, Payload, encode_backtrace
+from .._retry import BACKTRACE_LINES, decide, format_backtrace
 from .tasks import TaskOwner
 
 if TYPE_CHECKING:
@@ -292,13 +292,14 @@ class Executor:
         failed = msgspec.structs.replace(
             payload,
             error_class=_clean(type(exc).__name__),
-            error_message=_clean(message)[:1000],
-            error_backtrace=[_clean(line) for line in format_backtrace(exc)],
+            error_message=_clean(message)[:ERROR_MESSAGE_CHARS],
+            error_backtrace=self._backtrace(payload, exc, job),
             failed_at=payload.failed_at or now,
             retried_at=now if payload.retry_count is not None else None,
             enqueued_at=None,
             retry_count=count,
         )
+        short = _shorten(message)
         if d.target == "retry":
             failed = msgspec.structs.replace(failed, at=d.at)
             joblog.warning(
@@ -306,7 +307,7 @@ class Executor:
                 payload.job,
                 payload.jid,
                 type(exc).__name__,
-                message,
+                short,
                 count + 1,
                 payload.retry,
                 d.at - now,
@@ -319,7 +320,7 @@ class Executor:
                 payload.job,
                 payload.jid,
                 type(exc).__name__,
-                message,
+                short,
                 d.reason,
             )
             self.sink.move(rec.field, "drop", now, b"")
@@ -329,11 +330,30 @@ class Executor:
                 payload.job,
                 payload.jid,
                 type(exc).__name__,
-                message,
+                short,
                 d.reason,
             )
             self.sink.move(rec.field, "dead", now, ENCODER.encode(failed))
         self._after_death(payload, exc, job)
+
+    def _backtrace(
+        self, payload: Payload, exc: BaseException, job: Job[Any, Any] | None
+    ) -> str | None:
+        """The job's ``backtrace`` lines, cleaned by the app's ``backtrace_cleaner``,
+        packed as stored; None when there are none."""
+        limit = job.backtrace if job is not None else BACKTRACE_LINES
+        try:
+            lines = format_backtrace(exc, limit, self.app.backtrace_cleaner)
+        except Exception as cleaner_exc:  # a broken cleaner must not lose the job
+            log.warning(
+                "backtrace_cleaner raised %s for %s jid=%s: %s; storing the backtrace as is",
+                type(cleaner_exc).__name__,
+                payload.job,
+                payload.jid,
+                _shorten(describe(cleaner_exc)),
+            )
+            lines = format_backtrace(exc, limit)
+        return encode_backtrace([_clean(line) for line in lines]) if lines else None
 
     def _after_death(self, payload: Payload, exc: BaseException, job: Job[Any, Any] | None) -> None:
         hooks: list[DeathHandler] = list(self.app.death_handlers)
@@ -410,6 +430,9 @@ def describe(exc: BaseException) -> str:
         return f"<{type(exc).__name__}: str() failed>"
 
 
+# error_message keeps up to 10,000 characters (Sidekiq keeps it whole); a log line
+# shows 500, enough to read, short enough that one failure is one line.
+ERROR_MESSAGE_CHARS = 10_000
 LOG_MESSAGE_CHARS = 500
 
 

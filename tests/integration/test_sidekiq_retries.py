@@ -60,3 +60,24 @@ async def test_retry_set_entry_after_the_first_failure_has_retry_count_0(
     assert "retried_at" not in entry  # only set once a retry has run (Sidekiq)
     [rec] = await api.RetrySet(app).entries()
     assert rec.retry_count == 0
+
+
+async def test_backtrace_is_stored_packed_and_the_api_returns_its_lines(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    @app.job(retry=0, backtrace=True)
+    async def explodes() -> None:
+        raise ValueError("kaboom " + "y" * 20_000)
+
+    jid = await explodes.defer()
+    async with running(app.worker()):
+        await wait_for(lambda: api.DeadSet(app).size())
+    [raw] = await retry_entries(redis, app.keys.dead)
+    assert isinstance(raw["error_backtrace"], str)  # zlib + base64, as Sidekiq stores it
+    assert jid is not None
+    rec = await api.DeadSet(app).find(jid)
+    assert rec.error_backtrace is not None
+    assert rec.error_backtrace[0] == "Traceback (most recent call last):"
+    assert rec.error_backtrace[-1].startswith("ValueError: kaboom yyy")
+    assert rec.error_message is not None and len(rec.error_message) == 10_000
+    assert rec.to_dict()["error_backtrace"] == rec.error_backtrace

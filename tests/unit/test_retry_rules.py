@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import asyncjobs
-from asyncjobs._payload import DECODER, ENCODER, Payload
+from asyncjobs._payload import DECODER, ENCODER, Payload, decode_backtrace, encode_backtrace
 from asyncjobs._retry import decide
 from asyncjobs._worker.executor import Executor, Running
 
@@ -128,3 +128,119 @@ async def test_retry_in_that_raises_is_logged_with_job_jid_and_error(
     msg = line.getMessage()
     assert "hooked" in msg and "abc123" in msg
     assert "ZeroDivisionError" in msg and "the hook divided by zero" in msg
+
+
+# -- 3. error details -------------------------------------------------------------------
+
+
+def deep(n: int) -> None:
+    # Two functions in turn: Python's traceback folds a frame that repeats the last.
+    if n == 0:
+        raise ValueError("deep down")
+    deeper(n - 1)
+
+
+def deeper(n: int) -> None:
+    deep(n)
+
+
+async def test_error_message_keeps_10000_chars_and_the_log_line_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = make_app()
+
+    @app.job(name="long")
+    async def long() -> None:
+        raise ValueError("x" * 20_000)
+
+    with caplog.at_level(logging.WARNING, logger="asyncjobs.job"):
+        sink = await run(app, payload_of(long))
+    _, _, p = sink.last()
+    assert p is not None and p.error_message == "x" * 10_000
+    [line] = [r.getMessage() for r in caplog.records if r.name == "asyncjobs.job"]
+    assert len(line) < 700 and "x" * 499 + "…" in line
+
+
+async def test_unprintable_exception_gets_a_placeholder() -> None:
+    app = make_app()
+
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no str for you")
+
+    @app.job(name="unprintable")
+    async def unprintable() -> None:
+        raise Unprintable()
+
+    _, _, p = (await run(app, payload_of(unprintable))).last()
+    assert p is not None and p.error_message == "<Unprintable: str() failed>"
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [(False, None), (0, None), (3, 3), (True, "all"), (20, 20)],
+)
+async def test_backtrace_option_chooses_the_lines_nearest_the_error(
+    option: bool | int, expected: int | str | None
+) -> None:
+    app = make_app()
+
+    @app.job(name="tb", backtrace=option)
+    async def tb() -> None:
+        deep(30)
+
+    _, _, p = (await run(app, payload_of(tb))).last()
+    assert p is not None
+    if expected is None:
+        assert p.error_backtrace is None
+        return
+    assert isinstance(p.error_backtrace, str)  # packed, as Sidekiq stores it
+    lines = decode_backtrace(p.error_backtrace)
+    assert lines is not None and lines[-1] == "ValueError: deep down"
+    if expected == "all":
+        assert lines[0] == "Traceback (most recent call last):" and len(lines) > 60
+    else:
+        assert len(lines) == expected
+
+
+async def test_default_backtrace_is_20_lines_and_a_cleaner_edits_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = make_app()
+    app.backtrace_cleaner = lambda lines: [ln for ln in lines if "deeper(n - 1)" not in ln]
+
+    @app.job(name="tb")
+    async def tb() -> None:
+        deep(30)
+
+    _, _, p = (await run(app, payload_of(tb))).last()
+    assert p is not None
+    lines = decode_backtrace(p.error_backtrace)
+    assert lines is not None and len(lines) == 20
+    assert not any("deeper(n - 1)" in ln for ln in lines)
+
+    def broken(lines: list[str]) -> list[str]:
+        raise RuntimeError("cleaner bug")
+
+    app.backtrace_cleaner = broken
+    with caplog.at_level(logging.WARNING, logger="asyncjobs.executor"):
+        _, _, p = (await run(app, payload_of(tb))).last()
+    assert p is not None and len(decode_backtrace(p.error_backtrace) or []) == 20
+    assert any("cleaner bug" in r.getMessage() for r in caplog.records)
+
+
+def test_backtrace_option_is_checked_at_registration() -> None:
+    app = make_app()
+    for bad in (-1, "all", 2.5):
+        with pytest.raises(asyncjobs.ConfigError, match="backtrace must be"):
+
+            @app.job(name="bad", backtrace=bad)  # type: ignore[arg-type]
+            async def bad_job() -> None: ...
+
+
+def test_backtrace_of_older_payloads_and_damaged_ones_still_reads() -> None:
+    assert decode_backtrace(["a", "b"]) == ["a", "b"]
+    assert decode_backtrace(encode_backtrace(["a", "é"])) == ["a", "é"]
+    assert decode_backtrace(None) is None
+    [line] = decode_backtrace("not base64 zlib") or []
+    assert line.startswith("<undecodable backtrace")
