@@ -244,3 +244,46 @@ def test_backtrace_of_older_payloads_and_damaged_ones_still_reads() -> None:
     assert decode_backtrace(None) is None
     [line] = decode_backtrace("not base64 zlib") or []
     assert line.startswith("<undecodable backtrace")
+
+
+# -- 4. default_job_options -------------------------------------------------------------
+
+
+def test_default_job_options_apply_and_job_options_override() -> None:
+    app = asyncjobs.App(
+        "redis://localhost:1/0", default_job_options={"retry": 5, "backtrace": False}
+    )
+
+    @app.job(name="a")
+    async def a() -> None: ...
+
+    @app.job(name="b", retry=2, backtrace=3)
+    async def b() -> None: ...
+
+    assert (a.retry, a.backtrace) == (5, False)
+    assert (b.retry, b.backtrace) == (2, 3)
+    assert a._build(a._opts, (), {}, 1.0).retry == 5  # what the payload carries
+
+    app.default_job_options["queue"] = "low"  # Sidekiq's default_job_options=, later
+
+    @app.job(name="c")
+    async def c() -> None: ...
+
+    assert (c.queue, c.retry) == ("low", 5)
+
+
+def test_default_job_options_refuses_unknown_options_and_bad_values() -> None:
+    with pytest.raises(asyncjobs.ConfigError, match="unknown option.*'retries'"):
+        asyncjobs.App("redis://localhost:1/0", default_job_options={"retries": 5})
+    app = asyncjobs.App("redis://localhost:1/0", default_job_options={"retry": -1})
+    with pytest.raises(asyncjobs.ConfigError, match="retry must be"):
+
+        @app.job(name="d")
+        async def d() -> None: ...
+
+    app = asyncjobs.App("redis://localhost:1/0")
+    app.default_job_options["name"] = "x"  # a job's own, not a default
+    with pytest.raises(asyncjobs.ConfigError, match="unknown option.*'name'"):
+
+        @app.job
+        async def e() -> None: ...
