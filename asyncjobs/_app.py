@@ -122,6 +122,8 @@ class App(Registry):
         dead_on: tuple[type[BaseException], ...] = ...,
         on_exhausted: Callable[[JobContext, BaseException], Awaitable[None]] | None = ...,
         backtrace: bool | int = ...,
+        retry_queue: str | None = ...,
+        retry_for: float | dt.timedelta | None = ...,
     ) -> Callable[[Callable[P, Awaitable[R]]], Job[P, R]]: ...
 
     def job(  # type: ignore[misc]

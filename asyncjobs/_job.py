@@ -175,6 +175,15 @@ class _Options(msgspec.Struct, frozen=True):
     jid: str | None = None
 
 
+def _check_queue(queue: object, what: str) -> None:
+    """Refuse a queue name Redis keys cannot carry (as ``configure(queue=...)`` does)."""
+    if not isinstance(queue, str) or not queue or any(c in queue for c in "{}: \t"):
+        raise ConfigError(
+            f"{what}: invalid queue name {queue!r}: use a non-empty name without "
+            "spaces, tabs, colons or braces"
+        )
+
+
 def _seconds(value: float | dt.timedelta, what: str) -> float:
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
@@ -201,6 +210,8 @@ class Job(Generic[P, R]):
         dead_on: tuple[type[BaseException], ...] = (),
         on_exhausted: Callable[[JobContext, BaseException], Awaitable[None]] | None = None,
         backtrace: bool | int = 20,
+        retry_queue: str | None = None,
+        retry_for: float | dt.timedelta | None = None,
     ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigError(f"@app.job needs an async def function, got {fn!r}")
@@ -222,6 +233,15 @@ class Job(Generic[P, R]):
             )
         # Traceback lines kept with a failure: False none, True all, N the last N.
         self.backtrace = backtrace
+        if retry_queue is not None:
+            _check_queue(retry_queue, f"job {self.name}: retry_queue")
+        # Sidekiq's retry_queue: where retries (and their runs) go.
+        self.retry_queue = retry_queue
+        # Sidekiq's retry_for: seconds after the first failure during which the job is
+        # retried, whatever the count; then it dies.
+        self.retry_for = None if retry_for is None else _seconds(retry_for, "retry_for")
+        if self.retry_for is not None and not 0 < self.retry_for < float("inf"):
+            raise ConfigError(f"job {self.name}: retry_for must be more than 0 seconds")
         self.dead = dead
         self.retry_in = retry_in
         self.discard_on = discard_on

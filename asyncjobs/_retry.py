@@ -62,14 +62,23 @@ def decide(
     retry_in: Callable[[int, BaseException], float | int | str | None] | None = None,
     discard_on: tuple[type[BaseException], ...] = (),
     dead_on: tuple[type[BaseException], ...] = (),
+    retry_for: float | None = None,
+    failed_at: float | None = None,
 ) -> Decision:
-    """Decide what to do with a job that raised ``exc`` on run ``retry_count + 1``."""
+    """Decide what to do with a job that raised ``exc``; ``retry_count`` is Sidekiq's,
+    counting this failure (0 on the first). With ``retry_for`` (seconds), the job is
+    retried while its first failure (``failed_at``, else ``now``) is at most that old,
+    whatever the count, as Sidekiq's ``retry_for``."""
     exhausted: Literal["dead", "discard"] = "dead" if dead else "discard"
     if discard_on and isinstance(exc, discard_on):
         return Decision("discard", now, f"{type(exc).__name__} is in discard_on")
     if isinstance(exc, Permanent) or (dead_on and isinstance(exc, dead_on)):
         return Decision(exhausted, now, f"{type(exc).__name__} is permanent")
-    if retry_count >= retry:
+    if retry_for is not None:
+        first = now if failed_at is None else failed_at
+        if now - first > retry_for:
+            return Decision(exhausted, now, f"retry_for exhausted ({retry_for:g}s)")
+    elif retry_count >= retry:
         return Decision(exhausted, now, f"retries exhausted ({retry})")
     delay: float | None = None
     hook_error: Exception | None = None

@@ -279,6 +279,8 @@ class Executor:
             retry_in=job.retry_in if job else None,
             discard_on=job.discard_on if job else (),
             dead_on=job.dead_on if job else (),
+            retry_for=job.retry_for if job else None,
+            failed_at=payload.failed_at,
         )
         if d.hook_error is not None:
             joblog.warning(
@@ -299,6 +301,10 @@ class Executor:
             enqueued_at=None,
             retry_count=count,
         )
+        if job is not None and job.retry_queue is not None:
+            # Sidekiq's retry_queue: the retry (and the dead entry, and a retry of it by
+            # hand) goes to that queue from now on.
+            failed = msgspec.structs.replace(failed, queue=job.retry_queue)
         short = _shorten(message)
         if d.target == "retry":
             failed = msgspec.structs.replace(failed, at=d.at)

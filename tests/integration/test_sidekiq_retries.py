@@ -81,3 +81,53 @@ async def test_backtrace_is_stored_packed_and_the_api_returns_its_lines(
     assert rec.error_backtrace[-1].startswith("ValueError: kaboom yyy")
     assert rec.error_message is not None and len(rec.error_message) == 10_000
     assert rec.to_dict()["error_backtrace"] == rec.error_backtrace
+
+
+async def test_retry_queue_sends_retries_and_their_runs_to_another_queue(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    queues: list[str] = []
+
+    @app.job(retry=2, retry_in=fast, retry_queue="slow")
+    async def moves() -> None:
+        queues.append(asyncjobs.current_job().queue)
+        raise RuntimeError("again")
+
+    await moves.defer()
+    async with running(app.worker(queues=("default", "slow"))):
+        await wait_for(lambda: api.DeadSet(app).size())
+    assert queues == ["default", "slow", "slow"]
+    [dead] = await api.DeadSet(app).entries()
+    assert dead.queue == "slow"  # so a retry by hand goes there too, as in Sidekiq
+
+
+async def test_retry_for_retries_past_the_count_while_young(app: asyncjobs.App) -> None:
+    runs: list[int] = []
+
+    @app.job(retry=0, retry_for=60, retry_in=fast)  # retry=0 alone would kill it at once
+    async def patient() -> None:
+        runs.append(asyncjobs.current_job().retry_count)
+        if len(runs) < 3:
+            raise RuntimeError("not yet")
+
+    await patient.defer()
+    async with running(app.worker()) as w:
+        await wait_for(lambda: len(runs) == 3)
+        await w.wait_idle()
+    assert runs == [0, 1, 2]
+    assert await api.DeadSet(app).size() == 0
+
+
+async def test_retry_for_then_dies(app: asyncjobs.App) -> None:
+    runs: list[float] = []
+
+    @app.job(retry=1000, retry_for=0.3, retry_in=fast)
+    async def hopeless() -> None:
+        runs.append(1.0)
+        raise RuntimeError("never")
+
+    await hopeless.defer()
+    async with running(app.worker()):
+        await wait_for(lambda: api.DeadSet(app).size())
+    [dead] = await api.DeadSet(app).entries()
+    assert 2 <= len(runs) < 100 and dead.retry_count == len(runs) - 1

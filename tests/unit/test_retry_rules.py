@@ -287,3 +287,47 @@ def test_default_job_options_refuses_unknown_options_and_bad_values() -> None:
 
         @app.job
         async def e() -> None: ...
+
+
+# -- 5. retry_for, retry_queue ----------------------------------------------------------
+
+
+def test_retry_for_retries_whatever_the_count_until_the_first_failure_is_that_old() -> None:
+    kw: dict[str, Any] = {"exc": ValueError(), "dead": True, "rng": random.Random(1)}
+    young = decide(retry_count=100, retry=25, now=1000.0, failed_at=900.0, retry_for=3600, **kw)
+    assert young.target == "retry"
+    first = decide(retry_count=0, retry=0, now=1000.0, failed_at=None, retry_for=1, **kw)
+    assert first.target == "retry"  # retry=0 would kill it: retry_for wins
+    old = decide(retry_count=1, retry=25, now=5000.0, failed_at=1000.0, retry_for=3600, **kw)
+    assert (old.target, old.reason) == ("dead", "retry_for exhausted (3600s)")
+    gone = decide(
+        retry_count=1,
+        retry=25,
+        now=5000.0,
+        failed_at=1000.0,
+        retry_for=3600,
+        **kw | {"dead": False},
+    )
+    assert gone.target == "discard"
+
+
+def test_retry_for_and_retry_queue_are_checked_at_registration() -> None:
+    import datetime as dt
+
+    app = make_app()
+
+    @app.job(name="ok", retry_for=dt.timedelta(hours=48), retry_queue="slow")
+    async def ok() -> None: ...
+
+    assert (ok.retry_for, ok.retry_queue) == (48 * 3600.0, "slow")
+    for bad in ({"retry_for": 0}, {"retry_for": -1}, {"retry_for": "1h"}):
+        with pytest.raises(asyncjobs.ConfigError, match="retry_for"):
+
+            @app.job(name="bad", **bad)
+            async def bad_for() -> None: ...
+
+    for queue in ("", "a b", "x:y"):
+        with pytest.raises(asyncjobs.ConfigError, match="retry_queue: invalid queue name"):
+
+            @app.job(name="bad", retry_queue=queue)
+            async def bad_queue() -> None: ...
