@@ -14,7 +14,7 @@ import anyio
 
 from ._conn import FastRedis
 from ._errors import ConfigError, EnqueueError
-from ._job import Job, JobContext, RetryIn
+from ._job import Job, OnExhausted, RetryIn
 from ._middleware import run_client
 from ._payload import ENCODER, Payload
 from ._redis import Client, mask_url, scripts
@@ -120,7 +120,7 @@ class App(Registry):
         retry_in: RetryIn | None = ...,
         discard_on: tuple[type[BaseException], ...] = ...,
         dead_on: tuple[type[BaseException], ...] = ...,
-        on_exhausted: Callable[[JobContext, BaseException], Awaitable[None]] | None = ...,
+        on_exhausted: OnExhausted | None = ...,
         backtrace: bool | int = ...,
         retry_queue: str | None = ...,
         retry_for: float | dt.timedelta | None = ...,

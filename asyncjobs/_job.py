@@ -40,6 +40,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 RetryIn = Callable[[int, BaseException], "float | int | str | None"]
+# Returns None, or "discard" to discard the job instead of sending it to the dead set.
+OnExhausted = Callable[["JobContext", BaseException], Awaitable["str | None"]]
 
 
 class Client(Protocol):
@@ -115,6 +117,30 @@ class JobContext:
     def created_at(self) -> dt.datetime:
         """When ``defer`` was called (UTC)."""
         return dt.datetime.fromtimestamp(self._payload.created_at, dt.UTC)
+
+    @property
+    def error_class(self) -> str | None:
+        """The class name of the last failure's exception, or None (what ``on_exhausted``
+        and death handlers read, with ``error_message``)."""
+        return self._payload.error_class
+
+    @property
+    def error_message(self) -> str | None:
+        """The message of the last failure (up to 10,000 characters), or None."""
+        return self._payload.error_message
+
+    @property
+    def failed_at(self) -> dt.datetime | None:
+        """When the job first failed (UTC), or None."""
+        t = self._payload.failed_at
+        return None if t is None else dt.datetime.fromtimestamp(t, dt.UTC)
+
+    @property
+    def discarded_at(self) -> dt.datetime | None:
+        """When the job was discarded (UTC): set for the death handlers of a discarded
+        job, as Sidekiq's ``discarded_at``; None otherwise."""
+        t = self._payload.discarded_at
+        return None if t is None else dt.datetime.fromtimestamp(t, dt.UTC)
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -208,7 +234,7 @@ class Job(Generic[P, R]):
         retry_in: RetryIn | None = None,
         discard_on: tuple[type[BaseException], ...] = (),
         dead_on: tuple[type[BaseException], ...] = (),
-        on_exhausted: Callable[[JobContext, BaseException], Awaitable[None]] | None = None,
+        on_exhausted: OnExhausted | None = None,
         backtrace: bool | int = 20,
         retry_queue: str | None = None,
         retry_for: float | dt.timedelta | None = None,

@@ -54,6 +54,7 @@ class Payload(msgspec.Struct, omit_defaults=True, kw_only=True):
     error_backtrace: str | list[str] | None = None
     failed_at: float | None = None
     retried_at: float | None = None
+    discarded_at: float | None = None  # Sidekiq's: what death handlers of a discard see
     recoveries: int = 0
     meta: dict[str, Any] = {}
 

@@ -2,7 +2,8 @@
 
 The worker's capsules and the testing helpers (``asyncjobs.testing``) run every job
 through :meth:`Executor.run`, so decoding, the server middleware chain, timeouts, the
-retry decision, ``retry_in``, ``on_exhausted`` and death handlers behave the same in a
+retry decision, ``retry_in``, ``on_exhausted`` (awaited before a death or discard is
+reported, since it may turn one into the other) and death handlers behave the same in a
 test and in production. The outcomes:
 
 - **succeeded** (or skipped by a server middleware): reported with ``sink.done``;
@@ -135,9 +136,10 @@ class Executor:
         self.failed = 0
         self._rng = random.Random()
         self._debug = joblog.isEnabledFor(logging.DEBUG)
-        # Death handlers and on_exhausted run after the outcome is reported, as tasks of
-        # the worker's owner (shutdown waits for them within its timeout, then cancels
-        # them), or of the executor's own (a test mode waits for them after each job).
+        # Death handlers run after the outcome is reported (on_exhausted before it, in
+        # the job's task: it may turn a death into a discard), as tasks of the worker's
+        # owner (shutdown waits for them within its timeout, then cancels them), or of
+        # the executor's own (a test mode waits for them after each job).
         self.tasks = tasks if tasks is not None else TaskOwner()
 
     def _chain(self) -> Sequence[ServerMiddleware]:
@@ -203,7 +205,7 @@ class Executor:
             except BaseException as exc:
                 if not isinstance(exc, Exception | asyncio.CancelledError):
                     raise  # KeyboardInterrupt, SystemExit: not a job failure
-                self._raised(rec, payload, job, exc, timeout)
+                await self._raised(rec, payload, job, exc, timeout)
                 return
             finally:
                 reset_current(token)
@@ -211,7 +213,7 @@ class Executor:
                     self.watchdog.unwatch(rec)
             if rec.reason == "timeout":
                 # It swallowed the cancellation and returned: still past its timeout.
-                self._timed_out(rec, payload, job, timeout)
+                await self._timed_out(rec, payload, job, timeout)
                 return
             self.processed += 1
             self.sink.done(rec.field)
@@ -223,7 +225,7 @@ class Executor:
             if self.on_finished is not None:
                 self.on_finished(rec)
 
-    def _raised(
+    async def _raised(
         self,
         rec: Running,
         payload: Payload,
@@ -238,15 +240,15 @@ class Executor:
             # of its queue. Sidekiq walks the cause chain the same way.
             return
         if rec.reason == "timeout" and cancelled:
-            self._timed_out(rec, payload, job, timeout)
+            await self._timed_out(rec, payload, job, timeout)
             return
         if isinstance(exc, asyncio.CancelledError):
             # Cancelled by something other than us (a job cancelling its own task):
             # no outcome, the job goes back like an interrupted one.
             return
-        self._failed(rec, payload, exc, job)
+        await self._failed(rec, payload, exc, job)
 
-    def _timed_out(
+    async def _timed_out(
         self, rec: Running, payload: Payload, job: Job[Any, Any], timeout: float | None
     ) -> None:
         task = rec.task
@@ -254,13 +256,13 @@ class Executor:
             # The cancellation was ours and is handled: a task that goes on (a test
             # mode runs jobs in the caller's task) must not look cancelled.
             task.uncancel()
-        self._failed(
+        await self._failed(
             rec, payload, JobTimeout(f"job {payload.job} ran past its timeout of {timeout}s"), job
         )
 
     # -- outcomes ------------------------------------------------------------------------
 
-    def _failed(
+    async def _failed(
         self, rec: Running, payload: Payload, exc: BaseException, job: Job[Any, Any] | None
     ) -> None:
         self.failed += 1
@@ -320,14 +322,24 @@ class Executor:
             )
             self.sink.move(rec.field, "retry", d.at, ENCODER.encode(failed))
             return
-        if d.target == "discard":
+        target, reason = d.target, d.reason
+        if job is not None and job.on_exhausted is not None:
+            # As Sidekiq's sidekiq_retries_exhausted: it runs before the outcome, which
+            # it may change to a discard, so the job's slot waits for it. The watchdog
+            # lets go first: the job's timeout does not cover its hook.
+            self.watchdog.unwatch(rec)
+            if await _run_on_exhausted(job.on_exhausted, failed, exc) == "discard":
+                target, reason = "discard", "on_exhausted said discard"
+        if target == "discard":
+            # Sidekiq stamps discarded_at; the death handlers see it.
+            failed = msgspec.structs.replace(failed, discarded_at=time.time())
             joblog.warning(
                 "fail %s jid=%s: %s: %s; discarded (%s)",
                 payload.job,
                 payload.jid,
                 type(exc).__name__,
                 short,
-                d.reason,
+                reason,
             )
             self.sink.move(rec.field, "drop", now, b"")
         else:
@@ -337,10 +349,10 @@ class Executor:
                 payload.jid,
                 type(exc).__name__,
                 short,
-                d.reason,
+                reason,
             )
             self.sink.move(rec.field, "dead", now, ENCODER.encode(failed))
-        self._after_death(payload, exc, job)
+        self._after_death(failed, exc)
 
     def _backtrace(
         self, payload: Payload, exc: BaseException, job: Job[Any, Any] | None
@@ -361,12 +373,12 @@ class Executor:
             lines = format_backtrace(exc, limit)
         return encode_backtrace([_clean(line) for line in lines]) if lines else None
 
-    def _after_death(self, payload: Payload, exc: BaseException, job: Job[Any, Any] | None) -> None:
+    def _after_death(self, failed: Payload, exc: BaseException) -> None:
+        """The app's death handlers, after the outcome is reported, as tasks: they see
+        the job as it died (with its error, and ``discarded_at`` if discarded)."""
         hooks: list[DeathHandler] = list(self.app.death_handlers)
-        if job is not None and job.on_exhausted is not None:
-            hooks.insert(0, job.on_exhausted)
         if hooks:
-            self.tasks.start_soon(_run_hooks, hooks, payload, exc, name="death handlers")
+            self.tasks.start_soon(_run_hooks, hooks, failed, exc, name="death handlers")
 
     def _dead(self, rec: Running, payload: Payload, error_class: str, message: str) -> None:
         self.failed += 1
@@ -410,6 +422,20 @@ async def _run_hooks(hooks: list[DeathHandler], payload: Payload, exc: BaseExcep
             await hook(ctx, exc)
         except Exception:
             log.exception("death handler %r failed for jid=%s", hook, payload.jid)
+
+
+async def _run_on_exhausted(
+    hook: Callable[[JobContext, BaseException], Awaitable[str | None]],
+    failed: Payload,
+    exc: BaseException,
+) -> str | None:
+    """A job's on_exhausted, with the job as it failed; what it raises is logged and
+    changes nothing (Sidekiq's behaviour)."""
+    try:
+        return await hook(JobContext(failed), exc)
+    except Exception:
+        log.exception("on_exhausted %r failed for jid=%s", hook, failed.jid)
+        return None
 
 
 def _caused_by_cancellation(exc: BaseException) -> bool:

@@ -131,3 +131,34 @@ async def test_retry_for_then_dies(app: asyncjobs.App) -> None:
         await wait_for(lambda: api.DeadSet(app).size())
     [dead] = await api.DeadSet(app).entries()
     assert 2 <= len(runs) < 100 and dead.retry_count == len(runs) - 1
+
+
+async def test_on_exhausted_returning_discard_leaves_nothing_in_the_dead_set(
+    app: asyncjobs.App,
+) -> None:
+    handled: list[tuple[str | None, str | None, bool]] = []
+
+    async def on_exhausted(ctx: asyncjobs.JobContext, exc: BaseException) -> str | None:
+        return "discard" if ctx.error_class == "LookupError" else None
+
+    async def handler(ctx: asyncjobs.JobContext, exc: BaseException) -> None:
+        handled.append((ctx.error_class, ctx.error_message, ctx.discarded_at is not None))
+
+    app.death_handlers.append(handler)
+
+    @app.job(retry=0, on_exhausted=on_exhausted)
+    async def sometimes(kind: str) -> None:
+        raise (LookupError if kind == "lookup" else ValueError)(f"{kind} failed")
+
+    await sometimes.defer("lookup")
+    await sometimes.defer("value")
+    async with running(app.worker()) as w:
+        await wait_for(lambda: len(handled) == 2)
+        await w.wait_idle()
+    assert sorted(handled) == [
+        ("LookupError", "lookup failed", True),
+        ("ValueError", "value failed", False),
+    ]
+    [dead] = await api.DeadSet(app).entries()
+    assert dead.error_class == "ValueError"
+    assert w.statistics()["failed"] == 2

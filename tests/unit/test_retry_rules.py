@@ -331,3 +331,87 @@ def test_retry_for_and_retry_queue_are_checked_at_registration() -> None:
 
             @app.job(name="bad", retry_queue=queue)
             async def bad_queue() -> None: ...
+
+
+# -- 6. on_exhausted, death handlers, discarded_at --------------------------------------
+
+
+async def test_on_exhausted_runs_before_the_outcome_and_sees_the_error() -> None:
+    app = make_app()
+    sink = Recorder()
+    seen: list[tuple[str, Any, Any, Any, int]] = []
+
+    async def on_exhausted(ctx: asyncjobs.JobContext, exc: BaseException) -> None:
+        seen.append(("hook", ctx.error_class, ctx.error_message, ctx.discarded_at, len(sink.moves)))
+
+    async def handler(ctx: asyncjobs.JobContext, exc: BaseException) -> None:
+        seen.append(("handler", ctx.error_class, ctx.error_message, ctx.discarded_at, 1))
+
+    app.death_handlers.append(handler)
+
+    @app.job(name="dies", retry=0, on_exhausted=on_exhausted)
+    async def dies() -> None:
+        raise KeyError("gone")
+
+    ex = Executor(app, sink)
+    await ex.run(Running(b"jid", payload_of(dies)))
+    assert await ex.wait_background(5)
+    assert [t for t, *_ in sink.moves] == ["dead"]
+    assert seen == [
+        ("hook", "KeyError", "'gone'", None, 0),  # nothing reported yet
+        ("handler", "KeyError", "'gone'", None, 1),
+    ]
+
+
+async def test_on_exhausted_discard_skips_the_dead_set_and_handlers_see_discarded_at() -> None:
+    app = make_app()
+    seen: list[Any] = []
+
+    async def on_exhausted(ctx: asyncjobs.JobContext, exc: BaseException) -> str:
+        return "discard"
+
+    async def handler(ctx: asyncjobs.JobContext, exc: BaseException) -> None:
+        seen.append((ctx.error_class, ctx.discarded_at))
+
+    app.death_handlers.append(handler)
+
+    @app.job(name="dropped", retry=0, on_exhausted=on_exhausted)
+    async def dropped() -> None:
+        raise ValueError("no")
+
+    before = time.time()
+    sink = await run(app, payload_of(dropped))
+    assert [t for t, *_ in sink.moves] == ["drop"]
+    [(error_class, discarded_at)] = seen
+    assert error_class == "ValueError"
+    assert discarded_at is not None and discarded_at.timestamp() >= before
+
+
+async def test_dead_false_stamps_discarded_at_and_a_raising_on_exhausted_changes_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = make_app()
+    seen: list[Any] = []
+
+    async def broken(ctx: asyncjobs.JobContext, exc: BaseException) -> None:
+        raise RuntimeError("hook bug")
+
+    async def handler(ctx: asyncjobs.JobContext, exc: BaseException) -> None:
+        seen.append(ctx.discarded_at)
+
+    app.death_handlers.append(handler)
+
+    @app.job(name="quiet", retry=0, dead=False)
+    async def quiet() -> None:
+        raise ValueError("no")
+
+    @app.job(name="loud", retry=0, on_exhausted=broken)
+    async def loud() -> None:
+        raise ValueError("no")
+
+    sink = await run(app, payload_of(quiet))
+    assert [t for t, *_ in sink.moves] == ["drop"] and seen[0] is not None
+    with caplog.at_level(logging.ERROR, logger="asyncjobs.executor"):
+        sink = await run(app, payload_of(loud))
+    assert [t for t, *_ in sink.moves] == ["dead"] and seen[1] is None
+    assert any("on_exhausted" in r.getMessage() for r in caplog.records)
