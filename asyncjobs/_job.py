@@ -210,6 +210,18 @@ def _check_queue(queue: object, what: str) -> None:
         )
 
 
+def _timestamp(at: object, what: str) -> float:
+    """Epoch seconds of an aware datetime; refuses anything else."""
+    if not isinstance(at, dt.datetime):
+        raise ConfigError(f"{what} must be a datetime, got {at!r}")
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ConfigError(
+            f"{what} must be an aware datetime (naive times are ambiguous): "
+            "use datetime.now(timezone.utc) + ... or attach a tzinfo"
+        )
+    return at.timestamp()
+
+
 def _seconds(value: float | dt.timedelta, what: str) -> float:
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
@@ -273,6 +285,7 @@ class Job(Generic[P, R]):
         self.discard_on = discard_on
         self.dead_on = dead_on
         self.on_exhausted = on_exhausted
+        _check_queue(queue, f"job {self.name}: queue")
         self._opts = _Options(
             queue=queue,
             retry=retry,
@@ -486,14 +499,7 @@ class Job(Generic[P, R]):
         if delay is not None:
             changes["delay"] = _seconds(delay, "delay")
         if at is not None:
-            if not isinstance(at, dt.datetime):
-                raise ConfigError(f"at= must be a datetime, got {at!r}")
-            if at.tzinfo is None or at.utcoffset() is None:
-                raise ConfigError(
-                    "at= must be an aware datetime (naive times are ambiguous): "
-                    "use datetime.now(timezone.utc) + ... or attach a tzinfo"
-                )
-            changes["at"] = at.timestamp()
+            changes["at"] = _timestamp(at, "at=")
         if jid is not None:
             if not valid_jid(jid):
                 raise ConfigError(f"invalid jid {jid!r}: use 1-64 of A-Z a-z 0-9 _ . : -")
@@ -508,16 +514,21 @@ class Job(Generic[P, R]):
         return await self.app._enqueue(self._build(self._opts, args, kwargs, time.time()))
 
     async def defer_many(
-        self, items: Iterable[tuple[Any, ...] | Mapping[str, Any]]
+        self,
+        items: Iterable[tuple[Any, ...] | Mapping[str, Any]],
+        *,
+        at: Sequence[dt.datetime | None] | None = None,
     ) -> list[str | None]:
         """Enqueue many runs in one round trip (Sidekiq's ``push_bulk``).
 
         Each item is a tuple of positional arguments or a mapping of keyword arguments.
-        All are validated before anything is sent: one bad item enqueues nothing. Each
-        job goes through client middleware on its own; the jid of one a middleware
-        stopped is ``None``.
+        ``at`` gives each job its due time (an aware datetime, or None for now), as
+        ``push_bulk``'s ``at:`` array: one per item, in the same order. All are
+        validated before anything is sent: one bad item, or an ``at`` list of another
+        length, enqueues nothing. Each job goes through client middleware on its own;
+        the jid of one a middleware stopped is ``None``.
         """
-        return await Deferrer(self, self._opts).defer_many(items)
+        return await Deferrer(self, self._opts).defer_many(items, at=at)
 
     def _build(
         self,
@@ -565,19 +576,28 @@ class Deferrer(Generic[P]):
         return await job.app._enqueue(job._build(self._opts, args, kwargs, time.time()))
 
     async def defer_many(
-        self, items: Iterable[tuple[Any, ...] | Mapping[str, Any]]
+        self,
+        items: Iterable[tuple[Any, ...] | Mapping[str, Any]],
+        *,
+        at: Sequence[dt.datetime | None] | None = None,
     ) -> list[str | None]:
-        """Enqueue many runs with these options in one round trip; returns their jids."""
+        """Enqueue many runs with these options in one round trip; returns their jids.
+        ``at``: a due time per item, as :meth:`Job.defer_many`."""
         job = self._job
         now = time.time()
         if self._opts.jid is not None:
             raise EnqueueError("defer_many cannot use a fixed jid= for many jobs")
+        due: list[_Options] | None = None
+        if at is not None:
+            items = list(items)
+            due = self._due(items, at)
         payloads: list[Payload] = []
-        for item in items:
+        for i, item in enumerate(items):
+            o = self._opts if due is None else due[i]
             if isinstance(item, Mapping):
-                payloads.append(job._build(self._opts, (), item, now))
+                payloads.append(job._build(o, (), item, now))
             elif isinstance(item, tuple | list):
-                payloads.append(job._build(self._opts, tuple(item), {}, now))
+                payloads.append(job._build(o, tuple(item), {}, now))
             else:
                 raise ArgumentError(
                     job.name,
@@ -586,3 +606,24 @@ class Deferrer(Generic[P]):
                     f"mappings of keyword arguments, got {type(item).__name__}",
                 )
         return await job.app._enqueue_many(payloads)
+
+    def _due(self, items: list[Any], at: Sequence[dt.datetime | None]) -> list[_Options]:
+        """Options per item with its due time from ``at`` (checked before any is built)."""
+        if isinstance(at, dt.datetime | str | bytes) or not isinstance(at, Sequence):
+            raise ConfigError(
+                "defer_many(at=...) takes a list of due times, one per item; "
+                "for one time for all, use configure(at=...).defer_many(...)"
+            )
+        if len(at) != len(items):
+            raise ConfigError(
+                f"defer_many: {len(at)} due times in at= for {len(items)} items: give one "
+                "per item (None to run it now); nothing was enqueued"
+            )
+        if self._opts.at is not None or self._opts.delay is not None:
+            raise ConfigError("give due times either in configure(delay=/at=) or in at=, not both")
+        return [
+            self._opts
+            if when is None
+            else msgspec.structs.replace(self._opts, at=_timestamp(when, f"at[{i}]"))
+            for i, when in enumerate(at)
+        ]

@@ -162,3 +162,59 @@ async def test_on_exhausted_returning_discard_leaves_nothing_in_the_dead_set(
     [dead] = await api.DeadSet(app).entries()
     assert dead.error_class == "ValueError"
     assert w.statistics()["failed"] == 2
+
+
+# -- Enqueue ----------------------------------------------------------------------------
+
+
+async def test_defer_many_with_a_due_time_per_job(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    import datetime as dt
+
+    @app.job
+    async def remind(user_id: int) -> None: ...
+
+    now = dt.datetime.now(dt.UTC)
+    soon, later = now + dt.timedelta(hours=1), now + dt.timedelta(hours=2)
+    jids = await remind.defer_many([(1,), (2,), (3,)], at=[None, soon, later])
+    assert None not in jids
+    queued = [loads(r) for r in await redis.lrange(app.keys.queue("default"), 0, -1)]
+    assert [(q["jid"], q["args"]) for q in queued] == [(jids[0], {"user_id": 1})]
+    scheduled: list[Any] = await redis.zrange(app.keys.schedule, 0, -1, withscores=True)
+    assert [(loads(m)["jid"], round(s)) for m, s in scheduled] == [
+        (jids[1], round(soon.timestamp())),
+        (jids[2], round(later.timestamp())),
+    ]
+
+
+async def test_defer_many_refuses_a_due_time_list_of_another_length(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    import datetime as dt
+
+    import pytest
+
+    @app.job
+    async def remind(user_id: int) -> None: ...
+
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    with pytest.raises(asyncjobs.ConfigError, match="2 due times in at= for 3 items"):
+        await remind.defer_many([(1,), (2,), (3,)], at=[soon, soon])
+    with pytest.raises(asyncjobs.ConfigError, match=r"at\[1\] must be an aware datetime"):
+        await remind.defer_many([(1,), (2,)], at=[soon, dt.datetime.now()])
+    with pytest.raises(asyncjobs.ConfigError, match="not both"):
+        await remind.configure(delay=5).defer_many([(1,)], at=[soon])
+    assert await redis.keys("*") == []  # nothing was enqueued
+
+
+async def test_empty_queue_name_is_refused_at_registration(app: asyncjobs.App) -> None:
+    import pytest
+
+    for queue in ("", "a b", "x:y", "{t}"):
+        with pytest.raises(asyncjobs.ConfigError, match="queue: invalid queue name"):
+
+            @app.job(queue=queue)
+            async def nowhere() -> None: ...
+
+    assert not any(n.endswith("nowhere") for n in app.jobs)
