@@ -218,3 +218,107 @@ async def test_empty_queue_name_is_refused_at_registration(app: asyncjobs.App) -
             async def nowhere() -> None: ...
 
     assert not any(n.endswith("nowhere") for n in app.jobs)
+
+
+# -- Killing and retrying through the API -----------------------------------------------
+
+
+async def seed(
+    app: asyncjobs.App,
+    redis: aioredis.Redis,
+    job: asyncjobs.Job[Any, Any],
+    key: str,
+    n: int,
+    **fields: Any,
+) -> list[str]:
+    """``n`` entries of ``job`` in the sorted set ``key``, due in an hour."""
+    import time
+
+    import msgspec
+
+    from asyncjobs._payload import ENCODER
+
+    jids = []
+    for i in range(n):
+        p = job._build(job._opts, (i,), {}, time.time())
+        p = msgspec.structs.replace(p, enqueued_at=None, **fields)
+        await redis.zadd(key, {ENCODER.encode(p): time.time() + 3600 + i})
+        jids.append(p.jid)
+    return jids
+
+
+async def test_kill_runs_the_death_handlers_once_unless_asked_not_to(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    calls: list[tuple[str, str, str]] = []
+
+    async def handler(ctx: asyncjobs.JobContext, exc: BaseException) -> None:
+        calls.append((ctx.jid, type(exc).__name__, str(exc)))
+
+    app.death_handlers.append(handler)
+
+    @app.job
+    async def charge(n: int) -> None: ...
+
+    a, b = await seed(app, redis, charge, app.keys.retry, 2, retry_count=0, error_class="E")
+    await api.RetrySet(app).kill(a)
+    await api.RetrySet(app).kill(b, notify=False)
+    assert calls == [(a, "RuntimeError", "killed by API")]
+    assert {r.jid for r in await api.DeadSet(app).entries()} == {a, b}
+
+
+async def test_kill_all_empties_the_retry_and_scheduled_sets_and_trims_once(
+    redis_url: str, redis: aioredis.Redis
+) -> None:
+    app = asyncjobs.App(redis_url, dead_max_jobs=4)
+    calls: list[str] = []
+
+    async def handler(ctx: asyncjobs.JobContext, exc: BaseException) -> None:
+        calls.append(ctx.jid)
+
+    app.death_handlers.append(handler)
+
+    @app.job
+    async def charge(n: int) -> None: ...
+
+    try:
+        await seed(app, redis, charge, app.keys.retry, 3, retry_count=0, error_class="E")
+        scheduled = await seed(app, redis, charge, app.keys.schedule, 2)
+        assert await api.RetrySet(app).kill_all() == 3
+        assert calls == []  # Sidekiq's kill_all does not notify by default
+        assert await api.ScheduledSet(app).kill_all(notify=True) == 2
+        assert sorted(calls) == sorted(scheduled)
+        assert await api.RetrySet(app).size() == 0
+        assert await api.ScheduledSet(app).size() == 0
+        assert await api.DeadSet(app).size() == 4  # 5 killed, trimmed to dead_max_jobs
+        try:
+            await api.DeadSet(app).kill_all()
+        except api.JobNotFound as exc:
+            assert "already dead" in str(exc)
+        else:
+            raise AssertionError("kill_all on the dead set must refuse")
+    finally:
+        await app.aclose()
+
+
+async def test_retry_by_hand_does_not_count_against_the_limit(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    runs: list[int] = []
+
+    @app.job(retry=1)
+    async def fragile(n: int) -> None:
+        runs.append(asyncjobs.current_job().retry_count)
+        raise RuntimeError("still broken")
+
+    # In the retry set after its first failure: no retry made yet, one left.
+    [jid] = await seed(app, redis, fragile, app.keys.retry, 1, retry_count=0, error_class="E")
+    await api.RetrySet(app).retry(jid)
+    async with running(app.worker()) as w:
+        await wait_for(lambda: len(runs) == 1)
+        await wait_for(lambda: api.RetrySet(app).size())
+        await w.wait_idle()
+    # The run by hand did not spend the one retry left: back in the retry set, not dead.
+    [entry] = await api.RetrySet(app).entries()
+    assert (entry.jid, entry.retry_count) == (jid, 0)
+    assert await api.DeadSet(app).size() == 0
