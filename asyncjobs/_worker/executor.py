@@ -310,14 +310,17 @@ class Executor:
         short = _shorten(message)
         if d.target == "retry":
             failed = msgspec.structs.replace(failed, at=d.at)
+            retry_for = job.retry_for if job is not None else None
+            # With retry_for the count has no limit: say what bounds the retries instead.
+            limit = f"/{payload.retry}" if retry_for is None else f" (retry_for {retry_for:g}s)"
             joblog.warning(
-                "fail %s jid=%s: %s: %s; retry %d/%d in %.0fs",
+                "fail %s jid=%s: %s: %s; retry %d%s in %.0fs",
                 payload.job,
                 payload.jid,
                 type(exc).__name__,
                 short,
                 count + 1,
-                payload.retry,
+                limit,
                 d.at - now,
             )
             self.sink.move(rec.field, "retry", d.at, ENCODER.encode(failed))
