@@ -14,7 +14,7 @@ import anyio
 
 from ._conn import FastRedis
 from ._errors import ConfigError, EnqueueError
-from ._job import Job, JobContext, RetryIn
+from ._job import Job, OnExhausted, RetryIn
 from ._middleware import run_client
 from ._payload import ENCODER, Payload
 from ._redis import Client, mask_url
@@ -67,6 +67,9 @@ class App(Registry):
         max_payload_bytes: payloads larger than this are refused at ``defer``.
         dead_max_jobs: the dead set keeps at most this many entries.
         dead_timeout: entries older than this leave the dead set (seconds or timedelta).
+        default_job_options: options every job registered afterwards starts from
+            (``{"retry": 5, "backtrace": False}``, say); ``@app.job(...)`` overrides them.
+            Also ``app.default_job_options``, Sidekiq's ``default_job_options``.
     """
 
     def __init__(
@@ -78,12 +81,14 @@ class App(Registry):
         max_payload_bytes: int = 1 << 20,
         dead_max_jobs: int = 10_000,
         dead_timeout: float | dt.timedelta = dt.timedelta(days=180),
+        default_job_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
             namespace=namespace,
             max_payload_bytes=max_payload_bytes,
             dead_max_jobs=dead_max_jobs,
             dead_timeout=dead_timeout,
+            default_job_options=default_job_options,
         )
         self.redis_url = resolve_url(redis_url)
         self.cluster = cluster
@@ -114,7 +119,10 @@ class App(Registry):
         retry_in: RetryIn | None = ...,
         discard_on: tuple[type[BaseException], ...] = ...,
         dead_on: tuple[type[BaseException], ...] = ...,
-        on_exhausted: Callable[[JobContext, BaseException], Awaitable[None]] | None = ...,
+        on_exhausted: OnExhausted | None = ...,
+        backtrace: bool | int = ...,
+        retry_queue: str | None = ...,
+        retry_for: float | dt.timedelta | None = ...,
     ) -> Callable[[Callable[P, Awaitable[R]]], Job[P, R]]: ...
 
     def job(  # type: ignore[misc]
@@ -123,7 +131,7 @@ class App(Registry):
         """Register an ``async def`` function as a job, bare or with options."""
 
         def register(f: Callable[P, Awaitable[R]]) -> Job[P, R]:
-            job = Job(self, f, **options)
+            job = Job(self, f, **self.job_options(options))
             other = self.jobs.get(job.name)
             if other is not None and other.fn is not f:
                 raise ConfigError(f"two jobs are named {job.name!r}; give one a name=")

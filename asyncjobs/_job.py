@@ -40,6 +40,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 RetryIn = Callable[[int, BaseException], "float | int | str | None"]
+# Returns None, or "discard" to discard the job instead of sending it to the dead set.
+OnExhausted = Callable[["JobContext", BaseException], Awaitable["str | None"]]
 
 
 class Client(Protocol):
@@ -96,8 +98,14 @@ class JobContext:
 
     @property
     def retry_count(self) -> int:
-        """How many times this job was retried before this run (0 on the first run)."""
-        return self._payload.retry_count
+        """Which retry this run is: 0 on the first run, 1 on the first retry...
+
+        One more than the payload's ``retry_count`` (Sidekiq's meaning there: the
+        retries already made when the failure was recorded), which is absent until the
+        job first fails.
+        """
+        stored = self._payload.retry_count
+        return 0 if stored is None else max(stored + 1, 0)
 
     @property
     def enqueued_at(self) -> dt.datetime | None:
@@ -109,6 +117,30 @@ class JobContext:
     def created_at(self) -> dt.datetime:
         """When ``defer`` was called (UTC)."""
         return dt.datetime.fromtimestamp(self._payload.created_at, dt.UTC)
+
+    @property
+    def error_class(self) -> str | None:
+        """The class name of the last failure's exception, or None (what ``on_exhausted``
+        and death handlers read, with ``error_message``)."""
+        return self._payload.error_class
+
+    @property
+    def error_message(self) -> str | None:
+        """The message of the last failure (up to 10,000 characters), or None."""
+        return self._payload.error_message
+
+    @property
+    def failed_at(self) -> dt.datetime | None:
+        """When the job first failed (UTC), or None."""
+        t = self._payload.failed_at
+        return None if t is None else dt.datetime.fromtimestamp(t, dt.UTC)
+
+    @property
+    def discarded_at(self) -> dt.datetime | None:
+        """When the job was discarded (UTC): set for the death handlers of a discarded
+        job, as Sidekiq's ``discarded_at``; None otherwise."""
+        t = self._payload.discarded_at
+        return None if t is None else dt.datetime.fromtimestamp(t, dt.UTC)
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -169,6 +201,27 @@ class _Options(msgspec.Struct, frozen=True):
     jid: str | None = None
 
 
+def _check_queue(queue: object, what: str) -> None:
+    """Refuse a queue name Redis keys cannot carry (as ``configure(queue=...)`` does)."""
+    if not isinstance(queue, str) or not queue or any(c in queue for c in "{}: \t"):
+        raise ConfigError(
+            f"{what}: invalid queue name {queue!r}: use a non-empty name without "
+            "spaces, tabs, colons or braces"
+        )
+
+
+def _timestamp(at: object, what: str) -> float:
+    """Epoch seconds of an aware datetime; refuses anything else."""
+    if not isinstance(at, dt.datetime):
+        raise ConfigError(f"{what} must be a datetime, got {at!r}")
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ConfigError(
+            f"{what} must be an aware datetime (naive times are ambiguous): "
+            "use datetime.now(timezone.utc) + ... or attach a tzinfo"
+        )
+    return at.timestamp()
+
+
 def _seconds(value: float | dt.timedelta, what: str) -> float:
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
@@ -193,7 +246,10 @@ class Job(Generic[P, R]):
         retry_in: RetryIn | None = None,
         discard_on: tuple[type[BaseException], ...] = (),
         dead_on: tuple[type[BaseException], ...] = (),
-        on_exhausted: Callable[[JobContext, BaseException], Awaitable[None]] | None = None,
+        on_exhausted: OnExhausted | None = None,
+        backtrace: bool | int = 20,
+        retry_queue: str | None = None,
+        retry_for: float | dt.timedelta | None = None,
     ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigError(f"@app.job needs an async def function, got {fn!r}")
@@ -208,11 +264,28 @@ class Job(Generic[P, R]):
             )
         if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
             raise ConfigError(f"job {self.name}: retry must be a whole number >= 0")
+        if not isinstance(backtrace, bool) and (not isinstance(backtrace, int) or backtrace < 0):
+            raise ConfigError(
+                f"job {self.name}: backtrace must be True, False or a number of lines >= 0, "
+                f"got {backtrace!r}"
+            )
+        # Traceback lines kept with a failure: False none, True all, N the last N.
+        self.backtrace = backtrace
+        if retry_queue is not None:
+            _check_queue(retry_queue, f"job {self.name}: retry_queue")
+        # Sidekiq's retry_queue: where retries (and their runs) go.
+        self.retry_queue = retry_queue
+        # Sidekiq's retry_for: seconds after the first failure during which the job is
+        # retried, whatever the count; then it dies.
+        self.retry_for = None if retry_for is None else _seconds(retry_for, "retry_for")
+        if self.retry_for is not None and not 0 < self.retry_for < float("inf"):
+            raise ConfigError(f"job {self.name}: retry_for must be more than 0 seconds")
         self.dead = dead
         self.retry_in = retry_in
         self.discard_on = discard_on
         self.dead_on = dead_on
         self.on_exhausted = on_exhausted
+        _check_queue(queue, f"job {self.name}: queue")
         self._opts = _Options(
             queue=queue,
             retry=retry,
@@ -426,14 +499,7 @@ class Job(Generic[P, R]):
         if delay is not None:
             changes["delay"] = _seconds(delay, "delay")
         if at is not None:
-            if not isinstance(at, dt.datetime):
-                raise ConfigError(f"at= must be a datetime, got {at!r}")
-            if at.tzinfo is None or at.utcoffset() is None:
-                raise ConfigError(
-                    "at= must be an aware datetime (naive times are ambiguous): "
-                    "use datetime.now(timezone.utc) + ... or attach a tzinfo"
-                )
-            changes["at"] = at.timestamp()
+            changes["at"] = _timestamp(at, "at=")
         if jid is not None:
             if not valid_jid(jid):
                 raise ConfigError(f"invalid jid {jid!r}: use 1-64 of A-Z a-z 0-9 _ . : -")
@@ -448,16 +514,21 @@ class Job(Generic[P, R]):
         return await self.app._enqueue(self._build(self._opts, args, kwargs, time.time()))
 
     async def defer_many(
-        self, items: Iterable[tuple[Any, ...] | Mapping[str, Any]]
+        self,
+        items: Iterable[tuple[Any, ...] | Mapping[str, Any]],
+        *,
+        at: Sequence[dt.datetime | None] | None = None,
     ) -> list[str | None]:
         """Enqueue many runs in one round trip (Sidekiq's ``push_bulk``).
 
         Each item is a tuple of positional arguments or a mapping of keyword arguments.
-        All are validated before anything is sent: one bad item enqueues nothing. Each
-        job goes through client middleware on its own; the jid of one a middleware
-        stopped is ``None``.
+        ``at`` gives each job its due time (an aware datetime, or None for now), as
+        ``push_bulk``'s ``at:`` array: one per item, in the same order. All are
+        validated before anything is sent: one bad item, or an ``at`` list of another
+        length, enqueues nothing. Each job goes through client middleware on its own;
+        the jid of one a middleware stopped is ``None``.
         """
-        return await Deferrer(self, self._opts).defer_many(items)
+        return await Deferrer(self, self._opts).defer_many(items, at=at)
 
     def _build(
         self,
@@ -505,19 +576,28 @@ class Deferrer(Generic[P]):
         return await job.app._enqueue(job._build(self._opts, args, kwargs, time.time()))
 
     async def defer_many(
-        self, items: Iterable[tuple[Any, ...] | Mapping[str, Any]]
+        self,
+        items: Iterable[tuple[Any, ...] | Mapping[str, Any]],
+        *,
+        at: Sequence[dt.datetime | None] | None = None,
     ) -> list[str | None]:
-        """Enqueue many runs with these options in one round trip; returns their jids."""
+        """Enqueue many runs with these options in one round trip; returns their jids.
+        ``at``: a due time per item, as :meth:`Job.defer_many`."""
         job = self._job
         now = time.time()
         if self._opts.jid is not None:
             raise EnqueueError("defer_many cannot use a fixed jid= for many jobs")
+        due: list[_Options] | None = None
+        if at is not None:
+            items = list(items)
+            due = self._due(items, at)
         payloads: list[Payload] = []
-        for item in items:
+        for i, item in enumerate(items):
+            o = self._opts if due is None else due[i]
             if isinstance(item, Mapping):
-                payloads.append(job._build(self._opts, (), item, now))
+                payloads.append(job._build(o, (), item, now))
             elif isinstance(item, tuple | list):
-                payloads.append(job._build(self._opts, tuple(item), {}, now))
+                payloads.append(job._build(o, tuple(item), {}, now))
             else:
                 raise ArgumentError(
                     job.name,
@@ -526,3 +606,24 @@ class Deferrer(Generic[P]):
                     f"mappings of keyword arguments, got {type(item).__name__}",
                 )
         return await job.app._enqueue_many(payloads)
+
+    def _due(self, items: list[Any], at: Sequence[dt.datetime | None]) -> list[_Options]:
+        """Options per item with its due time from ``at`` (checked before any is built)."""
+        if isinstance(at, dt.datetime | str | bytes) or not isinstance(at, Sequence):
+            raise ConfigError(
+                "defer_many(at=...) takes a list of due times, one per item; "
+                "for one time for all, use configure(at=...).defer_many(...)"
+            )
+        if len(at) != len(items):
+            raise ConfigError(
+                f"defer_many: {len(at)} due times in at= for {len(items)} items: give one "
+                "per item (None to run it now); nothing was enqueued"
+            )
+        if self._opts.at is not None or self._opts.delay is not None:
+            raise ConfigError("give due times either in configure(delay=/at=) or in at=, not both")
+        return [
+            self._opts
+            if when is None
+            else msgspec.structs.replace(self._opts, at=_timestamp(when, f"at[{i}]"))
+            for i, when in enumerate(at)
+        ]

@@ -8,8 +8,12 @@ means.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import os
 import re
+import zlib
 from typing import Any
 
 import msgspec
@@ -19,6 +23,8 @@ __all__ = [
     "DECODER",
     "DECODE_ERRORS",
     "Payload",
+    "decode_backtrace",
+    "encode_backtrace",
     "inflight_field",
     "new_jid",
     "valid_jid",
@@ -36,14 +42,19 @@ class Payload(msgspec.Struct, omit_defaults=True, kw_only=True):
     enqueued_at: float | None = None
     at: float | None = None
     retry: int
-    retry_count: int = 0
+    # Sidekiq's meaning: the retries already made, absent until the first failure (0
+    # after it). Before this, asyncjobs stored 1 after the first failure.
+    retry_count: int | None = None
     timeout: float | None = None
     dead: bool = True
     error_class: str | None = None
     error_message: str | None = None
-    error_backtrace: list[str] | None = None
+    # Compressed as Sidekiq does (``encode_backtrace``); a list in payloads written
+    # before that, still read.
+    error_backtrace: str | list[str] | None = None
     failed_at: float | None = None
     retried_at: float | None = None
+    discarded_at: float | None = None  # Sidekiq's: what death handlers of a discard see
     recoveries: int = 0
     meta: dict[str, Any] = {}
 
@@ -65,6 +76,26 @@ def inflight_field(raw: bytes) -> bytes:
     """The field under which ``fetch.lua`` recorded ``raw`` in the in-flight hash."""
     m = _JID_PREFIX.match(raw)
     return m.group(1) if m is not None else raw
+
+
+def encode_backtrace(lines: list[str]) -> str:
+    """Backtrace lines as stored: JSON, zlib, base64, Sidekiq's packing (a traceback
+    shrinks to a third or less, and every retry and dead entry carries one)."""
+    return base64.b64encode(zlib.compress(json.dumps(lines).encode())).decode("ascii")
+
+
+def decode_backtrace(value: str | list[str] | None) -> list[str] | None:
+    """The lines of a stored backtrace: packed (``encode_backtrace``) or, as written
+    before packing, a plain list. A damaged one reads as one line saying so."""
+    if value is None or isinstance(value, list):
+        return value
+    try:
+        lines = json.loads(zlib.decompress(base64.b64decode(value, validate=False)))
+    except (binascii.Error, zlib.error, ValueError) as exc:
+        return [f"<undecodable backtrace: {exc}>"]
+    if not isinstance(lines, list):
+        return [f"<undecodable backtrace: a {type(lines).__name__}, not a list>"]
+    return [str(line) for line in lines]
 
 
 def new_jid() -> str:

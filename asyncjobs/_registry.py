@@ -10,17 +10,22 @@ app's module and the import graph runs one way.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from ._errors import ConfigError
 from ._job import Job, JobContext
 from ._keys import Keys
 from ._middleware import Chain, ClientMiddleware, ServerMiddleware
 
-__all__ = ["DeathHandler", "Hook", "Registry"]
+__all__ = ["JOB_OPTIONS", "DeathHandler", "Hook", "Registry"]
 
 Hook = Callable[[], Awaitable[None]]
 DeathHandler = Callable[[JobContext, BaseException], Awaitable[None]]
+
+# What default_job_options may set: every option of @app.job but the job's own name.
+JOB_OPTIONS = frozenset(inspect.signature(Job.__init__).parameters) - {"self", "app", "fn", "name"}
 
 
 class Registry:
@@ -33,8 +38,13 @@ class Registry:
         max_payload_bytes: int = 1 << 20,
         dead_max_jobs: int = 10_000,
         dead_timeout: float | dt.timedelta = dt.timedelta(days=180),
+        default_job_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.keys = Keys(namespace)
+        # Sidekiq's default_job_options: options every job registered afterwards starts
+        # from; its own @app.job options override them.
+        self.default_job_options: dict[str, Any] = dict(default_job_options or {})
+        self._check_defaults()
         self.max_payload_bytes = max_payload_bytes
         self.dead_max_jobs = dead_max_jobs
         self.dead_timeout = (
@@ -57,6 +67,25 @@ class Registry:
         self.on_beat: list[Hook] = []  # after every heartbeat
         self.on_exit: list[Hook] = []  # last, after the shutdown hooks
         self.death_handlers: list[DeathHandler] = []
+        # Sidekiq's backtrace_cleaner: edits a failed job's traceback lines (a list of
+        # str, outermost first) before the job's ``backtrace`` option cuts them.
+        self.backtrace_cleaner: Callable[[list[str]], list[str]] | None = None
+
+    def _check_defaults(self) -> None:
+        unknown = sorted(set(self.default_job_options) - JOB_OPTIONS)
+        if unknown:
+            raise ConfigError(
+                f"default_job_options: unknown option(s) {', '.join(map(repr, unknown))}; "
+                f"use {', '.join(sorted(JOB_OPTIONS))}"
+            )
+
+    def job_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options a job registers with: the app's ``default_job_options``,
+        overridden by the job's own."""
+        if not self.default_job_options:
+            return dict(options)
+        self._check_defaults()
+        return {**self.default_job_options, **options}
 
     def capsule_middleware(self, capsule: str) -> Chain[ServerMiddleware]:
         """The server middleware of one capsule, run inside the app's chain for the

@@ -34,11 +34,19 @@ async def trim_dead_on(
 
 
 async def promote_on(
-    client: Client, script: Script, keys: Keys, zset: str, members: Sequence[bytes], now: float
+    client: Client,
+    script: Script,
+    keys: Keys,
+    zset: str,
+    members: Sequence[bytes],
+    now: float,
+    *,
+    by_hand: bool = False,
 ) -> int:
     """Move ``members`` of ``zset`` into their queues (as newly enqueued jobs), stamping
     ``enqueued_at``. Entries another process moved first are skipped. Returns how many
-    moved."""
+    moved. ``by_hand`` (a retry asked for through the API): the run does not count
+    against the job's retries, as Sidekiq decrements ``retry_count`` there."""
     if not members:
         return 0
     pairs = QueuePairs(keys, [zset])
@@ -51,7 +59,12 @@ async def promote_on(
             queue, data = "default", m
         else:
             queue = p.queue
-            data = ENCODER.encode(msgspec.structs.replace(p, enqueued_at=now, at=None))
+            count = p.retry_count
+            if by_hand and count is not None:
+                count -= 1
+            data = ENCODER.encode(
+                msgspec.structs.replace(p, enqueued_at=now, at=None, retry_count=count)
+            )
         args.extend((m, data, pairs.index(queue)))
     return int(await script(client, pairs.keys, args))
 
@@ -173,10 +186,15 @@ class Enqueue(StoreBase):
     # -- sorted sets to queues -------------------------------------------------------
 
     @mapped
-    async def promote(self, zset: str, members: Sequence[bytes], now: float) -> int:
+    async def promote(
+        self, zset: str, members: Sequence[bytes], now: float, *, by_hand: bool = False
+    ) -> int:
         """Move ``members`` of ``zset`` to their queues now; returns how many moved
-        (entries another process moved first are skipped)."""
-        return await promote_on(self.client, self.scripts.promote, self.keys, zset, members, now)
+        (entries another process moved first are skipped). ``by_hand``: see
+        :func:`promote_on`."""
+        return await promote_on(
+            self.client, self.scripts.promote, self.keys, zset, members, now, by_hand=by_hand
+        )
 
     @mapped
     async def trim_dead(self, now: float) -> None:
@@ -187,11 +205,24 @@ class Enqueue(StoreBase):
     async def kill(self, zset: str, member: bytes, new: bytes, now: float) -> bool:
         """Move ``member`` of ``zset`` to the dead set as ``new`` (move.lua), then trim
         the dead set; False if it had left ``zset`` meanwhile."""
-        moved = await self.scripts.move(
-            self.client, (zset, self.keys.dead), (member, new, repr(now))
-        )
-        if moved:
+        [moved] = await self.kill_many(zset, [(member, new)], now, trim=True)
+        return moved
+
+    @mapped
+    async def kill_many(
+        self, zset: str, pairs: Sequence[tuple[bytes, bytes]], now: float, *, trim: bool
+    ) -> list[bool]:
+        """Move each ``member`` of ``zset`` to the dead set as its ``new`` (move.lua, one
+        call); whether each moved. ``trim``: trim the dead set after (a kill-all trims
+        once, at its end, as Sidekiq's does)."""
+        if not pairs:
+            return []
+        args: list[Any] = [repr(now)]
+        for member, new in pairs:
+            args.extend((member, new))
+        flags: list[Any] = await self.scripts.move(self.client, (zset, self.keys.dead), args)
+        if trim and any(flags):
             await trim_dead_on(
                 self.client, self.keys.dead, now, self.dead_max_jobs, self.dead_timeout
             )
-        return bool(moved)
+        return [bool(f) for f in flags]

@@ -2,7 +2,8 @@
 
 The worker's capsules and the testing helpers (``asyncjobs.testing``) run every job
 through :meth:`Executor.run`, so decoding, the server middleware chain, timeouts, the
-retry decision, ``retry_in``, ``on_exhausted`` and death handlers behave the same in a
+retry decision, ``retry_in``, ``on_exhausted`` (awaited before a death or discard is
+reported, since it may turn one into the other) and death handlers behave the same in a
 test and in production. The outcomes:
 
 - **succeeded** (or skipped by a server middleware): reported with ``sink.done``;
@@ -27,8 +28,8 @@ import msgspec
 from .._errors import JobTimeout
 from .._job import JobContext, reset_current, set_current
 from .._middleware import Chain, ServerMiddleware, run_server
-from .._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
-from .._retry import decide, format_backtrace
+from .._payload import DECODE_ERRORS, DECODER, ENCODER, Payload, encode_backtrace
+from .._retry import BACKTRACE_LINES, decide, format_backtrace
 from .tasks import TaskOwner
 
 if TYPE_CHECKING:
@@ -137,9 +138,10 @@ class Executor:
         self.failed = 0
         self._rng = random.Random()
         self._debug = joblog.isEnabledFor(logging.DEBUG)
-        # Death handlers and on_exhausted run after the outcome is reported, as tasks of
-        # the worker's owner (shutdown waits for them within its timeout, then cancels
-        # them), or of the executor's own (a test mode waits for them after each job).
+        # Death handlers run after the outcome is reported (on_exhausted before it, in
+        # the job's task: it may turn a death into a discard), as tasks of the worker's
+        # owner (shutdown waits for them within its timeout, then cancels them), or of
+        # the executor's own (a test mode waits for them after each job).
         self.tasks = tasks if tasks is not None else TaskOwner()
 
     def _chain(self) -> Sequence[ServerMiddleware]:
@@ -206,7 +208,7 @@ class Executor:
             except BaseException as exc:
                 if not isinstance(exc, Exception | asyncio.CancelledError):
                     raise  # KeyboardInterrupt, SystemExit: not a job failure
-                self._raised(rec, payload, job, exc, timeout)
+                await self._raised(rec, payload, job, exc, timeout)
                 return
             finally:
                 reset_current(token)
@@ -214,7 +216,7 @@ class Executor:
                     self.watchdog.unwatch(rec)
             if rec.reason == "timeout":
                 # It swallowed the cancellation and returned: still past its timeout.
-                self._timed_out(rec, payload, job, timeout)
+                await self._timed_out(rec, payload, job, timeout)
                 return
             self.processed += 1
             self.sink.done(rec.field)
@@ -226,7 +228,7 @@ class Executor:
             if self.on_finished is not None:
                 self.on_finished(rec)
 
-    def _raised(
+    async def _raised(
         self,
         rec: Running,
         payload: Payload,
@@ -241,15 +243,15 @@ class Executor:
             # of its queue. Sidekiq walks the cause chain the same way.
             return
         if rec.reason == "timeout" and cancelled:
-            self._timed_out(rec, payload, job, timeout)
+            await self._timed_out(rec, payload, job, timeout)
             return
         if isinstance(exc, asyncio.CancelledError):
             # Cancelled by something other than us (a job cancelling its own task):
             # no outcome, the job goes back like an interrupted one.
             return
-        self._failed(rec, payload, exc, job)
+        await self._failed(rec, payload, exc, job)
 
-    def _timed_out(
+    async def _timed_out(
         self, rec: Running, payload: Payload, job: Job[Any, Any], timeout: float | None
     ) -> None:
         task = rec.task
@@ -257,21 +259,24 @@ class Executor:
             # The cancellation was ours and is handled: a task that goes on (a test
             # mode runs jobs in the caller's task) must not look cancelled.
             task.uncancel()
-        self._failed(
+        await self._failed(
             rec, payload, JobTimeout(f"job {payload.job} ran past its timeout of {timeout}s"), job
         )
 
     # -- outcomes ------------------------------------------------------------------------
 
-    def _failed(
+    async def _failed(
         self, rec: Running, payload: Payload, exc: BaseException, job: Job[Any, Any] | None
     ) -> None:
         self.failed += 1
         rec.error = exc
         now = time.time()
+        # Sidekiq's retry_count: absent before the first failure, 0 after it, then one
+        # more per failed retry (the retries already made).
+        count = 0 if payload.retry_count is None else payload.retry_count + 1
         d = decide(
             exc=exc,
-            retry_count=payload.retry_count,
+            retry_count=count,
             retry=payload.retry,
             dead=payload.dead,
             now=now,
@@ -279,39 +284,68 @@ class Executor:
             retry_in=job.retry_in if job else None,
             discard_on=job.discard_on if job else (),
             dead_on=job.dead_on if job else (),
+            retry_for=job.retry_for if job else None,
+            failed_at=payload.failed_at,
         )
+        if d.hook_error is not None:
+            joblog.warning(
+                "retry_in of %s jid=%s raised %s: %s; using the default backoff",
+                payload.job,
+                payload.jid,
+                type(d.hook_error).__name__,
+                _shorten(describe(d.hook_error)),
+            )
         message = describe(exc)
         failed = msgspec.structs.replace(
             payload,
             error_class=_clean(type(exc).__name__),
-            error_message=_clean(message)[:1000],
-            error_backtrace=[_clean(line) for line in format_backtrace(exc)],
+            error_message=_clean(message)[:ERROR_MESSAGE_CHARS],
+            error_backtrace=self._backtrace(payload, exc, job),
             failed_at=payload.failed_at or now,
-            retried_at=now if payload.retry_count else None,
+            retried_at=now if payload.retry_count is not None else None,
             enqueued_at=None,
+            retry_count=count,
         )
+        if job is not None and job.retry_queue is not None:
+            # Sidekiq's retry_queue: the retry (and the dead entry, and a retry of it by
+            # hand) goes to that queue from now on.
+            failed = msgspec.structs.replace(failed, queue=job.retry_queue)
+        short = _shorten(message)
         if d.target == "retry":
-            failed = msgspec.structs.replace(failed, retry_count=payload.retry_count + 1, at=d.at)
+            failed = msgspec.structs.replace(failed, at=d.at)
+            retry_for = job.retry_for if job is not None else None
+            # With retry_for the count has no limit: say what bounds the retries instead.
+            limit = f"/{payload.retry}" if retry_for is None else f" (retry_for {retry_for:g}s)"
             joblog.warning(
-                "fail %s jid=%s: %s: %s; retry %d/%d in %.0fs",
+                "fail %s jid=%s: %s: %s; retry %d%s in %.0fs",
                 payload.job,
                 payload.jid,
                 type(exc).__name__,
-                message,
-                payload.retry_count + 1,
-                payload.retry,
+                short,
+                count + 1,
+                limit,
                 d.at - now,
             )
             self.sink.move(rec.field, "retry", d.at, ENCODER.encode(failed))
             return
-        if d.target == "discard":
+        target, reason = d.target, d.reason
+        if job is not None and job.on_exhausted is not None:
+            # As Sidekiq's sidekiq_retries_exhausted: it runs before the outcome, which
+            # it may change to a discard, so the job's slot waits for it. The watchdog
+            # lets go first: the job's timeout does not cover its hook.
+            self.watchdog.unwatch(rec)
+            if await _run_on_exhausted(job.on_exhausted, failed, exc) == "discard":
+                target, reason = "discard", "on_exhausted said discard"
+        if target == "discard":
+            # Sidekiq stamps discarded_at; the death handlers see it.
+            failed = msgspec.structs.replace(failed, discarded_at=time.time())
             joblog.warning(
                 "fail %s jid=%s: %s: %s; discarded (%s)",
                 payload.job,
                 payload.jid,
                 type(exc).__name__,
-                message,
-                d.reason,
+                short,
+                reason,
             )
             self.sink.move(rec.field, "drop", now, b"")
         else:
@@ -320,18 +354,37 @@ class Executor:
                 payload.job,
                 payload.jid,
                 type(exc).__name__,
-                message,
-                d.reason,
+                short,
+                reason,
             )
             self.sink.move(rec.field, "dead", now, ENCODER.encode(failed))
-        self._after_death(payload, exc, job)
+        self._after_death(failed, exc)
 
-    def _after_death(self, payload: Payload, exc: BaseException, job: Job[Any, Any] | None) -> None:
+    def _backtrace(
+        self, payload: Payload, exc: BaseException, job: Job[Any, Any] | None
+    ) -> str | None:
+        """The job's ``backtrace`` lines, cleaned by the app's ``backtrace_cleaner``,
+        packed as stored; None when there are none."""
+        limit = job.backtrace if job is not None else BACKTRACE_LINES
+        try:
+            lines = format_backtrace(exc, limit, self.app.backtrace_cleaner)
+        except Exception as cleaner_exc:  # a broken cleaner must not lose the job
+            log.warning(
+                "backtrace_cleaner raised %s for %s jid=%s: %s; storing the backtrace as is",
+                type(cleaner_exc).__name__,
+                payload.job,
+                payload.jid,
+                _shorten(describe(cleaner_exc)),
+            )
+            lines = format_backtrace(exc, limit)
+        return encode_backtrace([_clean(line) for line in lines]) if lines else None
+
+    def _after_death(self, failed: Payload, exc: BaseException) -> None:
+        """The app's death handlers, after the outcome is reported, as tasks: they see
+        the job as it died (with its error, and ``discarded_at`` if discarded)."""
         hooks: list[DeathHandler] = list(self.app.death_handlers)
-        if job is not None and job.on_exhausted is not None:
-            hooks.insert(0, job.on_exhausted)
         if hooks:
-            self.tasks.start_soon(_run_hooks, hooks, payload, exc, name="death handlers")
+            self.tasks.start_soon(_run_hooks, hooks, failed, exc, name="death handlers")
 
     def _dead(self, rec: Running, payload: Payload, error_class: str, message: str) -> None:
         self.failed += 1
@@ -377,6 +430,20 @@ async def _run_hooks(hooks: list[DeathHandler], payload: Payload, exc: BaseExcep
             log.exception("death handler %r failed for jid=%s", hook, payload.jid)
 
 
+async def _run_on_exhausted(
+    hook: Callable[[JobContext, BaseException], Awaitable[str | None]],
+    failed: Payload,
+    exc: BaseException,
+) -> str | None:
+    """A job's on_exhausted, with the job as it failed; what it raises is logged and
+    changes nothing (Sidekiq's behaviour)."""
+    try:
+        return await hook(JobContext(failed), exc)
+    except Exception:
+        log.exception("on_exhausted %r failed for jid=%s", hook, failed.jid)
+        return None
+
+
 def _caused_by_cancellation(exc: BaseException) -> bool:
     """Whether ``exc`` is a CancelledError or was raised while handling one (its
     ``__context__``/``__cause__`` chain leads back to one)."""
@@ -399,6 +466,17 @@ def describe(exc: BaseException) -> str:
         return str(exc)
     except Exception:
         return f"<{type(exc).__name__}: str() failed>"
+
+
+# error_message keeps up to 10,000 characters (Sidekiq keeps it whole); a log line
+# shows 500, enough to read, short enough that one failure is one line.
+ERROR_MESSAGE_CHARS = 10_000
+LOG_MESSAGE_CHARS = 500
+
+
+def _shorten(text: str, limit: int = LOG_MESSAGE_CHARS) -> str:
+    """At most ``limit`` characters of ``text`` for a log line, with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _clean(text: str) -> str:

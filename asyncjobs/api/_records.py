@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from .._errors import AsyncJobsError
-from .._payload import DECODE_ERRORS, DECODER
+from .._payload import DECODE_ERRORS, DECODER, decode_backtrace
 
 
 class JobNotFound(AsyncJobsError, LookupError):
@@ -60,10 +60,10 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
             enqueued_at=p.enqueued_at,
             score=score,
             retry=p.retry,
-            retry_count=p.retry_count,
+            retry_count=p.retry_count or 0,
             error_class=p.error_class,
             error_message=p.error_message,
-            error_backtrace=p.error_backtrace,
+            error_backtrace=decode_backtrace(p.error_backtrace),
             failed_at=p.failed_at,
             recoveries=p.recoveries,
             meta=p.meta,

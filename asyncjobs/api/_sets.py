@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from .._payload import DECODE_ERRORS, DECODER, ENCODER
+from .._job import JobContext
+from .._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
 from ._common import _store
 from ._records import JobNotFound, JobRecord
 
 if TYPE_CHECKING:
     from .._app import App
+
+log = logging.getLogger("asyncjobs.api")
+
+# What the death handlers of a job killed through the API receive (Sidekiq passes
+# RuntimeError "Job killed by API").
+KILLED_BY_API = "killed by API"
 
 
 class SortedSet:
@@ -86,39 +94,93 @@ class SortedSet:
             raise JobNotFound(f"job {jid} left the {self.kind} set meanwhile")
 
     async def retry(self, jid: str) -> None:
-        """Enqueue this entry now (it leaves the set)."""
+        """Enqueue this entry now (it leaves the set). As in Sidekiq, a retry by hand
+        does not count against the job's retries: its ``retry_count`` goes down by one,
+        so a dead job gets one more run, not a fresh budget."""
         member, _ = await self._find(jid)
-        if not await (await _store(self.app)).promote(self.key, [member], time.time()):
+        store = await _store(self.app)
+        if not await store.promote(self.key, [member], time.time(), by_hand=True):
             raise JobNotFound(f"job {jid} left the {self.kind} set meanwhile")
 
-    async def kill(self, jid: str) -> None:
-        """Move this entry to the dead set now."""
-        member, _ = await self._find(jid)
-        now = time.time()
+    def _killed(self, member: bytes, now: float) -> tuple[bytes, Payload | None]:
+        """The dead-set entry for ``member``, and its payload (None if undecodable)."""
         try:
             p = DECODER.decode(member)
-            new = ENCODER.encode(
-                msgspec.structs.replace(
-                    p,
-                    failed_at=p.failed_at or now,
-                    error_class=p.error_class or "Killed",
-                    error_message=p.error_message or f"killed by hand from the {self.kind} set",
-                )
-            )
         except DECODE_ERRORS:
-            new = member
+            return member, None
+        p = msgspec.structs.replace(
+            p,
+            failed_at=p.failed_at or now,
+            error_class=p.error_class or "Killed",
+            error_message=p.error_message or f"killed by hand from the {self.kind} set",
+        )
+        return ENCODER.encode(p), p
+
+    async def kill(self, jid: str, *, notify: bool = True) -> None:
+        """Move this entry to the dead set now. Unless ``notify=False``, the app's
+        death handlers run once, here, with a ``RuntimeError("killed by API")`` (as
+        Sidekiq's ``kill``; the job's own ``on_exhausted`` does not run)."""
+        member, _ = await self._find(jid)
+        now = time.time()
+        new, payload = self._killed(member, now)
         if not await (await _store(self.app)).kill(self.key, member, new, now):
             raise JobNotFound(f"job {jid} left the {self.kind} set meanwhile")
+        if notify and payload is not None:
+            await self._notify([payload])
+
+    async def kill_all(self, *, notify: bool = False) -> int:
+        """Move every entry to the dead set now; returns how many moved. The dead set
+        is trimmed once, at the end. ``notify=True`` runs the death handlers for each
+        (off by default, as in Sidekiq's ``kill_all``)."""
+        store = await _store(self.app)
+        total = 0
+        now = time.time()
+        try:
+            while True:
+                members = await store.zset_members(self.key, 0, 499)
+                if not members:
+                    return total
+                now = time.time()
+                killed = [self._killed(m, now) for m in members]
+                flags = await store.kill_many(
+                    self.key,
+                    [(m, new) for m, (new, _) in zip(members, killed, strict=True)],
+                    now,
+                    trim=False,
+                )
+                total += sum(flags)
+                if notify:
+                    await self._notify(
+                        [p for f, (_, p) in zip(flags, killed, strict=True) if f and p]
+                    )
+        finally:
+            if total:
+                await store.trim_dead(now)
+
+    async def _notify(self, payloads: list[Payload]) -> None:
+        """Run the app's death handlers for jobs killed through the API."""
+        handlers = list(self.app.death_handlers)
+        if not handlers:
+            return
+        exc = RuntimeError(KILLED_BY_API)
+        for p in payloads:
+            ctx = JobContext(p)
+            for handler in handlers:
+                try:
+                    await handler(ctx, exc)
+                except Exception:
+                    log.exception("death handler %r failed for jid=%s", handler, p.jid)
 
     async def retry_all(self) -> int:
-        """Enqueue every entry now; returns how many moved."""
+        """Enqueue every entry now; returns how many moved (each by hand, as
+        :meth:`retry`)."""
         store = await _store(self.app)
         total = 0
         while True:
             members = await store.zset_members(self.key, 0, 499)
             if not members:
                 return total
-            moved = await store.promote(self.key, members, time.time())
+            moved = await store.promote(self.key, members, time.time(), by_hand=True)
             total += moved
             if moved == 0 and len(members) < 500:
                 return total
@@ -158,8 +220,11 @@ class DeadSet(SortedSet):
     def key(self) -> str:
         return self.app.keys.dead
 
-    async def kill(self, jid: str) -> None:
+    async def kill(self, jid: str, *, notify: bool = True) -> None:
         raise JobNotFound(f"job {jid} is already dead")
+
+    async def kill_all(self, *, notify: bool = False) -> int:
+        raise JobNotFound("the jobs of the dead set are already dead")
 
 
 async def find_job(app: App, jid: str) -> tuple[SortedSet, JobRecord]:
