@@ -289,6 +289,9 @@ class Scripts:
             "reap",
             "move",
             "land",
+            "push_unique",
+            "unlock",
+            "lock",
         ):
             source = (root / f"{name}.lua").read_text()
             setattr(self, name, Script(name, source))
@@ -303,6 +306,9 @@ class Scripts:
     reap: Script
     move: Script
     land: Script
+    push_unique: Script
+    unlock: Script
+    lock: Script
 
 
 _SCRIPTS: Scripts | None = None

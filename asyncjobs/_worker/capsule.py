@@ -84,6 +84,7 @@ class Capsule:
             middleware=app.capsule_server_middleware.get(spec.name),
             on_finished=self._finished,
             tasks=tasks,
+            locks=acker.store,
         )
         self._freed = asyncio.Event()
         self._waiting = 0  # fetch lanes waiting for a free slot
