@@ -506,8 +506,8 @@ def stats(
 
         _print_json(msgspec.structs.asdict(s))
         return
-    names = ("processed", "failed", "enqueued", "scheduled", "retries", "dead", "processes", "busy")
-    names += ("expired",)
+    names: tuple[str, ...] = ("processed", "failed", "enqueued", "scheduled", "retries", "dead")
+    names += ("processes", "busy", "expired")
     _table(["", ""], [[name, getattr(s, name)] for name in names], header=False)
     typer.echo("")
     _table(
