@@ -195,6 +195,7 @@ ACL_COMMANDS = (
     "zadd", "zrem", "zrange", "zrevrange", "zrangebyscore", "zcard", "zscan",
     "zremrangebyscore", "zremrangebyrank",
     "get", "incrby", "expire", "pexpire", "exists", "del",
+    "set", "pttl",  # unique jobs' locks
 )  # fmt: skip
 
 # Errors a background loop outlives by backing off: Redis is away. Catch them with
