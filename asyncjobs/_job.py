@@ -306,7 +306,19 @@ class Job(Generic[P, R]):
             expires_in=None if expires_in is None else _expires(expires_in),
         )
         self._analyse(fn)
+        self._check_unique(self._opts.unique)
         functools.update_wrapper(self, fn)
+
+    def _check_unique(self, spec: Unique | None) -> Unique | None:
+        """Refuse a ``Unique(args=...)`` naming an argument the function does not take."""
+        if spec is not None and spec.args is not None:
+            unknown = [a for a in spec.args if a not in self._sig.parameters]
+            if unknown:
+                raise ConfigError(
+                    f"job {self.name}: Unique(args=...) names {', '.join(map(repr, unknown))}, "
+                    f"not an argument of the function (it takes {', '.join(self._sig.parameters)})"
+                )
+        return spec
 
     # -- signature --------------------------------------------------------------
 
@@ -521,7 +533,7 @@ class Job(Generic[P, R]):
                 raise ConfigError(f"invalid jid {jid!r}: use 1-64 of A-Z a-z 0-9 _ . : -")
             changes["jid"] = jid
         if unique is not None:
-            changes["unique"] = resolve(unique, f"job {self.name}")
+            changes["unique"] = self._check_unique(resolve(unique, f"job {self.name}"))
         if expires_in is not None:
             changes["expires_in"] = _expires(expires_in)
         return Deferrer(self, msgspec.structs.replace(self._opts, **changes))
