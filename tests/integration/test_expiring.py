@@ -65,3 +65,20 @@ async def test_bad_expires_in(app: asyncjobs.App) -> None:
 
     with pytest.raises(asyncjobs.ConfigError, match="expires_in"):
         plain.configure(expires_in=0)
+
+
+async def test_a_retry_due_after_the_expiry_is_dropped(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    runs: list[int] = []
+
+    @app.job(expires_in=0.3, retry_in=lambda count, exc: 0.5)
+    async def flaky() -> None:
+        runs.append(1)
+        raise RuntimeError("not yet")
+
+    await flaky.defer()
+    async with running(app.worker()):
+        await wait_for(lambda: _expired(redis, app, 1), timeout=5)
+    assert runs == [1]
+    assert await redis.zcard(app.keys.retry) == 0 and await redis.zcard(app.keys.dead) == 0

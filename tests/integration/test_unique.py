@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+from typing import Any
 
 import anyio
 import pytest
@@ -11,7 +13,7 @@ import redis.asyncio as aioredis
 import asyncjobs
 import asyncjobs._unique
 from asyncjobs import Unique, UniqueConflict
-from tests.conftest import running, text, wait_for
+from tests.conftest import running, spawn_worker, text, wait_for
 
 
 def fast(count: int, exc: BaseException) -> float:
@@ -262,3 +264,56 @@ async def test_bad_options_say_what_to_do(app: asyncjobs.App) -> None:
 
     with pytest.raises(asyncjobs.ConfigError, match="until"):
         asyncjobs._unique.resolve(Unique(until="never"), "x")  # type: ignore[arg-type]
+
+
+async def test_lock_held_through_a_worker_kill_and_released_by_the_recovered_run(
+    redis_url: str, redis: aioredis.Redis
+) -> None:
+    """A worker SIGKILLed mid-job: the job is recovered with its jid, so its lock (taken
+    at enqueue) stays held, no duplicate can be deferred meanwhile, and the recovered
+    run's success releases it."""
+    from tests.apps import recorder
+
+    recorder.app.redis_url = redis_url
+    unique = recorder.record.configure(unique=Unique(args=("n",)))
+    try:
+        jid = await unique.defer(1, sleep=30)
+        assert jid is not None
+        victim = spawn_worker(redis_url)
+        try:
+            await wait_for(lambda: redis.llen("test:started"), timeout=15)
+        finally:
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(10)
+        assert await unique.defer(1) is None  # still held by the killed run
+        [key] = await redis.keys("{asyncjobs}:unique:*")
+        assert text(await redis.get(key) or b"").startswith(jid + " ")
+        # A worker on this host reaps the dead pid at once and reruns the job; a server
+        # middleware stands in for its 30 s body (returning is a success).
+        recovered: list[tuple[str, int]] = []
+
+        async def quick(ctx: asyncjobs.JobContext, call_next: Any) -> None:
+            recovered.append((ctx.jid, current_payload_recoveries()))
+
+        recorder.app.server_middleware.add(quick)
+        try:
+            async with recorder.app.run_worker():
+                await wait_for(lambda: recovered, timeout=10)
+                await wait_for(lambda: _no_locks_named(redis), timeout=5)
+        finally:
+            recorder.app.server_middleware.remove(quick)
+        assert recovered == [(jid, 1)]
+        assert await unique.defer(1) is not None
+    finally:
+        await recorder.app.aclose()
+
+
+def current_payload_recoveries() -> int:
+    from asyncjobs._job import current_payload
+
+    p = current_payload()
+    return p.recoveries if p is not None else -1
+
+
+async def _no_locks_named(redis: aioredis.Redis) -> bool:
+    return not await redis.keys("{asyncjobs}:unique:*")
