@@ -7,6 +7,7 @@ acknowledged by ``done.lua`` as before, with no extra command.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -52,10 +53,13 @@ class UniqueOps(StoreBase):
             k.wake_scheduler,
             k.unique(lock.key),
         ]
+        # A scheduled job's lock lives its TTL from its due time, as Sidekiq
+        # Enterprise's: a job due in two hours keeps a one-hour lock until it has run.
+        ttl = lock.ttl if at is None else lock.ttl + max(0.0, at - time.time())
         args = (
             queue,
             jid,
-            max(1, int(lock.ttl * 1000)),
+            max(1, int(ttl * 1000)),
             lock.conflict,
             "" if at is None else repr(at),
             data,

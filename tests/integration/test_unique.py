@@ -317,3 +317,14 @@ def current_payload_recoveries() -> int:
 
 async def _no_locks_named(redis: aioredis.Redis) -> bool:
     return not await redis.keys("{asyncjobs}:unique:*")
+
+
+async def test_a_scheduled_jobs_lock_lives_its_ttl_from_its_due_time(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    @app.job(unique=Unique(ttl=60))
+    async def later() -> None: ...
+
+    await later.configure(delay=7200).defer()
+    [key] = await locks(redis, app)
+    assert 7250_000 < await redis.pttl(key) <= 7260_000
