@@ -63,6 +63,8 @@ class Locks(Protocol):
 
     async def count_expired(self, n: int = 1) -> None: ...
 
+    async def lock_holder(self, lock: str) -> tuple[str, float] | None: ...
+
 
 class Running:
     """One job being run, and what shutdown and the timeout watchdog need to know."""
@@ -206,8 +208,8 @@ class Executor:
                 return
             rec.payload = payload
             # Unique and expiring jobs only: a plain job pays two attribute reads.
-            if (payload.expires_at is not None or payload.unique is not None) and self._before(
-                rec, payload
+            if (payload.expires_at is not None or payload.unique is not None) and (
+                self._before(rec, payload) or await self._replaced(rec, payload)
             ):
                 return
             timeout = payload.timeout or job.timeout
@@ -278,7 +280,34 @@ class Executor:
             if lock is not None and lock.until in ("success", "start"):
                 self._release(payload)
             return True
-        if lock is not None and lock.until == "start":
+        if lock is not None and lock.until == "start" and lock.conflict != "replace":
+            self._release(payload)
+        return False
+
+    async def _replaced(self, rec: Running, payload: Payload) -> bool:
+        """A job of ``on_conflict="replace"`` whose lock another job took over (a later
+        defer replaced it, but could not remove it: the scheduler had just moved it to
+        its queue) is not run: True. One round trip, for these jobs only."""
+        lock = payload.unique
+        if lock is None or lock.conflict != "replace" or lock.until == "executing":
+            return False
+        if self.locks is None:
+            return False
+        try:
+            held = await self.locks.lock_holder(lock.key)
+        except Exception as exc:  # Redis away: run it, as if it had not been replaced
+            log.warning("cannot read the unique lock of jid=%s (%s); running it", payload.jid, exc)
+            return False
+        if held is not None and held[0] != payload.jid:
+            joblog.info(
+                "replaced %s jid=%s by jid=%s before it started; not run",
+                payload.job,
+                payload.jid,
+                held[0],
+            )
+            self.sink.done(rec.field)
+            return True
+        if lock.until == "start":
             self._release(payload)
         return False
 

@@ -328,3 +328,34 @@ async def test_a_scheduled_jobs_lock_lives_its_ttl_from_its_due_time(
     await later.configure(delay=7200).defer()
     [key] = await locks(redis, app)
     assert 7250_000 < await redis.pttl(key) <= 7260_000
+
+
+async def test_replace_skips_an_earlier_job_promoted_before_it_could_be_removed(
+    app: asyncjobs.App, redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The scheduler moved the earlier job to its queue (rewriting its payload) just
+    before the replacing defer: the script cannot find it to drop it, so the worker
+    skips it, seeing its lock held by the later job."""
+    import time
+
+    ran: list[int] = []
+
+    @app.job(unique=Unique(on_conflict="replace", args=("record",)))
+    async def reindex(record: int, version: int) -> None:
+        ran.append(version)
+
+    first = await reindex.configure(delay=0.05).defer(7, 1)
+    await anyio.sleep(0.1)
+    store = app.store
+    assert store is not None
+    members = [m for m in await redis.zrange(app.keys.schedule, 0, -1) if isinstance(m, bytes)]
+    assert await store.promote(app.keys.schedule, members, time.time()) == 1
+    await reindex.defer(7, 2)
+    assert await redis.llen(app.keys.queue("default")) == 2  # not found: both queued
+    caplog.set_level(logging.INFO, logger="asyncjobs.job")
+    async with running(app.worker()):
+        await wait_for(lambda: ran == [2])
+        await wait_for(lambda: _no_locks(redis, app))
+        await anyio.sleep(0.1)
+    assert ran == [2]
+    assert f"replaced {reindex.name} jid={first} by jid=" in caplog.text
