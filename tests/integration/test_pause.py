@@ -3,12 +3,14 @@ works; a resume is picked up by running workers."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import redis.asyncio as aioredis
 
 import asyncjobs
 from asyncjobs import api
-from tests.conftest import cli, running, text, wait_for
+from tests.conftest import cli, running, spawn_worker, text, wait_for
 
 
 async def test_pause_and_resume_with_a_running_worker(
@@ -76,3 +78,39 @@ async def test_cli_pause_resume(app: asyncjobs.App, redis_url: str) -> None:
     r = await cli(redis_url, "queues", "--pause", "bad:name")
     assert r.returncode != 0
     assert "invalid queue name" in text(r.stderr)
+
+
+async def test_two_worker_processes_leave_a_paused_queue_alone(
+    redis_url: str, redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    from tests.apps import recorder
+
+    fast = tmp_path / "fast.toml"  # short heartbeats: pauses and resumes are seen sooner
+    fast.write_text("heartbeat_interval = 0.2\nheartbeat_ttl = 2.0\n")
+    recorder.app.redis_url = redis_url
+    try:
+        await api.pause_queue(recorder.app, "default")
+        await recorder.record.defer_many([(n,) for n in range(20)])
+        procs = [spawn_worker(redis_url, "-C", str(fast), "-c", "5") for _ in range(2)]
+        try:
+            await wait_for(lambda: _registered(redis, 2), timeout=15)
+            await anyio.sleep(0.5)  # several heartbeats and fetch rounds
+            assert await redis.llen("test:started") == 0
+            assert await redis.llen(recorder.app.keys.queue("default")) == 20
+            await api.resume_queue(recorder.app, "default")
+            await wait_for(lambda: _ran(redis, 20), timeout=10)
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                assert p.wait(15) == 0
+    finally:
+        await recorder.app.aclose()
+
+
+async def _registered(redis: aioredis.Redis, n: int) -> bool:
+    return int(await redis.scard("{asyncjobs}:processes")) >= n
+
+
+async def _ran(redis: aioredis.Redis, n: int) -> bool:
+    return int(await redis.llen("test:ran")) >= n
