@@ -11,7 +11,11 @@ test and in production. The outcomes:
 - **interrupted** by shutdown: nothing is reported, so the job stays in the process's
   in-flight hash and the launcher puts it back at the head of its queue (invariant 1).
 
-The executor reports outcomes; it never writes to Redis itself (the acker does).
+The executor reports outcomes; it never writes them to Redis itself (the acker does).
+Unique and expiring jobs (#13) are the exception, through ``locks`` (the store): a lock
+is released in a background task after the outcome is reported, or taken around the
+call (``until="executing"``), and an expired job is counted. Jobs without those options
+never reach ``locks``.
 """
 
 from __future__ import annotations
@@ -207,7 +211,7 @@ class Executor:
                 )
                 return
             rec.payload = payload
-            # Unique and expiring jobs only: a plain job pays two attribute reads.
+            # Unique and expiring jobs only: a plain job pays an attribute read or two.
             if (payload.expires_at is not None or payload.unique is not None) and (
                 self._before(rec, payload) or await self._replaced(rec, payload)
             ):
