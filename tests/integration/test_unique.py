@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 import asyncjobs
 import asyncjobs._unique
-from asyncjobs import Unique, UniqueConflict
+from asyncjobs import Unique, UniqueConflict, api
 from tests.conftest import running, spawn_worker, text, wait_for
 
 
@@ -45,6 +45,16 @@ async def test_skip_returns_none_and_logs_why(
     assert first in holders  # the value starts with the jid: the token
     ttl = await redis.pttl(keys[0])
     assert 3_500_000 < ttl <= 3_600_000  # the default TTL, an hour
+    lock = await api.unique_lock(app, sync, account=1)
+    assert lock is not None and lock.holder == first and 3500 < lock.ttl <= 3600
+    assert lock.key in keys
+    assert await api.unique_lock(app, sync, 99) is None
+
+    @app.job
+    async def plain() -> None: ...
+
+    with pytest.raises(asyncjobs.ConfigError, match="is not unique"):
+        await api.unique_lock(app, plain)
 
 
 async def test_chosen_args_make_the_key(app: asyncjobs.App) -> None:
