@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .._errors import ConfigError
-from .._job import _check_queue
+from .._job import Deferrer, _check_queue
 from .._unique import lock_for
 from ._common import _store
 
@@ -44,14 +44,17 @@ class UniqueLock(msgspec.Struct, frozen=True):
 
 
 async def unique_lock(
-    app: App, job: Job[Any, Any], *args: Any, queue: str | None = None, **kwargs: Any
+    app: App, job: Job[Any, Any] | Deferrer[Any], *args: Any, **kwargs: Any
 ) -> UniqueLock | None:
-    """The lock ``job.defer(*args, **kwargs)`` would take (on ``queue``, by default the
-    job's) and who holds it; None when it is free."""
-    spec = job._opts.unique
+    """The lock ``job.defer(*args, **kwargs)`` would take, and who holds it; None when
+    it is free. ``job`` may be configured (``job.configure(queue="low", unique=...)``)
+    to ask about another queue or other unique options."""
+    target = job._job if isinstance(job, Deferrer) else job
+    opts = job._opts
+    spec = opts.unique
     if spec is None:
-        raise ConfigError(f"job {job.name} is not unique: give it unique=True or Unique(...)")
-    lock = lock_for(job.name, queue or job.queue, job.encode_args(args, kwargs), spec)
+        raise ConfigError(f"job {target.name} is not unique: give it unique=True or Unique(...)")
+    lock = lock_for(target.name, opts.queue, target.encode_args(args, kwargs), spec)
     held = await (await _store(app)).lock_holder(lock.key)
     if held is None:
         return None

@@ -49,6 +49,8 @@ async def test_skip_returns_none_and_logs_why(
     assert lock is not None and lock.holder == first and 3500 < lock.ttl <= 3600
     assert lock.key in keys
     assert await api.unique_lock(app, sync, 99) is None
+    other = await api.unique_lock(app, sync.configure(queue="other"), 1)
+    assert other is not None and other.key != lock.key
 
     @app.job
     async def plain() -> None: ...
