@@ -9,6 +9,7 @@ from ._errors import JobTimeout as JobTimeout
 from ._errors import PayloadError as PayloadError
 from ._errors import RedisRefused as RedisRefused
 from ._errors import RedisUnavailable as RedisUnavailable
+from ._errors import UniqueConflict as UniqueConflict
 from ._errors import UnknownJobError as UnknownJobError
 from ._job import Deferrer as Deferrer
 from ._job import Job as Job
@@ -20,6 +21,7 @@ from ._middleware import Chain as Chain
 from ._payload import Payload as Payload
 from ._retry import Permanent as Permanent
 from ._settings import CapsuleSpec as CapsuleSpec
+from ._unique import Unique as Unique
 from ._version import __version__ as __version__
 from ._worker.launcher import Worker as Worker
 
@@ -42,6 +44,8 @@ __all__ = [
     "PayloadError",
     "RedisRefused",
     "RedisUnavailable",
+    "Unique",
+    "UniqueConflict",
     "UnknownJobError",
     "Worker",
     "__version__",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 import anyio
 
 from ._conn import FastRedis
-from ._errors import ConfigError, EnqueueError
+from ._errors import ConfigError, EnqueueError, UniqueConflict
 from ._job import Job, OnExhausted, RetryIn
 from ._middleware import run_client
 from ._payload import ENCODER, Payload
@@ -21,6 +22,7 @@ from ._redis import Client, mask_url
 from ._registry import Registry
 from ._settings import CapsuleSpec
 from ._store import Store
+from ._unique import Unique
 
 if TYPE_CHECKING:
     from ._worker.launcher import Worker
@@ -31,6 +33,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_URL = "redis://localhost:6379/0"
+
+uniquelog = logging.getLogger("asyncjobs.unique")
 
 
 class TestMode:
@@ -123,6 +127,8 @@ class App(Registry):
         backtrace: bool | int = ...,
         retry_queue: str | None = ...,
         retry_for: float | dt.timedelta | None = ...,
+        unique: Unique | bool | None = ...,
+        expires_in: float | dt.timedelta | None = ...,
     ) -> Callable[[Callable[P, Awaitable[R]]], Job[P, R]]: ...
 
     def job(  # type: ignore[misc]
@@ -235,13 +241,17 @@ class App(Registry):
             await mode.accept(passed)
         return jid
 
-    async def _push(self, payload: Payload) -> str:
+    async def _push(self, payload: Payload) -> str | None:
         data = self._encode(payload)
         store = self.store
         if store is None:
             await self.connect()
             store = self.store
             assert store is not None
+        lock = payload.unique
+        if lock is not None and lock.until != "executing":
+            pushed = await store.push_unique(payload.queue, payload.at, data, lock, payload.jid)
+            return self._unique_outcome(payload, pushed.enqueued, pushed.holder, pushed.removed)
         if payload.at is None:
             await store.push(payload.queue, data)
         else:
@@ -268,20 +278,27 @@ class App(Registry):
             if mode is not None:
                 await mode.accept(passed)
             else:
-                await self._push_many(passed)
+                results = await self._push_many(passed)
+                # Unique jobs whose lock was held were not enqueued: None, as defer.
+                skipped = {p.jid for p, r in zip(passed, results, strict=True) if r is None}
+                if skipped:
+                    return [None if j in skipped else j for j in jids]
             return jids
         if mode is not None:
             return list(await mode.accept(payloads))
         return list(await self._push_many(payloads))
 
-    async def _push_many(self, payloads: Sequence[Payload]) -> list[str]:
+    async def _push_many(self, payloads: Sequence[Payload]) -> list[str | None]:
         if not payloads:
             return []
         now_by_queue: dict[str, list[bytes]] = {}
         scheduled: dict[str, list[Any]] = {}
+        unique: list[tuple[Payload, bytes]] = []
         for p in payloads:
             data = self._encode(p)
-            if p.at is None:
+            if p.unique is not None and p.unique.until != "executing":
+                unique.append((p, data))
+            elif p.at is None:
                 now_by_queue.setdefault(p.queue, []).append(data)
             else:
                 scheduled.setdefault(p.queue, []).extend((p.at, data))
@@ -290,8 +307,67 @@ class App(Registry):
             await self.connect()
             store = self.store
             assert store is not None
+        if unique:
+            return await self._push_many_unique(store, payloads, now_by_queue, scheduled, unique)
         await store.push_many(now_by_queue, scheduled)
         return [p.jid for p in payloads]
+
+    async def _push_many_unique(
+        self,
+        store: Store,
+        payloads: Sequence[Payload],
+        now_by_queue: dict[str, list[bytes]],
+        scheduled: dict[str, list[Any]],
+        unique: list[tuple[Payload, bytes]],
+    ) -> list[str | None]:
+        """``defer_many`` with unique jobs: the others as usual, then each unique job with
+        its lock (one script call each, in one round trip on a single server). With
+        ``on_conflict="raise"`` the jobs before the conflict stay enqueued."""
+        if now_by_queue or scheduled:
+            await store.push_many(now_by_queue, scheduled)
+        pushed = await store.push_unique_many(
+            [(p.queue, p.at, data, p.unique, p.jid) for p, data in unique if p.unique]
+        )
+        outcome: dict[int, str | None] = {}
+        conflict: UniqueConflict | None = None
+        for (p, _), r in zip(unique, pushed, strict=True):
+            try:
+                outcome[id(p)] = self._unique_outcome(p, r.enqueued, r.holder, r.removed)
+            except UniqueConflict as exc:
+                outcome[id(p)] = None
+                conflict = conflict or exc
+        if conflict is not None:
+            raise conflict
+        return [outcome.get(id(p), p.jid) for p in payloads]
+
+    def _unique_outcome(
+        self, payload: Payload, enqueued: bool, holder: str | None, removed: bool
+    ) -> str | None:
+        """The jid of a unique job after its push, None if skipped; raises on a conflict
+        with ``on_conflict="raise"``."""
+        lock = payload.unique
+        assert lock is not None
+        if enqueued:
+            if holder is not None:
+                uniquelog.debug(
+                    "%s jid=%s replaces jid=%s (%s)",
+                    payload.job,
+                    payload.jid,
+                    holder,
+                    "dropped" if removed else "already started or promoted, not dropped",
+                )
+            return payload.jid
+        if lock.conflict == "raise":
+            raise UniqueConflict(
+                payload.job,
+                holder or "",
+                f"job {payload.job}: not enqueued, its unique lock is held by jid={holder} "
+                f"(Unique(on_conflict='raise')); nothing was enqueued",
+            )
+        uniquelog.debug(
+            "skip %s jid=%s: its unique lock is held by jid=%s", payload.job, payload.jid, holder
+        )
+        return None
 
     # -- worker ------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ AsyncJobsError
 ├── ConfigError         bad URL, settings, capsule spec (one line, no traceback)
 ├── EnqueueError
 │   ├── ArgumentError   names job, argument, expected type (msgspec path)
-│   └── UnknownJobError
+│   ├── UnknownJobError
+│   └── UniqueConflict  a unique job's lock is held (on_conflict="raise")
 ├── PayloadError        undecodable; the worker dead-sets it and goes on
 ├── JobTimeout          a job ran past its timeout
 ├── RedisUnavailable    Redis unreachable: refused, reset, timed out, loading
@@ -30,6 +31,7 @@ __all__ = [
     "PayloadError",
     "RedisRefused",
     "RedisUnavailable",
+    "UniqueConflict",
     "UnknownJobError",
 ]
 
@@ -57,6 +59,19 @@ class ArgumentError(EnqueueError, TypeError):
 
 class UnknownJobError(EnqueueError, LookupError):
     """No job is registered under this name."""
+
+
+class UniqueConflict(EnqueueError):
+    """A unique job was deferred while its lock is held by another (``Unique(
+    on_conflict="raise")``); nothing was enqueued. ``holder`` is the jid holding it."""
+
+    def __init__(self, job: str, holder: str, message: str) -> None:
+        self.job = job
+        self.holder = holder
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[UniqueConflict], tuple[str, str, str]]:
+        return type(self), (self.job, self.holder, str(self))
 
 
 class PayloadError(AsyncJobsError):

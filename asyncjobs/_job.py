@@ -25,6 +25,7 @@ import msgspec
 
 from ._errors import ArgumentError, ConfigError, EnqueueError
 from ._payload import ENCODER, Payload, new_jid, valid_jid
+from ._unique import Unique, lock_for, resolve
 
 __all__ = [
     "Deferrer",
@@ -199,6 +200,8 @@ class _Options(msgspec.Struct, frozen=True):
     at: float | None = None  # absolute, epoch seconds
     delay: float | None = None  # relative, seconds
     jid: str | None = None
+    unique: Unique | None = None
+    expires_in: float | None = None
 
 
 def _check_queue(queue: object, what: str) -> None:
@@ -230,6 +233,13 @@ def _seconds(value: float | dt.timedelta, what: str) -> float:
     return float(value)
 
 
+def _expires(value: float | dt.timedelta) -> float:
+    seconds = _seconds(value, "expires_in")
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(f"expires_in must be more than 0 seconds, got {value!r}")
+    return seconds
+
+
 class Job(Generic[P, R]):
     """A registered job function. Call it to run inline; ``defer`` to enqueue."""
 
@@ -250,6 +260,8 @@ class Job(Generic[P, R]):
         backtrace: bool | int = 20,
         retry_queue: str | None = None,
         retry_for: float | dt.timedelta | None = None,
+        unique: Unique | bool | None = None,
+        expires_in: float | dt.timedelta | None = None,
     ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigError(f"@app.job needs an async def function, got {fn!r}")
@@ -290,9 +302,23 @@ class Job(Generic[P, R]):
             queue=queue,
             retry=retry,
             timeout=None if timeout is None else _seconds(timeout, "timeout"),
+            unique=resolve(unique, f"job {self.name}"),
+            expires_in=None if expires_in is None else _expires(expires_in),
         )
         self._analyse(fn)
+        self._check_unique(self._opts.unique)
         functools.update_wrapper(self, fn)
+
+    def _check_unique(self, spec: Unique | None) -> Unique | None:
+        """Refuse a ``Unique(args=...)`` naming an argument the function does not take."""
+        if spec is not None and spec.args is not None:
+            unknown = [a for a in spec.args if a not in self._sig.parameters]
+            if unknown:
+                raise ConfigError(
+                    f"job {self.name}: Unique(args=...) names {', '.join(map(repr, unknown))}, "
+                    f"not an argument of the function (it takes {', '.join(self._sig.parameters)})"
+                )
+        return spec
 
     # -- signature --------------------------------------------------------------
 
@@ -481,6 +507,8 @@ class Job(Generic[P, R]):
         retry: int | None = None,
         timeout: float | dt.timedelta | None = None,
         jid: str | None = None,
+        unique: Unique | bool | None = None,
+        expires_in: float | dt.timedelta | None = None,
     ) -> Deferrer[P]:
         """Per-call overrides: ``await job.configure(delay=60).defer(...)``."""
         if delay is not None and at is not None:
@@ -504,6 +532,10 @@ class Job(Generic[P, R]):
             if not valid_jid(jid):
                 raise ConfigError(f"invalid jid {jid!r}: use 1-64 of A-Z a-z 0-9 _ . : -")
             changes["jid"] = jid
+        if unique is not None:
+            changes["unique"] = self._check_unique(resolve(unique, f"job {self.name}"))
+        if expires_in is not None:
+            changes["expires_in"] = _expires(expires_in)
         return Deferrer(self, msgspec.structs.replace(self._opts, **changes))
 
     async def defer(self, *args: P.args, **kwargs: P.kwargs) -> str | None:
@@ -543,6 +575,7 @@ class Job(Generic[P, R]):
             at = now + opts.delay
         if at is not None and at <= now:
             at = None
+        unique = opts.unique
         return Payload(
             jid=opts.jid or new_jid(),
             job=self.name,
@@ -554,6 +587,9 @@ class Job(Generic[P, R]):
             retry=opts.retry,
             timeout=opts.timeout,
             dead=self.dead,
+            unique=None if unique is None else lock_for(self.name, opts.queue, raw, unique),
+            # Counted from the due time: a job scheduled for later is not stale sooner.
+            expires_at=None if opts.expires_in is None else (at or now) + opts.expires_in,
         )
 
     def __repr__(self) -> str:

@@ -17,11 +17,13 @@ class Keys:
     __slots__ = (
         "dead",
         "namespace",
+        "paused",
         "prefix",
         "processes",
         "queues",
         "retry",
         "schedule",
+        "stat_expired",
         "stat_failed",
         "stat_processed",
         "wake_scheduler",
@@ -44,6 +46,8 @@ class Keys:
         self.stat_processed = f"{self.prefix}:stat:processed"
         self.stat_failed = f"{self.prefix}:stat:failed"
         self.wake_scheduler = f"{self.prefix}:wake-scheduler"
+        self.paused = f"{self.prefix}:paused"  # the names of paused queues
+        self.stat_expired = f"{self.prefix}:stat:expired"  # jobs dropped by expires_in
 
     def queue(self, name: str) -> str:
         """The list of payloads waiting in queue ``name``."""
@@ -69,6 +73,10 @@ class Keys:
     def control(self, process_id: str) -> str:
         """The list of remote commands (quiet, stop) for a process."""
         return f"{self.prefix}:control:{process_id}"
+
+    def unique(self, lock: str) -> str:
+        """A unique job's lock (``Lock.key``: the job's name and a digest)."""
+        return f"{self.prefix}:unique:{lock}"
 
     def stat_processed_day(self, day: _dt.date) -> str:
         return f"{self.stat_processed}:{day.isoformat()}"

@@ -20,6 +20,7 @@ import msgspec
 
 __all__ = [
     "ENCODER",
+    "Lock",
     "DECODER",
     "DECODE_ERRORS",
     "Payload",
@@ -29,6 +30,17 @@ __all__ = [
     "new_jid",
     "valid_jid",
 ]
+
+
+class Lock(msgspec.Struct, array_like=True):
+    """A unique job's lock (``_unique.py``), carried by its payload as a short array:
+    the key after ``{ns}:unique:``, when it is released, its TTL in seconds, and what
+    ``defer`` does on a conflict."""
+
+    key: str
+    until: str
+    ttl: float
+    conflict: str
 
 
 class Payload(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -57,6 +69,8 @@ class Payload(msgspec.Struct, omit_defaults=True, kw_only=True):
     discarded_at: float | None = None  # Sidekiq's: what death handlers of a discard see
     recoveries: int = 0
     meta: dict[str, Any] = {}
+    unique: Lock | None = None  # a unique job's lock (_unique.py)
+    expires_at: float | None = None  # Sidekiq Pro's expires_in: not started by then, dropped
 
 
 # What decoding stored bytes can raise: garbage, wrong fields, and nesting so deep that

@@ -195,6 +195,7 @@ ACL_COMMANDS = (
     "zadd", "zrem", "zrange", "zrevrange", "zrangebyscore", "zcard", "zscan",
     "zremrangebyscore", "zremrangebyrank",
     "get", "incrby", "expire", "pexpire", "exists", "del",
+    "set", "pttl",  # unique jobs' locks
 )  # fmt: skip
 
 # Errors a background loop outlives by backing off: Redis is away. Catch them with
@@ -289,6 +290,9 @@ class Scripts:
             "reap",
             "move",
             "land",
+            "push_unique",
+            "unlock",
+            "lock",
         ):
             source = (root / f"{name}.lua").read_text()
             setattr(self, name, Script(name, source))
@@ -303,6 +307,9 @@ class Scripts:
     reap: Script
     move: Script
     land: Script
+    push_unique: Script
+    unlock: Script
+    lock: Script
 
 
 _SCRIPTS: Scripts | None = None

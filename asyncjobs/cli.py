@@ -506,7 +506,8 @@ def stats(
 
         _print_json(msgspec.structs.asdict(s))
         return
-    names = ("processed", "failed", "enqueued", "scheduled", "retries", "dead", "processes", "busy")
+    names: tuple[str, ...] = ("processed", "failed", "enqueued", "scheduled", "retries", "dead")
+    names += ("processes", "busy", "expired")
     _table(["", ""], [[name, getattr(s, name)] for name in names], header=False)
     typer.echo("")
     _table(
@@ -532,10 +533,20 @@ def queues(
     ] = None,
     clear: Annotated[str | None, typer.Option("--clear", help="Delete every job in QUEUE.")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm --clear.")] = False,
+    pause: Annotated[
+        str | None, typer.Option("--pause", metavar="QUEUE", help="Stop workers fetching QUEUE.")
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option("--resume", metavar="QUEUE", help="Resume a paused QUEUE.")
+    ] = None,
 ) -> None:
     """Queues with their size and latency (age of the oldest job, seconds); with NAME,
-    the jobs waiting in that queue."""
+    the jobs waiting in that queue. --pause/--resume QUEUE: Sidekiq Pro's queue pause."""
     from . import api
+
+    if pause is not None or resume is not None:
+        _pause_or_resume(app_spec, redis_url, namespace, pause, resume)
+        return
 
     if clear is not None:
         if not yes:
@@ -582,6 +593,32 @@ def queues(
         _print_json([{"name": q.name, "size": q.size, "latency": q.latency} for q in qs])
         return
     _table(["queue", "size", "latency_s"], [[q.name, q.size, q.latency] for q in qs])
+    paused = _run_admin(app_spec, redis_url, namespace, api.paused_queues)
+    if paused:
+        typer.echo(f"paused: {', '.join(paused)}")
+
+
+def _pause_or_resume(
+    app_spec: str | None,
+    redis_url: str | None,
+    namespace: str | None,
+    pause: str | None,
+    resume: str | None,
+) -> None:
+    """``queues --pause QUEUE`` / ``--resume QUEUE``."""
+    from . import api
+
+    if pause is not None and resume is not None:
+        fail("give either --pause QUEUE or --resume QUEUE, not both")
+    if pause is not None:
+        name = pause
+        changed = _run_admin(app_spec, redis_url, namespace, lambda a: api.pause_queue(a, name))
+        typer.echo(f"queue {name}: paused" if changed else f"queue {name}: already paused")
+        return
+    assert resume is not None
+    name = resume
+    changed = _run_admin(app_spec, redis_url, namespace, lambda a: api.resume_queue(a, name))
+    typer.echo(f"queue {name}: resumed" if changed else f"queue {name}: was not paused")
 
 
 @app.command()

@@ -25,6 +25,7 @@ class Counters(msgspec.Struct, frozen=True, kw_only=True):
     dead: int
     # (processed, failed) per day asked for, in the order asked.
     days: builtins.list[tuple[int, int]]
+    expired: int = 0  # jobs dropped unstarted by their expires_in
 
 
 def text(value: bytes | str) -> str:
@@ -208,6 +209,7 @@ class Admin(StoreBase):
             for d in days:
                 pipe.get(k.stat_processed_day(d))
                 pipe.get(k.stat_failed_day(d))
+            pipe.get(k.stat_expired)
             res: list[Any] = await pipe.execute()
         return Counters(
             processed=int(res[0] or 0),
@@ -216,4 +218,5 @@ class Admin(StoreBase):
             retries=int(res[3]),
             dead=int(res[4]),
             days=[(int(res[5 + 2 * i] or 0), int(res[6 + 2 * i] or 0)) for i in range(len(days))],
+            expired=int(res[-1] or 0),
         )

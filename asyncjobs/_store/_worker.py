@@ -32,6 +32,7 @@ class Beat(NamedTuple):
     # How many fields HSET created in the record: all of them means the record was
     # gone (expired while this process was silent, or Redis lost its data).
     created: int
+    paused: frozenset[str] = frozenset()  # paused queues (api.pause_queue)
 
 
 class WorkerOps(StoreBase):
@@ -204,9 +205,11 @@ class WorkerOps(StoreBase):
             pipe.pexpire(key, int(ttl * 1000))
             pipe.lpop(k.control(process_id), 10)
             pipe.scard(k.processes)
+            pipe.smembers(k.paused)  # read here so that fetching never pays for pauses
             res = await pipe.execute()
         commands = [c.decode() if isinstance(c, bytes) else str(c) for c in res[3] or ()]
-        return Beat(commands, int(res[4] or 1), int(res[1]))
+        paused = frozenset(p.decode() if isinstance(p, bytes) else str(p) for p in res[5] or ())
+        return Beat(commands, int(res[4] or 1), int(res[1]), paused)
 
     @mapped
     async def has_counters(self) -> bool:

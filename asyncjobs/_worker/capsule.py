@@ -84,6 +84,7 @@ class Capsule:
             middleware=app.capsule_server_middleware.get(spec.name),
             on_finished=self._finished,
             tasks=tasks,
+            locks=acker.store,
         )
         self._freed = asyncio.Event()
         self._waiting = 0  # fetch lanes waiting for a free slot
@@ -100,6 +101,21 @@ class Capsule:
         self.ready: collections.deque[tuple[bytes, bytes]] = collections.deque()
         self._ready_scheduled = False
         self.quiet = False  # stopping (not just quiet): prefetched jobs stay unstarted
+        # This capsule's queues that are paused (api.pause_queue), as the last heartbeat
+        # read them; the fetcher skips them. ``resumed`` is set when one comes back.
+        self.paused: frozenset[str] = frozenset()
+        self.resumed = asyncio.Event()
+
+    def pause(self, paused: frozenset[str]) -> None:
+        """The paused queues, as the heartbeat read them (all of the app's)."""
+        mine = paused.intersection(self.order.names) if paused else frozenset()
+        if mine == self.paused:
+            return
+        if self.paused - mine:
+            self.resumed.set()  # the fetcher waiting for a queue to fetch from looks again
+        else:
+            self.resumed.clear()
+        self.paused = frozenset(mine)
 
     # -- slots -------------------------------------------------------------------
 

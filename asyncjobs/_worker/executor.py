@@ -11,12 +11,17 @@ test and in production. The outcomes:
 - **interrupted** by shutdown: nothing is reported, so the job stays in the process's
   in-flight hash and the launcher puts it back at the head of its queue (invariant 1).
 
-The executor reports outcomes; it never writes to Redis itself (the acker does).
+The executor reports outcomes; it never writes them to Redis itself (the acker does).
+Unique and expiring jobs (#13) are the exception, through ``locks`` (the store): a lock
+is released in a background task after the outcome is reported, or taken around the
+call (``until="executing"``), and an expired job is counted. Jobs without those options
+never reach ``locks``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -28,7 +33,7 @@ import msgspec
 from .._errors import JobTimeout
 from .._job import JobContext, reset_current, set_current
 from .._middleware import Chain, ServerMiddleware, run_server
-from .._payload import DECODE_ERRORS, DECODER, ENCODER, Payload, encode_backtrace
+from .._payload import DECODE_ERRORS, DECODER, ENCODER, Lock, Payload, encode_backtrace
 from .._retry import BACKTRACE_LINES, decide, format_backtrace
 from .tasks import TaskOwner
 
@@ -36,7 +41,7 @@ if TYPE_CHECKING:
     from .._job import Job
     from .._registry import Registry
 
-__all__ = ["Executor", "Running", "Sink", "Watchdog", "describe"]
+__all__ = ["Executor", "Locks", "Running", "Sink", "Watchdog", "describe"]
 
 log = logging.getLogger("asyncjobs.executor")
 joblog = logging.getLogger("asyncjobs.job")
@@ -50,6 +55,19 @@ class Sink(Protocol):
     def done(self, field: bytes) -> None: ...
 
     def move(self, field: bytes, target: str, at: float, data: bytes) -> None: ...
+
+
+class Locks(Protocol):
+    """Where unique jobs' locks and the expired counter live: the store (a test mode
+    has none, and takes no locks)."""
+
+    async def unlock(self, lock: str, jid: str) -> bool: ...
+
+    async def lock(self, lock: str, jid: str, ttl: float) -> bool: ...
+
+    async def count_expired(self, n: int = 1) -> None: ...
+
+    async def lock_holder(self, lock: str) -> tuple[str, float] | None: ...
 
 
 class Running:
@@ -118,6 +136,8 @@ class Executor:
             capsule frees its slot there.
         tasks: the owner of death-handler tasks (the worker's); by default the
             executor's own.
+        locks: the store, for unique jobs' locks and the expired counter (None in a
+            test mode: no locks are taken or released).
     """
 
     def __init__(
@@ -128,8 +148,10 @@ class Executor:
         middleware: Chain[ServerMiddleware] | None = None,
         on_finished: Callable[[Running], None] | None = None,
         tasks: TaskOwner | None = None,
+        locks: Locks | None = None,
     ) -> None:
         self.app = app
+        self.locks = locks
         self.sink = sink
         self.middleware = middleware
         self.on_finished = on_finished
@@ -189,6 +211,11 @@ class Executor:
                 )
                 return
             rec.payload = payload
+            # Unique and expiring jobs only: a plain job pays an attribute read or two.
+            if (payload.expires_at is not None or payload.unique is not None) and (
+                self._before(rec, payload) or await self._replaced(rec, payload)
+            ):
+                return
             timeout = payload.timeout or job.timeout
             if timeout:
                 self.watchdog.watch(rec, timeout)
@@ -198,13 +225,18 @@ class Executor:
                 t0 = time.perf_counter()
             try:
                 own = self.middleware
-                if app.server_middleware.entries or (own is not None and own.entries):
+                lock = payload.unique
+                fn: Callable[..., Awaitable[Any]]
+                if lock is not None and lock.until == "executing" and self.locks is not None:
+                    fn = functools.partial(self._while_executing, payload, lock, job.fn)
+                else:
                     fn = job.fn
+                if app.server_middleware.entries or (own is not None and own.entries):
                     await run_server(
                         self._chain(), JobContext(payload), lambda: fn(*args, **kwargs)
                     )
                 else:
-                    await job.fn(*args, **kwargs)
+                    await fn(*args, **kwargs)
             except BaseException as exc:
                 if not isinstance(exc, Exception | asyncio.CancelledError):
                     raise  # KeyboardInterrupt, SystemExit: not a job failure
@@ -220,6 +252,8 @@ class Executor:
                 return
             self.processed += 1
             self.sink.done(rec.field)
+            if payload.unique is not None and payload.unique.until == "success":
+                self._release(payload)
             if self._debug:
                 joblog.debug(
                     "done %s jid=%s in %.3fs", payload.job, payload.jid, time.perf_counter() - t0
@@ -227,6 +261,93 @@ class Executor:
         finally:
             if self.on_finished is not None:
                 self.on_finished(rec)
+
+    # -- unique and expiring jobs ------------------------------------------------------
+
+    def _before(self, rec: Running, payload: Payload) -> bool:
+        """Before a unique or expiring job runs: True if it expired (dropped, counted,
+        its lock released) and must not run. A lock held until the job starts is
+        released now."""
+        lock = payload.unique
+        if payload.expires_at is not None and time.time() > payload.expires_at:
+            joblog.info(
+                "expired %s jid=%s: not started by its expires_in (due by %s); dropped",
+                payload.job,
+                payload.jid,
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(payload.expires_at)),
+            )
+            # Acknowledged as done, as Sidekiq Pro's expiry (a middleware that returns);
+            # counted apart in {ns}:stat:expired.
+            self.sink.done(rec.field)
+            if self.locks is not None:
+                self.tasks.start_soon(self.locks.count_expired, name="expired counter")
+            if lock is not None and lock.until in ("success", "start"):
+                self._release(payload)
+            return True
+        if lock is not None and lock.until == "start" and lock.conflict != "replace":
+            self._release(payload)
+        return False
+
+    async def _replaced(self, rec: Running, payload: Payload) -> bool:
+        """A job of ``on_conflict="replace"`` whose lock another job took over (a later
+        defer replaced it, but could not remove it: the scheduler had just moved it to
+        its queue) is not run: True. One round trip, for these jobs only."""
+        lock = payload.unique
+        if lock is None or lock.conflict != "replace" or lock.until == "executing":
+            return False
+        if self.locks is None:
+            return False
+        try:
+            held = await self.locks.lock_holder(lock.key)
+        except Exception as exc:  # Redis away: run it, as if it had not been replaced
+            log.warning("cannot read the unique lock of jid=%s (%s); running it", payload.jid, exc)
+            return False
+        if held is not None and held[0] != payload.jid:
+            joblog.info(
+                "replaced %s jid=%s by jid=%s before it started; not run",
+                payload.job,
+                payload.jid,
+                held[0],
+            )
+            self.sink.done(rec.field)
+            return True
+        if lock.until == "start":
+            self._release(payload)
+        return False
+
+    def _release(self, payload: Payload) -> None:
+        """Release the job's lock, in the background (its jid is the token: a lock that
+        another job took over since stays)."""
+        if self.locks is not None and payload.unique is not None:
+            self.tasks.start_soon(self._unlock, payload.unique.key, payload.jid, name="unlock")
+
+    async def _unlock(self, lock: str, jid: str) -> None:
+        assert self.locks is not None
+        try:
+            await self.locks.unlock(lock, jid)
+        except Exception as exc:  # Redis away: the lock's TTL frees it
+            log.warning("cannot release the unique lock of jid=%s (%s); its TTL will", jid, exc)
+
+    async def _while_executing(
+        self,
+        payload: Payload,
+        lock: Lock,
+        fn: Callable[..., Awaitable[Any]],
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        """Run ``fn`` holding the job's while-executing lock: a second run of the same
+        lock waits here, in its slot, polling (50 ms, doubling to 1 s), until the first
+        ends or the lock's TTL runs out. The wait counts towards the job's timeout."""
+        assert self.locks is not None
+        delay = 0.05
+        while not await self.locks.lock(lock.key, payload.jid, lock.ttl):
+            await asyncio.sleep(delay)
+            delay = min(1.0, delay * 2)
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            self._release(payload)
 
     async def _raised(
         self,
@@ -348,6 +469,8 @@ class Executor:
                 reason,
             )
             self.sink.move(rec.field, "drop", now, b"")
+            if failed.unique is not None and failed.unique.until == "success":
+                self._release(failed)
         else:
             joblog.error(
                 "dead %s jid=%s: %s: %s (%s)",
@@ -358,6 +481,8 @@ class Executor:
                 reason,
             )
             self.sink.move(rec.field, "dead", now, ENCODER.encode(failed))
+            if failed.unique is not None and failed.unique.until == "success":
+                self._release(failed)
         self._after_death(failed, exc)
 
     def _backtrace(
@@ -394,6 +519,8 @@ class Executor:
             payload, error_class=error_class, error_message=message, failed_at=now
         )
         self.sink.move(rec.field, "dead", now, ENCODER.encode(dead))
+        if payload.unique is not None and payload.unique.until == "success":
+            self._release(payload)
 
     def _dead_raw(self, rec: Running, reason: str, keep: int | None = None) -> None:
         """A payload we cannot decode is kept, wrapped with the reason, in the dead set."""

@@ -224,6 +224,10 @@ class Fetcher:
     async def fetch(self, slots: int) -> int:
         """Fetch up to ``slots`` jobs and start them; returns how many."""
         order, counts = self.capsule.order.draw(slots)
+        if self.capsule.paused:
+            order, counts = self._unpaused(order, counts)
+            if not order:
+                return 0
         qk, wk = self._queue_keys, self._wake_keys
         keys = [self._inflight, *(qk[i] for i in order), *(wk[i] for i in order)]
         # Shielded: once the script has moved jobs into the in-flight hash we must
@@ -234,6 +238,23 @@ class Fetcher:
         if pairs:
             self.capsule.start(pairs)
         return len(pairs) // 2
+
+    def _unpaused(self, order: list[int], counts: list[int]) -> tuple[list[int], list[int]]:
+        """A fetch plan without the paused queues: their slots go to the first queue
+        left (the script fills slots of empty queues from the others anyway)."""
+        paused, names = self.capsule.paused, self.capsule.order.names
+        keep = [j for j, i in enumerate(order) if names[i] not in paused]
+        if not keep:
+            return [], []
+        new_counts = [counts[j] for j in keep]
+        new_counts[0] += sum(counts) - sum(new_counts)
+        return [order[j] for j in keep], new_counts
+
+    async def _wait_resumed(self) -> None:
+        """Every queue of the capsule is paused: wait until one is resumed (seen by the
+        heartbeat) or IDLE_POLL passes."""
+        with anyio.move_on_after(IDLE_POLL):
+            await self.capsule.resumed.wait()
 
     async def reconcile(self) -> None:
         """Start this capsule's jobs that sit in our in-flight hash with nothing running
@@ -362,6 +383,14 @@ class Fetcher:
         # A failover ends a blocked call with UNBLOCKED: the store raises it as
         # RedisUnavailable, an outage the first lane backs off from like any other.
         store = self.store
+        if self.capsule.paused:
+            order, _ = self._unpaused(*self.capsule.order.draw(0))
+            if not order:
+                await self._wait_resumed()
+                return
+            wake = [self._wake_keys[i] for i in order]
+            await store.wait_wake(wake, IDLE_POLL, conn=self.client)
+            return
         if self._blmove:
             assert isinstance(self.client, FastRedis)
             raw = await store.blmove(

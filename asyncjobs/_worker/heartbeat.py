@@ -116,6 +116,8 @@ class Heartbeat:
         self.processes = beat.processes
         if self.on_processes is not None:
             self.on_processes(self.processes)
+        for capsule in self.capsules:
+            capsule.pause(beat.paused)
         for cmd in beat.commands:
             self._on_command(cmd)
 

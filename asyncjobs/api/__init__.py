@@ -37,6 +37,11 @@ from ._processes import WorkItem as WorkItem
 from ._jobs import JobLocation as JobLocation
 from ._jobs import locate_job as locate_job
 from ._stats import Stats as Stats
+from ._flow import UniqueLock as UniqueLock
+from ._flow import pause_queue as pause_queue
+from ._flow import resume_queue as resume_queue
+from ._flow import paused_queues as paused_queues
+from ._flow import unique_lock as unique_lock
 # isort: on
 
 __all__ = [
@@ -51,14 +56,19 @@ __all__ = [
     "ScheduledSet",
     "SortedSet",
     "Stats",
+    "UniqueLock",
     "WorkItem",
     "clear_queue",
     "delete_queued",
     "find_job",
     "find_queued",
     "locate_job",
+    "pause_queue",
+    "paused_queues",
     "queue_entries",
     "queues",
+    "resume_queue",
+    "unique_lock",
 ]
 
 # Every public name claims asyncjobs.api as its home (reprs, pickling, the docs), as

@@ -27,6 +27,7 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     processes: int
     busy: int
     history: dict[str, dict[str, int]]
+    expired: int = 0  # jobs dropped unstarted by their expires_in (Sidekiq Pro's)
 
     @classmethod
     async def fetch(cls, app: App, *, days: int = 7) -> Stats:
@@ -50,4 +51,5 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
             processes=len(procs),
             busy=sum(p.busy for p in procs),
             history=history,
+            expired=c.expired,
         )

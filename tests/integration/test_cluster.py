@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio.cluster import RedisCluster as AsyncCluster
 
 import asyncjobs
+from asyncjobs import api
 from tests.conftest import wait_for
 from tests.servers import RedisCluster
 
@@ -51,3 +52,45 @@ async def test_enqueue_and_run_on_cluster(cluster: RedisCluster) -> None:
             worker.stop()
         assert sorted(ran) == list(range(302))
         assert await client.get(app.keys.stat_processed) == b"303"
+
+
+async def test_unique_jobs_and_pause_on_cluster(cluster: RedisCluster) -> None:
+    """#13: the lock key carries the namespace's hash tag, so push_unique.lua, unlock.lua
+    and lock.lua run on a cluster; the paused set is read with the heartbeat there too."""
+    app = asyncjobs.App(cluster.url, namespace="flow")
+    ran: list[int] = []
+
+    @app.job(unique=asyncjobs.Unique(on_conflict="replace", args=("key",)))
+    async def debounced(key: int, n: int) -> None:
+        ran.append(n)
+
+    @app.job(unique=asyncjobs.Unique(until="executing"), queue="paused")
+    async def exclusive(n: int) -> None:
+        ran.append(n)
+
+    async with app:
+        client = await app.connect()
+        await client.delete(app.keys.paused)
+        for n in range(3):
+            await debounced.configure(delay=0.2).defer(1, n)
+        assert await debounced.defer_many([(2, 10), (2, 11)]) != [None, None]
+        with pytest.raises(asyncjobs.UniqueConflict):
+            await debounced.configure(
+                unique=asyncjobs.Unique(on_conflict="raise", args=("key",))
+            ).defer(2, 12)
+        await api.pause_queue(app, "paused")
+        await exclusive.defer(100)
+        worker = app.worker(queues=["default", "paused"], heartbeat_interval=0.1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await wait_for(lambda: sorted(ran) == [2, 11], timeout=10)
+            assert await client.llen(app.keys.queue("paused")) == 1
+            await api.resume_queue(app, "paused")
+            await wait_for(lambda: sorted(ran) == [2, 11, 100], timeout=10)
+            await wait_for(lambda: _no_keys(client, f"{app.keys.prefix}:unique:*"), timeout=5)
+            worker.stop()
+
+
+async def _no_keys(client: object, pattern: str) -> bool:
+    assert isinstance(client, AsyncCluster)
+    return not await client.keys(pattern, target_nodes=AsyncCluster.ALL_NODES)

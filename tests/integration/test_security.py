@@ -30,12 +30,14 @@ async def _full_round(app: asyncjobs.App) -> None:
     await work.defer_many([(2,), (3,)])
     await work.configure(delay=0.2).defer(4)
     await work.defer(-1)
+    await work.configure(unique=True, expires_in=60).defer(5)  # a lock, an expiry (#13)
+    assert await api.pause_queue(app, "other") and await api.resume_queue(app, "other")
     async with app.run_worker(heartbeat_interval=0.2) as worker:
-        await wait_for(lambda: sorted(ran) == [1, 2, 3, 4])
+        await wait_for(lambda: sorted(ran) == [1, 2, 3, 4, 5])
         await wait_for(lambda: api.DeadSet(app).size())
         await worker.reaper.reap_once()  # type: ignore[union-attr]
         stats = await api.Stats.fetch(app)
-        assert stats.processed == 5 and stats.failed == 1
+        assert stats.processed == 6 and stats.failed == 1
         assert [q.name for q in await api.queues(app)] == ["default"]
         assert len(await api.ProcessSet(app).list()) == 1
     [dead] = await api.DeadSet(app).entries()

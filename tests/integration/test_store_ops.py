@@ -119,9 +119,9 @@ async def test_requeue_puts_jobs_back_at_the_head(store: Store, redis: aioredis.
 
 async def test_heartbeat_control_and_clear(store: Store, redis: aioredis.Redis) -> None:
     record: dict[str | bytes, Any] = {"info": "{}", "busy": 1, "beat": time.time(), "quiet": 0}
-    assert await store.heartbeat("p1", record, 5.0) == ([], 1, len(record))  # created it
+    assert await store.heartbeat("p1", record, 5.0) == ([], 1, len(record), frozenset())
     await store.send_control("quiet", ["p1"])
-    assert await store.heartbeat("p1", record, 5.0) == (["quiet"], 1, 0)
+    assert await store.heartbeat("p1", record, 5.0) == (["quiet"], 1, 0, frozenset())
     assert 0 < await redis.pttl(K.process("p1")) <= 5000
     assert await store.process_ids() == ["p1"]
     assert await store.processes_alive(["p1", "p2"]) == [True, False]
