@@ -12,11 +12,12 @@ from __future__ import annotations
 from ._admin import Admin, Counters
 from ._base import QueuePairs, mapped
 from ._enqueue import Enqueue, promote_on, trim_dead_on
+from ._periodic import PeriodicOps
 from ._worker import Beat, WorkerOps
 
 __all__ = ["Beat", "Counters", "QueuePairs", "Store", "mapped", "promote_on", "trim_dead_on"]
 
 
-class Store(Enqueue, Admin, WorkerOps):
+class Store(Enqueue, Admin, WorkerOps, PeriodicOps):
     """One Redis deployment under one namespace. Build it with :meth:`Store.open`
     (connects), or from clients already made."""
