@@ -37,6 +37,13 @@ from ._processes import WorkItem as WorkItem
 from ._jobs import JobLocation as JobLocation
 from ._jobs import locate_job as locate_job
 from ._stats import Stats as Stats
+from ._periodic import PeriodicInfo as PeriodicInfo
+from ._periodic import PeriodicRun as PeriodicRun
+from ._periodic import PeriodicNotFound as PeriodicNotFound
+from ._periodic import periodic_entries as periodic_entries
+from ._periodic import pause_periodic as pause_periodic
+from ._periodic import resume_periodic as resume_periodic
+from ._periodic import run_periodic as run_periodic
 # isort: on
 
 __all__ = [
@@ -44,6 +51,9 @@ __all__ = [
     "JobLocation",
     "JobNotFound",
     "JobRecord",
+    "PeriodicInfo",
+    "PeriodicNotFound",
+    "PeriodicRun",
     "ProcessInfo",
     "ProcessSet",
     "QueueInfo",
@@ -57,8 +67,12 @@ __all__ = [
     "find_job",
     "find_queued",
     "locate_job",
+    "pause_periodic",
+    "periodic_entries",
     "queue_entries",
     "queues",
+    "resume_periodic",
+    "run_periodic",
 ]
 
 # Every public name claims asyncjobs.api as its home (reprs, pickling, the docs), as

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import time
 
+import anyio
+import pytest
 import redis.asyncio as aioredis
 
 import asyncjobs
+from asyncjobs import api
 from asyncjobs._periodic import Cron
-from tests.conftest import running, text, wait_for
+from tests.conftest import cli, loads, running, text, wait_for
 
 NS = "{asyncjobs}"
 
@@ -52,3 +55,118 @@ async def test_no_periodic_entry_no_loop(app: asyncjobs.App, redis: aioredis.Red
 
 def test_cron_smoke() -> None:
     assert Cron("*/5 * * * *").next_after(0) == 300
+
+
+async def test_list_pause_resume_run_through_api_and_cli(
+    app: asyncjobs.App, redis_url: str, redis: aioredis.Redis
+) -> None:
+    runs: list[str] = []
+
+    @app.job
+    async def report(kind: str) -> None:
+        runs.append(kind)
+
+    app.periodic(report, "* * * * * *", args={"kind": "fast"}, name="fast-report", queue="q1")
+    w = app.worker(queues=["q1"])
+    async with running(w):
+        await wait_for(lambda: len(runs) >= 1, timeout=4)
+        [info] = await api.periodic_entries(app)
+        assert (info.name, info.job, info.cron, info.queue) == (
+            "fast-report",
+            report.name,
+            "* * * * * *",
+            "q1",
+        )
+        assert info.args == {"kind": "fast"} and not info.paused
+        assert info.last_tick is not None and info.next_tick is not None
+        assert info.next_tick > info.last_tick
+        assert info.history[0].how == "tick" and info.history[0].tick == info.last_tick
+
+        await api.pause_periodic(app, "fast-report")
+        paused_at = len(runs)
+        await anyio.sleep(2.2)
+        [info] = await api.periodic_entries(app)
+        assert info.paused and info.next_tick is None
+        assert len(runs) <= paused_at + 1  # at most a tick already on its way
+
+        # Run now works while paused, and does not move the schedule.
+        before = len(runs)
+        jid = await api.run_periodic(app, "fast-report")
+        await wait_for(lambda: len(runs) == before + 1)
+        [info] = await api.periodic_entries(app)
+        assert info.history[0].how == "now" and info.history[0].jid == jid
+
+        out = await cli(redis_url, "periodic", "resume", "fast-report")
+        assert out.returncode == 0, out.stderr
+        n = len(runs)
+        await wait_for(lambda: len(runs) >= n + 2, timeout=4)
+
+        out = await cli(redis_url, "periodic", "list")
+        assert out.returncode == 0 and b"fast-report" in out.stdout and b"active" in out.stdout
+        out = await cli(redis_url, "periodic", "list", "--json")
+        assert loads(out.stdout)[0]["name"] == "fast-report"
+        out = await cli(redis_url, "periodic", "run", "fast-report")
+        assert out.returncode == 0 and b"enqueued" in out.stdout
+        out = await cli(redis_url, "periodic", "pause", "nope")
+        assert out.returncode == 2
+        assert out.stderr.count(b"\n") == 1 and b"no periodic entry 'nope'" in out.stderr
+    with pytest.raises(api.PeriodicNotFound):
+        await api.run_periodic(app, "nope")
+
+
+async def test_entries_removed_from_code_are_deleted_at_start(
+    redis_url: str, redis: aioredis.Redis
+) -> None:
+    old = asyncjobs.App(redis_url)
+
+    @old.periodic("0 3 * * *", name="gone")
+    async def nightly() -> None:
+        pass
+
+    @old.periodic("0 4 * * *", name="kept")
+    async def kept() -> None:
+        pass
+
+    async with running(old.worker()):
+        pass
+    assert {e.name for e in await api.periodic_entries(old)} == {"gone", "kept"}
+    await redis.hset(f"{NS}:periodic:gone", "last", "1")
+
+    new = asyncjobs.App(redis_url)
+    new.periodic(new.job(kept.fn), "0 4 * * *", name="kept")
+    async with running(new.worker()):
+        pass
+    assert [e.name for e in await api.periodic_entries(new)] == ["kept"]
+    assert not await redis.exists(f"{NS}:periodic:gone")
+    # A process still running the old code enqueues nothing for the removed entry.
+    store = await old.open_store()
+    assert await store.periodic_enqueue("gone", 10, "default", b"{}", "j", 1.0, history=1) == -2
+    await old.aclose()
+    await new.aclose()
+
+
+@pytest.mark.parametrize("missed", ["skip", "latest"])
+async def test_missed_ticks_after_downtime_follow_the_policy(
+    app: asyncjobs.App, redis: aioredis.Redis, missed: str
+) -> None:
+    runs: list[float] = []
+
+    @app.periodic("0 3 * * *", missed=missed, name="nightly")
+    async def nightly() -> None:
+        runs.append(time.time())
+
+    # As if the last run was 3 days ago and no worker ran since.
+    last = Cron("0 3 * * *").latest_at_or_before(time.time() - 3 * 86400)
+    assert last is not None
+    await redis.hset(f"{NS}:periodic:nightly", "last", repr(last))
+    async with running(app.worker()), running(app.worker()):
+        if missed == "latest":
+            await wait_for(lambda: len(runs) == 1)
+        await anyio.sleep(0.3)
+    assert len(runs) == (1 if missed == "latest" else 0)  # once, with two workers
+    [info] = await api.periodic_entries(app)
+    if missed == "latest":
+        assert info.history[0].how == "missed"
+        assert info.last_tick == Cron("0 3 * * *").latest_at_or_before(time.time() - 60)
+    else:
+        assert info.last_tick == last
