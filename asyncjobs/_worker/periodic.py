@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("asyncjobs.periodic")
 
 CLAIM_TTL_MS = int(2 * CATCH_UP * 1000)
+# The last stretch before a tick, polled rather than left to a timer (see _sleep_until).
+SPIN = 0.002
 
 
 class Periodic:
@@ -159,9 +161,11 @@ class Periodic:
         return result
 
     async def _sleep_until(self, tick: float | None) -> None:
-        """Sleep until the wall clock reaches ``tick``, never earlier. The sleep runs on
-        the event loop's monotonic clock; as a timer may fire a little early (libuv
-        rounds to the millisecond) or the wall clock may step, it is checked again."""
+        """Sleep until the wall clock reaches ``tick``, never earlier. The timer runs on
+        the event loop's monotonic clock and libuv rounds it to the millisecond, so it
+        is set ``SPIN`` short of the tick, and the last stretch yields to the loop
+        (other tasks run) until the wall clock is there: on time to a fraction of a
+        millisecond, at the cost of a millisecond or two of polling per tick."""
         if tick is None:
             await self._wake.wait()
             return
@@ -169,8 +173,11 @@ class Periodic:
             left = tick - time.time()
             if left <= 0:
                 return
+            if left <= SPIN:
+                await asyncio.sleep(0)
+                continue
             try:
-                await asyncio.wait_for(self._wake.wait(), left)
+                await asyncio.wait_for(self._wake.wait(), left - SPIN)
             except TimeoutError:
                 continue
             return
