@@ -947,7 +947,7 @@ def periodic_list(
     if as_json:
         import msgspec
 
-        _print_json([msgspec.structs.asdict(e) for e in entries])
+        _print_json(msgspec.to_builtins(entries))
         return
     _table(
         ["name", "cron", "tz", "job", "queue", "state", "last run", "next run"],
@@ -959,7 +959,7 @@ def periodic_list(
                 e.job,
                 e.queue,
                 "paused" if e.paused else "active",
-                _when(e.last_tick),
+                _when(e.last_enqueued_at),
                 _when(e.next_tick),
             ]
             for e in entries
