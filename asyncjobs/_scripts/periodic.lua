@@ -6,9 +6,13 @@
 -- ARGV[4] queue name, ARGV[5] payload, ARGV[6] jid, ARGV[7] now, ARGV[8] history length,
 -- ARGV[9] mode: 'tick' (a due tick), 'missed' (the latest missed tick: only if newer than
 -- the last enqueued one), 'now' (run by hand: no claim, not refused when paused)
--- Returns 1 enqueued, 0 another process claimed it, -1 paused, -2 not in the schedule.
+-- Returns 1 enqueued, 0 another process claimed it, -1 paused, -2 not in the schedule
+-- (a deploy removed it), -3 no schedule at all (Redis lost its data: reconcile again).
 -- Exactly once per tick: whoever sets the claim key (SET NX) pushes, in the same step.
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    return -3
+  end
   return -2
 end
 local state = redis.call('HMGET', KEYS[2], 'paused', 'last')

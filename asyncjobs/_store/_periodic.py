@@ -16,7 +16,7 @@ __all__ = ["EntryState", "PeriodicOps"]
 PERIODIC = Script("periodic", (resources.files("asyncjobs._scripts") / "periodic.lua").read_text())
 
 # What periodic.lua answers.
-ENQUEUED, TAKEN, PAUSED, REMOVED = 1, 0, -1, -2
+ENQUEUED, TAKEN, PAUSED, REMOVED, LOST = 1, 0, -1, -2, -3
 
 EntryState = tuple[bytes, dict[bytes, bytes], list[bytes]]
 
@@ -100,13 +100,26 @@ class PeriodicOps(StoreBase):
         }
 
     @mapped
-    async def periodic_pause(self, name: str, paused: bool) -> bool:
-        """Pause or resume entry ``name``; False if no such entry is stored."""
+    async def periodic_definition(self, name: str) -> bytes | None:
+        """The stored definition of entry ``name``, or None."""
+        found: Any = await self.client.hget(self.keys.periodic(), name)
+        return bytes(found) if found is not None else None
+
+    @mapped
+    async def periodic_pause(self, name: str, paused: bool, skip_to: float | None = None) -> bool:
+        """Pause or resume entry ``name``; False if no such entry is stored. ``skip_to``
+        (on resume): count the ticks up to it as done, so that a worker starting later
+        does not take a tick of the pause for a missed one."""
         k = self.keys
         if not await self.client.hexists(k.periodic(), name):
             return False
         if paused:
             await self.client.hset(k.periodic_state(name), "paused", "1")
-        else:
-            await self.client.hdel(k.periodic_state(name), "paused")
+            return True
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hdel(k.periodic_state(name), "paused")
+            pipe.hget(k.periodic_state(name), "last")
+            _, last = await pipe.execute()
+        if skip_to is not None and (last is None or float(last) < skip_to):
+            await self.client.hset(k.periodic_state(name), "last", repr(skip_to))
         return True

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from .._middleware import run_client
 from .._payload import ENCODER, Payload
 from .._periodic import CATCH_UP, PeriodicEntry, due_ticks, start_cursor
-from .._store._periodic import ENQUEUED, PAUSED, REMOVED
+from .._store._periodic import ENQUEUED, LOST, PAUSED, REMOVED
 from .backoff import Backoff, after_failure
 from .health import Health
 
@@ -137,17 +137,24 @@ class Periodic:
                 return 0  # a client middleware stopped it
             payload = passed[0]
         spec = entry.spec
-        result = await self.store.periodic_enqueue(
-            spec.name,
-            int(tick),
-            payload.queue,
-            ENCODER.encode(payload),
-            payload.jid,
-            now,
-            history=spec.history,
-            mode=mode,
-            claim_ttl_ms=CLAIM_TTL_MS,
-        )
+        for _ in range(2):
+            result = await self.store.periodic_enqueue(
+                spec.name,
+                int(tick),
+                payload.queue,
+                ENCODER.encode(payload),
+                payload.jid,
+                now,
+                history=spec.history,
+                mode=mode,
+                claim_ttl_ms=CLAIM_TTL_MS,
+            )
+            if result != LOST:
+                break
+            # The schedule is gone: Redis lost its data (a restart without persistence,
+            # a flush, a failover to an empty replica). Write it again and go on.
+            log.warning("periodic: the schedule is gone from Redis; writing it again")
+            await self.reconcile()
         if result == ENQUEUED:
             self.enqueued += 1
             self.lateness.append(time.time() - tick)
@@ -177,7 +184,8 @@ class Periodic:
                 await asyncio.sleep(0)
                 continue
             try:
-                await asyncio.wait_for(self._wake.wait(), left - SPIN)
+                # At most a minute at a time: a step of the wall clock is seen then.
+                await asyncio.wait_for(self._wake.wait(), min(left - SPIN, 60.0))
             except TimeoutError:
                 continue
             return

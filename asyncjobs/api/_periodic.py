@@ -12,7 +12,7 @@ import msgspec
 from .._errors import AsyncJobsError
 from .._payload import ENCODER
 from .._periodic import ENTRY_DECODER, Cron
-from .._store._periodic import ENQUEUED, REMOVED
+from .._store._periodic import ENQUEUED, LOST, REMOVED
 from ._common import _store
 
 if TYPE_CHECKING:
@@ -105,8 +105,18 @@ async def pause_periodic(app: App, name: str) -> None:
 
 
 async def resume_periodic(app: App, name: str) -> None:
-    """Resume entry ``name``: it ticks again from its next tick."""
-    if not await (await _store(app)).periodic_pause(name, False):
+    """Resume entry ``name``: it ticks again from its next tick (the ticks of the pause
+    stay skipped, also for a ``missed="latest"`` entry)."""
+    store = await _store(app)
+    definition = await store.periodic_definition(name)
+    if definition is None:
+        raise _not_found(name)
+    spec = ENTRY_DECODER.decode(definition)
+    try:
+        skip_to = Cron(spec.cron, spec.tz).latest_at_or_before(time.time())
+    except AsyncJobsError:
+        skip_to = None
+    if not await store.periodic_pause(name, False, skip_to):
         raise _not_found(name)
 
 
@@ -114,11 +124,10 @@ async def run_periodic(app: App, name: str) -> str:
     """Enqueue one run of entry ``name`` now (also when paused); returns its jid. The
     schedule is unchanged."""
     store = await _store(app)
-    stored = await store.periodic_entries(0)
-    found = stored.get(name)
-    if found is None:
+    definition = await store.periodic_definition(name)
+    if definition is None:
         raise _not_found(name)
-    spec = ENTRY_DECODER.decode(found[0])
+    spec = ENTRY_DECODER.decode(definition)
     now = time.time()
     payload = spec.payload(now)
     result = await store.periodic_enqueue(
@@ -131,7 +140,7 @@ async def run_periodic(app: App, name: str) -> str:
         history=spec.history,
         mode="now",
     )
-    if result == REMOVED:
+    if result in (REMOVED, LOST):
         raise _not_found(name)
     assert result == ENQUEUED
     return payload.jid

@@ -170,3 +170,39 @@ async def test_missed_ticks_after_downtime_follow_the_policy(
         assert info.last_tick == Cron("0 3 * * *").latest_at_or_before(time.time() - 60)
     else:
         assert info.last_tick == last
+
+
+async def test_ticks_go_on_after_redis_lost_its_data(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    runs: list[float] = []
+
+    @app.periodic("* * * * * *")
+    async def tick() -> None:
+        runs.append(time.time())
+
+    async with running(app.worker()):
+        await wait_for(lambda: len(runs) >= 1, timeout=4)
+        await redis.flushall()  # as a restart without persistence
+        n = len(runs)
+        await wait_for(lambda: len(runs) >= n + 2, timeout=5)
+    assert [e.name for e in await api.periodic_entries(app)] == [tick.name]
+
+
+async def test_ticks_of_a_pause_are_not_missed_ones_after_resume(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    runs: list[float] = []
+
+    @app.periodic("0 3 * * *", missed="latest", name="nightly")
+    async def nightly() -> None:
+        runs.append(time.time())
+
+    last = Cron("0 3 * * *").latest_at_or_before(time.time() - 3 * 86400)
+    definition = app.periodic_entries["nightly"].definition
+    await redis.hset(f"{NS}:periodic", "nightly", definition)  # as if declared before
+    await redis.hset(f"{NS}:periodic:nightly", mapping={"last": repr(last), "paused": "1"})
+    await api.resume_periodic(app, "nightly")  # paused for three days, resumed now
+    async with running(app.worker()):
+        await anyio.sleep(0.3)
+    assert runs == []
