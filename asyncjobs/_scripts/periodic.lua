@@ -3,7 +3,8 @@
 -- KEYS[3] the tick's claim key, KEYS[4] the entry's history list,
 -- KEYS[5] queues set, KEYS[6] queue list, KEYS[7] wake list of that queue
 -- ARGV[1] entry name, ARGV[2] tick (Unix seconds), ARGV[3] claim TTL (ms),
--- ARGV[4] queue name, ARGV[5] payload, ARGV[6] jid, ARGV[7] now, ARGV[8] history length,
+-- ARGV[4] queue name, ARGV[5] payload, ARGV[6] jid, ARGV[7] now (the claim's value),
+-- ARGV[8] history length,
 -- ARGV[9] mode: 'tick' (a due tick), 'missed' (the latest missed tick: only if newer than
 -- the last enqueued one), 'now' (run by hand: no claim, not refused when paused)
 -- Returns 1 enqueued, 0 another process claimed it, -1 paused, -2 not in the schedule
@@ -38,10 +39,13 @@ end
 if ARGV[9] ~= 'now' and (not state[2] or tonumber(state[2]) < tick) then
   redis.call('HSET', KEYS[2], 'last', ARGV[2])
 end
-redis.call('HSET', KEYS[2], 'last_jid', ARGV[6], 'last_at', ARGV[7])
+-- The time of the push, by the server's clock (the history shows how late a tick was).
+local t = redis.call('TIME')
+local at = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+redis.call('HSET', KEYS[2], 'last_jid', ARGV[6], 'last_at', at)
 local keep = tonumber(ARGV[8])
 if keep > 0 then
-  redis.call('LPUSH', KEYS[4], ARGV[2] .. ' ' .. ARGV[7] .. ' ' .. ARGV[6] .. ' ' .. ARGV[9])
+  redis.call('LPUSH', KEYS[4], ARGV[2] .. ' ' .. at .. ' ' .. ARGV[6] .. ' ' .. ARGV[9])
   redis.call('LTRIM', KEYS[4], 0, keep - 1)
 end
 return 1
