@@ -11,7 +11,7 @@ import msgspec
 
 from .._errors import AsyncJobsError
 from .._payload import ENCODER
-from .._periodic import ENTRY_DECODER, Cron
+from .._periodic import ENTRY_DECODER, Cron, EntrySpec
 from .._store._periodic import ENQUEUED, LOST, REMOVED
 from ._common import _store
 
@@ -65,7 +65,7 @@ async def periodic_entries(app: App, *, history: int = 10) -> list[PeriodicInfo]
     now = time.time()
     out: list[PeriodicInfo] = []
     for name, (definition, state, runs) in stored.items():
-        spec = ENTRY_DECODER.decode(definition)
+        spec = _decode(name, definition)
         paused = state.get(b"paused") == b"1"
         try:
             upcoming = None if paused else Cron(spec.cron, spec.tz).next_after(now)
@@ -92,6 +92,16 @@ async def periodic_entries(app: App, *, history: int = 10) -> list[PeriodicInfo]
     return out
 
 
+def _decode(name: str, definition: bytes) -> EntrySpec:
+    try:
+        return ENTRY_DECODER.decode(definition)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise AsyncJobsError(
+            f"periodic entry {name!r}: its stored definition is unreadable ({exc}); a "
+            "worker of your app rewrites it at start"
+        ) from None
+
+
 def _run(raw: bytes) -> PeriodicRun:
     tick, at, jid, how = raw.decode().split(" ")
     return PeriodicRun(tick=float(tick), enqueued_at=float(at), jid=jid, how=how)
@@ -111,7 +121,7 @@ async def resume_periodic(app: App, name: str) -> None:
     definition = await store.periodic_definition(name)
     if definition is None:
         raise _not_found(name)
-    spec = ENTRY_DECODER.decode(definition)
+    spec = _decode(name, definition)
     try:
         skip_to = Cron(spec.cron, spec.tz).latest_at_or_before(time.time())
     except AsyncJobsError:
@@ -127,7 +137,7 @@ async def run_periodic(app: App, name: str) -> str:
     definition = await store.periodic_definition(name)
     if definition is None:
         raise _not_found(name)
-    spec = ENTRY_DECODER.decode(definition)
+    spec = _decode(name, definition)
     now = time.time()
     payload = spec.payload(now)
     result = await store.periodic_enqueue(

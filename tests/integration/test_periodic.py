@@ -206,3 +206,13 @@ async def test_ticks_of_a_pause_are_not_missed_ones_after_resume(
     async with running(app.worker()):
         await anyio.sleep(0.3)
     assert runs == []
+
+
+async def test_an_unreadable_definition_is_one_line(
+    app: asyncjobs.App, redis_url: str, redis: aioredis.Redis
+) -> None:
+    await redis.hset(f"{NS}:periodic", "odd", b"not json")
+    with pytest.raises(asyncjobs.AsyncJobsError, match="stored definition is unreadable"):
+        await api.periodic_entries(app)
+    out = await cli(redis_url, "periodic", "run", "odd")
+    assert out.returncode == 2 and out.stderr.count(b"\n") == 1, out.stderr
