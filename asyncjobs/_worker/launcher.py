@@ -305,6 +305,8 @@ class Worker:
                 self.periodic = Periodic(
                     store, app.periodic_entries, app.client_middleware, health=health
                 )
+                if self.quiet:  # quieted before it started
+                    self.periodic.quiet_down()
                 await self._retry_until_up(self.periodic.reconcile)
         except _StoppedEarly:
             await self.tasks.aclose(self.timeout)

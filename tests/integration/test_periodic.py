@@ -216,3 +216,18 @@ async def test_an_unreadable_definition_is_one_line(
         await api.periodic_entries(app)
     out = await cli(redis_url, "periodic", "run", "odd")
     assert out.returncode == 2 and out.stderr.count(b"\n") == 1, out.stderr
+
+
+async def test_a_worker_quieted_before_it_started_enqueues_no_tick(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    @app.periodic("* * * * * *")
+    async def tick() -> None:
+        pass
+
+    w = app.worker()
+    w.quiet_down()
+    async with running(w):
+        await anyio.sleep(1.5)
+    assert await redis.llen(f"{NS}:queue:default") == 0
+    assert await redis.llen(f"{NS}:periodic:{tick.name}:history") == 0
