@@ -846,6 +846,10 @@ def check(
     for name, job in sorted(application.jobs.items()):
         timeout = f"{job.timeout:g}s" if job.timeout else "none"
         typer.echo(f"  {name}  queue={job.queue} retry={job.retry} timeout={timeout}")
+    for name, entry in sorted(application.periodic_entries.items()):
+        typer.echo(
+            f"  periodic {name}  {entry.cron.expression!r} {entry.cron.tz} -> {entry.job.name}"
+        )
     if not application.jobs:
         problems.append("no jobs are registered on this app (is @app.job used on it?)")
 

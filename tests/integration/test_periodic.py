@@ -231,3 +231,11 @@ async def test_a_worker_quieted_before_it_started_enqueues_no_tick(
         await anyio.sleep(1.5)
     assert await redis.llen(f"{NS}:queue:default") == 0
     assert await redis.llen(f"{NS}:periodic:{tick.name}:history") == 0
+
+
+async def test_check_lists_the_periodic_entries(redis_url: str) -> None:
+    out = await cli(redis_url, "check", "tests.apps.periodic:app")
+    assert out.returncode == 0, out.stderr
+    assert b"  periodic every_second  '* * * * * *' UTC -> tests.apps.periodic.every_second" in (
+        out.stdout
+    )
