@@ -18,6 +18,7 @@ from ._errors import ConfigError, EnqueueError, UniqueConflict
 from ._job import Job, OnExhausted, RetryIn
 from ._middleware import run_client
 from ._payload import ENCODER, Payload
+from ._periodic import PeriodicEntry
 from ._redis import Client, mask_url
 from ._registry import Registry
 from ._settings import CapsuleSpec
@@ -147,6 +148,88 @@ class App(Registry):
         if fn is not None:
             return register(fn)
         return register
+
+    @overload
+    def periodic(
+        self,
+        cron: str,
+        /,
+        *,
+        tz: str = ...,
+        args: Mapping[str, Any] | None = ...,
+        queue: str | None = ...,
+        name: str | None = ...,
+        missed: str = ...,
+        history: int = ...,
+    ) -> Callable[[Callable[P, Awaitable[R]]], Job[P, R]]: ...
+
+    @overload
+    def periodic(
+        self,
+        job: Job[P, R],
+        cron: str,
+        /,
+        *,
+        tz: str = ...,
+        args: Mapping[str, Any] | None = ...,
+        queue: str | None = ...,
+        name: str | None = ...,
+        missed: str = ...,
+        history: int = ...,
+    ) -> Job[P, R]: ...
+
+    def periodic(
+        self,
+        job_or_cron: Job[Any, Any] | str,
+        cron: str | None = None,
+        /,
+        *,
+        tz: str = "UTC",
+        args: Mapping[str, Any] | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        missed: str = "skip",
+        history: int = 10,
+    ) -> Any:
+        """Run a job on a cron schedule: ``@app.periodic("*/5 * * * *")`` on a job
+        without arguments, or ``app.periodic(job, "0 3 * * *", args={...})``.
+
+        Args:
+            tz: the IANA time zone the cron fields are read in (``"Europe/Paris"``).
+            args: keyword arguments of every run, validated now.
+            queue: the queue of every run (default: the job's).
+            name: the entry's name (default: the job's name); unique per app.
+            missed: ticks missed while no worker ran: ``"skip"`` them, or run the
+                ``"latest"`` once at start.
+            history: how many recent runs the entry keeps for ``asyncjobs periodic list``.
+        """
+        options: dict[str, Any] = {
+            "tz": tz,
+            "args": args,
+            "queue": queue,
+            "name": name,
+            "missed": missed,
+            "history": history,
+        }
+
+        def register(fn: Any, expression: str) -> Any:
+            job = fn if isinstance(fn, Job) else self.job(fn)
+            entry = PeriodicEntry(job, expression, **options)
+            if entry.name in self.periodic_entries:
+                raise ConfigError(
+                    f"two periodic entries are named {entry.name!r}; give one a name="
+                )
+            self.periodic_entries[entry.name] = entry
+            return job
+
+        if isinstance(job_or_cron, str):
+            if cron is not None:
+                raise ConfigError("app.periodic(job, cron, ...) takes the job first")
+            expression = job_or_cron
+            return lambda fn: register(fn, expression)
+        if cron is None:
+            raise ConfigError("app.periodic(job, cron): give the cron expression")
+        return register(job_or_cron, cron)
 
     # -- connection --------------------------------------------------------------
 

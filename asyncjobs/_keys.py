@@ -78,6 +78,22 @@ class Keys:
         """A unique job's lock (``Lock.key``: the job's name and a digest)."""
         return f"{self.prefix}:unique:{lock}"
 
+    def periodic(self) -> str:
+        """The hash of periodic entries: name -> definition (JSON), as last reconciled."""
+        return f"{self.prefix}:periodic"
+
+    def periodic_state(self, name: str) -> str:
+        """The hash of a periodic entry's state: last tick, last jid, paused."""
+        return f"{self.prefix}:periodic:{name}"
+
+    def periodic_history(self, name: str) -> str:
+        """The list of a periodic entry's recent runs, newest first."""
+        return f"{self.prefix}:periodic:{name}:history"
+
+    def periodic_claim(self, name: str, tick: int) -> str:
+        """The claim of one tick of a periodic entry (SET NX, with a TTL)."""
+        return f"{self.prefix}:periodic:{name}:tick:{tick}"
+
     def stat_processed_day(self, day: _dt.date) -> str:
         return f"{self.stat_processed}:{day.isoformat()}"
 

@@ -18,6 +18,7 @@ from ._errors import ConfigError
 from ._job import Job, JobContext
 from ._keys import Keys
 from ._middleware import Chain, ClientMiddleware, ServerMiddleware
+from ._periodic import PeriodicEntry
 
 __all__ = ["JOB_OPTIONS", "DeathHandler", "Hook", "Registry"]
 
@@ -53,6 +54,8 @@ class Registry:
             else float(dead_timeout)
         )
         self.jobs: dict[str, Job[Any, Any]] = {}
+        # Periodic entries by name (app.periodic); none: no loop, no Redis command.
+        self.periodic_entries: dict[str, PeriodicEntry] = {}
         self.client_middleware: Chain[ClientMiddleware] = Chain()
         self.server_middleware: Chain[ServerMiddleware] = Chain()
         # Each capsule's own server middleware, run inside the app's.

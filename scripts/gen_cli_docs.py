@@ -69,26 +69,37 @@ def render() -> str:
     )
     out.append("")
     for name, cmd in commands:
-        sub = cmd.make_context(name, [], parent=ctx, resilient_parsing=True)
-        out.append(f"### `asyncjobs {name}` {{ #{name} }}")
-        out.append("")
-        if cmd.help:
-            out.append(html.escape(cmd.help.strip(), quote=False))
-            out.append("")
-        out.append("```text")
-        out.append(cmd.get_usage(sub).strip())
-        out.append("```")
-        out.append("")
-        rows = [_help_record(p, sub) for p in cmd.get_params(sub)]
-        rows = [r for r in rows if r[0] != "--help"]
-        if rows:
-            out.append("| argument or option | description |")
-            out.append("|---|---|")
-            out.extend(
-                f"| {_code(opt)} | {_cell(html.escape(text, quote=False))} |" for opt, text in rows
-            )
-            out.append("")
+        _command(out, name, name, cmd, ctx)
     return "\n".join(out).rstrip() + "\n"
+
+
+def _command(out: list[str], path: str, anchor: str, cmd: Any, ctx: Any) -> None:
+    """The section of one command; a command group's subcommands follow it, each with
+    a section of its own (``asyncjobs periodic list``)."""
+    sub = cmd.make_context(path.split()[-1], [], parent=ctx, resilient_parsing=True)
+    out.append(f"### `asyncjobs {path}` {{ #{anchor} }}")
+    out.append("")
+    if cmd.help:
+        out.append(html.escape(cmd.help.strip(), quote=False))
+        out.append("")
+    out.append("```text")
+    out.append(cmd.get_usage(sub).strip())
+    out.append("```")
+    out.append("")
+    rows = [_help_record(p, sub) for p in cmd.get_params(sub)]
+    rows = [r for r in rows if r[0] != "--help"]
+    if rows:
+        out.append("| argument or option | description |")
+        out.append("|---|---|")
+        out.extend(
+            f"| {_code(opt)} | {_cell(html.escape(text, quote=False))} |" for opt, text in rows
+        )
+        out.append("")
+    if hasattr(cmd, "list_commands"):
+        for name in cmd.list_commands(sub):
+            child = cmd.get_command(sub, name)
+            if child is not None and not child.hidden:
+                _command(out, f"{path} {name}", f"{anchor}-{name}", child, sub)
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from ._admin import Admin, Counters
 from ._base import QueuePairs, mapped
 from ._enqueue import Enqueue, promote_on, trim_dead_on
+from ._periodic import PeriodicOps
 from ._unique import Pushed, UniqueOps
 from ._worker import Beat, WorkerOps
 
@@ -27,6 +28,6 @@ __all__ = [
 ]
 
 
-class Store(Enqueue, Admin, WorkerOps, UniqueOps):
+class Store(Enqueue, Admin, WorkerOps, UniqueOps, PeriodicOps):
     """One Redis deployment under one namespace. Build it with :meth:`Store.open`
     (connects), or from clients already made."""

@@ -33,6 +33,7 @@ from .fetcher import Fetcher
 from .health import Health
 from .heartbeat import Heartbeat, new_process_id
 from .isolation import Isolation
+from .periodic import Periodic
 from .reaper import Reaper
 from .scheduler import Scheduler
 from .tasks import DIE_GRACE, TaskOwner
@@ -108,6 +109,7 @@ class Worker:
         self.acker: Acker | None = None
         self.isolation: Isolation | None = None
         self.scheduler: Scheduler | None = None
+        self.periodic: Periodic | None = None  # only when the app declares entries
         self.reaper: Reaper | None = None
         self.heartbeat: Heartbeat | None = None
         self.quiet = False
@@ -163,6 +165,8 @@ class Worker:
             c.quiet_down()
         if self.scheduler is not None:
             self.scheduler.quiet_down()
+        if self.periodic is not None:
+            self.periodic.quiet_down()
         if self.heartbeat is not None:
             self.heartbeat.beat_soon()  # ``asyncjobs processes`` shows it at once
         self.tasks.start_soon(self._close_fetchers, name="quiet: closing fetch connections")
@@ -297,6 +301,13 @@ class Worker:
         # Register before fetching anything, so a reaper can always find our jobs.
         try:
             await self._retry_until_up(hb.beat)
+            if app.periodic_entries:
+                self.periodic = Periodic(
+                    store, app.periodic_entries, app.client_middleware, health=health
+                )
+                if self.quiet:  # quieted before it started
+                    self.periodic.quiet_down()
+                await self._retry_until_up(self.periodic.reconcile)
         except _StoppedEarly:
             await self.tasks.aclose(self.timeout)
             await self._shutdown_hooks()
@@ -310,6 +321,8 @@ class Worker:
                 tg.start_soon(self.scheduler.run)
                 tg.start_soon(self.scheduler.listen)
                 tg.start_soon(self._reap_soon)
+                if self.periodic is not None:
+                    tg.start_soon(self.periodic.run)
                 for c in self.capsules:
                     tg.start_soon(c.watchdog)
                 tg.start_soon(isolation.run)

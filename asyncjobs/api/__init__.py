@@ -42,6 +42,13 @@ from ._flow import pause_queue as pause_queue
 from ._flow import resume_queue as resume_queue
 from ._flow import paused_queues as paused_queues
 from ._flow import unique_lock as unique_lock
+from ._periodic import PeriodicInfo as PeriodicInfo
+from ._periodic import PeriodicRun as PeriodicRun
+from ._periodic import PeriodicNotFound as PeriodicNotFound
+from ._periodic import periodic_entries as periodic_entries
+from ._periodic import pause_periodic as pause_periodic
+from ._periodic import resume_periodic as resume_periodic
+from ._periodic import run_periodic as run_periodic
 # isort: on
 
 __all__ = [
@@ -49,6 +56,9 @@ __all__ = [
     "JobLocation",
     "JobNotFound",
     "JobRecord",
+    "PeriodicInfo",
+    "PeriodicNotFound",
+    "PeriodicRun",
     "ProcessInfo",
     "ProcessSet",
     "QueueInfo",
@@ -63,11 +73,15 @@ __all__ = [
     "find_job",
     "find_queued",
     "locate_job",
+    "pause_periodic",
     "pause_queue",
     "paused_queues",
+    "periodic_entries",
     "queue_entries",
     "queues",
+    "resume_periodic",
     "resume_queue",
+    "run_periodic",
     "unique_lock",
 ]
 

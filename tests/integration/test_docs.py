@@ -361,6 +361,8 @@ async def test_json_shapes_match_the_cli(redis_url: str) -> None:
     async def import_contacts(user_id: int, csv_url: str) -> None:
         raise ValueError(f"{csv_url} is not a CSV file")
 
+    app.periodic(resize, "0 3 * * *", args={"image_id": 1, "size": "large"}, name="nightly-resize")
+
     try:
         async with app.run_worker(["critical", "default"]) as worker:
             await resize.defer(42, size="large")
@@ -373,6 +375,7 @@ async def test_json_shapes_match_the_cli(redis_url: str) -> None:
                 assert time.monotonic() < deadline, s
                 await asyncio.sleep(0.01)
             await worker.wait_idle()
+            await api.run_periodic(app, "nightly-resize")  # a run in its history
             for block in JSON_BLOCKS:
                 assert block.title is not None
                 args = shlex.split(block.title)[1:]
