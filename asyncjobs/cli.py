@@ -507,7 +507,9 @@ def stats(
         _print_json(msgspec.structs.asdict(s))
         return
     names = ("processed", "failed", "enqueued", "scheduled", "retries", "dead", "processes", "busy")
-    _table(["", ""], [[name, getattr(s, name)] for name in names], header=False)
+    rows = [[name, getattr(s, name)] for name in names]
+    rows.append(["default latency", f"{s.default_queue_latency}s"])
+    _table(["", ""], rows, header=False)
     typer.echo("")
     _table(
         ["day", "processed", "failed"],

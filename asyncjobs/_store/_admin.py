@@ -16,13 +16,19 @@ __all__ = ["Admin", "Counters"]
 
 
 class Counters(msgspec.Struct, frozen=True, kw_only=True):
-    """The stats counters and set sizes, read in one round trip."""
+    """The stats counters and sizes, read in two round trips."""
 
     processed: int
     failed: int
     scheduled: int
     retries: int
     dead: int
+    enqueued: int = 0
+    # Live processes, and the jobs they hold (their in-flight hashes).
+    processes: int = 0
+    busy: int = 0
+    # The oldest job of the default queue (None if empty), for its latency.
+    default_oldest: bytes | None = None
     # (processed, failed) per day asked for, in the order asked.
     days: builtins.list[tuple[int, int]]
 
@@ -196,24 +202,54 @@ class Admin(StoreBase):
     # -- stats -----------------------------------------------------------------------
 
     @mapped
-    async def counters(self, days: Sequence[dt.date]) -> Counters:
-        """Processed and failed totals, set sizes, and the per-day counters of ``days``."""
+    async def counters(self, days: Sequence[dt.date], default_queue: str = "default") -> Counters:
+        """Processed and failed totals, set sizes, queue sizes, live processes and the
+        jobs they hold, and the per-day counters of ``days``: two round trips whatever
+        the number of queues, processes or days (as Sidekiq's stats: one pipeline for
+        the fixed reads and the names of the queues and processes, one for their sizes).
+        """
         k = self.keys
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.get(k.stat_processed)
-            pipe.get(k.stat_failed)
+        client = self.client
+        day_keys = [key for d in days for key in (k.stat_processed_day(d), k.stat_failed_day(d))]
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.mget([k.stat_processed, k.stat_failed])
             pipe.zcard(k.schedule)
             pipe.zcard(k.retry)
             pipe.zcard(k.dead)
-            for d in days:
-                pipe.get(k.stat_processed_day(d))
-                pipe.get(k.stat_failed_day(d))
+            pipe.smembers(k.queues)
+            pipe.smembers(k.processes)
+            pipe.lindex(k.queue(default_queue), -1)
+            if day_keys:
+                pipe.mget(day_keys)
             res: list[Any] = await pipe.execute()
+        totals, scheduled, retries, dead, queue_names, process_ids, oldest = res[:7]
+        per_day: list[Any] = res[7] if day_keys else []
+        names = sorted(text(n) for n in queue_names)
+        ids = sorted(text(i) for i in process_ids)
+        sizes: list[Any] = []
+        if names or ids:
+            async with client.pipeline(transaction=False) as pipe:
+                for n in names:
+                    pipe.llen(k.queue(n))
+                for i in ids:
+                    # A registered process whose heartbeat expired is not live (the
+                    # reaper cleans it up); its in-flight jobs are not counted busy.
+                    pipe.exists(k.process(i))
+                    pipe.hlen(k.inflight(i))
+                sizes = await pipe.execute()
+        beats = sizes[len(names) :: 2]
+        held = sizes[len(names) + 1 :: 2]
         return Counters(
-            processed=int(res[0] or 0),
-            failed=int(res[1] or 0),
-            scheduled=int(res[2]),
-            retries=int(res[3]),
-            dead=int(res[4]),
-            days=[(int(res[5 + 2 * i] or 0), int(res[6 + 2 * i] or 0)) for i in range(len(days))],
+            processed=int(totals[0] or 0),
+            failed=int(totals[1] or 0),
+            scheduled=int(scheduled),
+            retries=int(retries),
+            dead=int(dead),
+            enqueued=sum(int(n) for n in sizes[: len(names)]),
+            processes=sum(1 for b in beats if b),
+            busy=sum(int(h) for b, h in zip(beats, held, strict=True) if b),
+            default_oldest=oldest,
+            days=[
+                (int(per_day[2 * i] or 0), int(per_day[2 * i + 1] or 0)) for i in range(len(days))
+            ],
         )

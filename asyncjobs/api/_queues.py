@@ -23,21 +23,23 @@ class QueueInfo(msgspec.Struct, frozen=True):
     latency: float
 
 
+def latency(oldest: bytes | None, now: float) -> float:
+    """Seconds the oldest job of a queue has waited: 0.0 for an empty queue (or an
+    undecodable head), as Sidekiq's ``Queue#latency``."""
+    if oldest is None:
+        return 0.0
+    try:
+        p = DECODER.decode(oldest)
+    except DECODE_ERRORS:
+        return 0.0
+    return round(max(0.0, now - (p.enqueued_at or p.created_at)), 3)
+
+
 async def queues(app: App) -> list[QueueInfo]:
     """Every known queue, by name."""
     heads = await (await _store(app)).queue_heads()
     now = time.time()
-    out = []
-    for n, size, oldest in heads:
-        latency = 0.0
-        if oldest is not None:
-            try:
-                p = DECODER.decode(oldest)
-                latency = max(0.0, now - (p.enqueued_at or p.created_at))
-            except DECODE_ERRORS:
-                pass
-        out.append(QueueInfo(n, size, round(latency, 3)))
-    return out
+    return [QueueInfo(n, size, latency(oldest, now)) for n, size, oldest in heads]
 
 
 async def queue_entries(app: App, name: str, offset: int = 0, limit: int = 50) -> list[JobRecord]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from ._common import _store
-from ._processes import ProcessSet
-from ._queues import queues
+from ._queues import latency
 
 if TYPE_CHECKING:
     from .._app import App
@@ -26,16 +26,17 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     dead: int
     processes: int
     busy: int
+    # Seconds the oldest job of the "default" queue has waited; 0.0 when it is empty.
+    default_queue_latency: float
     history: dict[str, dict[str, int]]
 
     @classmethod
     async def fetch(cls, app: App, *, days: int = 7) -> Stats:
-        """Read the stats now, with ``days`` days of history."""
+        """Read the stats now, with ``days`` days of history: two round trips to Redis
+        whatever the number of queues and processes."""
         today = dt.datetime.now(dt.UTC).date()
         day_list = [today - dt.timedelta(days=i) for i in range(days)]
         c = await (await _store(app)).counters(day_list)
-        qs = await queues(app)
-        procs = await ProcessSet(app).list()
         history = {
             d.isoformat(): {"processed": p, "failed": f}
             for d, (p, f) in zip(day_list, c.days, strict=True)
@@ -43,11 +44,12 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
         return cls(
             processed=c.processed,
             failed=c.failed,
-            enqueued=sum(q.size for q in qs),
+            enqueued=c.enqueued,
             scheduled=c.scheduled,
             retries=c.retries,
             dead=c.dead,
-            processes=len(procs),
-            busy=sum(p.busy for p in procs),
+            processes=c.processes,
+            busy=c.busy,
+            default_queue_latency=latency(c.default_oldest, time.time()),
             history=history,
         )
