@@ -494,12 +494,29 @@ def stats(
     namespace: NsOpt = None,
     as_json: JsonOpt = False,
     days: Annotated[
-        int, typer.Option("--days", min=1, help="Days of history (UTC), today first.")
+        int,
+        typer.Option(
+            "--days", min=1, max=5 * 366, help="Days of history (UTC), today first (1 to 1830)."
+        ),
     ] = 7,
+    reset: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reset", metavar="COUNTER", help="Set a total to 0: processed or failed; repeat."
+        ),
+    ] = None,
 ) -> None:
     """Processed and failed totals, set sizes, the last 7 days (--days)."""
     from . import api
 
+    if reset:
+        names = list(dict.fromkeys(reset))
+        bad = [n for n in names if n not in ("processed", "failed")]
+        if bad:
+            fail(f"--reset {bad[0]}: give processed or failed")
+        _run_admin(app_spec, redis_url, namespace, lambda a: api.reset_stats(a, *names))
+        typer.echo(f"reset to 0: {', '.join(names)}")
+        return
     s = _run_admin(app_spec, redis_url, namespace, lambda a: api.Stats.fetch(a, days=days))
     if as_json:
         import msgspec

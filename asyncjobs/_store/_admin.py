@@ -202,6 +202,13 @@ class Admin(StoreBase):
     # -- stats -----------------------------------------------------------------------
 
     @mapped
+    async def reset_counters(self, names: Sequence[str]) -> None:
+        """Set the named totals (``processed``, ``failed``) to 0."""
+        k = self.keys
+        keys = {"processed": k.stat_processed, "failed": k.stat_failed}
+        await self.client.mset({keys[n]: 0 for n in names})
+
+    @mapped
     async def counters(self, days: Sequence[dt.date], default_queue: str = "default") -> Counters:
         """Processed and failed totals, set sizes, queue sizes, live processes and the
         jobs they hold, and the per-day counters of ``days``: two round trips whatever

@@ -37,6 +37,8 @@ from ._processes import WorkItem as WorkItem
 from ._jobs import JobLocation as JobLocation
 from ._jobs import locate_job as locate_job
 from ._stats import Stats as Stats
+from ._stats import history as history
+from ._stats import reset_stats as reset_stats
 # isort: on
 
 __all__ = [
@@ -56,9 +58,11 @@ __all__ = [
     "delete_queued",
     "find_job",
     "find_queued",
+    "history",
     "locate_job",
     "queue_entries",
     "queues",
+    "reset_stats",
 ]
 
 # Every public name claims asyncjobs.api as its home (reprs, pickling, the docs), as

@@ -15,6 +15,41 @@ if TYPE_CHECKING:
     from .._app import App
 
 
+# The per-day counters live five years (the acker's STATS_TTL): more days than that
+# would only read keys that cannot exist.
+MAX_HISTORY_DAYS = 5 * 366
+
+COUNTERS = ("processed", "failed")
+
+
+def _day_list(days: int) -> list[dt.date]:
+    if isinstance(days, bool) or not isinstance(days, int):
+        raise TypeError(f"days must be an int, got {days!r}")
+    if not 1 <= days <= MAX_HISTORY_DAYS:
+        raise ValueError(
+            f"days must be 1 to {MAX_HISTORY_DAYS} (five years: the per-day counters "
+            f"expire after that), got {days}"
+        )
+    today = dt.datetime.now(dt.UTC).date()
+    return [today - dt.timedelta(days=i) for i in range(days)]
+
+
+async def history(app: App, days: int = 7) -> dict[str, dict[str, int]]:
+    """Processed and failed counts per UTC day, today first, ``days`` days (1 to five
+    years; ``ValueError`` otherwise), as Sidekiq's ``Stats::History``."""
+    return (await Stats.fetch(app, days=days)).history
+
+
+async def reset_stats(app: App, *counters: str) -> None:
+    """Set the ``processed`` and/or ``failed`` totals to 0 (both when none is named),
+    as Sidekiq's ``Stats#reset``; the per-day history is kept."""
+    names = counters or COUNTERS
+    unknown = [c for c in names if c not in COUNTERS]
+    if unknown:
+        raise ValueError(f"cannot reset {', '.join(map(repr, unknown))}: use processed or failed")
+    await (await _store(app)).reset_counters(list(dict.fromkeys(names)))
+
+
 class Stats(msgspec.Struct, frozen=True, kw_only=True):
     """Totals and per-day history of processed and failed jobs, and set sizes."""
 
@@ -32,10 +67,10 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     async def fetch(cls, app: App, *, days: int = 7) -> Stats:
-        """Read the stats now, with ``days`` days of history: two round trips to Redis
+        """Read the stats now, with ``days`` days of history (1 to five years;
+        ``ValueError`` otherwise): two round trips to Redis
         whatever the number of queues and processes."""
-        today = dt.datetime.now(dt.UTC).date()
-        day_list = [today - dt.timedelta(days=i) for i in range(days)]
+        day_list = _day_list(days)
         c = await (await _store(app)).counters(day_list)
         history = {
             d.isoformat(): {"processed": p, "failed": f}

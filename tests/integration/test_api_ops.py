@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 
 import asyncjobs
 from asyncjobs import api
+from tests.conftest import cli, text
 
 
 async def _reads_and_commands(redis: aioredis.Redis) -> tuple[int, int]:
@@ -52,3 +53,37 @@ async def test_default_queue_latency_of_waiting_job(app: asyncjobs.App) -> None:
     with anyio.fail_after(5):
         while (await api.Stats.fetch(app)).default_queue_latency <= 0.0:
             await anyio.sleep(0.01)
+
+
+@pytest.mark.parametrize("days", [0, -1, 5 * 366 + 1, 10**9])
+async def test_history_refuses_days_out_of_range(app: asyncjobs.App, days: int) -> None:
+    with pytest.raises(ValueError, match=r"days must be 1 to 1830 .*got"):
+        await api.history(app, days)
+    with pytest.raises(ValueError, match="days must be 1 to 1830"):
+        await api.Stats.fetch(app, days=days)
+
+
+async def test_history_and_reset(app: asyncjobs.App, redis: aioredis.Redis) -> None:
+    k = app.keys
+    await redis.mset({k.stat_processed: 7, k.stat_failed: 3})
+    assert len(await api.history(app, 5 * 366)) == 5 * 366
+    await api.reset_stats(app, "failed")
+    s = await api.Stats.fetch(app)
+    assert (s.processed, s.failed) == (7, 0)
+    await api.reset_stats(app)
+    s = await api.Stats.fetch(app)
+    assert (s.processed, s.failed) == (0, 0)
+    with pytest.raises(ValueError, match="cannot reset 'busy': use processed or failed"):
+        await api.reset_stats(app, "busy")
+
+
+async def test_cli_stats_reset_and_days(app: asyncjobs.App, redis: aioredis.Redis) -> None:
+    url = app.redis_url
+    await redis.mset({app.keys.stat_processed: 7, app.keys.stat_failed: 3})
+    r = await cli(url, "stats", "--reset", "processed")
+    assert r.returncode == 0, text(r.stderr)
+    assert await redis.mget(app.keys.stat_processed, app.keys.stat_failed) == [b"0", b"3"]
+    for bad in (["--reset", "busy"], ["--days", "0"], ["--days", "1831"]):
+        r = await cli(url, "stats", *bad)
+        assert r.returncode == 2, text(r.stderr)
+        assert text(r.stderr).strip(), bad
