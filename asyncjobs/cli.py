@@ -510,12 +510,12 @@ def stats(
     from . import api
 
     if reset:
-        names = list(dict.fromkeys(reset))
-        bad = [n for n in names if n not in ("processed", "failed")]
+        counters = list(dict.fromkeys(reset))
+        bad = [n for n in counters if n not in ("processed", "failed")]
         if bad:
             fail(f"--reset {bad[0]}: give processed or failed")
-        _run_admin(app_spec, redis_url, namespace, lambda a: api.reset_stats(a, *names))
-        typer.echo(f"reset to 0: {', '.join(names)}")
+        _run_admin(app_spec, redis_url, namespace, lambda a: api.reset_stats(a, *counters))
+        typer.echo(f"reset to 0: {', '.join(counters)}")
         return
     s = _run_admin(app_spec, redis_url, namespace, lambda a: api.Stats.fetch(a, days=days))
     if as_json:
