@@ -664,6 +664,14 @@ def _set_command(command_name: str, cls_name: str, help_text: str) -> None:
         limit: LimitOpt = 50,
         offset: OffsetOpt = 0,
         job: Annotated[str | None, typer.Option("--job", help="Only this job name.")] = None,
+        after: Annotated[
+            str | None,
+            typer.Option(
+                "--after",
+                metavar="SCORE:JID",
+                help="Start after this entry (the cursor a page ends with); survives deletes.",
+            ),
+        ] = None,
         retry_all: Annotated[
             bool, typer.Option("--retry-all", help="Enqueue every entry now.")
         ] = False,
@@ -684,12 +692,24 @@ def _set_command(command_name: str, cls_name: str, help_text: str) -> None:
             n = _run_admin(app_spec, redis_url, namespace, lambda a: cls(a).clear())
             typer.echo(f"cleared the {kind} set: {n} entries deleted")
             return
-        entries = _run_admin(
-            app_spec,
-            redis_url,
-            namespace,
-            lambda a: cls(a).entries(offset=offset, limit=limit, job=job),
-        )
+        if offset and after is not None:
+            fail("--offset and --after: give one (--after pages by time and jid)")
+        next_page: str | None = None
+        if offset:
+            entries = _run_admin(
+                app_spec,
+                redis_url,
+                namespace,
+                lambda a: cls(a).entries(offset=offset, limit=limit, job=job),
+            )
+        else:
+            page = _run_admin(
+                app_spec,
+                redis_url,
+                namespace,
+                lambda a: cls(a).page(after=after, limit=limit, job=job),
+            )
+            entries, next_page = page.entries, page.next
         if as_json:
             _print_json([e.to_dict() for e in entries])
             return
@@ -707,6 +727,8 @@ def _set_command(command_name: str, cls_name: str, help_text: str) -> None:
                 for e in entries
             ],
         )
+        if next_page is not None:
+            typer.echo(f"next page: --after {next_page}")
 
     command.__doc__ = help_text
     app.command(name=command_name)(command)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -117,6 +117,58 @@ class Admin(StoreBase):
             key, start, stop, desc=newest_first, withscores=True
         )
         return rows
+
+    @mapped
+    async def zset_after(
+        self,
+        key: str,
+        after: tuple[float, bytes] | None,
+        count: int,
+        *,
+        newest_first: bool = False,
+    ) -> list[tuple[bytes, float]]:
+        """Up to ``count`` entries with their times, in time order (or latest first),
+        that come after ``after``: a (time, member prefix) cursor, so that a page
+        starts where the last one ended even when entries before it were deleted
+        meanwhile (an offset would skip as many entries as were deleted). Entries with
+        the same time are in member order (Redis's, bytewise), and a member starts with
+        its jid: the prefix ``{"jid":"<jid>"`` places a jid among them."""
+        client = self.client
+        if after is None:
+            rows: list[Any] = await client.zrange(
+                key, 0, count - 1, desc=newest_first, withscores=True
+            )
+            return rows
+        score, prefix = after
+        bound = repr(float(score))
+        out: list[tuple[bytes, float]] = []
+        offset = 0
+        batch: list[Any]
+        while True:
+            # From the cursor's time on (inclusive): the entries that share its time
+            # come first, in member order, and those up to the cursor are skipped.
+            if newest_first:
+                batch = await client.zrange(
+                    key, bound, "-inf", desc=True, byscore=True, offset=offset, num=count,
+                    withscores=True,
+                )  # fmt: skip
+            else:
+                batch = await client.zrange(
+                    key, bound, "+inf", byscore=True, offset=offset, num=count, withscores=True
+                )
+            rows_ = cast("list[tuple[bytes, float]]", batch)
+            for member, s in rows_:
+                if s == score and (
+                    member.startswith(prefix)
+                    or (member > prefix if newest_first else member < prefix)
+                ):
+                    continue
+                out.append((member, s))
+                if len(out) == count:
+                    return out
+            if len(batch) < count:
+                return out
+            offset += len(batch)
 
     @mapped
     async def zset_members(self, key: str, start: int, stop: int) -> list[bytes]:

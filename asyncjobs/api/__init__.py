@@ -20,12 +20,14 @@ await dead.retry(entry.jid)
 # isort: off
 from ._records import JobNotFound as JobNotFound
 from ._records import JobRecord as JobRecord
+from ._records import InvalidArgument as InvalidArgument
 from ._queues import QueueInfo as QueueInfo
 from ._queues import queues as queues
 from ._queues import queue_entries as queue_entries
 from ._queues import clear_queue as clear_queue
 from ._queues import find_queued as find_queued
 from ._queues import delete_queued as delete_queued
+from ._sets import Page as Page
 from ._sets import SortedSet as SortedSet
 from ._sets import ScheduledSet as ScheduledSet
 from ._sets import RetrySet as RetrySet
@@ -42,10 +44,12 @@ from ._stats import reset_stats as reset_stats
 # isort: on
 
 __all__ = [
+    "InvalidArgument",
     "DeadSet",
     "JobLocation",
     "JobNotFound",
     "JobRecord",
+    "Page",
     "ProcessInfo",
     "ProcessSet",
     "QueueInfo",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ._common import _store
-from ._records import JobRecord
+from ._records import InvalidArgument, JobRecord
 
 if TYPE_CHECKING:
     from .._app import App
@@ -97,6 +97,6 @@ class ProcessSet:
     async def send(self, command: str, process_ids: Sequence[str]) -> int:
         """Send ``quiet`` or ``stop`` to processes; they act on their next heartbeat."""
         if command not in ("quiet", "stop"):
-            raise ValueError(f"unknown command {command!r}: use quiet or stop")
+            raise InvalidArgument(f"unknown command {command!r}: use quiet or stop")
         await (await _store(self.app)).send_control(command, process_ids)
         return len(process_ids)

@@ -15,6 +15,11 @@ class JobNotFound(AsyncJobsError, LookupError):
     """No entry with this jid in the set."""
 
 
+class InvalidArgument(AsyncJobsError, ValueError):
+    """An argument out of range or malformed (a count, a cursor, a counter name): the
+    message says what was wrong and what to give instead."""
+
+
 class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
     """One job as stored, decoded for reading. ``score`` is its due/death time."""
 

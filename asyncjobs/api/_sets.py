@@ -11,7 +11,7 @@ import msgspec
 from .._job import JobContext
 from .._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
 from ._common import _store
-from ._records import JobNotFound, JobRecord
+from ._records import InvalidArgument, JobNotFound, JobRecord
 
 if TYPE_CHECKING:
     from .._app import App
@@ -21,6 +21,37 @@ log = logging.getLogger("asyncjobs.api")
 # What the death handlers of a job killed through the API receive (Sidekiq passes
 # RuntimeError "Job killed by API").
 KILLED_BY_API = "killed by API"
+
+
+JID_PREFIX = b'{"jid":"'
+
+
+def cursor_of(record: JobRecord) -> str:
+    """The cursor that pages on after ``record``: ``SCORE:JID`` (its time as Python
+    writes a float, so that it reads back exactly)."""
+    return f"{record.score!r}:{record.jid}"
+
+
+def _parse_cursor(cursor: str) -> tuple[float, bytes]:
+    score, sep, jid = cursor.partition(":")
+    try:
+        value = float(score)
+    except ValueError:
+        value = float("nan")
+    if not sep or value != value:
+        raise InvalidArgument(
+            f"bad cursor {cursor!r}: give SCORE:JID, the score and jid of the last entry "
+            "of a page (Page.next)"
+        )
+    return value, JID_PREFIX + jid.encode() + b'"'
+
+
+class Page(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of a sorted set: its entries, and ``next``, the cursor of the page
+    after it (None once the end is reached; a full page may be followed by an empty one)."""
+
+    entries: list[JobRecord]
+    next: str | None = None
 
 
 class SortedSet:
@@ -75,6 +106,40 @@ class SortedSet:
                         if len(out) == limit:
                             break
         return out
+
+    async def page(
+        self,
+        *,
+        after: str | None = None,
+        limit: int = 50,
+        job: str | None = None,
+        newest_first: bool | None = None,
+    ) -> Page:
+        """A page of entries after the cursor ``after`` (``SCORE:JID``: the ``next`` of the page
+        before; None for the first page), in the order of :meth:`entries`.
+
+        Paging goes by time and jid, not by position: deleting, retrying or killing the
+        entries of a page before asking for the next one skips nothing (with
+        ``offset=``, every entry deleted would push one entry past the next page)."""
+        if limit < 1:
+            raise InvalidArgument(f"limit must be 1 or more, got {limit}")
+        store = await _store(self.app)
+        desc = self.newest_first if newest_first is None else newest_first
+        cursor = None if after is None else _parse_cursor(after)
+        out: list[JobRecord] = []
+        batch = limit if job is None else max(limit, 500)
+        while True:
+            rows = await store.zset_after(self.key, cursor, batch, newest_first=desc)
+            for m, s in rows:
+                rec = JobRecord.from_raw(m, s)
+                if job is None or rec.job == job or rec.job.endswith("." + job):
+                    out.append(rec)
+                    if len(out) == limit:
+                        return Page(entries=out, next=cursor_of(rec))
+            if len(rows) < batch:
+                return Page(entries=out)
+            last_member, last_score = rows[-1]
+            cursor = (last_score, last_member)
 
     async def _find(self, jid: str) -> tuple[bytes, float]:
         found = await (await _store(self.app)).zset_find(self.key, jid)

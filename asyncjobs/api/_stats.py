@@ -10,6 +10,7 @@ import msgspec
 
 from ._common import _store
 from ._queues import latency
+from ._records import InvalidArgument
 
 if TYPE_CHECKING:
     from .._app import App
@@ -26,7 +27,7 @@ def _day_list(days: int) -> list[dt.date]:
     if isinstance(days, bool) or not isinstance(days, int):
         raise TypeError(f"days must be an int, got {days!r}")
     if not 1 <= days <= MAX_HISTORY_DAYS:
-        raise ValueError(
+        raise InvalidArgument(
             f"days must be 1 to {MAX_HISTORY_DAYS} (five years: the per-day counters "
             f"expire after that), got {days}"
         )
@@ -36,7 +37,7 @@ def _day_list(days: int) -> list[dt.date]:
 
 async def history(app: App, days: int = 7) -> dict[str, dict[str, int]]:
     """Processed and failed counts per UTC day, today first, ``days`` days (1 to five
-    years; ``ValueError`` otherwise), as Sidekiq's ``Stats::History``."""
+    years; :class:`InvalidArgument` otherwise), as Sidekiq's ``Stats::History``."""
     return (await Stats.fetch(app, days=days)).history
 
 
@@ -46,7 +47,9 @@ async def reset_stats(app: App, *counters: str) -> None:
     names = counters or COUNTERS
     unknown = [c for c in names if c not in COUNTERS]
     if unknown:
-        raise ValueError(f"cannot reset {', '.join(map(repr, unknown))}: use processed or failed")
+        raise InvalidArgument(
+            f"cannot reset {', '.join(map(repr, unknown))}: use processed or failed"
+        )
     await (await _store(app)).reset_counters(list(dict.fromkeys(names)))
 
 
@@ -68,7 +71,7 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     async def fetch(cls, app: App, *, days: int = 7) -> Stats:
         """Read the stats now, with ``days`` days of history (1 to five years;
-        ``ValueError`` otherwise): two round trips to Redis
+        :class:`InvalidArgument` otherwise): two round trips to Redis
         whatever the number of queues and processes."""
         day_list = _day_list(days)
         c = await (await _store(app)).counters(day_list)

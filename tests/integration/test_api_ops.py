@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 import asyncjobs
 from asyncjobs import api
-from tests.conftest import cli, text
+from tests.conftest import cli, loads, text
 
 
 async def _reads_and_commands(redis: aioredis.Redis) -> tuple[int, int]:
@@ -87,3 +87,71 @@ async def test_cli_stats_reset_and_days(app: asyncjobs.App, redis: aioredis.Redi
         r = await cli(url, "stats", *bad)
         assert r.returncode == 2, text(r.stderr)
         assert text(r.stderr).strip(), bad
+
+
+async def _fill_dead(redis: aioredis.Redis, app: asyncjobs.App, n: int, score: float) -> None:
+    """``n`` dead entries, half of them sharing one time (as kill_all leaves them)."""
+    members = {}
+    for i in range(n):
+        payload = (
+            f'{{"jid":"{i:024x}","class":"j","queue":"default","args":{{}},'
+            '"created_at":1,"retry":25}'
+        )
+        members[payload] = score if i % 2 else score + i
+    await redis.zadd(app.keys.dead, members)
+
+
+@pytest.mark.parametrize("newest_first", [False, True])
+async def test_paging_survives_deleting_every_entry(
+    app: asyncjobs.App, redis: aioredis.Redis, newest_first: bool
+) -> None:
+    """Deleting each page's entries before asking for the next deletes all 51 (offset
+    paging leaves one behind: the first deletes shift the rest back by a page)."""
+    await _fill_dead(redis, app, 51, 1000.0)
+    dead = api.DeadSet(app)
+    seen: list[str] = []
+    after: str | None = None
+    while True:
+        page = await dead.page(after=after, limit=10, newest_first=newest_first)
+        for e in page.entries:
+            await dead.delete(e.jid)
+        seen.extend(e.jid for e in page.entries)
+        if page.next is None:
+            break
+        after = page.next
+    assert len(seen) == len(set(seen)) == 51
+    assert await dead.size() == 0
+
+
+async def test_paging_follows_time_then_jid_and_filters(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    await _fill_dead(redis, app, 51, 1000.0)
+    dead = api.DeadSet(app)
+    every = [e.jid for e in await dead.entries(limit=100)]
+    pages: list[str] = []
+    after = None
+    while True:
+        page = await dead.page(after=after, limit=7)
+        pages.extend(e.jid for e in page.entries)
+        if page.next is None:
+            break
+        after = page.next
+    assert pages == every
+    assert (await dead.page(job="nosuch")).entries == []
+    with pytest.raises(api.InvalidArgument, match="bad cursor 'x': give SCORE:JID"):
+        await dead.page(after="x")
+
+
+async def test_cli_pages_with_after(app: asyncjobs.App, redis: aioredis.Redis) -> None:
+    await _fill_dead(redis, app, 3, 1000.0)
+    r = await cli(app.redis_url, "dead", "--limit", "2")
+    out = text(r.stdout)
+    assert r.returncode == 0, text(r.stderr)
+    cursor = out.strip().splitlines()[-1].removeprefix("next page: --after ")
+    r = await cli(app.redis_url, "dead", "--after", cursor, "--json")
+    [last] = loads(r.stdout)
+    first_two = [e.jid for e in (await api.DeadSet(app).entries(limit=2))]
+    assert last["jid"] not in first_two
+    r = await cli(app.redis_url, "dead", "--after", "nonsense")
+    assert r.returncode == 2 and len(text(r.stderr).strip().splitlines()) == 1, text(r.stderr)
