@@ -549,6 +549,9 @@ def queues(
     delete: Annotated[
         str | None, typer.Option("--delete", metavar="JID", help="Delete this job from NAME.")
     ] = None,
+    find: Annotated[
+        str | None, typer.Option("--find", metavar="JID", help="Show this job if in NAME.")
+    ] = None,
     clear: Annotated[str | None, typer.Option("--clear", help="Delete every job in QUEUE.")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm --clear.")] = False,
 ) -> None:
@@ -570,14 +573,22 @@ def queues(
         rec = _run_admin(app_spec, redis_url, namespace, lambda a: api.delete_queued(a, queue, jid))
         typer.echo(f"{rec.job} {jid}: deleted from queue {queue}")
         return
+    if find is not None and name is None:
+        fail(f"--find {find}: name the queue, as in asyncjobs queues default --find JID")
     if name is not None:
         queue = name
-        jobs = _run_admin(
-            app_spec,
-            redis_url,
-            namespace,
-            lambda a: api.queue_entries(a, queue, offset=offset, limit=limit),
-        )
+        if find is not None:
+            jid = find
+            jobs = [
+                _run_admin(app_spec, redis_url, namespace, lambda a: api.find_queued(a, queue, jid))
+            ]
+        else:
+            jobs = _run_admin(
+                app_spec,
+                redis_url,
+                namespace,
+                lambda a: api.queue_entries(a, queue, offset=offset, limit=limit),
+            )
         if as_json:
             _print_json([e.to_dict() for e in jobs])
             return
@@ -664,6 +675,14 @@ def _set_command(command_name: str, cls_name: str, help_text: str) -> None:
         limit: LimitOpt = 50,
         offset: OffsetOpt = 0,
         job: Annotated[str | None, typer.Option("--job", help="Only this job name.")] = None,
+        match: Annotated[
+            str | None,
+            typer.Option(
+                "--match",
+                metavar="GLOB",
+                help="Only entries whose JSON matches GLOB (*text*; no * means anywhere).",
+            ),
+        ] = None,
         after: Annotated[
             str | None,
             typer.Option(
@@ -700,14 +719,14 @@ def _set_command(command_name: str, cls_name: str, help_text: str) -> None:
                 app_spec,
                 redis_url,
                 namespace,
-                lambda a: cls(a).entries(offset=offset, limit=limit, job=job),
+                lambda a: cls(a).entries(offset=offset, limit=limit, job=job, match=match),
             )
         else:
             page = _run_admin(
                 app_spec,
                 redis_url,
                 namespace,
-                lambda a: cls(a).page(after=after, limit=limit, job=job),
+                lambda a: cls(a).page(after=after, limit=limit, job=job, match=match),
             )
             entries, next_page = page.entries, page.next
         if as_json:

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 import asyncjobs
 from asyncjobs import api
-from tests.conftest import cli, loads, text
+from tests.conftest import all_sent, cli, loads, text
 
 
 async def _reads_and_commands(redis: aioredis.Redis) -> tuple[int, int]:
@@ -155,3 +155,38 @@ async def test_cli_pages_with_after(app: asyncjobs.App, redis: aioredis.Redis) -
     assert last["jid"] not in first_two
     r = await cli(app.redis_url, "dead", "--after", "nonsense")
     assert r.returncode == 2 and len(text(r.stderr).strip().splitlines()) == 1, text(r.stderr)
+
+
+async def test_match_filters_sets_by_glob(app: asyncjobs.App, redis: aioredis.Redis) -> None:
+    """``match`` keeps entries whose payload JSON matches the glob; text without ``*``
+    matches anywhere (Sidekiq's ``scan``); order and paging are those of the set."""
+    await _fill_dead(redis, app, 12, 1000.0)
+    dead = api.DeadSet(app)
+    jid = f"{7:024x}"
+    assert [e.jid for e in await dead.entries(match=jid)] == [jid]
+    assert [e.jid for e in (await dead.page(match=f'*"jid":"{jid}"*')).entries] == [jid]
+    ends = [e.jid for e in await dead.entries(match='*"jid":"*[13]"*', newest_first=False)]
+    assert ends == [f"{i:024x}" for i in (1, 3)]
+    first = await dead.page(match="0000", limit=5, newest_first=False)
+    rest = await dead.page(match="0000", after=first.next, limit=50, newest_first=False)
+    assert len(first.entries) + len(rest.entries) == 12
+    assert await dead.entries(match="nowhere") == []
+    with pytest.raises(api.InvalidArgument, match="match must not be empty"):
+        await dead.entries(match="")
+    r = await cli(app.redis_url, "dead", "--match", jid, "--json")
+    assert [e["jid"] for e in loads(r.stdout)] == [jid], text(r.stderr)
+
+
+async def test_find_and_delete_one_queued_job(app: asyncjobs.App) -> None:
+    j = app.job(name="wait")(_noop)
+    jids = all_sent([await j.defer() for _ in range(3)])
+    rec = await api.find_queued(app, "default", jids[1])
+    assert rec.jid == jids[1] and rec.job == "wait"
+    r = await cli(app.redis_url, "queues", "default", "--find", jids[1], "--json")
+    assert [e["jid"] for e in loads(r.stdout)] == [jids[1]], text(r.stderr)
+    assert (await api.delete_queued(app, "default", jids[1])).jid == jids[1]
+    with pytest.raises(api.JobNotFound, match="no job with jid"):
+        await api.find_queued(app, "default", jids[1])
+    assert [e.jid for e in await api.queue_entries(app, "default")] == [jids[0], jids[2]]
+    r = await cli(app.redis_url, "queues", "default", "--find", jids[1])
+    assert r.returncode == 2 and "no job with jid" in text(r.stderr)
