@@ -9,7 +9,7 @@ import msgspec
 
 from .._payload import DECODE_ERRORS, DECODER
 from ._common import _store
-from ._records import JobNotFound, JobRecord
+from ._records import JobNotFound, JobRecord, check_jid
 
 if TYPE_CHECKING:
     from .._app import App
@@ -57,7 +57,7 @@ async def find_queued(app: App, name: str, jid: str) -> JobRecord:
     """The job with this jid waiting in queue ``name``; :class:`JobNotFound` if none.
     Reads the queue through (a thousand jobs a round trip), as Sidekiq's
     ``Queue#find_job`` does: meant for an operator, not a hot path."""
-    raw = await (await _store(app)).queue_find(name, jid)
+    raw = await (await _store(app)).queue_find(name, check_jid(jid))
     if raw is None:
         raise JobNotFound(f"no job with jid {jid} waiting in queue {name}")
     return JobRecord.from_raw(raw)
@@ -66,7 +66,7 @@ async def find_queued(app: App, name: str, jid: str) -> JobRecord:
 async def delete_queued(app: App, name: str, jid: str) -> JobRecord:
     """Delete the job with this jid from queue ``name``; returns what it was."""
     store = await _store(app)
-    raw = await store.queue_find(name, jid)
+    raw = await store.queue_find(name, check_jid(jid))
     if raw is None or not await store.queue_remove(name, raw):
         raise JobNotFound(f"no job with jid {jid} waiting in queue {name}")
     return JobRecord.from_raw(raw)

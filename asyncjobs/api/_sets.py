@@ -12,7 +12,7 @@ import msgspec
 from .._job import JobContext
 from .._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
 from ._common import _store
-from ._records import InvalidArgument, JobNotFound, JobRecord
+from ._records import InvalidArgument, JobNotFound, JobRecord, check_jid
 
 if TYPE_CHECKING:
     from .._app import App
@@ -167,7 +167,7 @@ class SortedSet:
             cursor = (last_score, last_member)
 
     async def _find(self, jid: str) -> tuple[bytes, float]:
-        found = await (await _store(self.app)).zset_find(self.key, jid)
+        found = await (await _store(self.app)).zset_find(self.key, check_jid(jid))
         if found is not None:
             return found
         raise JobNotFound(f"no job with jid {jid} in the {self.kind} set")
@@ -319,6 +319,7 @@ class DeadSet(SortedSet):
 
 async def find_job(app: App, jid: str) -> tuple[SortedSet, JobRecord]:
     """Find a jid in the scheduled, retry or dead set."""
+    check_jid(jid)
     for s in (RetrySet(app), DeadSet(app), ScheduledSet(app)):
         try:
             return s, await s.find(jid)

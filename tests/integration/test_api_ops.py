@@ -3,6 +3,9 @@ trips, history bounds, counter resets, cursor paging, finding and filtering (#11
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import anyio
 import pytest
 import redis.asyncio as aioredis
@@ -190,3 +193,24 @@ async def test_find_and_delete_one_queued_job(app: asyncjobs.App) -> None:
     assert [e.jid for e in await api.queue_entries(app, "default")] == [jids[0], jids[2]]
     r = await cli(app.redis_url, "queues", "default", "--find", jids[1])
     assert r.returncode == 2 and "no job with jid" in text(r.stderr)
+
+
+@pytest.mark.parametrize("jid", [None, ""])
+async def test_a_call_without_jid_is_refused(app: asyncjobs.App, jid: Any) -> None:
+    """No AttributeError from deep in the store: one clear line naming what to give."""
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: api.DeadSet(app).delete(jid),
+        lambda: api.RetrySet(app).retry(jid),
+        lambda: api.ScheduledSet(app).kill(jid),
+        lambda: api.DeadSet(app).find(jid),
+        lambda: api.find_job(app, jid),
+        lambda: api.locate_job(app, jid),
+        lambda: api.find_queued(app, "default", jid),
+        lambda: api.delete_queued(app, "default", jid),
+    ]
+    for call in calls:
+        with pytest.raises(api.InvalidArgument, match=r"a jid is required, got (None|''): give"):
+            await call()
+    r = await cli(app.redis_url, "delete", "")
+    [line] = text(r.stderr).strip().splitlines()
+    assert r.returncode == 2 and "a jid is required" in line, line
