@@ -694,6 +694,16 @@ def _set_command(command_name: str, cls_name: str, help_text: str) -> None:
         retry_all: Annotated[
             bool, typer.Option("--retry-all", help="Enqueue every entry now.")
         ] = False,
+        kill_all: Annotated[
+            bool,
+            typer.Option("--kill-all", help="Move every entry to the dead set (not for dead)."),
+        ] = False,
+        notify: Annotated[
+            bool,
+            typer.Option(
+                "--notify", help="With --kill-all: run the death handlers (--app) for each."
+            ),
+        ] = False,
         clear: Annotated[bool, typer.Option("--clear", help="Delete every entry.")] = False,
         yes: Annotated[bool, typer.Option("--yes", help="Confirm --clear.")] = False,
     ) -> None:
@@ -704,6 +714,12 @@ def _set_command(command_name: str, cls_name: str, help_text: str) -> None:
         if retry_all:
             n = _run_admin(app_spec, redis_url, namespace, lambda a: cls(a).retry_all())
             typer.echo(f"enqueued {n} jobs from the {kind} set")
+            return
+        if notify and not kill_all:
+            fail("--notify goes with --kill-all")
+        if kill_all:
+            n = _run_admin(app_spec, redis_url, namespace, lambda a: cls(a).kill_all(notify=notify))
+            typer.echo(f"killed {n} jobs from the {kind} set (moved to the dead set)")
             return
         if clear:
             if not yes:
@@ -780,7 +796,32 @@ def _jid_command(name: str, help_text: str) -> None:
 
 _jid_command("retry", "Enqueue a scheduled, retry or dead job now.")
 _jid_command("delete", "Delete a job from the scheduled, retry or dead set.")
-_jid_command("kill", "Move a scheduled or retry job to the dead set.")
+
+
+@app.command(name="kill")
+def kill(
+    jid: Annotated[str, typer.Argument(metavar="JID", help="The job's jid.")],
+    app_spec: AppOpt = None,
+    redis_url: UrlOpt = None,
+    namespace: NsOpt = None,
+    notify: Annotated[
+        bool,
+        typer.Option(
+            "--notify/--no-notify",
+            help="Run the app's death handlers once (they are known with --app).",
+        ),
+    ] = True,
+) -> None:
+    """Move a scheduled or retry job to the dead set; with --app, the app's death
+    handlers run once (RuntimeError "killed by API") unless --no-notify."""
+    from . import api
+
+    async def act(a: Any) -> str:
+        s, rec = await api.find_job(a, jid)
+        await s.kill(jid, notify=notify)
+        return f"{rec.job} {jid}: kill done (was in the {s.kind} set)"
+
+    typer.echo(_run_admin(app_spec, redis_url, namespace, act))
 
 
 @app.command()

@@ -214,3 +214,37 @@ async def test_a_call_without_jid_is_refused(app: asyncjobs.App, jid: Any) -> No
     r = await cli(app.redis_url, "delete", "")
     [line] = text(r.stderr).strip().splitlines()
     assert r.returncode == 2 and "a jid is required" in line, line
+
+
+async def test_cli_kill_notify_and_kill_all(app: asyncjobs.App, redis: aioredis.Redis) -> None:
+    """``kill JID`` runs the death handlers of the ``--app`` once, ``--no-notify`` not;
+    ``--kill-all`` moves every entry and notifies only with ``--notify``."""
+    url, appspec = app.redis_url, "tests.apps.deaths:app"
+    doomed = app.job(name="doomed")(_noop)
+    jids = all_sent([await doomed.configure(delay=3600).defer() for _ in range(5)])
+
+    async def ok(*args: str) -> str:
+        r = await cli(url, *args)
+        assert r.returncode == 0, text(r.stderr)
+        return text(r.stdout)
+
+    await ok("kill", jids[0], "--app", appspec)
+    await ok("kill", jids[1], "--app", appspec, "--no-notify")
+    assert await redis.lrange("test:deaths", 0, -1) == [f"{jids[0]}:killed by API".encode()]
+    assert "killed 3 jobs" in await ok("scheduled", "--kill-all", "--app", appspec)
+    assert await redis.llen("test:deaths") == 1
+    await redis.delete("test:deaths")
+    for jid in jids[:2]:
+        await api.DeadSet(app).retry(jid)  # to the queue; two more in the schedule
+    for jid in jids[:2]:
+        await api.delete_queued(app, "default", jid)
+        await doomed.configure(delay=3600, jid=jid).defer()
+    assert "killed 2 jobs" in await ok("scheduled", "--kill-all", "--notify", "--app", appspec)
+    assert sorted(await redis.lrange("test:deaths", 0, -1)) == sorted(
+        f"{j}:killed by API".encode() for j in jids[:2]
+    )
+    assert await api.DeadSet(app).size() == 5
+    r = await cli(url, "dead", "--kill-all")
+    assert r.returncode == 2 and "already dead" in text(r.stderr)
+    r = await cli(url, "retries", "--notify")
+    assert r.returncode == 2 and "--notify goes with --kill-all" in text(r.stderr)
