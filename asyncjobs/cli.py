@@ -283,6 +283,15 @@ def worker(
             help="text (default) or json.",
         ),
     ] = None,
+    tag: Annotated[
+        str | None,
+        typer.Option(
+            "--tag",
+            envvar="ASYNCJOBS_TAG",
+            metavar="TAG",
+            help="A label for this process in asyncjobs processes (an app, a deploy).",
+        ),
+    ] = None,
     processes: Annotated[
         str | None,
         typer.Option(
@@ -319,6 +328,8 @@ def worker(
             overrides["processes"] = processes
         if log_format is not None:
             overrides["log_format"] = log_format
+        if tag is not None:
+            overrides["tag"] = tag
         import msgspec
 
         settings = msgspec.structs.replace(settings, **overrides)
@@ -361,6 +372,7 @@ def worker(
             max_recoveries=settings.max_recoveries,
             prefetch=settings.prefetch,
             handle_signals=True,
+            tag=settings.tag,
         )
         try:
             await w.run()
@@ -852,13 +864,27 @@ def processes(
         )
         return
     _table(
-        ["process", "busy", "concurrency", "quiet", "started", "last beat", "version"],
+        [
+            "process",
+            "tag",
+            "busy",
+            "concurrency",
+            "quiet",
+            "embedded",
+            "rss",
+            "started",
+            "last beat",
+            "version",
+        ],
         [
             [
                 p.id,
+                p.tag,
                 p.busy,
                 p.concurrency,
                 "yes" if p.quiet else "",
+                "yes" if p.embedded else "",
+                f"{p.rss / 1024:.0f} MiB" if p.rss else "-",
                 _when(p.started_at),
                 _ago(p.beat) + " ago",
                 p.version,
@@ -867,6 +893,11 @@ def processes(
         ],
     )
     for p in procs:
+        for c in p.capsules:
+            mode = c.get("mode", "weighted")
+            weights = c.get("weights") or dict.fromkeys(c.get("queues", []), 1)
+            order = " ".join(q if mode == "strict" else f"{q}={w}" for q, w in weights.items())
+            typer.echo(f"capsule: {p.id}: {c.get('name')} {mode} x{c.get('concurrency')}: {order}")
         for loop, error in sorted(p.unhealthy.items()):
             typer.echo(f"unhealthy: {p.id}: {loop}: {error}")
     if procs:

@@ -42,6 +42,24 @@ def new_process_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
 
+def rss_kib() -> int:
+    """This process's resident memory in KiB (as Sidekiq's ``rss``): current, from
+    /proc on Linux; elsewhere the peak (``getrusage``); 0 if neither is available."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (ImportError, OSError):
+        return 0
+    return int(peak // 1024 if sys.platform == "darwin" else peak)  # macOS: bytes
+
+
 class Heartbeat:
     def __init__(
         self,
@@ -96,6 +114,7 @@ class Heartbeat:
                     "pid": os.getpid(),
                     "started_at": self.started_at,
                     "version": __version__,
+                    "rss": rss_kib(),
                     **info,
                 }
             ),

@@ -72,6 +72,8 @@ class Worker:
         max_recoveries: int = 3,
         prefetch: int | None = None,
         handle_signals: bool = False,
+        tag: str = "",
+        embedded: bool = False,
     ) -> None:
         if not capsules:
             raise ConfigError("a worker needs at least one capsule")
@@ -102,6 +104,10 @@ class Worker:
         self.max_recoveries = max_recoveries
         self.prefetch = prefetch
         self.handle_signals = handle_signals
+        # A label for the process record (Sidekiq's tag: which app, which deploy).
+        self.tag = tag
+        # Runs inside someone else's program (app.run_worker()): the record says so.
+        self.embedded = embedded
         self.process_id = new_process_id()
         self.capsules: list[Capsule] = []
         self.fetchers: list[Fetcher] = []
@@ -380,10 +386,19 @@ class Worker:
     def _info(self) -> dict[str, Any]:
         stats = self.statistics()
         return {
+            # As Sidekiq's record: each capsule's mode and queue weights.
             "capsules": [
-                {"name": c["name"], "queues": c["queues"], "concurrency": c["concurrency"]}
-                for c in stats["capsules"]
+                {
+                    "name": c["name"],
+                    "queues": c["queues"],
+                    "concurrency": c["concurrency"],
+                    "mode": "strict" if spec.strict else "weighted",
+                    "weights": dict(spec.queues),
+                }
+                for c, spec in zip(stats["capsules"], self.specs, strict=True)
             ],
+            "tag": self.tag,
+            "embedded": self.embedded,
             "concurrency": sum(c.concurrency for c in self.capsules),
             "busy": stats["busy"],
             "quiet": self.quiet,

@@ -1,0 +1,57 @@
+"""The process record and remote control as Sidekiq has them (#11): tag, RSS, capsules
+with their mode and weights, embedded workers that refuse remote quiet and stop."""
+
+from __future__ import annotations
+
+import asyncjobs
+from asyncjobs import CapsuleSpec, api
+from tests.conftest import cli, loads, running, spawn_worker, text, wait_for
+
+
+async def _one(app: asyncjobs.App) -> api.ProcessInfo:
+    procs: list[api.ProcessInfo] = []
+
+    async def listed() -> bool:
+        procs[:] = await api.ProcessSet(app).list()
+        return len(procs) == 1
+
+    await wait_for(listed)
+    return procs[0]
+
+
+async def test_record_has_tag_rss_and_capsule_modes(app: asyncjobs.App) -> None:
+    capsules = [
+        CapsuleSpec("main", [("critical", 6), ("default", 3)], concurrency=4),
+        CapsuleSpec("slow", [("a", 1), ("b", 1)], concurrency=2, strict=True),
+    ]
+    async with running(app.worker(capsules=capsules, tag="billing")):
+        p = await _one(app)
+    assert p.tag == "billing" and not p.embedded
+    assert p.rss > 1000  # KiB: a Python process holds more than a megabyte
+    assert [(c["name"], c["mode"], c["weights"], c["concurrency"]) for c in p.capsules] == [
+        ("main", "weighted", {"critical": 6, "default": 3}, 4),
+        ("slow", "strict", {"a": 1, "b": 1}, 2),
+    ]
+
+
+async def test_run_worker_is_embedded(app: asyncjobs.App) -> None:
+    async with app.run_worker():
+        p = await _one(app)
+    assert p.embedded and p.tag == ""
+
+
+async def test_cli_worker_tag_shown_by_processes(app: asyncjobs.App) -> None:
+    url = app.redis_url
+    proc = spawn_worker(url, "--tag", "deploy-42", "-q", "critical,6", "-q", "default,3")
+    try:
+        p = await _one(app)
+        assert p.tag == "deploy-42" and not p.embedded
+        r = await cli(url, "processes")
+        out = text(r.stdout)
+        assert "deploy-42" in out and "MiB" in out, out
+        assert "weighted x10: critical=6 default=3" in out, out
+        [listed] = loads((await cli(url, "processes", "--json")).stdout)
+        assert listed["tag"] == "deploy-42" and listed["rss"] > 0
+    finally:
+        proc.terminate()
+        proc.wait(10)
