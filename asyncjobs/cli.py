@@ -934,24 +934,38 @@ def _control_command(command_name: str, help_text: str) -> None:
         if not process_id and not all_:
             fail(f"give PROCESS_ID (see asyncjobs processes) or --all to {command_name}")
 
-        async def act(a: Any) -> tuple[int, list[str]]:
+        async def act(a: Any) -> tuple[int, list[str], list[str]]:
             ps = api.ProcessSet(a)
-            live = [p.id for p in await ps.list()]
+            procs = await ps.list()
+            live = [p.id for p in procs]
+            # An embedded worker (app.run_worker()) refuses remote quiet and stop: it
+            # is stopped by the program it runs in.
+            embedded = {p.id for p in procs if p.embedded}
             wanted = live if all_ else list(dict.fromkeys(process_id or []))
             # An id with no live heartbeat (a typo, a process gone) would take the
             # command into a list nobody reads: name it instead of counting it as sent.
             unknown = [i for i in wanted if i not in live]
-            known = [i for i in wanted if i in live]
-            return (await ps.send(command_name, known) if known else 0), unknown
+            refused = [i for i in wanted if i in embedded]
+            known = [i for i in wanted if i in live and i not in embedded]
+            return (await ps.send(command_name, known) if known else 0), unknown, refused
 
-        n, unknown = _run_admin(app_spec, redis_url, namespace, act)
-        if n or not unknown:
+        n, unknown, refused = _run_admin(app_spec, redis_url, namespace, act)
+        if n or not (unknown or refused):
             typer.echo(f"{command_name} sent to {n} processes (acted on at their next heartbeat)")
-        if unknown:
-            fail(
-                f"no live process {', '.join(unknown)}: not sent there "
-                "(asyncjobs processes lists the live ones)"
-            )
+        if unknown or refused:
+            problems = []
+            if unknown:
+                problems.append(
+                    f"no live process {', '.join(unknown)}: not sent there "
+                    "(asyncjobs processes lists the live ones)"
+                )
+            if refused:
+                problems.append(
+                    f"{', '.join(refused)}: embedded (app.run_worker()), refuses remote "
+                    f"{command_name}: not sent; the program that runs it stops it by "
+                    "leaving its run_worker() block"
+                )
+            fail("; ".join(problems))
 
     command.__doc__ = help_text
     app.command(name=command_name)(command)

@@ -199,6 +199,16 @@ class Worker:
         }
 
     def _on_command(self, cmd: str) -> None:
+        if self.embedded and cmd in ("quiet", "stop"):
+            # As Sidekiq's embedded mode: a worker inside someone else's program (a web
+            # server) is stopped by that program, never from outside.
+            log.warning(
+                "remote %s refused: this worker is embedded (app.run_worker()); to stop "
+                "it, leave the run_worker() block (or call worker.stop()) in the program "
+                "that runs it",
+                cmd,
+            )
+            return
         if cmd == "quiet":
             self.quiet_down()
         elif cmd == "stop":

@@ -3,6 +3,10 @@ with their mode and weights, embedded workers that refuse remote quiet and stop.
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 import asyncjobs
 from asyncjobs import CapsuleSpec, api
 from tests.conftest import cli, loads, running, spawn_worker, text, wait_for
@@ -52,6 +56,46 @@ async def test_cli_worker_tag_shown_by_processes(app: asyncjobs.App) -> None:
         assert "weighted x10: critical=6 default=3" in out, out
         [listed] = loads((await cli(url, "processes", "--json")).stdout)
         assert listed["tag"] == "deploy-42" and listed["rss"] > 0
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("command", ["quiet", "stop"])
+async def test_embedded_worker_refuses_remote_quiet_and_stop(
+    app: asyncjobs.App, command: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As Sidekiq's embedded mode: the command is logged and ignored, the worker goes on;
+    the CLI does not send it, says why, and exits 2."""
+    caplog.set_level(logging.WARNING, "asyncjobs")
+    async with app.run_worker(heartbeat_interval=0.1, heartbeat_ttl=1.0) as worker:
+        p = await _one(app)
+        r = await cli(app.redis_url, command, p.id)
+        [line] = text(r.stderr).strip().splitlines()
+        assert r.returncode == 2 and "embedded (app.run_worker())" in line, line
+        assert "run_worker() block" in line
+        await api.ProcessSet(app).send(command, [p.id])  # the API sends it all the same
+
+        def refused() -> bool:
+            return any(f"remote {command} refused" in m for m in caplog.messages)
+
+        await wait_for(refused)
+        assert not worker.quiet and not worker._stop_requested
+        assert "leave the run_worker() block" in caplog.text
+
+
+async def test_cli_quiet_all_skips_embedded(app: asyncjobs.App) -> None:
+    proc = spawn_worker(app.redis_url)
+    try:
+        async with app.run_worker():
+
+            async def two() -> bool:
+                return len(await api.ProcessSet(app).list()) == 2
+
+            await wait_for(two)
+            r = await cli(app.redis_url, "quiet", "--all")
+            assert "quiet sent to 1 processes" in text(r.stdout)
+            assert r.returncode == 2 and "embedded" in text(r.stderr)
     finally:
         proc.terminate()
         proc.wait(10)
