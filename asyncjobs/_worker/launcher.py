@@ -25,7 +25,7 @@ from .._errors import ConfigError, RedisUnavailable
 from .._payload import inflight_field
 from .._redis import after_error, transient
 from .._settings import CapsuleSpec
-from . import systemd
+from . import preflight, systemd
 from .acker import Acker
 from .backoff import Backoff
 from .capsule import Capsule
@@ -249,6 +249,7 @@ class Worker:
         started, stop = self._started, self._stop
         assert started is not None and stop is not None
         self.store = store = await self._connect()
+        await self._retry_until_up(lambda: preflight.check(store))
         inflight = app.keys.inflight(self.process_id)
         health = self.health
         self.scheduler = Scheduler(store, poll=self.scheduler_poll, health=health)

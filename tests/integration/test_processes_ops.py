@@ -10,6 +10,7 @@ import pytest
 import asyncjobs
 from asyncjobs import CapsuleSpec, api
 from tests.conftest import cli, loads, running, spawn_worker, text, wait_for
+from tests.devserver import RedisProcess
 
 
 async def _one(app: asyncjobs.App) -> api.ProcessInfo:
@@ -99,3 +100,25 @@ async def test_cli_quiet_all_skips_embedded(app: asyncjobs.App) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+async def test_worker_warns_about_an_evicting_redis(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "asyncjobs")
+    with RedisProcess("--maxmemory-policy", "allkeys-lru") as server:
+        app = asyncjobs.App(server.url)
+        try:
+            async with running(app.worker()):
+                pass
+        finally:
+            await app.aclose()
+    [line] = [m for m in caplog.messages if "maxmemory-policy" in m]
+    assert "has maxmemory-policy allkeys-lru" in line and "noeviction" in line
+
+
+async def test_worker_on_a_noeviction_redis_does_not_warn(
+    app: asyncjobs.App, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "asyncjobs")
+    async with running(app.worker()):
+        pass
+    assert not [m for m in caplog.messages if "maxmemory" in m]
