@@ -245,8 +245,12 @@ class Heartbeat:
     async def _run(self) -> None:
         import anyio
 
+        # When the first beat of an outage failed (monotonic), to say how long it lasted.
+        down_since = 0.0
         while True:
-            with anyio.move_on_after(self.interval):
+            # While Redis is away, try every second (at most): the line that says it is
+            # back comes soon after it is, and tells the downtime to about a second.
+            with anyio.move_on_after(min(self.interval, 1.0) if self._down else self.interval):
                 await self._wake.wait()
             self._wake.clear()
             try:
@@ -262,10 +266,16 @@ class Heartbeat:
                         exc,
                     )
                     self._down = True
+                    down_since = time.monotonic()
                 continue
             self.health.ok("heartbeat")
             if self._down:
-                log.warning("heartbeat: Redis is back")
+                log.warning(
+                    "Redis is back after %.1f s (at %s; unreachable from the first failed "
+                    "heartbeat to this one)",
+                    time.monotonic() - down_since,
+                    mask_url(self.store.url),
+                )
                 self._down = False
 
     async def clear(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import anyio
 import pytest
 
 import asyncjobs
@@ -122,3 +123,27 @@ async def test_worker_on_a_noeviction_redis_does_not_warn(
     async with running(app.worker()):
         pass
     assert not [m for m in caplog.messages if "maxmemory" in m]
+
+
+async def test_one_line_gives_the_downtime_when_redis_is_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "asyncjobs")
+    with RedisProcess() as server:
+        app = asyncjobs.App(server.url)
+        try:
+            async with running(app.worker(heartbeat_interval=0.2, heartbeat_ttl=30.0)):
+                server.terminate()
+                await wait_for(lambda: "heartbeat: cannot reach Redis" in caplog.text)
+                await anyio.sleep(1.5)  # the outage: the worker only waits it out
+                await anyio.to_thread.run_sync(server.restart)
+
+                def back() -> list[str]:
+                    return [m for m in caplog.messages if m.startswith("Redis is back after")]
+
+                await wait_for(back, timeout=10)
+        finally:
+            await app.aclose()
+    [line] = back()
+    downtime = float(line.split()[4])
+    assert 1.5 <= downtime < 5.0, line
