@@ -236,7 +236,7 @@ def worker(
             min=0,
             envvar="ASYNCJOBS_TIMEOUT",
             metavar="SECONDS",
-            help="Seconds to wait for running jobs at shutdown (default 25).",
+            help="Seconds to wait for running jobs at shutdown, more than 0 (default 25).",
         ),
     ] = None,
     config: Annotated[
@@ -333,8 +333,11 @@ def worker(
         import msgspec
 
         settings = msgspec.structs.replace(settings, **overrides)
-        if settings.timeout < 0:  # flags are range-checked; a settings file is not
-            raise ConfigError(f"timeout must be 0 seconds or more, got {settings.timeout:g}")
+        if not settings.timeout > 0:  # flags are range-checked; a settings file is not
+            raise ConfigError(
+                f"timeout must be more than 0 seconds, got {settings.timeout:g}: the seconds "
+                "a shutdown waits for running jobs (-t/--timeout, timeout= in the settings)"
+            )
         if settings.app is None:
             raise ConfigError(
                 "no app given: asyncjobs worker MODULE:ATTRIBUTE (or app= in --config)"

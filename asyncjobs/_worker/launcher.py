@@ -77,6 +77,9 @@ class Worker:
     ) -> None:
         if not capsules:
             raise ConfigError("a worker needs at least one capsule")
+        if not timeout > 0:
+            # 0 would cancel every running job the moment a shutdown begins.
+            raise ConfigError(f"timeout must be more than 0 seconds, got {timeout!r}")
         seen: dict[str, str] = {}
         for spec in capsules:
             for q, _ in spec.queues:
@@ -248,6 +251,7 @@ class Worker:
         app = self.app
         started, stop = self._started, self._stop
         assert started is not None and stop is not None
+        watchdog = systemd.watchdog_interval()  # a bad WatchdogSec= stops us here
         self.store = store = await self._connect()
         await self._retry_until_up(lambda: preflight.check(store))
         inflight = app.keys.inflight(self.process_id)
@@ -330,8 +334,8 @@ class Worker:
                 for c in self.capsules:
                     tg.start_soon(c.watchdog)
                 tg.start_soon(isolation.run)
-                if (every := systemd.watchdog_interval()) is not None:
-                    tg.start_soon(self._watchdog, every)
+                if watchdog is not None:
+                    tg.start_soon(self._watchdog, watchdog)
                 fetch_group = anyio.create_task_group()
                 async with fetch_group:
                     for f in self.fetchers:

@@ -10,7 +10,16 @@ import pytest
 
 import asyncjobs
 from asyncjobs import CapsuleSpec, api
-from tests.conftest import cli, loads, running, spawn_worker, text, wait_for
+from tests.conftest import (
+    WORKER_CMD,
+    cli,
+    loads,
+    running,
+    spawn_worker,
+    subprocess_env,
+    text,
+    wait_for,
+)
 from tests.devserver import RedisProcess
 
 
@@ -147,3 +156,24 @@ async def test_one_line_gives_the_downtime_when_redis_is_back(
     [line] = back()
     downtime = float(line.split()[4])
     assert 1.5 <= downtime < 5.0, line
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["-t", "0"], {}, "timeout must be more than 0 seconds, got 0"),
+        ([], {"ASYNCJOBS_TIMEOUT": "0"}, "timeout must be more than 0 seconds, got 0"),
+        ([], {"WATCHDOG_USEC": "250000"}, "WATCHDOG_USEC=250000 is below one second"),
+    ],
+)
+async def test_worker_refuses_zero_timeout_and_short_watchdog(
+    redis_url: str, args: list[str], env: dict[str, str], needle: str
+) -> None:
+    with anyio.fail_after(20):  # a worker that accepted them would run until stopped
+        r = await anyio.run_process(
+            [*WORKER_CMD, "worker", "tests.apps.recorder:app", *args],
+            env=subprocess_env(redis_url, **env),
+            check=False,
+        )
+    [line] = text(r.stderr).strip().splitlines()
+    assert r.returncode == 2 and needle in line, line
