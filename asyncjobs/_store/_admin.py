@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import msgspec
+from redis.asyncio.cluster import RedisCluster
 
 from ._base import StoreBase, mapped
 
@@ -269,20 +270,27 @@ class Admin(StoreBase):
         """
         k = self.keys
         client = self.client
-        day_keys = [key for d in days for key in (k.stat_processed_day(d), k.stat_failed_day(d))]
+        counters = [k.stat_processed, k.stat_failed]
+        counters += [key for d in days for key in (k.stat_processed_day(d), k.stat_failed_day(d))]
+        # One MGET for the counters; redis-py's cluster pipeline refuses MGET (the keys
+        # share a slot, but it does not look), so a GET each there.
+        one_mget = not isinstance(client, RedisCluster)
         async with client.pipeline(transaction=False) as pipe:
-            pipe.mget([k.stat_processed, k.stat_failed])
             pipe.zcard(k.schedule)
             pipe.zcard(k.retry)
             pipe.zcard(k.dead)
             pipe.smembers(k.queues)
             pipe.smembers(k.processes)
             pipe.lindex(k.queue(default_queue), -1)
-            if day_keys:
-                pipe.mget(day_keys)
+            if one_mget:
+                pipe.mget(counters)
+            else:
+                for key in counters:
+                    pipe.get(key)
             res: list[Any] = await pipe.execute()
-        totals, scheduled, retries, dead, queue_names, process_ids, oldest = res[:7]
-        per_day: list[Any] = res[7] if day_keys else []
+        scheduled, retries, dead, queue_names, process_ids, oldest = res[:6]
+        values: list[Any] = res[6] if one_mget else res[6:]
+        totals, per_day = values[:2], values[2:]
         names = sorted(text(n) for n in queue_names)
         ids = sorted(text(i) for i in process_ids)
         sizes: list[Any] = []
