@@ -493,6 +493,7 @@ class App(Registry):
             ...  # serve requests; jobs run in this process
         ```
         """
+        options.setdefault("embedded", True)  # the process record says so
         worker = self.worker(
             queues,
             concurrency=concurrency,

@@ -194,8 +194,7 @@ ACL_COMMANDS = (
     "sadd", "srem", "smembers", "scard",
     "zadd", "zrem", "zrange", "zrevrange", "zrangebyscore", "zcard", "zscan",
     "zremrangebyscore", "zremrangebyrank",
-    "get", "incrby", "expire", "pexpire", "exists", "del",
-    "set", "pttl",  # unique jobs' locks
+    "get", "mget", "set", "pttl", "incrby", "expire", "pexpire", "exists", "del",
 )  # fmt: skip
 
 # Errors a background loop outlives by backing off: Redis is away. Catch them with

@@ -57,6 +57,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     processes: int | str = 1
     log_level: str = "INFO"
     log_format: str = "text"
+    tag: str = ""  # a label in the process record (Sidekiq's tag)
 
 
 def load_settings(path: str | Path | None) -> Settings:

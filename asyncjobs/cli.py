@@ -236,7 +236,7 @@ def worker(
             min=0,
             envvar="ASYNCJOBS_TIMEOUT",
             metavar="SECONDS",
-            help="Seconds to wait for running jobs at shutdown (default 25).",
+            help="Seconds to wait for running jobs at shutdown, more than 0 (default 25).",
         ),
     ] = None,
     config: Annotated[
@@ -283,6 +283,15 @@ def worker(
             help="text (default) or json.",
         ),
     ] = None,
+    tag: Annotated[
+        str | None,
+        typer.Option(
+            "--tag",
+            envvar="ASYNCJOBS_TAG",
+            metavar="TAG",
+            help="A label for this process in asyncjobs processes (an app, a deploy).",
+        ),
+    ] = None,
     processes: Annotated[
         str | None,
         typer.Option(
@@ -319,11 +328,16 @@ def worker(
             overrides["processes"] = processes
         if log_format is not None:
             overrides["log_format"] = log_format
+        if tag is not None:
+            overrides["tag"] = tag
         import msgspec
 
         settings = msgspec.structs.replace(settings, **overrides)
-        if settings.timeout < 0:  # flags are range-checked; a settings file is not
-            raise ConfigError(f"timeout must be 0 seconds or more, got {settings.timeout:g}")
+        if not settings.timeout > 0:  # flags are range-checked; a settings file is not
+            raise ConfigError(
+                f"timeout must be more than 0 seconds, got {settings.timeout:g}: the seconds "
+                "a shutdown waits for running jobs (-t/--timeout, timeout= in the settings)"
+            )
         if settings.app is None:
             raise ConfigError(
                 "no app given: asyncjobs worker MODULE:ATTRIBUTE (or app= in --config)"
@@ -361,6 +375,7 @@ def worker(
             max_recoveries=settings.max_recoveries,
             prefetch=settings.prefetch,
             handle_signals=True,
+            tag=settings.tag,
         )
         try:
             await w.run()
@@ -494,21 +509,39 @@ def stats(
     namespace: NsOpt = None,
     as_json: JsonOpt = False,
     days: Annotated[
-        int, typer.Option("--days", min=1, help="Days of history (UTC), today first.")
+        int,
+        typer.Option(
+            "--days", min=1, max=5 * 366, help="Days of history (UTC), today first (1 to 1830)."
+        ),
     ] = 7,
+    reset: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reset", metavar="COUNTER", help="Set a total to 0: processed or failed; repeat."
+        ),
+    ] = None,
 ) -> None:
     """Processed and failed totals, set sizes, the last 7 days (--days)."""
     from . import api
 
+    if reset:
+        counters = list(dict.fromkeys(reset))
+        bad = [n for n in counters if n not in ("processed", "failed")]
+        if bad:
+            fail(f"--reset {bad[0]}: give processed or failed")
+        _run_admin(app_spec, redis_url, namespace, lambda a: api.reset_stats(a, *counters))
+        typer.echo(f"reset to 0: {', '.join(counters)}")
+        return
     s = _run_admin(app_spec, redis_url, namespace, lambda a: api.Stats.fetch(a, days=days))
     if as_json:
         import msgspec
 
         _print_json(msgspec.structs.asdict(s))
         return
-    names: tuple[str, ...] = ("processed", "failed", "enqueued", "scheduled", "retries", "dead")
-    names += ("processes", "busy", "expired")
-    _table(["", ""], [[name, getattr(s, name)] for name in names], header=False)
+    names = ("processed", "failed", "enqueued", "scheduled", "retries", "dead", "processes", "busy")
+    rows = [[name, getattr(s, name)] for name in (*names, "expired")]
+    rows.append(["default latency", f"{s.default_queue_latency}s"])
+    _table(["", ""], rows, header=False)
     typer.echo("")
     _table(
         ["day", "processed", "failed"],
@@ -530,6 +563,9 @@ def queues(
     offset: OffsetOpt = 0,
     delete: Annotated[
         str | None, typer.Option("--delete", metavar="JID", help="Delete this job from NAME.")
+    ] = None,
+    find: Annotated[
+        str | None, typer.Option("--find", metavar="JID", help="Show this job if in NAME.")
     ] = None,
     clear: Annotated[str | None, typer.Option("--clear", help="Delete every job in QUEUE.")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm --clear.")] = False,
@@ -562,14 +598,22 @@ def queues(
         rec = _run_admin(app_spec, redis_url, namespace, lambda a: api.delete_queued(a, queue, jid))
         typer.echo(f"{rec.job} {jid}: deleted from queue {queue}")
         return
+    if find is not None and name is None:
+        fail(f"--find {find}: name the queue, as in asyncjobs queues default --find JID")
     if name is not None:
         queue = name
-        jobs = _run_admin(
-            app_spec,
-            redis_url,
-            namespace,
-            lambda a: api.queue_entries(a, queue, offset=offset, limit=limit),
-        )
+        if find is not None:
+            jid = find
+            jobs = [
+                _run_admin(app_spec, redis_url, namespace, lambda a: api.find_queued(a, queue, jid))
+            ]
+        else:
+            jobs = _run_admin(
+                app_spec,
+                redis_url,
+                namespace,
+                lambda a: api.queue_entries(a, queue, offset=offset, limit=limit),
+            )
         if as_json:
             _print_json([e.to_dict() for e in jobs])
             return
@@ -682,8 +726,34 @@ def _set_command(command_name: str, cls_name: str, help_text: str) -> None:
         limit: LimitOpt = 50,
         offset: OffsetOpt = 0,
         job: Annotated[str | None, typer.Option("--job", help="Only this job name.")] = None,
+        match: Annotated[
+            str | None,
+            typer.Option(
+                "--match",
+                metavar="GLOB",
+                help="Only entries whose JSON matches GLOB (*text*; no * means anywhere).",
+            ),
+        ] = None,
+        after: Annotated[
+            str | None,
+            typer.Option(
+                "--after",
+                metavar="SCORE:JID",
+                help="Start after this entry (the cursor a page ends with); survives deletes.",
+            ),
+        ] = None,
         retry_all: Annotated[
             bool, typer.Option("--retry-all", help="Enqueue every entry now.")
+        ] = False,
+        kill_all: Annotated[
+            bool,
+            typer.Option("--kill-all", help="Move every entry to the dead set (not for dead)."),
+        ] = False,
+        notify: Annotated[
+            bool,
+            typer.Option(
+                "--notify", help="With --kill-all: run the death handlers (--app) for each."
+            ),
         ] = False,
         clear: Annotated[bool, typer.Option("--clear", help="Delete every entry.")] = False,
         yes: Annotated[bool, typer.Option("--yes", help="Confirm --clear.")] = False,
@@ -696,18 +766,36 @@ def _set_command(command_name: str, cls_name: str, help_text: str) -> None:
             n = _run_admin(app_spec, redis_url, namespace, lambda a: cls(a).retry_all())
             typer.echo(f"enqueued {n} jobs from the {kind} set")
             return
+        if notify and not kill_all:
+            fail("--notify goes with --kill-all")
+        if kill_all:
+            n = _run_admin(app_spec, redis_url, namespace, lambda a: cls(a).kill_all(notify=notify))
+            typer.echo(f"killed {n} jobs from the {kind} set (moved to the dead set)")
+            return
         if clear:
             if not yes:
                 fail(f"--clear deletes every entry of the {kind} set: add --yes to confirm")
             n = _run_admin(app_spec, redis_url, namespace, lambda a: cls(a).clear())
             typer.echo(f"cleared the {kind} set: {n} entries deleted")
             return
-        entries = _run_admin(
-            app_spec,
-            redis_url,
-            namespace,
-            lambda a: cls(a).entries(offset=offset, limit=limit, job=job),
-        )
+        if offset and after is not None:
+            fail("--offset and --after: give one (--after pages by time and jid)")
+        next_page: str | None = None
+        if offset:
+            entries = _run_admin(
+                app_spec,
+                redis_url,
+                namespace,
+                lambda a: cls(a).entries(offset=offset, limit=limit, job=job, match=match),
+            )
+        else:
+            page = _run_admin(
+                app_spec,
+                redis_url,
+                namespace,
+                lambda a: cls(a).page(after=after, limit=limit, job=job, match=match),
+            )
+            entries, next_page = page.entries, page.next
         if as_json:
             _print_json([e.to_dict() for e in entries])
             return
@@ -725,6 +813,8 @@ def _set_command(command_name: str, cls_name: str, help_text: str) -> None:
                 for e in entries
             ],
         )
+        if next_page is not None:
+            typer.echo(f"next page: --after {next_page}")
 
     command.__doc__ = help_text
     app.command(name=command_name)(command)
@@ -757,7 +847,32 @@ def _jid_command(name: str, help_text: str) -> None:
 
 _jid_command("retry", "Enqueue a scheduled, retry or dead job now.")
 _jid_command("delete", "Delete a job from the scheduled, retry or dead set.")
-_jid_command("kill", "Move a scheduled or retry job to the dead set.")
+
+
+@app.command(name="kill")
+def kill(
+    jid: Annotated[str, typer.Argument(metavar="JID", help="The job's jid.")],
+    app_spec: AppOpt = None,
+    redis_url: UrlOpt = None,
+    namespace: NsOpt = None,
+    notify: Annotated[
+        bool,
+        typer.Option(
+            "--notify/--no-notify",
+            help="Run the app's death handlers once (they are known with --app).",
+        ),
+    ] = True,
+) -> None:
+    """Move a scheduled or retry job to the dead set; with --app, the app's death
+    handlers run once (RuntimeError "killed by API") unless --no-notify."""
+    from . import api
+
+    async def act(a: Any) -> str:
+        s, rec = await api.find_job(a, jid)
+        await s.kill(jid, notify=notify)
+        return f"{rec.job} {jid}: kill done (was in the {s.kind} set)"
+
+    typer.echo(_run_admin(app_spec, redis_url, namespace, act))
 
 
 @app.command()
@@ -788,13 +903,27 @@ def processes(
         )
         return
     _table(
-        ["process", "busy", "concurrency", "quiet", "started", "last beat", "version"],
+        [
+            "process",
+            "tag",
+            "busy",
+            "concurrency",
+            "quiet",
+            "embedded",
+            "rss",
+            "started",
+            "last beat",
+            "version",
+        ],
         [
             [
                 p.id,
+                p.tag,
                 p.busy,
                 p.concurrency,
                 "yes" if p.quiet else "",
+                "yes" if p.embedded else "",
+                f"{p.rss / 1024:.0f} MiB" if p.rss else "-",
                 _when(p.started_at),
                 _ago(p.beat) + " ago",
                 p.version,
@@ -803,6 +932,11 @@ def processes(
         ],
     )
     for p in procs:
+        for c in p.capsules:
+            mode = c.get("mode", "weighted")
+            weights = c.get("weights") or dict.fromkeys(c.get("queues", []), 1)
+            order = " ".join(q if mode == "strict" else f"{q}={w}" for q, w in weights.items())
+            typer.echo(f"capsule: {p.id}: {c.get('name')} {mode} x{c.get('concurrency')}: {order}")
         for loop, error in sorted(p.unhealthy.items()):
             typer.echo(f"unhealthy: {p.id}: {loop}: {error}")
     if procs:
@@ -839,24 +973,38 @@ def _control_command(command_name: str, help_text: str) -> None:
         if not process_id and not all_:
             fail(f"give PROCESS_ID (see asyncjobs processes) or --all to {command_name}")
 
-        async def act(a: Any) -> tuple[int, list[str]]:
+        async def act(a: Any) -> tuple[int, list[str], list[str]]:
             ps = api.ProcessSet(a)
-            live = [p.id for p in await ps.list()]
+            procs = await ps.list()
+            live = [p.id for p in procs]
+            # An embedded worker (app.run_worker()) refuses remote quiet and stop: it
+            # is stopped by the program it runs in.
+            embedded = {p.id for p in procs if p.embedded}
             wanted = live if all_ else list(dict.fromkeys(process_id or []))
             # An id with no live heartbeat (a typo, a process gone) would take the
             # command into a list nobody reads: name it instead of counting it as sent.
             unknown = [i for i in wanted if i not in live]
-            known = [i for i in wanted if i in live]
-            return (await ps.send(command_name, known) if known else 0), unknown
+            refused = [i for i in wanted if i in embedded]
+            known = [i for i in wanted if i in live and i not in embedded]
+            return (await ps.send(command_name, known) if known else 0), unknown, refused
 
-        n, unknown = _run_admin(app_spec, redis_url, namespace, act)
-        if n or not unknown:
+        n, unknown, refused = _run_admin(app_spec, redis_url, namespace, act)
+        if n or not (unknown or refused):
             typer.echo(f"{command_name} sent to {n} processes (acted on at their next heartbeat)")
-        if unknown:
-            fail(
-                f"no live process {', '.join(unknown)}: not sent there "
-                "(asyncjobs processes lists the live ones)"
-            )
+        if unknown or refused:
+            problems = []
+            if unknown:
+                problems.append(
+                    f"no live process {', '.join(unknown)}: not sent there "
+                    "(asyncjobs processes lists the live ones)"
+                )
+            if refused:
+                problems.append(
+                    f"{', '.join(refused)}: embedded (app.run_worker()), refuses remote "
+                    f"{command_name}: not sent; the program that runs it stops it by "
+                    "leaving its run_worker() block"
+                )
+            fail("; ".join(problems))
 
     command.__doc__ = help_text
     app.command(name=command_name)(command)

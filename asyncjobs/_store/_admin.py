@@ -6,9 +6,10 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
+from redis.asyncio.cluster import RedisCluster
 
 from ._base import StoreBase, mapped
 
@@ -16,13 +17,19 @@ __all__ = ["Admin", "Counters"]
 
 
 class Counters(msgspec.Struct, frozen=True, kw_only=True):
-    """The stats counters and set sizes, read in one round trip."""
+    """The stats counters and sizes, read in two round trips."""
 
     processed: int
     failed: int
     scheduled: int
     retries: int
     dead: int
+    enqueued: int = 0
+    # Live processes, and the jobs they hold (their in-flight hashes).
+    processes: int = 0
+    busy: int = 0
+    # The oldest job of the default queue (None if empty), for its latency.
+    default_oldest: bytes | None = None
     # (processed, failed) per day asked for, in the order asked.
     days: builtins.list[tuple[int, int]]
     expired: int = 0  # jobs dropped unstarted by their expires_in
@@ -114,6 +121,58 @@ class Admin(StoreBase):
         return rows
 
     @mapped
+    async def zset_after(
+        self,
+        key: str,
+        after: tuple[float, bytes] | None,
+        count: int,
+        *,
+        newest_first: bool = False,
+    ) -> list[tuple[bytes, float]]:
+        """Up to ``count`` entries with their times, in time order (or latest first),
+        that come after ``after``: a (time, member prefix) cursor, so that a page
+        starts where the last one ended even when entries before it were deleted
+        meanwhile (an offset would skip as many entries as were deleted). Entries with
+        the same time are in member order (Redis's, bytewise), and a member starts with
+        its jid: the prefix ``{"jid":"<jid>"`` places a jid among them."""
+        client = self.client
+        if after is None:
+            rows: list[Any] = await client.zrange(
+                key, 0, count - 1, desc=newest_first, withscores=True
+            )
+            return rows
+        score, prefix = after
+        bound = repr(float(score))
+        out: list[tuple[bytes, float]] = []
+        offset = 0
+        batch: list[Any]
+        while True:
+            # From the cursor's time on (inclusive): the entries that share its time
+            # come first, in member order, and those up to the cursor are skipped.
+            if newest_first:
+                batch = await client.zrange(
+                    key, bound, "-inf", desc=True, byscore=True, offset=offset, num=count,
+                    withscores=True,
+                )  # fmt: skip
+            else:
+                batch = await client.zrange(
+                    key, bound, "+inf", byscore=True, offset=offset, num=count, withscores=True
+                )
+            rows_ = cast("list[tuple[bytes, float]]", batch)
+            for member, s in rows_:
+                if s == score and (
+                    member.startswith(prefix)
+                    or (member > prefix if newest_first else member < prefix)
+                ):
+                    continue
+                out.append((member, s))
+                if len(out) == count:
+                    return out
+            if len(batch) < count:
+                return out
+            offset += len(batch)
+
+    @mapped
     async def zset_members(self, key: str, start: int, stop: int) -> list[bytes]:
         """Entries ``start`` to ``stop`` (inclusive) in time order."""
         members: list[Any] = await self.client.zrange(key, start, stop)
@@ -197,26 +256,69 @@ class Admin(StoreBase):
     # -- stats -----------------------------------------------------------------------
 
     @mapped
-    async def counters(self, days: Sequence[dt.date]) -> Counters:
-        """Processed and failed totals, set sizes, and the per-day counters of ``days``."""
+    async def reset_counters(self, names: Sequence[str]) -> None:
+        """Set the named totals (``processed``, ``failed``) to 0."""
         k = self.keys
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.get(k.stat_processed)
-            pipe.get(k.stat_failed)
+        keys = {"processed": k.stat_processed, "failed": k.stat_failed}
+        await self.client.mset({keys[n]: 0 for n in names})
+
+    @mapped
+    async def counters(self, days: Sequence[dt.date], default_queue: str = "default") -> Counters:
+        """Processed and failed totals, set sizes, queue sizes, live processes and the
+        jobs they hold, and the per-day counters of ``days``: two round trips whatever
+        the number of queues, processes or days (as Sidekiq's stats: one pipeline for
+        the fixed reads and the names of the queues and processes, one for their sizes).
+        """
+        k = self.keys
+        client = self.client
+        counters = [k.stat_processed, k.stat_failed, k.stat_expired]
+        counters += [key for d in days for key in (k.stat_processed_day(d), k.stat_failed_day(d))]
+        # One MGET for the counters; redis-py's cluster pipeline refuses MGET (the keys
+        # share a slot, but it does not look), so a GET each there.
+        one_mget = not isinstance(client, RedisCluster)
+        async with client.pipeline(transaction=False) as pipe:
             pipe.zcard(k.schedule)
             pipe.zcard(k.retry)
             pipe.zcard(k.dead)
-            for d in days:
-                pipe.get(k.stat_processed_day(d))
-                pipe.get(k.stat_failed_day(d))
-            pipe.get(k.stat_expired)
+            pipe.smembers(k.queues)
+            pipe.smembers(k.processes)
+            pipe.lindex(k.queue(default_queue), -1)
+            if one_mget:
+                pipe.mget(counters)
+            else:
+                for key in counters:
+                    pipe.get(key)
             res: list[Any] = await pipe.execute()
+        scheduled, retries, dead, queue_names, process_ids, oldest = res[:6]
+        values: list[Any] = res[6] if one_mget else res[6:]
+        totals, per_day = values[:3], values[3:]
+        names = sorted(text(n) for n in queue_names)
+        ids = sorted(text(i) for i in process_ids)
+        sizes: list[Any] = []
+        if names or ids:
+            async with client.pipeline(transaction=False) as pipe:
+                for n in names:
+                    pipe.llen(k.queue(n))
+                for i in ids:
+                    # A registered process whose heartbeat expired is not live (the
+                    # reaper cleans it up); its in-flight jobs are not counted busy.
+                    pipe.exists(k.process(i))
+                    pipe.hlen(k.inflight(i))
+                sizes = await pipe.execute()
+        beats = sizes[len(names) :: 2]
+        held = sizes[len(names) + 1 :: 2]
         return Counters(
-            processed=int(res[0] or 0),
-            failed=int(res[1] or 0),
-            scheduled=int(res[2]),
-            retries=int(res[3]),
-            dead=int(res[4]),
-            days=[(int(res[5 + 2 * i] or 0), int(res[6 + 2 * i] or 0)) for i in range(len(days))],
-            expired=int(res[-1] or 0),
+            processed=int(totals[0] or 0),
+            failed=int(totals[1] or 0),
+            scheduled=int(scheduled),
+            retries=int(retries),
+            dead=int(dead),
+            enqueued=sum(int(n) for n in sizes[: len(names)]),
+            processes=sum(1 for b in beats if b),
+            busy=sum(int(h) for b, h in zip(beats, held, strict=True) if b),
+            default_oldest=oldest,
+            days=[
+                (int(per_day[2 * i] or 0), int(per_day[2 * i + 1] or 0)) for i in range(len(days))
+            ],
+            expired=int(totals[2] or 0),
         )

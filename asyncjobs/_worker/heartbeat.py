@@ -42,6 +42,24 @@ def new_process_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
 
+def rss_kib() -> int:
+    """This process's resident memory in KiB (as Sidekiq's ``rss``): current, from
+    /proc on Linux; elsewhere the peak (``getrusage``); 0 if neither is available."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (ImportError, OSError):
+        return 0
+    return int(peak // 1024 if sys.platform == "darwin" else peak)  # macOS: bytes
+
+
 class Heartbeat:
     def __init__(
         self,
@@ -96,6 +114,7 @@ class Heartbeat:
                     "pid": os.getpid(),
                     "started_at": self.started_at,
                     "version": __version__,
+                    "rss": rss_kib(),
                     **info,
                 }
             ),
@@ -228,8 +247,12 @@ class Heartbeat:
     async def _run(self) -> None:
         import anyio
 
+        # When the first beat of an outage failed (monotonic), to say how long it lasted.
+        down_since = 0.0
         while True:
-            with anyio.move_on_after(self.interval):
+            # While Redis is away, try every second (at most): the line that says it is
+            # back comes soon after it is, and tells the downtime to about a second.
+            with anyio.move_on_after(min(self.interval, 1.0) if self._down else self.interval):
                 await self._wake.wait()
             self._wake.clear()
             try:
@@ -245,10 +268,16 @@ class Heartbeat:
                         exc,
                     )
                     self._down = True
+                    down_since = time.monotonic()
                 continue
             self.health.ok("heartbeat")
             if self._down:
-                log.warning("heartbeat: Redis is back")
+                log.warning(
+                    "Redis is back after %.1f s (at %s; unreachable from the first failed "
+                    "heartbeat to this one)",
+                    time.monotonic() - down_since,
+                    mask_url(self.store.url),
+                )
                 self._down = False
 
     async def clear(self) -> None:

@@ -25,7 +25,7 @@ from .._errors import ConfigError, RedisUnavailable
 from .._payload import inflight_field
 from .._redis import after_error, transient
 from .._settings import CapsuleSpec
-from . import systemd
+from . import preflight, systemd
 from .acker import Acker
 from .backoff import Backoff
 from .capsule import Capsule
@@ -73,9 +73,14 @@ class Worker:
         max_recoveries: int = 3,
         prefetch: int | None = None,
         handle_signals: bool = False,
+        tag: str = "",
+        embedded: bool = False,
     ) -> None:
         if not capsules:
             raise ConfigError("a worker needs at least one capsule")
+        if not timeout > 0:
+            # 0 would cancel every running job the moment a shutdown begins.
+            raise ConfigError(f"timeout must be more than 0 seconds, got {timeout!r}")
         seen: dict[str, str] = {}
         for spec in capsules:
             for q, _ in spec.queues:
@@ -103,6 +108,10 @@ class Worker:
         self.max_recoveries = max_recoveries
         self.prefetch = prefetch
         self.handle_signals = handle_signals
+        # A label for the process record (Sidekiq's tag: which app, which deploy).
+        self.tag = tag
+        # Runs inside someone else's program (app.run_worker()): the record says so.
+        self.embedded = embedded
         self.process_id = new_process_id()
         self.capsules: list[Capsule] = []
         self.fetchers: list[Fetcher] = []
@@ -197,6 +206,16 @@ class Worker:
         }
 
     def _on_command(self, cmd: str) -> None:
+        if self.embedded and cmd in ("quiet", "stop"):
+            # As Sidekiq's embedded mode: a worker inside someone else's program (a web
+            # server) is stopped by that program, never from outside.
+            log.warning(
+                "remote %s refused: this worker is embedded (app.run_worker()); to stop "
+                "it, leave the run_worker() block (or call worker.stop()) in the program "
+                "that runs it",
+                cmd,
+            )
+            return
         if cmd == "quiet":
             self.quiet_down()
         elif cmd == "stop":
@@ -236,7 +255,9 @@ class Worker:
         app = self.app
         started, stop = self._started, self._stop
         assert started is not None and stop is not None
+        watchdog = systemd.watchdog_interval()  # a bad WatchdogSec= stops us here
         self.store = store = await self._connect()
+        await self._retry_until_up(lambda: preflight.check(store))
         inflight = app.keys.inflight(self.process_id)
         health = self.health
         self.scheduler = Scheduler(store, poll=self.scheduler_poll, health=health)
@@ -326,8 +347,8 @@ class Worker:
                 for c in self.capsules:
                     tg.start_soon(c.watchdog)
                 tg.start_soon(isolation.run)
-                if (every := systemd.watchdog_interval()) is not None:
-                    tg.start_soon(self._watchdog, every)
+                if watchdog is not None:
+                    tg.start_soon(self._watchdog, watchdog)
                 fetch_group = anyio.create_task_group()
                 async with fetch_group:
                     for f in self.fetchers:
@@ -393,10 +414,19 @@ class Worker:
     def _info(self) -> dict[str, Any]:
         stats = self.statistics()
         return {
+            # As Sidekiq's record: each capsule's mode and queue weights.
             "capsules": [
-                {"name": c["name"], "queues": c["queues"], "concurrency": c["concurrency"]}
-                for c in stats["capsules"]
+                {
+                    "name": c["name"],
+                    "queues": c["queues"],
+                    "concurrency": c["concurrency"],
+                    "mode": "strict" if spec.strict else "weighted",
+                    "weights": dict(spec.queues),
+                }
+                for c, spec in zip(stats["capsules"], self.specs, strict=True)
             ],
+            "tag": self.tag,
+            "embedded": self.embedded,
             "concurrency": sum(c.concurrency for c in self.capsules),
             "busy": stats["busy"],
             "quiet": self.quiet,

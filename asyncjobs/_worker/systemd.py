@@ -10,6 +10,8 @@ import logging
 import os
 import socket
 
+from .._errors import ConfigError
+
 log = logging.getLogger("asyncjobs.systemd")
 
 
@@ -30,13 +32,29 @@ def notify(message: str) -> bool:
     return True
 
 
+# The shortest WatchdogSec= accepted: below a second, an event loop busy for a moment (a
+# garbage collection, a job that blocks) would have systemd kill a healthy worker, and
+# the pings would cost more than they tell.
+MIN_WATCHDOG_USEC = 1_000_000
+
+
 def watchdog_interval() -> float | None:
-    """Seconds between watchdog pings (half of ``WatchdogSec``), or None when off."""
+    """Seconds between watchdog pings (half of ``WatchdogSec``), or None when off.
+    :class:`ConfigError` for a ``WATCHDOG_USEC`` below one second, or not a number."""
     usec = os.environ.get("WATCHDOG_USEC")
     pid = os.environ.get("WATCHDOG_PID")
     if not usec or (pid and pid != str(os.getpid())):
         return None
     try:
-        return max(0.01, int(usec) / 1e6 / 2)
+        value = int(usec)
     except ValueError:
-        return None
+        raise ConfigError(
+            f"WATCHDOG_USEC={usec!r} is not a number of microseconds: set WatchdogSec= "
+            "in the unit to 1s or more"
+        ) from None
+    if value < MIN_WATCHDOG_USEC:
+        raise ConfigError(
+            f"WATCHDOG_USEC={value} is below one second: set WatchdogSec= in the unit to "
+            "1s or more (a few times the longest pause of the event loop; 30s is safe)"
+        )
+    return value / 1e6 / 2

@@ -20,12 +20,14 @@ await dead.retry(entry.jid)
 # isort: off
 from ._records import JobNotFound as JobNotFound
 from ._records import JobRecord as JobRecord
+from ._records import InvalidArgument as InvalidArgument
 from ._queues import QueueInfo as QueueInfo
 from ._queues import queues as queues
 from ._queues import queue_entries as queue_entries
 from ._queues import clear_queue as clear_queue
 from ._queues import find_queued as find_queued
 from ._queues import delete_queued as delete_queued
+from ._sets import Page as Page
 from ._sets import SortedSet as SortedSet
 from ._sets import ScheduledSet as ScheduledSet
 from ._sets import RetrySet as RetrySet
@@ -49,13 +51,17 @@ from ._periodic import periodic_entries as periodic_entries
 from ._periodic import pause_periodic as pause_periodic
 from ._periodic import resume_periodic as resume_periodic
 from ._periodic import run_periodic as run_periodic
+from ._stats import history as history
+from ._stats import reset_stats as reset_stats
 # isort: on
 
 __all__ = [
+    "InvalidArgument",
     "DeadSet",
     "JobLocation",
     "JobNotFound",
     "JobRecord",
+    "Page",
     "PeriodicInfo",
     "PeriodicNotFound",
     "PeriodicRun",
@@ -72,6 +78,7 @@ __all__ = [
     "delete_queued",
     "find_job",
     "find_queued",
+    "history",
     "locate_job",
     "pause_periodic",
     "pause_queue",
@@ -79,6 +86,7 @@ __all__ = [
     "periodic_entries",
     "queue_entries",
     "queues",
+    "reset_stats",
     "resume_periodic",
     "resume_queue",
     "run_periodic",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ._common import _store
-from ._records import JobNotFound, JobRecord
+from ._records import JobNotFound, JobRecord, check_jid
 from ._sets import DeadSet, RetrySet, ScheduledSet
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ async def locate_job(app: App, jid: str) -> JobLocation:
     queues, in that order; :class:`JobNotFound` if it is in none (it ran and is done,
     or never was). Each place is read in turn, so a job that moves meanwhile can be
     missed: ask again. The queues are read through: meant for an operator."""
+    check_jid(jid)
     for s in (RetrySet(app), DeadSet(app), ScheduledSet(app)):
         try:
             return JobLocation(state=s.kind, record=await s.find(jid))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ._common import _store
-from ._records import JobRecord
+from ._records import InvalidArgument, JobRecord
 
 if TYPE_CHECKING:
     from .._app import App
@@ -28,7 +28,16 @@ class ProcessInfo(msgspec.Struct, frozen=True, kw_only=True):
     busy: int = 0
     quiet: bool = False
     beat: float = 0.0
+    # Each capsule: name, queues, concurrency, mode ("weighted" or "strict") and
+    # weights (queue -> weight).
     capsules: list[dict[str, Any]] = []
+    # asyncjobs worker --tag (Sidekiq's tag); "" when none was given.
+    tag: str = ""
+    # Resident memory in KiB at the last heartbeat.
+    rss: int = 0
+    # A worker inside another program (app.run_worker()): it refuses remote quiet and
+    # stop; leaving its run_worker() block stops it.
+    embedded: bool = False
     # Background loops whose last run met an unexpected error: loop name -> that error.
     unhealthy: dict[str, str] = {}
 
@@ -71,6 +80,9 @@ class ProcessSet:
                     quiet=rec.get(b"quiet", b"0") == b"1",
                     beat=float(rec.get(b"beat", 0)),
                     capsules=info.get("capsules", []),
+                    tag=info.get("tag", ""),
+                    rss=info.get("rss", 0),
+                    embedded=bool(info.get("embedded", False)),
                     unhealthy=dict(info.get("unhealthy") or {}),
                 )
             )
@@ -97,6 +109,6 @@ class ProcessSet:
     async def send(self, command: str, process_ids: Sequence[str]) -> int:
         """Send ``quiet`` or ``stop`` to processes; they act on their next heartbeat."""
         if command not in ("quiet", "stop"):
-            raise ValueError(f"unknown command {command!r}: use quiet or stop")
+            raise InvalidArgument(f"unknown command {command!r}: use quiet or stop")
         await (await _store(self.app)).send_control(command, process_ids)
         return len(process_ids)

@@ -9,7 +9,7 @@ import msgspec
 
 from .._payload import DECODE_ERRORS, DECODER
 from ._common import _store
-from ._records import JobNotFound, JobRecord
+from ._records import JobNotFound, JobRecord, check_jid
 
 if TYPE_CHECKING:
     from .._app import App
@@ -23,21 +23,23 @@ class QueueInfo(msgspec.Struct, frozen=True):
     latency: float
 
 
+def latency(oldest: bytes | None, now: float) -> float:
+    """Seconds the oldest job of a queue has waited: 0.0 for an empty queue (or an
+    undecodable head), as Sidekiq's ``Queue#latency``."""
+    if oldest is None:
+        return 0.0
+    try:
+        p = DECODER.decode(oldest)
+    except DECODE_ERRORS:
+        return 0.0
+    return round(max(0.0, now - (p.enqueued_at or p.created_at)), 3)
+
+
 async def queues(app: App) -> list[QueueInfo]:
     """Every known queue, by name."""
     heads = await (await _store(app)).queue_heads()
     now = time.time()
-    out = []
-    for n, size, oldest in heads:
-        latency = 0.0
-        if oldest is not None:
-            try:
-                p = DECODER.decode(oldest)
-                latency = max(0.0, now - (p.enqueued_at or p.created_at))
-            except DECODE_ERRORS:
-                pass
-        out.append(QueueInfo(n, size, round(latency, 3)))
-    return out
+    return [QueueInfo(n, size, latency(oldest, now)) for n, size, oldest in heads]
 
 
 async def queue_entries(app: App, name: str, offset: int = 0, limit: int = 50) -> list[JobRecord]:
@@ -55,7 +57,7 @@ async def find_queued(app: App, name: str, jid: str) -> JobRecord:
     """The job with this jid waiting in queue ``name``; :class:`JobNotFound` if none.
     Reads the queue through (a thousand jobs a round trip), as Sidekiq's
     ``Queue#find_job`` does: meant for an operator, not a hot path."""
-    raw = await (await _store(app)).queue_find(name, jid)
+    raw = await (await _store(app)).queue_find(name, check_jid(jid))
     if raw is None:
         raise JobNotFound(f"no job with jid {jid} waiting in queue {name}")
     return JobRecord.from_raw(raw)
@@ -64,7 +66,7 @@ async def find_queued(app: App, name: str, jid: str) -> JobRecord:
 async def delete_queued(app: App, name: str, jid: str) -> JobRecord:
     """Delete the job with this jid from queue ``name``; returns what it was."""
     store = await _store(app)
-    raw = await store.queue_find(name, jid)
+    raw = await store.queue_find(name, check_jid(jid))
     if raw is None or not await store.queue_remove(name, raw):
         raise JobNotFound(f"no job with jid {jid} waiting in queue {name}")
     return JobRecord.from_raw(raw)

@@ -15,6 +15,22 @@ class JobNotFound(AsyncJobsError, LookupError):
     """No entry with this jid in the set."""
 
 
+class InvalidArgument(AsyncJobsError, ValueError):
+    """An argument out of range or malformed (a count, a cursor, a counter name): the
+    message says what was wrong and what to give instead."""
+
+
+def check_jid(jid: object) -> str:
+    """``jid`` if it is a non-empty string, else :class:`InvalidArgument` (a ``None`` or
+    an empty jid would otherwise fail deep in the store, or find nothing)."""
+    if not isinstance(jid, str) or not jid:
+        raise InvalidArgument(
+            f"a jid is required, got {jid!r}: give the job's jid (24 hex digits, or the id "
+            "given to configure(jid=...)), as the listings show it"
+        )
+    return jid
+
+
 class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
     """One job as stored, decoded for reading. ``score`` is its due/death time."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -11,7 +12,7 @@ import msgspec
 from .._job import JobContext
 from .._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
 from ._common import _store
-from ._records import JobNotFound, JobRecord
+from ._records import InvalidArgument, JobNotFound, JobRecord, check_jid
 
 if TYPE_CHECKING:
     from .._app import App
@@ -21,6 +22,53 @@ log = logging.getLogger("asyncjobs.api")
 # What the death handlers of a job killed through the API receive (Sidekiq passes
 # RuntimeError "Job killed by API").
 KILLED_BY_API = "killed by API"
+
+
+JID_PREFIX = b'{"jid":"'
+
+
+def cursor_of(record: JobRecord) -> str:
+    """The cursor that pages on after ``record``: ``SCORE:JID`` (its time as Python
+    writes a float, so that it reads back exactly)."""
+    return f"{record.score!r}:{record.jid}"
+
+
+def _parse_cursor(cursor: str) -> tuple[float, bytes]:
+    score, sep, jid = cursor.partition(":")
+    try:
+        value = float(score)
+    except ValueError:
+        value = float("nan")
+    if not sep or value != value:
+        raise InvalidArgument(
+            f"bad cursor {cursor!r}: give SCORE:JID, the score and jid of the last entry "
+            "of a page (Page.next)"
+        )
+    return value, JID_PREFIX + jid.encode() + b'"'
+
+
+def glob(match: str | None) -> str | None:
+    """The glob a ``match=`` filter applies to a payload's JSON: as Sidekiq's
+    ``JobSet#scan``, a text without ``*`` matches anywhere (``*text*``)."""
+    if match is None:
+        return None
+    if not match:
+        raise InvalidArgument("match must not be empty: give a glob such as *text*")
+    return match if "*" in match else f"*{match}*"
+
+
+def _keep(rec: JobRecord, job: str | None, pattern: str | None) -> bool:
+    if job is not None and not (rec.job == job or rec.job.endswith("." + job)):
+        return False
+    return pattern is None or fnmatch.fnmatchcase(rec.raw, pattern)
+
+
+class Page(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of a sorted set: its entries, and ``next``, the cursor of the page
+    after it (None once the end is reached; a full page may be followed by an empty one)."""
+
+    entries: list[JobRecord]
+    next: str | None = None
 
 
 class SortedSet:
@@ -48,13 +96,18 @@ class SortedSet:
         limit: int = 50,
         job: str | None = None,
         newest_first: bool | None = None,
+        match: str | None = None,
     ) -> list[JobRecord]:
         """Entries in time order, the dead set's newest first (as Sidekiq lists it;
         ``newest_first`` chooses); ``job`` keeps only that job name (a suffix match, so
-        ``resize`` finds ``myapp.jobs.resize``)."""
+        ``resize`` finds ``myapp.jobs.resize``); ``match`` keeps only the entries whose
+        JSON payload matches a glob (``*`` any text, ``?`` one character, ``[abc]``; a
+        text without ``*`` matches anywhere, as Sidekiq's ``scan``), read through in
+        order on the client: meant for an operator."""
         store = await _store(self.app)
         desc = self.newest_first if newest_first is None else newest_first
-        if job is None:
+        pattern = glob(match)
+        if job is None and pattern is None:
             rows = await store.zset_entries(self.key, offset, offset + limit - 1, newest_first=desc)
             return [JobRecord.from_raw(m, s) for m, s in rows]
         out: list[JobRecord] = []
@@ -67,7 +120,7 @@ class SortedSet:
             start += len(batch)
             for m, s in batch:
                 rec = JobRecord.from_raw(m, s)
-                if rec.job == job or rec.job.endswith("." + job):
+                if _keep(rec, job, pattern):
                     if skipped < offset:
                         skipped += 1
                     else:
@@ -76,8 +129,45 @@ class SortedSet:
                             break
         return out
 
+    async def page(
+        self,
+        *,
+        after: str | None = None,
+        limit: int = 50,
+        job: str | None = None,
+        newest_first: bool | None = None,
+        match: str | None = None,
+    ) -> Page:
+        """A page of entries after the cursor ``after`` (``SCORE:JID``: the ``next`` of the page
+        before; None for the first page), in the order of :meth:`entries`.
+
+        Paging goes by time and jid, not by position: deleting, retrying or killing the
+        entries of a page before asking for the next one skips nothing (with
+        ``offset=``, every entry deleted would push one entry past the next page).
+        ``job`` and ``match`` filter as in :meth:`entries`."""
+        if limit < 1:
+            raise InvalidArgument(f"limit must be 1 or more, got {limit}")
+        store = await _store(self.app)
+        desc = self.newest_first if newest_first is None else newest_first
+        cursor = None if after is None else _parse_cursor(after)
+        pattern = glob(match)
+        out: list[JobRecord] = []
+        batch = limit if job is None and pattern is None else max(limit, 500)
+        while True:
+            rows = await store.zset_after(self.key, cursor, batch, newest_first=desc)
+            for m, s in rows:
+                rec = JobRecord.from_raw(m, s)
+                if _keep(rec, job, pattern):
+                    out.append(rec)
+                    if len(out) == limit:
+                        return Page(entries=out, next=cursor_of(rec))
+            if len(rows) < batch:
+                return Page(entries=out)
+            last_member, last_score = rows[-1]
+            cursor = (last_score, last_member)
+
     async def _find(self, jid: str) -> tuple[bytes, float]:
-        found = await (await _store(self.app)).zset_find(self.key, jid)
+        found = await (await _store(self.app)).zset_find(self.key, check_jid(jid))
         if found is not None:
             return found
         raise JobNotFound(f"no job with jid {jid} in the {self.kind} set")
@@ -229,6 +319,7 @@ class DeadSet(SortedSet):
 
 async def find_job(app: App, jid: str) -> tuple[SortedSet, JobRecord]:
     """Find a jid in the scheduled, retry or dead set."""
+    check_jid(jid)
     for s in (RetrySet(app), DeadSet(app), ScheduledSet(app)):
         try:
             return s, await s.find(jid)

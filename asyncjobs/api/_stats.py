@@ -3,16 +3,54 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from ._common import _store
-from ._processes import ProcessSet
-from ._queues import queues
+from ._queues import latency
+from ._records import InvalidArgument
 
 if TYPE_CHECKING:
     from .._app import App
+
+
+# The per-day counters live five years (the acker's STATS_TTL): more days than that
+# would only read keys that cannot exist.
+MAX_HISTORY_DAYS = 5 * 366
+
+COUNTERS = ("processed", "failed")
+
+
+def _day_list(days: int) -> list[dt.date]:
+    if isinstance(days, bool) or not isinstance(days, int):
+        raise TypeError(f"days must be an int, got {days!r}")
+    if not 1 <= days <= MAX_HISTORY_DAYS:
+        raise InvalidArgument(
+            f"days must be 1 to {MAX_HISTORY_DAYS} (five years: the per-day counters "
+            f"expire after that), got {days}"
+        )
+    today = dt.datetime.now(dt.UTC).date()
+    return [today - dt.timedelta(days=i) for i in range(days)]
+
+
+async def history(app: App, days: int = 7) -> dict[str, dict[str, int]]:
+    """Processed and failed counts per UTC day, today first, ``days`` days (1 to five
+    years; :class:`InvalidArgument` otherwise), as Sidekiq's ``Stats::History``."""
+    return (await Stats.fetch(app, days=days)).history
+
+
+async def reset_stats(app: App, *counters: str) -> None:
+    """Set the ``processed`` and/or ``failed`` totals to 0 (both when none is named),
+    as Sidekiq's ``Stats#reset``; the per-day history is kept."""
+    names = counters or COUNTERS
+    unknown = [c for c in names if c not in COUNTERS]
+    if unknown:
+        raise InvalidArgument(
+            f"cannot reset {', '.join(map(repr, unknown))}: use processed or failed"
+        )
+    await (await _store(app)).reset_counters(list(dict.fromkeys(names)))
 
 
 class Stats(msgspec.Struct, frozen=True, kw_only=True):
@@ -26,17 +64,18 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     dead: int
     processes: int
     busy: int
+    # Seconds the oldest job of the "default" queue has waited; 0.0 when it is empty.
+    default_queue_latency: float
     history: dict[str, dict[str, int]]
     expired: int = 0  # jobs dropped unstarted by their expires_in (Sidekiq Pro's)
 
     @classmethod
     async def fetch(cls, app: App, *, days: int = 7) -> Stats:
-        """Read the stats now, with ``days`` days of history."""
-        today = dt.datetime.now(dt.UTC).date()
-        day_list = [today - dt.timedelta(days=i) for i in range(days)]
+        """Read the stats now, with ``days`` days of history (1 to five years;
+        :class:`InvalidArgument` otherwise): two round trips to Redis
+        whatever the number of queues and processes."""
+        day_list = _day_list(days)
         c = await (await _store(app)).counters(day_list)
-        qs = await queues(app)
-        procs = await ProcessSet(app).list()
         history = {
             d.isoformat(): {"processed": p, "failed": f}
             for d, (p, f) in zip(day_list, c.days, strict=True)
@@ -44,12 +83,13 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
         return cls(
             processed=c.processed,
             failed=c.failed,
-            enqueued=sum(q.size for q in qs),
+            enqueued=c.enqueued,
             scheduled=c.scheduled,
             retries=c.retries,
             dead=c.dead,
-            processes=len(procs),
-            busy=sum(p.busy for p in procs),
+            processes=c.processes,
+            busy=c.busy,
+            default_queue_latency=latency(c.default_oldest, time.time()),
             history=history,
             expired=c.expired,
         )

@@ -94,3 +94,24 @@ async def test_unique_jobs_and_pause_on_cluster(cluster: RedisCluster) -> None:
 async def _no_keys(client: object, pattern: str) -> bool:
     assert isinstance(client, AsyncCluster)
     return not await client.keys(pattern, target_nodes=AsyncCluster.ALL_NODES)
+
+
+async def test_stats_and_paging_on_cluster(cluster: RedisCluster) -> None:
+    """The stats pipelines and cursor paging of the API (#11) stay on the slot."""
+    from asyncjobs import api
+
+    app = asyncjobs.App(cluster.url)
+
+    @app.job(retry=0)
+    async def later() -> None:
+        pass
+
+    async with app:
+        for _ in range(3):
+            await later.configure(delay=3600).defer()
+        stats = await api.Stats.fetch(app, days=3)
+        assert stats.scheduled == 3 and stats.default_queue_latency == 0.0
+        await api.reset_stats(app)
+        first = await api.ScheduledSet(app).page(limit=2)
+        rest = await api.ScheduledSet(app).page(after=first.next, limit=2)
+        assert len(first.entries) == 2 and len(rest.entries) == 1

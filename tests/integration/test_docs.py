@@ -512,7 +512,7 @@ async def test_acl_user_of_the_deployment_guide_can_run_everything(tmp_path: Pat
             )
 
         try:
-            async with app.run_worker():
+            async with app.run_worker(embedded=False):  # quiet --all must reach it
                 await resize.defer(1)
                 await resize.defer_many([(2,), (3,)])
                 await resize.configure(delay=0.1).defer(4)
