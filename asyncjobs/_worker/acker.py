@@ -171,7 +171,7 @@ class Acker:
                 soonest, self._soonest_retry = self._soonest_retry, None
                 self.on_retry(soonest)
             if warned:
-                log.warning("Redis is back; acknowledgements written")
+                log.info("Redis is back; acknowledgements written")
                 warned = False
         self._pending.clear()
         self._idle.set()

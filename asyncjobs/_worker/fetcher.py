@@ -188,7 +188,7 @@ class Fetcher:
             if self.health is not None and not lane:
                 self.health.ok(f"fetcher {capsule.name}")
             if self._down and not lane:
-                log.warning("capsule %s: Redis is back; fetching again", capsule.name)
+                log.info("capsule %s: Redis is back; fetching again", capsule.name)
                 self._set(down=False)
                 self._backoff.reset()
             if got:
