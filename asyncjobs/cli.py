@@ -304,90 +304,81 @@ def worker(
     ] = None,
 ) -> None:
     """Run a worker process: fetch and run jobs until SIGTERM/SIGINT."""
-
-    def build() -> tuple[Any, Settings]:
-        settings = load_settings(config)
-        overrides: dict[str, Any] = {}
-        if app_spec is not None:
-            overrides["app"] = app_spec
-        if queue:
-            overrides["queues"] = list(queue)
-        if concurrency is not None:
-            overrides["concurrency"] = concurrency
-        if strict is not None:
-            overrides["strict"] = strict
-        if timeout is not None:
-            overrides["timeout"] = timeout
-        if redis_url is not None:
-            overrides["redis_url"] = redis_url
-        if namespace is not None:
-            overrides["namespace"] = namespace
-        if log_level is not None:
-            overrides["log_level"] = log_level
-        if processes is not None:
-            overrides["processes"] = processes
-        if log_format is not None:
-            overrides["log_format"] = log_format
-        if tag is not None:
-            overrides["tag"] = tag
-        import msgspec
-
-        settings = msgspec.structs.replace(settings, **overrides)
-        if not settings.timeout > 0:  # flags are range-checked; a settings file is not
-            raise ConfigError(
-                f"timeout must be more than 0 seconds, got {settings.timeout:g}: the seconds "
-                "a shutdown waits for running jobs (-t/--timeout, timeout= in the settings)"
-            )
-        if settings.app is None:
-            raise ConfigError(
-                "no app given: asyncjobs worker MODULE:ATTRIBUTE (or app= in --config)"
-            )
-        capsules_from(settings)  # validates queues before importing anything
-        setup_logging(settings.log_level, settings.log_format)
-        application = load_app(settings.app)
-        if settings.redis_url:
-            from ._redis import _check_url
-
-            _check_url(settings.redis_url)
-            application.redis_url = settings.redis_url
-        if settings.namespace:
-            from ._keys import Keys
-
-            application.keys = Keys(settings.namespace)
-        return application, settings
-
-    application, settings = _guard(build)
+    given = {
+        "app": app_spec,
+        "queues": list(queue) if queue else None,
+        "concurrency": concurrency,
+        "strict": strict,
+        "timeout": timeout,
+        "redis_url": redis_url,
+        "namespace": namespace,
+        "log_level": log_level,
+        "processes": processes,
+        "log_format": log_format,
+        "tag": tag,
+    }
+    overrides = {name: value for name, value in given.items() if value is not None}
+    application, settings = _guard(lambda: _worker_settings(config, overrides))
     specs = _guard(lambda: capsules_from(settings))
     n = _guard(lambda: resolve_processes(settings.processes))
     if n > 1:
         _guard(lambda: run_async(application.ping))  # fail fast, one line
         argv = _without_processes(sys.argv[1:])
         raise typer.Exit(Supervisor(n, [*argv, "--processes", "1"]).run())
+    _guard(lambda: run_async(lambda: _run_worker(application, settings, specs)))
 
-    async def main() -> None:
-        await application.connect()  # fail fast, one line, when Redis is unreachable
-        w = application.worker(
-            capsules=specs,
-            timeout=settings.timeout,
-            heartbeat_interval=settings.heartbeat_interval,
-            heartbeat_ttl=settings.heartbeat_ttl,
-            scheduler_poll=settings.scheduler_poll,
-            max_recoveries=settings.max_recoveries,
-            prefetch=settings.prefetch,
-            handle_signals=True,
-            tag=settings.tag,
+
+def _worker_settings(config: Path | None, overrides: dict[str, Any]) -> tuple[Any, Settings]:
+    """The settings of ``asyncjobs worker`` (flags and environment over the settings
+    file over the defaults), validated, and the app they name, configured by them."""
+    import msgspec
+
+    settings = msgspec.structs.replace(load_settings(config), **overrides)
+    if not settings.timeout > 0:  # flags are range-checked; a settings file is not
+        raise ConfigError(
+            f"timeout must be more than 0 seconds, got {settings.timeout:g}: the seconds "
+            "a shutdown waits for running jobs (-t/--timeout, timeout= in the settings)"
         )
-        try:
-            await w.run()
-        except Exception as exc:  # a denied command (ACL): one line, exit 2
-            inner = _find(exc, REDIS_ERRORS)
-            if inner is None:
-                raise
-            raise map_error(application.redis_url, inner) from inner
-        finally:
-            await application.aclose()
+    if settings.app is None:
+        raise ConfigError("no app given: asyncjobs worker MODULE:ATTRIBUTE (or app= in --config)")
+    capsules_from(settings)  # validates queues before importing anything
+    setup_logging(settings.log_level, settings.log_format)
+    application = load_app(settings.app)
+    if settings.redis_url:
+        from ._redis import _check_url
 
-    _guard(lambda: run_async(main))
+        _check_url(settings.redis_url)
+        application.redis_url = settings.redis_url
+    if settings.namespace:
+        from ._keys import Keys
+
+        application.keys = Keys(settings.namespace)
+    return application, settings
+
+
+async def _run_worker(application: Any, settings: Settings, specs: list[Any]) -> None:
+    """Run one worker process until it stops; Redis errors become one line."""
+    await application.connect()  # fail fast, one line, when Redis is unreachable
+    w = application.worker(
+        capsules=specs,
+        timeout=settings.timeout,
+        heartbeat_interval=settings.heartbeat_interval,
+        heartbeat_ttl=settings.heartbeat_ttl,
+        scheduler_poll=settings.scheduler_poll,
+        max_recoveries=settings.max_recoveries,
+        prefetch=settings.prefetch,
+        handle_signals=True,
+        tag=settings.tag,
+    )
+    try:
+        await w.run()
+    except Exception as exc:  # a denied command (ACL): one line, exit 2
+        inner = _find(exc, REDIS_ERRORS)
+        if inner is None:
+            raise
+        raise map_error(application.redis_url, inner) from inner
+    finally:
+        await application.aclose()
 
 
 # -- inspection (uses asyncjobs.api only) ---------------------------------------------

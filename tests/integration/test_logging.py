@@ -96,8 +96,9 @@ def restore_logging() -> Iterator[None]:
 
 @pytest.mark.usefixtures("restore_logging")
 def test_asyncjobs_own_level_can_be_set_apart() -> None:
+    # A user's logger that inherits its level (one no other test configures).
     setup_logging("DEBUG", "text", asyncjobs_level="WARNING")
-    assert logging.getLogger("myapp.jobs").getEffectiveLevel() == logging.DEBUG
+    assert logging.getLogger("own_level_test.jobs").getEffectiveLevel() == logging.DEBUG
     assert logging.getLogger("asyncjobs.fetcher").getEffectiveLevel() == logging.WARNING
     setup_logging("INFO")
     assert logging.getLogger("asyncjobs.fetcher").getEffectiveLevel() == logging.INFO
