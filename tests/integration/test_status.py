@@ -1,0 +1,207 @@
+"""Results, status, progress and cancellation (#14), on a real Redis, in process."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+
+import asyncjobs
+from tests.conftest import running, wait_for
+
+
+class Size(msgspec.Struct):
+    width: int
+    height: int
+
+
+def make_app(redis_url: str) -> asyncjobs.App:
+    return asyncjobs.App(redis_url)
+
+
+async def test_result_is_typed_and_waited_for(redis_url: str, redis: aioredis.Redis) -> None:
+    app = make_app(redis_url)
+
+    @app.job(keep_result=60, name="resize")
+    async def resize(width: int) -> Size:
+        await asyncio.sleep(0.05)
+        return Size(width, width // 2)
+
+    try:
+        handle = await resize.defer(640)
+        assert handle is not None
+        assert isinstance(handle, str) and len(handle) == 24
+        # Waiters before the job runs are woken by it (two at once: the signal stays).
+        async with running(app.worker()):
+            with anyio.fail_after(5):
+                a, b = await asyncio.gather(handle.result(timeout=5), handle.result(timeout=5))
+        assert a == Size(640, 320) and b == a
+        assert await handle.result(timeout=0) == Size(640, 320)  # stored: no wait
+        assert await app.result(handle.jid) == Size(640, 320)
+        status = await app.status(handle)
+        assert status.state == "succeeded" and status.has_result
+        ttl = await redis.pttl(f"{{asyncjobs}}:result:{handle}")
+        assert 0 < ttl <= 60_000
+    finally:
+        await app.aclose()
+
+
+async def test_result_timeout_and_failure(redis_url: str) -> None:
+    app = make_app(redis_url)
+
+    @app.job(keep_result=60, retry=0, name="boom")
+    async def boom() -> int:
+        raise ValueError("no good")
+
+    try:
+        handle = await boom.defer()
+        assert handle is not None
+        with pytest.raises(TimeoutError):
+            await handle.result(timeout=0.2)
+        async with running(app.worker()):
+            with pytest.raises(asyncjobs.JobFailed) as info:
+                await handle.result(timeout=5)
+        assert info.value.error_class == "ValueError"
+        assert info.value.error_message == "no good"
+        assert info.value.state == "dead"
+        assert (await app.status(handle)).state == "dead"
+    finally:
+        await app.aclose()
+
+
+async def test_untracked_job_writes_nothing(redis_url: str, redis: aioredis.Redis) -> None:
+    app = make_app(redis_url)
+
+    @app.job(name="plain")
+    async def plain() -> int:
+        return 1
+
+    try:
+        handle = await plain.defer()
+        assert handle is not None
+        async with running(app.worker()) as w:
+            await wait_for(lambda: w.statistics()["processed"] == 1)
+        keys = {k.decode() for k in await redis.keys("*") if isinstance(k, bytes)}
+        assert not [k for k in keys if ":status:" in k or ":result:" in k or ":progress:" in k]
+        assert (await app.status(handle)).state == "unknown"
+        with pytest.raises(asyncjobs.ConfigError, match="keep_result"):
+            await handle.result(timeout=0.1)
+    finally:
+        await app.aclose()
+
+
+async def test_status_through_the_life_of_a_job(redis_url: str) -> None:
+    app = make_app(redis_url)
+    go = asyncio.Event()
+    failures = 0
+
+    @app.job(track_status=True, retry=3, retry_in=lambda count, exc: 3600, name="steps")
+    async def steps() -> None:
+        nonlocal failures
+        asyncjobs.current_job().progress(0.5, "half way", meta={"done": 5})
+        await go.wait()
+        if failures == 0:
+            failures += 1
+            raise RuntimeError("first try fails")
+
+    try:
+        scheduled = await steps.configure(delay=3600).defer()
+        assert scheduled is not None
+        st = await app.status(scheduled)
+        assert st.state == "scheduled" and st.next_at is not None
+        handle = await steps.defer()
+        assert handle is not None
+        assert (await app.status(handle)).state == "queued"
+        async with running(app.worker()) as w:
+
+            async def is_running() -> bool:
+                st = await app.status(handle)
+                return st.state == "running" and st.progress is not None
+
+            await wait_for(is_running)
+            st = await app.status(handle)
+            assert st.process == w.process_id
+            assert st.progress is not None
+            assert st.progress.fraction == 0.5 and st.progress.message == "half way"
+            assert st.progress.meta == {"done": 5}
+            go.set()
+
+            async def is_retrying() -> bool:
+                return (await app.status(handle)).state == "retrying"
+
+            await wait_for(is_retrying)
+        st = await app.status(handle)
+        assert st.retry_count == 1 and st.next_at is not None
+        assert st.error_class == "RuntimeError"
+    finally:
+        await app.aclose()
+
+
+async def test_cancel_queued_and_scheduled(redis_url: str, redis: aioredis.Redis) -> None:
+    app = make_app(redis_url)
+
+    @app.job(keep_result=60, name="later")
+    async def later() -> None:
+        pass
+
+    try:
+        queued = await later.defer()
+        scheduled = await later.configure(delay=600).defer()
+        assert queued is not None and scheduled is not None
+        assert await app.cancel(queued) == "removed"
+        assert await scheduled.cancel() == "removed"
+        assert await redis.llen("{asyncjobs}:queue:default") == 0
+        assert await redis.zcard("{asyncjobs}:schedule") == 0
+        assert (await app.status(queued)).state == "cancelled"
+        with pytest.raises(asyncjobs.JobCancelled):
+            await scheduled.result(timeout=1)
+        assert await app.cancel("nosuchjid") == "not found"
+    finally:
+        await app.aclose()
+
+
+async def test_cancel_running_job_with_shield(redis_url: str, redis: aioredis.Redis) -> None:
+    app = make_app(redis_url)
+    started = asyncio.Event()
+    in_shield = asyncio.Event()
+    leave_shield = asyncio.Event()
+    seen: list[str] = []
+
+    @app.job(keep_result=60, name="long")
+    async def long() -> None:
+        with asyncjobs.shield():
+            started.set()
+            in_shield.set()
+            await leave_shield.wait()
+            seen.append("shield done")
+        await asyncio.sleep(30)
+        seen.append("not cancelled")
+
+    async def on_cancel(ctx: asyncjobs.JobContext, exc: BaseException) -> None:
+        seen.append(f"hook {ctx.jid}")
+
+    app.cancel_handlers.append(on_cancel)
+    try:
+        handle = await long.defer()
+        assert handle is not None
+        async with running(app.worker()) as w:
+            with anyio.fail_after(5):
+                await in_shield.wait()
+            assert await handle.cancel() == "cancelling"
+            await anyio.sleep(0.2)  # the shield holds the cancel back
+            assert seen == []
+            leave_shield.set()
+            with pytest.raises(asyncjobs.JobCancelled), anyio.fail_after(5):
+                await handle.result(timeout=5)
+            await wait_for(lambda: f"hook {handle}" in seen)
+            assert seen[0] == "shield done" and "not cancelled" not in seen
+            await wait_for(lambda: w.statistics()["busy"] == 0)
+            assert await redis.hlen(f"{{asyncjobs}}:inflight:{w.process_id}") == 0
+        assert await redis.zcard("{asyncjobs}:retry") == 0
+        assert await redis.zcard("{asyncjobs}:dead") == 0
+        assert (await app.status(handle)).state == "cancelled"
+    finally:
+        await app.aclose()
