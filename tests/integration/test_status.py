@@ -205,3 +205,72 @@ async def test_cancel_running_job_with_shield(redis_url: str, redis: aioredis.Re
         assert (await app.status(handle)).state == "cancelled"
     finally:
         await app.aclose()
+
+
+async def test_cancel_across_two_worker_processes(redis_url: str, redis: aioredis.Redis) -> None:
+    """Two worker subprocesses each run one job; app.cancel ends each on its host within
+    about a second, as a "cancelled" outcome: acked, not retried, not dead."""
+    from tests.apps import cancelling
+    from tests.conftest import spawn_worker
+
+    procs = [spawn_worker(redis_url, "-c", "1", app="tests.apps.cancelling:app") for _ in "ab"]
+    cancelling.app.redis_url = redis_url
+    app = cancelling.app
+    try:
+        handles = [await cancelling.forever.defer(n) for n in range(2)]
+        assert None not in handles
+
+        async def both_running() -> bool:
+            states = [await app.status(h) for h in handles if h is not None]
+            return all(s.state == "running" and s.progress is not None for s in states)
+
+        await wait_for(both_running, timeout=20)
+        states = [await app.status(h) for h in handles if h is not None]
+        assert states[0].process != states[1].process  # one job on each process
+        for h in handles:
+            assert h is not None
+            assert await app.cancel(h) == "cancelling"
+            with anyio.fail_after(1.5), pytest.raises(asyncjobs.JobCancelled):
+                await h.result()
+            assert (await app.status(h)).state == "cancelled"
+        await wait_for(lambda: _count(redis, "test:cancel-hook", 2), timeout=5)
+        assert all(p.poll() is None for p in procs)  # the workers go on
+        for s in states:
+            assert await redis.hlen(f"{{asyncjobs}}:inflight:{s.process}") == 0
+        assert await redis.zcard("{asyncjobs}:retry") == 0
+        assert await redis.zcard("{asyncjobs}:dead") == 0
+        assert await redis.llen("{asyncjobs}:queue:default") == 0
+    finally:
+        await app.aclose()
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(15)
+
+
+async def _count(redis: aioredis.Redis, key: str, n: int) -> bool:
+    return int(await redis.llen(key)) >= n
+
+
+async def test_cli_cancel_and_job(redis_url: str) -> None:
+    from tests.apps import cancelling
+    from tests.conftest import cli
+
+    cancelling.app.redis_url = redis_url
+    try:
+        handle = await cancelling.forever.defer(7)
+        assert handle is not None
+        shown = await cli(redis_url, "job", handle)
+        assert shown.returncode == 0, shown.stderr
+        assert b"status" in shown.stdout and b"queued since" in shown.stdout
+        done = await cli(redis_url, "cancel", handle)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"{handle}: removed".encode()
+        # Ended: no longer in any set, still shown through its status.
+        shown = await cli(redis_url, "job", handle, "--json")
+        assert shown.returncode == 0, shown.stderr
+        assert b'"state": "cancelled"' in shown.stdout
+        again = await cli(redis_url, "cancel", handle)
+        assert again.returncode == 1 and b"not found" in again.stderr
+    finally:
+        await cancelling.app.aclose()
