@@ -8,6 +8,7 @@ test and in production. The outcomes:
 
 - **succeeded** (or skipped by a server middleware): reported with ``sink.done``;
 - **retry** at a time, **dead**, or **discarded**: reported with ``sink.move``;
+- **cancelled** by ``app.cancel`` (#14): reported with ``sink.done``, not retried;
 - **interrupted** by shutdown: nothing is reported, so the job stays in the process's
   in-flight hash and the launcher puts it back at the head of its queue (invariant 1).
 
@@ -15,7 +16,8 @@ The executor reports outcomes; it never writes them to Redis itself (the acker d
 Unique and expiring jobs (#13) are the exception, through ``locks`` (the store): a lock
 is released in a background task after the outcome is reported, or taken around the
 call (``until="executing"``), and an expired job is counted. Jobs without those options
-never reach ``locks``.
+never reach ``locks``. Tracked jobs (``keep_result``, ``track_status``) write their
+state, progress and outcome through it too (the outcome before the ack).
 """
 
 from __future__ import annotations
