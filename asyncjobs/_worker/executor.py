@@ -98,7 +98,8 @@ class Running:
         self.raw = raw
         self.payload: Payload | None = None
         self.deadline = 0.0
-        # Why we cancelled it: "timeout" | "shutdown" | "cancel" (app.cancel, #14).
+        # Why we cancelled it: "timeout" | "shutdown" | "cancel" (app.cancel, #14); or
+        # "quiet" (not started), "finishing" (ended: too late for app.cancel).
         self.reason: str | None = None
         self.task: asyncio.Task[Any] | None = None
         self.error: BaseException | None = None  # what the job raised, if it failed
@@ -284,6 +285,8 @@ class Executor:
                 return
             self.processed += 1
             if tracked:
+                if rec.reason is None:
+                    rec.reason = "finishing"  # a cancel request now is too late
                 # Stored before the ack, so a waiter woken by it finds it: a crash in
                 # between runs the job again (as any job) and stores it again.
                 await self._save(payload, job, "succeeded", value=value)
@@ -433,6 +436,9 @@ class Executor:
     ) -> None:
         self.failed += 1
         rec.error = exc
+        if rec.reason is None:
+            # Ended: a cancel request now is too late (it would cut the outcome short).
+            rec.reason = "finishing"
         now = time.time()
         # Sidekiq's retry_count: absent before the first failure, 0 after it, then one
         # more per failed retry (the retries already made).
