@@ -274,3 +274,60 @@ async def test_cli_cancel_and_job(redis_url: str) -> None:
         assert again.returncode == 1 and b"not found" in again.stderr
     finally:
         await cancelling.app.aclose()
+
+
+async def test_cancel_a_job_fetched_ahead_never_runs_it(
+    redis_url: str, redis: aioredis.Redis
+) -> None:
+    """A job a worker holds but has not started (prefetched behind a busy slot) is
+    reported cancelled when its turn comes, without running."""
+    app = make_app(redis_url)
+    gate = asyncio.Event()
+    ran: list[int] = []
+
+    @app.job(track_status=True, name="slot")
+    async def slot(n: int) -> None:
+        ran.append(n)
+        await gate.wait()
+
+    try:
+        first = await slot.defer(1)
+        async with running(app.worker(concurrency=1, prefetch=1)) as w:
+            await wait_for(lambda: ran == [1])
+            second = await slot.defer(2)
+            assert first is not None and second is not None
+            inflight = f"{{asyncjobs}}:inflight:{w.process_id}"
+            await wait_for(lambda: redis.hexists(inflight, second))
+            assert await app.cancel(second) == "cancelling"
+
+            async def second_cancelled() -> bool:
+                return (await app.status(second)).state == "cancelled"
+
+            await wait_for(second_cancelled)
+            gate.set()
+            await wait_for(lambda: w.statistics()["busy"] == 0)
+        assert ran == [1]
+        assert (await app.status(first)).state == "succeeded"
+    finally:
+        await app.aclose()
+
+
+async def test_cancel_a_job_waiting_for_its_retry(redis_url: str, redis: aioredis.Redis) -> None:
+    app = make_app(redis_url)
+
+    @app.job(keep_result=60, retry_in=lambda count, exc: 3600, name="flaky")
+    async def flaky() -> None:
+        raise RuntimeError("down")
+
+    try:
+        handle = await flaky.defer()
+        assert handle is not None
+        async with running(app.worker()):
+            await wait_for(lambda: redis.zcard("{asyncjobs}:retry"))
+        assert (await app.status(handle)).state == "retrying"
+        assert await app.cancel(handle) == "removed"
+        assert await redis.zcard("{asyncjobs}:retry") == 0
+        with pytest.raises(asyncjobs.JobCancelled):
+            await handle.result(timeout=1)
+    finally:
+        await app.aclose()
