@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import msgspec
@@ -329,5 +331,28 @@ async def test_cancel_a_job_waiting_for_its_retry(redis_url: str, redis: aioredi
         assert await redis.zcard("{asyncjobs}:retry") == 0
         with pytest.raises(asyncjobs.JobCancelled):
             await handle.result(timeout=1)
+    finally:
+        await app.aclose()
+
+
+async def test_result_through_server_middleware(redis_url: str) -> None:
+    app = make_app(redis_url)
+    seen: list[str] = []
+
+    @app.server_middleware.add
+    async def around(ctx: asyncjobs.JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
+        seen.append(ctx.jid)
+        return await call_next()
+
+    @app.job(keep_result=60, name="double")
+    async def double(n: int) -> int:
+        return 2 * n
+
+    try:
+        handle = await double.defer(21)
+        assert handle is not None
+        async with running(app.worker()):
+            assert await handle.result(timeout=5) == 42
+        assert seen == [handle]
     finally:
         await app.aclose()
