@@ -50,6 +50,16 @@ DEFAULT_URL = "redis://localhost:6379/0"
 uniquelog = logging.getLogger("asyncjobs.unique")
 
 
+def _initial(payload: Payload) -> State:
+    """A tracked job's state as it is deferred: queued, or scheduled."""
+    return State(
+        state="queued" if payload.at is None else "scheduled",
+        at=payload.created_at,
+        queue=payload.queue,
+        next_at=payload.at,
+    )
+
+
 class TestMode:
     """What a test mode (``asyncjobs.testing``) does with jobs that went through the
     client chain, instead of pushing them to Redis."""
@@ -481,13 +491,17 @@ class App(Registry):
         store = await self._open()
         if store is None:
             return
-        state = State(
-            state="queued" if payload.at is None else "scheduled",
-            at=payload.created_at,
-            queue=payload.queue,
-            next_at=payload.at,
+        data = ENCODER.encode(_initial(payload))
+        await store.set_status(payload.jid, data, PENDING_TTL, only_new=True)
+
+    async def _track_many(self, payloads: Sequence[Payload]) -> None:
+        """``defer_many`` of a tracked job: their states in one round trip."""
+        store = await self._open() if payloads else None
+        if store is None:
+            return
+        await store.set_statuses(
+            [(p.jid, ENCODER.encode(_initial(p))) for p in payloads], PENDING_TTL
         )
-        await store.set_status(payload.jid, ENCODER.encode(state), PENDING_TTL, only_new=True)
 
     async def _wait_outcome(self, jid: str, timeout: float | None) -> Outcome:
         store = await self.open_store()

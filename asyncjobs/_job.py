@@ -58,6 +58,8 @@ class Client(Protocol):
 
     async def _track(self, payload: Payload, keep: float) -> None: ...
 
+    async def _track_many(self, payloads: Sequence[Payload]) -> None: ...
+
     async def _wait_outcome(self, jid: str, timeout: float | None) -> Outcome: ...
 
     async def status(self, jid: str) -> JobStatus: ...
@@ -744,7 +746,11 @@ class Deferrer(Generic[P, R]):
                     f"job {job.name}: defer_many items must be tuples of arguments or "
                     f"mappings of keyword arguments, got {type(item).__name__}",
                 )
-        return await job.app._enqueue_many(payloads)
+        jids = await job.app._enqueue_many(payloads)
+        if job.track_status:
+            sent = [p for p, j in zip(payloads, jids, strict=True) if j == p.jid]
+            await job.app._track_many(sent)
+        return jids
 
     def _due(self, items: list[Any], at: Sequence[dt.datetime | None]) -> list[_Options]:
         """Options per item with its due time from ``at`` (checked before any is built)."""

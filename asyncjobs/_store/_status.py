@@ -38,6 +38,14 @@ class StatusOps(Admin):
         await self.client.set(self.keys.status(jid), data, px=int(ttl * 1000), nx=only_new)
 
     @mapped
+    async def set_statuses(self, entries: Sequence[tuple[str, bytes]], ttl: float) -> None:
+        """``set_status(only_new=True)`` for many jobs, in one round trip."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for jid, data in entries:
+                pipe.set(self.keys.status(jid), data, px=int(ttl * 1000), nx=True)
+            await pipe.execute()
+
+    @mapped
     async def save_result(self, jid: str, data: bytes, ttl: float) -> None:
         """Store a tracked job's outcome and wake its waiters (result.lua)."""
         k = self.keys

@@ -228,9 +228,10 @@ class Executor:
             try:
                 args, kwargs = job.decode_call(payload.args)
             except DECODE_ERRORS as exc:
-                self._dead(
-                    rec, payload, "ArgumentError", f"arguments no longer fit {job.name}: {exc}"
-                )
+                message = f"arguments no longer fit {job.name}: {exc}"
+                if job.track_status:
+                    await self._save(payload, job, "dead", error=("ArgumentError", message))
+                self._dead(rec, payload, "ArgumentError", message)
                 return
             rec.payload = payload
             if rec.reason == "cancel":  # cancelled before it started
@@ -241,6 +242,9 @@ class Executor:
             if (payload.expires_at is not None or payload.unique is not None) and (
                 self._before(rec, payload) or await self._replaced(rec, payload)
             ):
+                if job.track_status:  # its waiters learn it will not run
+                    reason = "expired (expires_in), or replaced by a later unique job"
+                    await self._save(payload, job, "failed", error=("NotRun", reason))
                 return
             progress_token = self._track_start(payload) if tracked else None
             timeout = payload.timeout or job.timeout

@@ -356,3 +356,26 @@ async def test_result_through_server_middleware(redis_url: str) -> None:
         assert seen == [handle]
     finally:
         await app.aclose()
+
+
+async def test_defer_many_and_jobs_that_do_not_run(redis_url: str) -> None:
+    app = make_app(redis_url)
+
+    @app.job(keep_result=60, name="square")
+    async def square(n: int) -> int:
+        return n * n
+
+    try:
+        jids = await square.defer_many([(n,) for n in range(3)])
+        assert None not in jids
+        assert [(await app.status(j)).state for j in jids if j] == ["queued"] * 3
+        stale = await square.configure(expires_in=0.01).defer(9)
+        assert stale is not None
+        await anyio.sleep(0.05)
+        async with running(app.worker()):
+            assert [await square.result(j, timeout=5) for j in jids if j] == [0, 1, 4]
+            with pytest.raises(asyncjobs.JobFailed) as info:
+                await stale.result(timeout=5)
+        assert info.value.state == "failed" and info.value.error_class == "NotRun"
+    finally:
+        await app.aclose()
