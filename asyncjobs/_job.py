@@ -289,7 +289,12 @@ class JobHandle(str, Generic[R]):
 
     @property
     def jid(self) -> str:
+        """The jid as a plain ``str``."""
         return str.__str__(self)
+
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:
+        # Pickled (or copied) as the plain jid: the job it points to stays here.
+        return (str, (str.__str__(self),))
 
     async def result(self, timeout: float | None = None) -> R:
         """Wait for the job's return value (a blocking wait in Redis, no polling),

@@ -5,6 +5,7 @@ over tests/: scripts/check); the test checks the handle at run time."""
 from __future__ import annotations
 
 import json
+import pickle
 from typing import assert_type
 
 import msgspec
@@ -58,3 +59,23 @@ def test_a_handle_is_its_jid() -> None:
     assert after.encode_args((handle,), {}) == b'{"parent":"0123456789abcdef01234567"}'
     assert {"0123456789abcdef01234567": 1}[handle] == 1
     assert f"{handle}" == "0123456789abcdef01234567"
+    copied = pickle.loads(pickle.dumps(handle))
+    assert copied == handle and type(copied) is str
+
+
+def test_status_from_its_keys() -> None:
+    from asyncjobs._status import Outcome, State, combine
+
+    enc = msgspec.json.encode
+    assert combine("j", None, None, None).state == "unknown"
+    assert combine("j", b"not json", None, None).state == "unknown"
+    running = enc(State(state="running", at=1.0, process="h:1:abc"))
+    st = combine("j", running, None, b'{"fraction":0.5,"at":2.0,"message":"half"}')
+    assert (st.state, st.process, st.progress and st.progress.message) == (
+        "running",
+        "h:1:abc",
+        "half",
+    )
+    done = enc(Outcome(state="succeeded", at=3.0, value=msgspec.Raw(b"7")))
+    st = combine("j", running, done, None)  # the outcome wins over a stale state
+    assert (st.state, st.at, st.has_result) == ("succeeded", 3.0, True)
