@@ -14,6 +14,7 @@ from ._errors import UnknownJobError as UnknownJobError
 from ._job import Deferrer as Deferrer
 from ._job import Job as Job
 from ._job import JobContext as JobContext
+from ._job import JobHandle as JobHandle
 from ._job import current_job as current_job
 from ._logging import JobContextFilter as JobContextFilter
 from ._logging import JsonFormatter as JsonFormatter
@@ -21,9 +22,14 @@ from ._middleware import Chain as Chain
 from ._payload import Payload as Payload
 from ._retry import Permanent as Permanent
 from ._settings import CapsuleSpec as CapsuleSpec
+from ._status import JobCancelled as JobCancelled
+from ._status import JobFailed as JobFailed
+from ._status import JobStatus as JobStatus
+from ._status import Progress as Progress
 from ._unique import Unique as Unique
 from ._version import __version__ as __version__
 from ._worker.launcher import Worker as Worker
+from ._worker.shield import shield as shield
 
 __all__ = [
     "App",
@@ -35,13 +41,18 @@ __all__ = [
     "Deferrer",
     "EnqueueError",
     "Job",
+    "JobCancelled",
     "JobContext",
     "JobContextFilter",
+    "JobFailed",
+    "JobHandle",
+    "JobStatus",
     "JobTimeout",
     "JsonFormatter",
     "Payload",
     "Permanent",
     "PayloadError",
+    "Progress",
     "RedisRefused",
     "RedisUnavailable",
     "Unique",
@@ -50,6 +61,7 @@ __all__ = [
     "Worker",
     "__version__",
     "current_job",
+    "shield",
 ]
 
 for _name in __all__:

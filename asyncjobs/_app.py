@@ -7,21 +7,33 @@ import contextvars
 import datetime as dt
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import anyio
+import msgspec
 
 from ._conn import FastRedis
 from ._errors import ConfigError, EnqueueError, UniqueConflict
 from ._job import Job, OnExhausted, RetryIn
 from ._middleware import run_client
-from ._payload import ENCODER, Payload
+from ._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
 from ._periodic import PeriodicEntry
 from ._redis import Client, mask_url
 from ._registry import Registry
 from ._settings import CapsuleSpec
+from ._status import (
+    DEFAULT_KEEP,
+    PENDING_TTL,
+    JobStatus,
+    Outcome,
+    State,
+    combine,
+    decode_outcome,
+    raise_for,
+)
 from ._store import Store
 from ._unique import Unique
 
@@ -36,6 +48,16 @@ R = TypeVar("R")
 DEFAULT_URL = "redis://localhost:6379/0"
 
 uniquelog = logging.getLogger("asyncjobs.unique")
+
+
+def _initial(payload: Payload) -> State:
+    """A tracked job's state as it is deferred: queued, or scheduled."""
+    return State(
+        state="queued" if payload.at is None else "scheduled",
+        at=payload.created_at,
+        queue=payload.queue,
+        next_at=payload.at,
+    )
 
 
 class TestMode:
@@ -130,6 +152,8 @@ class App(Registry):
         retry_for: float | dt.timedelta | None = ...,
         unique: Unique | bool | None = ...,
         expires_in: float | dt.timedelta | None = ...,
+        keep_result: float | dt.timedelta | None = ...,
+        track_status: bool = ...,
     ) -> Callable[[Callable[P, Awaitable[R]]], Job[P, R]]: ...
 
     def job(  # type: ignore[misc]
@@ -451,6 +475,91 @@ class App(Registry):
             "skip %s jid=%s: its unique lock is held by jid=%s", payload.job, payload.jid, holder
         )
         return None
+
+    # -- status, results, cancellation (#14) ----------------------------------------
+
+    async def _open(self) -> Store | None:
+        """The store, or None inside a test mode (which keeps no status)."""
+        modes = _test_modes.get()
+        if modes and modes.get(id(self)) is not None:
+            return None
+        return await self.open_store()
+
+    async def _track(self, payload: Payload, keep: float) -> None:
+        """A tracked job was deferred: record it as queued or scheduled (unless a
+        worker recorded it running already)."""
+        store = await self._open()
+        if store is None:
+            return
+        data = ENCODER.encode(_initial(payload))
+        await store.set_status(payload.jid, data, PENDING_TTL, only_new=True)
+
+    async def _track_many(self, payloads: Sequence[Payload]) -> None:
+        """``defer_many`` of a tracked job: their states in one round trip."""
+        store = await self._open() if payloads else None
+        if store is None:
+            return
+        await store.set_statuses(
+            [(p.jid, ENCODER.encode(_initial(p))) for p in payloads], PENDING_TTL
+        )
+
+    async def _wait_outcome(self, jid: str, timeout: float | None) -> Outcome:
+        store = await self.open_store()
+        raw = await store.wait_result(jid, timeout)
+        if raw is None:
+            raise TimeoutError(f"job {jid} has no result after {timeout}s")
+        return decode_outcome(raw)
+
+    async def status(self, jid: str) -> JobStatus:
+        """Where job ``jid`` is: queued, scheduled, running (``process``, since ``at``),
+        retrying (``retry_count``, ``next_at``), succeeded, failed, dead, cancelled, or
+        unknown; with its last ``progress``. One round trip (three GETs). Known for jobs
+        with ``keep_result`` or ``track_status`` only (others are ``unknown``)."""
+        store = await self.open_store()
+        return combine(jid, *await store.read_status(jid))
+
+    async def result(self, jid: str, *, timeout: float | None = None) -> Any:
+        """Wait for job ``jid``'s result, decoded to its job's return annotation when
+        that job is registered here (as ``handle.result()``)."""
+        out = await self._wait_outcome(jid, timeout)
+        job = self.jobs.get(out.job) if out.job else None
+        if job is not None and job.keep_result is not None:
+            return await job.result(jid, timeout=0)
+        raise_for(jid, out)
+        return msgspec.json.decode(out.value)
+
+    async def cancel(self, jid: str) -> str:
+        """Cancel job ``jid``: removed if it waits (queue, schedule, retry set),
+        cancelled on the host that runs it (within a round trip or two) if running.
+        Returns what was done: ``"removed"``, ``"cancelling"``, or ``"not found"``
+        (finished, dead, unknown, or between two places at that instant)."""
+        store = await self.open_store()
+        process = await store.running_on(jid)
+        if process is not None:
+            await store.send_cancel(process, jid)
+            return "cancelling"
+        queues = [name for name, _, _ in await store.queue_heads()]
+        raw = await store.remove_waiting(jid, queues)
+        if raw is None:
+            # It may have been fetched meanwhile: look once more.
+            process = await store.running_on(jid)
+            if process is not None:
+                await store.send_cancel(process, jid)
+                return "cancelling"
+            return "not found"
+        try:
+            name: str | None = DECODER.decode(raw).job
+        except DECODE_ERRORS:
+            name = None
+        job = self.jobs.get(name) if name else None
+        tracked = job.track_status if job is not None else (await store.read_status(jid))[0]
+        if tracked:
+            # Without the job registered here (the CLI), its status record says it is
+            # tracked; its outcome is then kept a day.
+            out = Outcome(state="cancelled", at=time.time(), job=name)
+            keep = (job.keep_result if job is not None else None) or DEFAULT_KEEP
+            await store.save_result(jid, ENCODER.encode(out), keep)
+        return "removed"
 
     # -- worker ------------------------------------------------------------------
 

@@ -25,12 +25,14 @@ import msgspec
 
 from ._errors import ArgumentError, ConfigError, EnqueueError
 from ._payload import ENCODER, Payload, new_jid, valid_jid
+from ._status import JobStatus, Outcome, raise_for
 from ._unique import Unique, lock_for, resolve
 
 __all__ = [
     "Deferrer",
     "Job",
     "JobContext",
+    "JobHandle",
     "current_job",
     "current_payload",
     "reset_current",
@@ -54,6 +56,16 @@ class Client(Protocol):
 
     async def _enqueue_many(self, payloads: Sequence[Payload]) -> list[str | None]: ...
 
+    async def _track(self, payload: Payload, keep: float) -> None: ...
+
+    async def _track_many(self, payloads: Sequence[Payload]) -> None: ...
+
+    async def _wait_outcome(self, jid: str, timeout: float | None) -> Outcome: ...
+
+    async def status(self, jid: str) -> JobStatus: ...
+
+    async def cancel(self, jid: str) -> str: ...
+
 
 _current: ContextVar[Payload] = ContextVar("asyncjobs.job")
 
@@ -62,6 +74,15 @@ _current: ContextVar[Payload] = ContextVar("asyncjobs.job")
 # Bound methods of the context variable, not wrappers: one call each per job.
 set_current: Callable[[Payload], Token[Payload]] = _current.set
 reset_current: Callable[[Token[Payload]], None] = _current.reset
+
+
+# A tracked job's progress reporter, set by the executor around the job (#14): None
+# for jobs that keep no status, whose ctx.progress() stores nothing.
+_progress: ContextVar[Callable[[float, str | None, dict[str, Any] | None], None] | None] = (
+    ContextVar("asyncjobs.progress", default=None)
+)
+set_progress_reporter = _progress.set
+reset_progress_reporter = _progress.reset
 
 
 def current_payload() -> Payload | None:
@@ -147,6 +168,21 @@ class JobContext:
     def meta(self) -> dict[str, Any]:
         """Extra payload fields added by middleware (for example a request id)."""
         return self._payload.meta
+
+    def progress(
+        self, fraction: float, message: str | None = None, *, meta: dict[str, Any] | None = None
+    ) -> None:
+        """Report how far the job is: ``fraction`` from 0 to 1, a short message and a
+        small JSON-able dict. Stored in the background (the latest report wins; the
+        call does not wait for Redis) for jobs with ``keep_result`` or
+        ``track_status``, and read with ``app.status(jid)``; a no-op for other jobs."""
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+            raise ValueError(f"progress fraction must be a number from 0 to 1, got {fraction!r}")
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"progress fraction must be from 0 to 1, got {fraction!r}")
+        report = _progress.get()
+        if report is not None:
+            report(float(fraction), message, meta)
 
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -240,6 +276,45 @@ def _expires(value: float | dt.timedelta) -> float:
     return seconds
 
 
+class JobHandle(str, Generic[R]):
+    """What ``defer`` returns: the jid (a ``str``: store it, log it, compare it), and a
+    way to the job's status, result and cancellation."""
+
+    _job: Job[Any, R]
+
+    def __new__(cls, jid: str, job: Job[Any, R]) -> JobHandle[R]:
+        handle = super().__new__(cls, jid)
+        handle._job = job
+        return handle
+
+    @property
+    def jid(self) -> str:
+        """The jid as a plain ``str``."""
+        return str.__str__(self)
+
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:
+        # Pickled (or copied) as the plain jid: the job it points to stays here.
+        return (str, (str.__str__(self),))
+
+    async def result(self, timeout: float | None = None) -> R:
+        """Wait for the job's return value (a blocking wait in Redis, no polling),
+        decoded to the function's return annotation. Needs ``keep_result=``.
+
+        Raises :class:`TimeoutError` after ``timeout`` seconds (None: no limit),
+        :class:`~asyncjobs.JobFailed` if the job died or was discarded (with its error
+        class and message), :class:`~asyncjobs.JobCancelled` if it was cancelled.
+        """
+        return await self._job.result(self.jid, timeout=timeout)
+
+    async def status(self) -> JobStatus:
+        """The job's status now (``app.status(jid)``)."""
+        return await self._job.app.status(self.jid)
+
+    async def cancel(self) -> str:
+        """Cancel the job (``app.cancel(jid)``)."""
+        return await self._job.app.cancel(self.jid)
+
+
 class Job(Generic[P, R]):
     """A registered job function. Call it to run inline; ``defer`` to enqueue."""
 
@@ -262,6 +337,8 @@ class Job(Generic[P, R]):
         retry_for: float | dt.timedelta | None = None,
         unique: Unique | bool | None = None,
         expires_in: float | dt.timedelta | None = None,
+        keep_result: float | dt.timedelta | None = None,
+        track_status: bool = False,
     ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigError(f"@app.job needs an async def function, got {fn!r}")
@@ -305,6 +382,13 @@ class Job(Generic[P, R]):
             unique=resolve(unique, f"job {self.name}"),
             expires_in=None if expires_in is None else _expires(expires_in),
         )
+        # Results and status (#14): seconds a tracked job's outcome is kept after it
+        # ends; None for jobs that keep nothing (and cost nothing more).
+        self.keep_result = None if keep_result is None else _seconds(keep_result, "keep_result")
+        if self.keep_result is not None and not 0 < self.keep_result < float("inf"):
+            raise ConfigError(f"job {self.name}: keep_result must be more than 0 seconds")
+        self.track_status = bool(track_status) or self.keep_result is not None
+        self._result_decoder: msgspec.json.Decoder[Any] | None = None
         self._analyse(fn)
         self._check_unique(self._opts.unique)
         functools.update_wrapper(self, fn)
@@ -509,7 +593,7 @@ class Job(Generic[P, R]):
         jid: str | None = None,
         unique: Unique | bool | None = None,
         expires_in: float | dt.timedelta | None = None,
-    ) -> Deferrer[P]:
+    ) -> Deferrer[P, R]:
         """Per-call overrides: ``await job.configure(delay=60).defer(...)``."""
         if delay is not None and at is not None:
             raise ConfigError("give either delay= or at=, not both")
@@ -538,12 +622,38 @@ class Job(Generic[P, R]):
             changes["expires_in"] = _expires(expires_in)
         return Deferrer(self, msgspec.structs.replace(self._opts, **changes))
 
-    async def defer(self, *args: P.args, **kwargs: P.kwargs) -> str | None:
-        """Enqueue one run of this job; returns its jid after one round trip.
+    async def defer(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R] | None:
+        """Enqueue one run of this job; returns its jid (a :class:`JobHandle`) after one
+        round trip (two for a job with ``keep_result`` or ``track_status``).
 
         ``None`` when a client middleware stopped the job (nothing was enqueued).
         """
-        return await self.app._enqueue(self._build(self._opts, args, kwargs, time.time()))
+        return await self._handle(self._build(self._opts, args, kwargs, time.time()))
+
+    async def _handle(self, payload: Payload) -> JobHandle[R] | None:
+        jid = await self.app._enqueue(payload)
+        if jid is None:
+            return None
+        if self.track_status and jid == payload.jid:
+            await self.app._track(payload, self.keep_result or 0.0)
+        return JobHandle(jid, self)
+
+    async def result(self, jid: str, *, timeout: float | None = None) -> R:
+        """Wait for the result of the run ``jid`` of this job: as ``handle.result()``."""
+        if self.keep_result is None:
+            raise ConfigError(
+                f"job {self.name} keeps no result: register it with @app.job(keep_result=seconds)"
+            )
+        out = await self.app._wait_outcome(jid, timeout)
+        raise_for(jid, out)
+        decoder = self._result_decoder
+        if decoder is None:
+            try:
+                hint = typing.get_type_hints(self.fn).get("return", Any)
+            except Exception:
+                hint = Any
+            decoder = self._result_decoder = msgspec.json.Decoder(hint)
+        return typing.cast(R, decoder.decode(out.value))
 
     async def defer_many(
         self,
@@ -596,20 +706,20 @@ class Job(Generic[P, R]):
         return f"<Job {self.name} queue={self.queue!r}>"
 
 
-class Deferrer(Generic[P]):
+class Deferrer(Generic[P, R]):
     """A job with per-call options; made by :meth:`Job.configure`."""
 
     __slots__ = ("_job", "_opts")
 
-    def __init__(self, job: Job[P, Any], opts: _Options) -> None:
+    def __init__(self, job: Job[P, R], opts: _Options) -> None:
         self._job = job
         self._opts = opts
 
-    async def defer(self, *args: P.args, **kwargs: P.kwargs) -> str | None:
+    async def defer(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R] | None:
         """Enqueue one run with these options; returns its jid (``None`` when a client
         middleware stopped it)."""
         job = self._job
-        return await job.app._enqueue(job._build(self._opts, args, kwargs, time.time()))
+        return await job._handle(job._build(self._opts, args, kwargs, time.time()))
 
     async def defer_many(
         self,
@@ -641,7 +751,11 @@ class Deferrer(Generic[P]):
                     f"job {job.name}: defer_many items must be tuples of arguments or "
                     f"mappings of keyword arguments, got {type(item).__name__}",
                 )
-        return await job.app._enqueue_many(payloads)
+        jids = await job.app._enqueue_many(payloads)
+        if job.track_status:
+            sent = [p for p, j in zip(payloads, jids, strict=True) if j == p.jid]
+            await job.app._track_many(sent)
+        return jids
 
     def _due(self, items: list[Any], at: Sequence[dt.datetime | None]) -> list[_Options]:
         """Options per item with its due time from ``at`` (checked before any is built)."""

@@ -94,6 +94,26 @@ class Keys:
         """The claim of one tick of a periodic entry (SET NX, with a TTL)."""
         return f"{self.prefix}:periodic:{name}:tick:{tick}"
 
+    def status(self, jid: str) -> str:
+        """A tracked job's state before it ends (JSON, with a TTL; see _status.py)."""
+        return f"{self.prefix}:status:{jid}"
+
+    def result(self, jid: str) -> str:
+        """A tracked job's outcome, and its result (JSON, with a TTL)."""
+        return f"{self.prefix}:result:{jid}"
+
+    def result_ready(self, jid: str) -> str:
+        """The list ``handle.result()`` blocks on (one element once the outcome is in)."""
+        return f"{self.prefix}:result:{jid}:ready"
+
+    def progress(self, jid: str) -> str:
+        """A running tracked job's last progress report (JSON, with a TTL)."""
+        return f"{self.prefix}:progress:{jid}"
+
+    def cancel(self, process_id: str) -> str:
+        """The list of jids to cancel that a process's canceller blocks on."""
+        return f"{self.prefix}:cancel:{process_id}"
+
     def stat_processed_day(self, day: _dt.date) -> str:
         return f"{self.stat_processed}:{day.isoformat()}"
 

@@ -77,7 +77,17 @@ class Payload(msgspec.Struct, omit_defaults=True, kw_only=True):
 # the decoder runs out of stack (RecursionError).
 DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError)
 
-ENCODER = msgspec.json.Encoder()
+
+def _enc_hook(obj: object) -> object:
+    """What msgspec cannot encode by itself: a ``str`` subclass (a ``JobHandle``, the jid
+    ``defer`` returns, passed on as an argument) is encoded as its string. Called only
+    for such objects: plain types never reach it."""
+    if isinstance(obj, str):
+        return str.__str__(obj)
+    raise NotImplementedError(f"Encoding objects of type {type(obj).__name__} is unsupported")
+
+
+ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
 DECODER = msgspec.json.Decoder(Payload)
 
 # Scripts (fetch.lua) key the in-flight hash by the jid read from this prefix, and by the

@@ -195,6 +195,7 @@ ACL_COMMANDS = (
     "zadd", "zrem", "zrange", "zrevrange", "zrangebyscore", "zcard", "zscan",
     "zremrangebyscore", "zremrangebyrank",
     "get", "mget", "set", "pttl", "incrby", "expire", "pexpire", "exists", "del",
+    "hexists",
 )  # fmt: skip
 
 # Errors a background loop outlives by backing off: Redis is away. Catch them with
@@ -292,6 +293,7 @@ class Scripts:
             "push_unique",
             "unlock",
             "lock",
+            "result",
         ):
             source = (root / f"{name}.lua").read_text()
             setattr(self, name, Script(name, source))
@@ -309,6 +311,7 @@ class Scripts:
     push_unique: Script
     unlock: Script
     lock: Script
+    result: Script
 
 
 _SCRIPTS: Scripts | None = None

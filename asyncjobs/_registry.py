@@ -70,6 +70,8 @@ class Registry:
         self.on_beat: list[Hook] = []  # after every heartbeat
         self.on_exit: list[Hook] = []  # last, after the shutdown hooks
         self.death_handlers: list[DeathHandler] = []
+        # Called with the job and the CancelledError when app.cancel ended a run (#14).
+        self.cancel_handlers: list[DeathHandler] = []
         # Sidekiq's backtrace_cleaner: edits a failed job's traceback lines (a list of
         # str, outermost first) before the job's ``backtrace`` option cuts them.
         self.backtrace_cleaner: Callable[[list[str]], list[str]] | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import sys
@@ -665,12 +666,28 @@ def job(
     as_json: JsonOpt = False,
 ) -> None:
     """Find a job wherever it is (queued, scheduled, retrying, running, dead): where,
-    its payload, and its last error with the backtrace."""
+    its payload, and its last error with the backtrace; for a job with keep_result or
+    track_status, its status and progress too (and after it ended)."""
     from . import api
 
-    loc = _run_admin(app_spec, redis_url, namespace, lambda a: api.locate_job(a, jid))
+    async def find(a: Any) -> tuple[Any, Any]:
+        status = await api.job_status(a, jid)
+        try:
+            return await api.locate_job(a, jid), status
+        except api.JobNotFound:
+            if status.state == "unknown":
+                raise
+            return None, status
+
+    loc, status = _run_admin(app_spec, redis_url, namespace, find)
     if as_json:
-        _print_json(loc.to_dict())
+        data = loc.to_dict() if loc is not None else {"state": status.state}
+        if status.state != "unknown":
+            data["status"] = api.status_dict(status)
+        _print_json(data)
+        return
+    if loc is None:
+        _table(["", ""], [["jid", jid], *_status_rows(status)], header=False)
         return
     r = loc.record
     where = {
@@ -691,6 +708,8 @@ def job(
     if loc.state == "running":
         rows.append(["started", _when(loc.started_at)])
     rows.append(["retries", f"{r.retry_count} of {r.retry}"])
+    if status.state != "unknown":
+        rows.extend(_status_rows(status))
     if r.error_class:
         rows.append(["failed", _when(r.failed_at)])
         rows.append(["error", f"{r.error_class}: {r.error_message}"])
@@ -706,6 +725,40 @@ def job(
         typer.echo("backtrace:")
         for line in r.error_backtrace:
             typer.echo(line.rstrip("\n"))
+
+
+def _status_rows(status: Any) -> list[list[Any]]:
+    """A tracked job's status rows (#14): its state, since when, and its progress."""
+    rows: list[list[Any]] = [["status", f"{status.state} since {_when(status.at)}"]]
+    if status.process:
+        rows.append(["process", status.process])
+    if status.error_class:
+        rows.append(["last error", f"{status.error_class}: {status.error_message}"])
+    p = status.progress
+    if p is not None:
+        text = f"{p.fraction:.0%}" + (f" {p.message}" if p.message else "")
+        rows.append(["progress", f"{text} ({_when(p.at)})"])
+        if p.meta:
+            rows.append(["progress meta", json.dumps(p.meta, default=str)])
+    return rows
+
+
+@app.command()
+def cancel(
+    jid: Annotated[str, typer.Argument(metavar="JID", help="The job's jid.")],
+    app_spec: AppOpt = None,
+    redis_url: UrlOpt = None,
+    namespace: NsOpt = None,
+) -> None:
+    """Cancel a job: removed if it waits (queued, scheduled, retrying); cancelled on the
+    host that runs it if running (its outcome: cancelled). Exits 1 if not found."""
+    from . import api
+
+    done = _run_admin(app_spec, redis_url, namespace, lambda a: api.cancel_job(a, jid))
+    if done == "not found":
+        typer.echo(f"{jid}: not found (finished, dead, or unknown)", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{jid}: {done}")
 
 
 def _set_command(command_name: str, cls_name: str, help_text: str) -> None:

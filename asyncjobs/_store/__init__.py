@@ -13,6 +13,7 @@ from ._admin import Admin, Counters
 from ._base import QueuePairs, mapped
 from ._enqueue import Enqueue, promote_on, trim_dead_on
 from ._periodic import PeriodicOps
+from ._status import StatusOps
 from ._unique import Pushed, UniqueOps
 from ._worker import Beat, WorkerOps
 
@@ -28,6 +29,6 @@ __all__ = [
 ]
 
 
-class Store(Enqueue, Admin, WorkerOps, UniqueOps, PeriodicOps):
+class Store(Enqueue, StatusOps, Admin, WorkerOps, UniqueOps, PeriodicOps):
     """One Redis deployment under one namespace. Build it with :meth:`Store.open`
     (connects), or from clients already made."""

@@ -222,7 +222,7 @@ class WorkerOps(StoreBase):
         k = self.keys
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.srem(k.processes, process_id)
-            pipe.delete(k.process(process_id), k.control(process_id))
+            pipe.delete(k.process(process_id), k.control(process_id), k.cancel(process_id))
             await pipe.execute()
 
     # -- reaper ----------------------------------------------------------------------

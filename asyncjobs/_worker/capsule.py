@@ -19,6 +19,7 @@ from .._queues import QueueOrder
 from .._settings import CapsuleSpec
 from .executor import Executor, Running
 from .isolation import SUSPECT_MARK, Isolation
+from .shield import cancel_unless_shielded
 from .tasks import TaskOwner
 
 if TYPE_CHECKING:
@@ -220,7 +221,9 @@ class Capsule:
 
     async def _runner(self, batch: list[Running]) -> None:
         for i, rec in enumerate(batch):
-            if rec.reason is not None:  # cancelled by shutdown before it started
+            # Cancelled by shutdown (or quiet) before it started; one app.cancel marked
+            # runs, to report its outcome (#14).
+            if rec.reason is not None and rec.reason != "cancel":
                 self._finished(rec)
                 continue
             coro = self.executor.run(rec)
@@ -259,6 +262,32 @@ class Capsule:
             self._freed.set()
         if not running:
             self._idle.set()
+
+    def cancel(self, field: bytes) -> bool:
+        """Cancel the job of this in-flight field (app.cancel, #14): a running job's task
+        is cancelled; one not started yet (prefetched, or later in a runner's batch) is
+        marked, and the executor reports it cancelled without running it. False if this
+        capsule does not hold it, or it is being cancelled already."""
+        rec = self.running.get(field)
+        if rec is None:
+            for i, (f, raw) in enumerate(self.ready):
+                if f == field:
+                    del self.ready[i]
+                    rec = Running(field, raw)
+                    rec.reason = "cancel"
+                    self.running[field] = rec
+                    self._spawn([rec])
+                    self._idle.clear()
+                    return True
+            return False
+        if rec.reason is not None:
+            return False
+        rec.reason = "cancel"
+        # A job with a payload has started: it waits in its own task (its runner's).
+        # One without has not: its runner reaches it later and reports it.
+        if rec.payload is not None and rec.task is not None and not rec.task.done():
+            cancel_unless_shielded(rec.task)
+        return True
 
     # -- prefetched jobs held back -----------------------------------------------------
 

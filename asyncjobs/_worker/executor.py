@@ -8,6 +8,7 @@ test and in production. The outcomes:
 
 - **succeeded** (or skipped by a server middleware): reported with ``sink.done``;
 - **retry** at a time, **dead**, or **discarded**: reported with ``sink.move``;
+- **cancelled** by ``app.cancel`` (#14): reported with ``sink.done``, not retried;
 - **interrupted** by shutdown: nothing is reported, so the job stays in the process's
   in-flight hash and the launcher puts it back at the head of its queue (invariant 1).
 
@@ -15,7 +16,8 @@ The executor reports outcomes; it never writes them to Redis itself (the acker d
 Unique and expiring jobs (#13) are the exception, through ``locks`` (the store): a lock
 is released in a background task after the outcome is reported, or taken around the
 call (``until="executing"``), and an expired job is counted. Jobs without those options
-never reach ``locks``.
+never reach ``locks``. Tracked jobs (``keep_result``, ``track_status``) write their
+state, progress and outcome through it too (the outcome before the ack).
 """
 
 from __future__ import annotations
@@ -31,10 +33,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from .._errors import JobTimeout
-from .._job import JobContext, reset_current, set_current
+from .._job import (
+    JobContext,
+    reset_current,
+    reset_progress_reporter,
+    set_current,
+    set_progress_reporter,
+)
 from .._middleware import Chain, ServerMiddleware, run_server
 from .._payload import DECODE_ERRORS, DECODER, ENCODER, Lock, Payload, encode_backtrace
 from .._retry import BACKTRACE_LINES, decide, format_backtrace
+from .._status import DEFAULT_KEEP, PENDING_TTL, Outcome, Progress, State
 from .tasks import TaskOwner
 
 if TYPE_CHECKING:
@@ -69,6 +78,15 @@ class Locks(Protocol):
 
     async def lock_holder(self, lock: str) -> tuple[str, float] | None: ...
 
+    # Tracked jobs (keep_result, track_status: #14): their state, outcome and progress.
+    async def set_status(
+        self, jid: str, data: bytes, ttl: float, *, only_new: bool = False
+    ) -> None: ...
+
+    async def save_result(self, jid: str, data: bytes, ttl: float) -> None: ...
+
+    async def set_progress(self, jid: str, data: bytes, ttl: float) -> None: ...
+
 
 class Running:
     """One job being run, and what shutdown and the timeout watchdog need to know."""
@@ -80,7 +98,9 @@ class Running:
         self.raw = raw
         self.payload: Payload | None = None
         self.deadline = 0.0
-        self.reason: str | None = None  # why we cancelled it: "timeout" | "shutdown"
+        # Why we cancelled it: "timeout" | "shutdown" | "cancel" (app.cancel, #14); or
+        # "quiet" (not started), "finishing" (ended: too late for app.cancel).
+        self.reason: str | None = None
         self.task: asyncio.Task[Any] | None = None
         self.error: BaseException | None = None  # what the job raised, if it failed
         # When the job started (wall clock; 0 until decoded): ``asyncjobs processes``.
@@ -165,6 +185,8 @@ class Executor:
         # owner (shutdown waits for them within its timeout, then cancels them), or of
         # the executor's own (a test mode waits for them after each job).
         self.tasks = tasks if tasks is not None else TaskOwner()
+        # The process id a tracked job's "running" state names (set by the launcher).
+        self.process_id: str | None = None
 
     def _chain(self) -> Sequence[ServerMiddleware]:
         own = self.middleware
@@ -206,16 +228,25 @@ class Executor:
             try:
                 args, kwargs = job.decode_call(payload.args)
             except DECODE_ERRORS as exc:
-                self._dead(
-                    rec, payload, "ArgumentError", f"arguments no longer fit {job.name}: {exc}"
-                )
+                message = f"arguments no longer fit {job.name}: {exc}"
+                if job.track_status:
+                    await self._save(payload, job, "dead", error=("ArgumentError", message))
+                self._dead(rec, payload, "ArgumentError", message)
                 return
             rec.payload = payload
+            if rec.reason == "cancel":  # cancelled before it started
+                await self._cancelled(rec, payload, job, asyncio.CancelledError())
+                return
+            tracked = job.track_status and self.locks is not None
             # Unique and expiring jobs only: a plain job pays an attribute read or two.
             if (payload.expires_at is not None or payload.unique is not None) and (
                 self._before(rec, payload) or await self._replaced(rec, payload)
             ):
+                if job.track_status:  # its waiters learn it will not run
+                    reason = "expired (expires_in), or replaced by a later unique job"
+                    await self._save(payload, job, "failed", error=("NotRun", reason))
                 return
+            progress_token = self._track_start(payload) if tracked else None
             timeout = payload.timeout or job.timeout
             if timeout:
                 self.watchdog.watch(rec, timeout)
@@ -232,11 +263,15 @@ class Executor:
                 else:
                     fn = job.fn
                 if app.server_middleware.entries or (own is not None and own.entries):
-                    await run_server(
-                        self._chain(), JobContext(payload), lambda: fn(*args, **kwargs)
-                    )
+                    box: list[Any] = [None]
+
+                    async def call() -> None:
+                        box[0] = await fn(*args, **kwargs)
+
+                    await run_server(self._chain(), JobContext(payload), call)
+                    value = box[0]
                 else:
-                    await fn(*args, **kwargs)
+                    value = await fn(*args, **kwargs)
             except BaseException as exc:
                 if not isinstance(exc, Exception | asyncio.CancelledError):
                     raise  # KeyboardInterrupt, SystemExit: not a job failure
@@ -244,6 +279,8 @@ class Executor:
                 return
             finally:
                 reset_current(token)
+                if progress_token is not None:
+                    reset_progress_reporter(progress_token)
                 if rec.deadline:
                     self.watchdog.unwatch(rec)
             if rec.reason == "timeout":
@@ -251,6 +288,12 @@ class Executor:
                 await self._timed_out(rec, payload, job, timeout)
                 return
             self.processed += 1
+            if tracked:
+                if rec.reason is None:
+                    rec.reason = "finishing"  # a cancel request now is too late
+                # Stored before the ack, so a waiter woken by it finds it: a crash in
+                # between runs the job again (as any job) and stores it again.
+                await self._save(payload, job, "succeeded", value=value)
             self.sink.done(rec.field)
             if payload.unique is not None and payload.unique.until == "success":
                 self._release(payload)
@@ -366,6 +409,12 @@ class Executor:
         if rec.reason == "timeout" and cancelled:
             await self._timed_out(rec, payload, job, timeout)
             return
+        if rec.reason == "cancel" and cancelled:
+            task = rec.task
+            if task is not None and task is asyncio.current_task():
+                task.uncancel()
+            await self._cancelled(rec, payload, job, exc)
+            return
         if isinstance(exc, asyncio.CancelledError):
             # Cancelled by something other than us (a job cancelling its own task):
             # no outcome, the job goes back like an interrupted one.
@@ -391,6 +440,9 @@ class Executor:
     ) -> None:
         self.failed += 1
         rec.error = exc
+        if rec.reason is None:
+            # Ended: a cancel request now is too late (it would cut the outcome short).
+            rec.reason = "finishing"
         now = time.time()
         # Sidekiq's retry_count: absent before the first failure, 0 after it, then one
         # more per failed retry (the retries already made).
@@ -447,6 +499,19 @@ class Executor:
                 limit,
                 d.at - now,
             )
+            if job is not None and job.track_status and self.locks is not None:
+                state = State(
+                    state="retrying",
+                    at=now,
+                    queue=failed.queue,
+                    retry_count=count + 1,
+                    next_at=d.at,
+                    error_class=failed.error_class,
+                    error_message=failed.error_message,
+                )
+                self.tasks.start_soon(
+                    self._write_state, payload.jid, ENCODER.encode(state), name="status"
+                )
             self.sink.move(rec.field, "retry", d.at, ENCODER.encode(failed))
             return
         target, reason = d.target, d.reason
@@ -457,6 +522,13 @@ class Executor:
             self.watchdog.unwatch(rec)
             if await _run_on_exhausted(job.on_exhausted, failed, exc) == "discard":
                 target, reason = "discard", "on_exhausted said discard"
+        if job is not None and job.track_status and self.locks is not None:
+            await self._save(
+                payload,
+                job,
+                "failed" if target == "discard" else "dead",
+                error=(failed.error_class, failed.error_message),
+            )
         if target == "discard":
             # Sidekiq stamps discarded_at; the death handlers see it.
             failed = msgspec.structs.replace(failed, discarded_at=time.time())
@@ -484,6 +556,75 @@ class Executor:
             if failed.unique is not None and failed.unique.until == "success":
                 self._release(failed)
         self._after_death(failed, exc)
+
+    # -- status, results, progress, cancellation (#14) -----------------------------------
+
+    def _track_start(self, payload: Payload) -> Any:
+        """A tracked job starts: its "running" state is written in the background, and
+        its progress reporter set; returns the reporter's context token."""
+        state = State(state="running", at=time.time(), queue=payload.queue, process=self.process_id)
+        self.tasks.start_soon(self._write_state, payload.jid, ENCODER.encode(state), name="status")
+        return set_progress_reporter(_Reporter(self, payload.jid))
+
+    async def _write_state(self, jid: str, data: bytes) -> None:
+        assert self.locks is not None
+        try:
+            await self.locks.set_status(jid, data, PENDING_TTL)
+        except Exception as exc:  # Redis away: the status lags, the job goes on
+            log.warning("cannot write the status of jid=%s (%s)", jid, exc)
+
+    async def _save(
+        self,
+        payload: Payload,
+        job: Job[Any, Any],
+        state: str,
+        *,
+        value: Any = None,
+        error: tuple[str | None, str | None] = (None, None),
+    ) -> None:
+        """Store a tracked job's outcome (and its result, with keep_result) and wake its
+        waiters: one script call, awaited before the ack."""
+        if self.locks is None or not job.track_status:
+            return
+        raw = b"null"
+        if job.keep_result is not None and state == "succeeded":
+            try:
+                raw = ENCODER.encode(value)
+            except (TypeError, ValueError, msgspec.EncodeError) as exc:
+                joblog.error(
+                    "result of %s jid=%s cannot be encoded (%s); stored as null",
+                    payload.job,
+                    payload.jid,
+                    exc,
+                )
+        out = Outcome(
+            state=state,
+            at=time.time(),
+            job=payload.job,
+            value=msgspec.Raw(raw),
+            error_class=error[0],
+            error_message=error[1],
+        )
+        try:
+            await self.locks.save_result(
+                payload.jid, ENCODER.encode(out), job.keep_result or DEFAULT_KEEP
+            )
+        except Exception as exc:  # Redis away: the outcome is acked all the same
+            log.warning("cannot store the outcome of jid=%s (%s)", payload.jid, exc)
+
+    async def _cancelled(
+        self, rec: Running, payload: Payload, job: Job[Any, Any], exc: BaseException
+    ) -> None:
+        """Cancelled by app.cancel: acknowledged (not retried, not dead), its outcome
+        stored if tracked, the cancel handlers run."""
+        joblog.warning("cancelled %s jid=%s", payload.job, payload.jid)
+        await self._save(payload, job, "cancelled")
+        self.sink.done(rec.field)
+        if payload.unique is not None and payload.unique.until in ("success", "start"):
+            self._release(payload)
+        hooks: list[DeathHandler] = list(getattr(self.app, "cancel_handlers", ()))
+        if hooks:
+            self.tasks.start_soon(_run_hooks, hooks, payload, exc, name="cancel handlers")
 
     def _backtrace(
         self, payload: Payload, exc: BaseException, job: Job[Any, Any] | None
@@ -546,6 +687,43 @@ class Executor:
     async def wait_background(self, timeout: float = 60.0) -> bool:
         """Wait for running death handlers (up to ``timeout``); ``True`` if all ended."""
         return await self.tasks.wait(timeout)
+
+
+class _Reporter:
+    """A tracked job's ``ctx.progress``: the latest report is written in the background,
+    one write at a time (reports made meanwhile coalesce into the next write)."""
+
+    __slots__ = ("_executor", "_jid", "_pending", "_writing")
+
+    def __init__(self, executor: Executor, jid: str) -> None:
+        self._executor = executor
+        self._jid = jid
+        self._pending: bytes | None = None
+        self._writing = False
+
+    def __call__(self, fraction: float, message: str | None, meta: dict[str, Any] | None) -> None:
+        report = Progress(fraction=fraction, at=time.time(), message=message, meta=meta)
+        try:
+            self._pending = ENCODER.encode(report)
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            raise ValueError(f"progress meta cannot be encoded as JSON: {exc}") from None
+        if not self._writing:
+            self._writing = True
+            self._executor.tasks.start_soon(self._write, name="progress")
+
+    async def _write(self) -> None:
+        locks = self._executor.locks
+        assert locks is not None
+        try:
+            while self._pending is not None:
+                data, self._pending = self._pending, None
+                try:
+                    await locks.set_progress(self._jid, data, PENDING_TTL)
+                except Exception as exc:  # Redis away: progress is best effort
+                    log.warning("cannot write the progress of jid=%s (%s)", self._jid, exc)
+                    return
+        finally:
+            self._writing = False
 
 
 async def _run_hooks(hooks: list[DeathHandler], payload: Payload, exc: BaseException) -> None:

@@ -28,6 +28,7 @@ from .._settings import CapsuleSpec
 from . import preflight, systemd
 from .acker import Acker
 from .backoff import Backoff
+from .canceller import Canceller
 from .capsule import Capsule
 from .fetcher import Fetcher
 from .health import Health
@@ -283,6 +284,12 @@ class Worker:
             )
             for spec in self.specs
         ]
+        for c in self.capsules:
+            c.executor.process_id = self.process_id  # a tracked job's "running" state
+        # The cancel channel (#14): a BRPOP of its own, so a cancel lands at once.
+        canceller = Canceller(
+            store, store.connection(), self.process_id, self.capsules, health=health
+        )
         landing = app.keys.landing(self.process_id)
         self.fetchers = [
             Fetcher(c, store, store.connection(), inflight, landing, health=health)
@@ -347,6 +354,7 @@ class Worker:
                 for c in self.capsules:
                     tg.start_soon(c.watchdog)
                 tg.start_soon(isolation.run)
+                tg.start_soon(canceller.run)
                 if watchdog is not None:
                     tg.start_soon(self._watchdog, watchdog)
                 fetch_group = anyio.create_task_group()
@@ -373,6 +381,8 @@ class Worker:
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
+                if isinstance(canceller.conn, FastRedis):
+                    await canceller.conn.aclose()
                 await self._cleanup(deadline)
 
     async def _connect(self) -> Store:

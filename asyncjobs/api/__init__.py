@@ -38,6 +38,9 @@ from ._processes import ProcessSet as ProcessSet
 from ._processes import WorkItem as WorkItem
 from ._jobs import JobLocation as JobLocation
 from ._jobs import locate_job as locate_job
+from ._status import cancel_job as cancel_job
+from ._status import job_status as job_status
+from ._status import status_dict as status_dict
 from ._stats import Stats as Stats
 from ._flow import UniqueLock as UniqueLock
 from ._flow import pause_queue as pause_queue
@@ -74,11 +77,13 @@ __all__ = [
     "Stats",
     "UniqueLock",
     "WorkItem",
+    "cancel_job",
     "clear_queue",
     "delete_queued",
     "find_job",
     "find_queued",
     "history",
+    "job_status",
     "locate_job",
     "pause_periodic",
     "pause_queue",
@@ -88,6 +93,7 @@ __all__ = [
     "queues",
     "reset_stats",
     "resume_periodic",
+    "status_dict",
     "resume_queue",
     "run_periodic",
     "unique_lock",

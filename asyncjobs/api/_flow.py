@@ -44,7 +44,7 @@ class UniqueLock(msgspec.Struct, frozen=True):
 
 
 async def unique_lock(
-    app: App, job: Job[Any, Any] | Deferrer[Any], *args: Any, **kwargs: Any
+    app: App, job: Job[Any, Any] | Deferrer[Any, Any], *args: Any, **kwargs: Any
 ) -> UniqueLock | None:
     """The lock ``job.defer(*args, **kwargs)`` would take, and who holds it; None when
     it is free. ``job`` may be configured (``job.configure(queue="low", unique=...)``)

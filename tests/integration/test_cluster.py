@@ -115,3 +115,37 @@ async def test_stats_and_paging_on_cluster(cluster: RedisCluster) -> None:
         first = await api.ScheduledSet(app).page(limit=2)
         rest = await api.ScheduledSet(app).page(after=first.next, limit=2)
         assert len(first.entries) == 2 and len(rest.entries) == 1
+
+
+async def test_results_status_and_cancel_on_cluster(cluster: RedisCluster) -> None:
+    """#14: result.lua, the status reads (a pipeline there, not MGET), the result wait
+    (BLMOVE) and the cancel channel (BRPOP on the cluster client) on a cluster."""
+    app = asyncjobs.App(cluster.url, namespace="status")
+    started = anyio.Event()
+
+    @app.job(keep_result=60, name="cluster.add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.job(keep_result=60, name="cluster.hang")
+    async def hang() -> None:
+        started.set()
+        await anyio.sleep(3600)
+
+    async with app:
+        handle = await add.defer(2, 3)
+        assert handle is not None
+        assert (await app.status(handle)).state == "queued"
+        worker = app.worker(concurrency=5)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            with anyio.fail_after(10):
+                assert await handle.result(timeout=10) == 5
+                stuck = await hang.defer()
+                assert stuck is not None
+                await started.wait()
+                assert await app.cancel(stuck) == "cancelling"
+                with pytest.raises(asyncjobs.JobCancelled):
+                    await stuck.result(timeout=5)
+            worker.stop()
+        assert (await app.status(handle)).state == "succeeded"
