@@ -15,6 +15,8 @@ from ._job import Deferrer as Deferrer
 from ._job import Job as Job
 from ._job import JobContext as JobContext
 from ._job import current_job as current_job
+from ._limits import LimiterState as LimiterState
+from ._limits import OverLimit as OverLimit
 from ._logging import JobContextFilter as JobContextFilter
 from ._logging import JsonFormatter as JsonFormatter
 from ._middleware import Chain as Chain
@@ -24,6 +26,8 @@ from ._settings import CapsuleSpec as CapsuleSpec
 from ._unique import Unique as Unique
 from ._version import __version__ as __version__
 from ._worker.launcher import Worker as Worker
+from ._worker.limits import Lease as Lease
+from ._worker.limits import Limiter as Limiter
 
 __all__ = [
     "App",
@@ -39,6 +43,10 @@ __all__ = [
     "JobContextFilter",
     "JobTimeout",
     "JsonFormatter",
+    "Lease",
+    "Limiter",
+    "LimiterState",
+    "OverLimit",
     "Payload",
     "Permanent",
     "PayloadError",

@@ -195,6 +195,7 @@ ACL_COMMANDS = (
     "zadd", "zrem", "zrange", "zrevrange", "zrangebyscore", "zcard", "zscan",
     "zremrangebyscore", "zremrangebyrank",
     "get", "mget", "set", "pttl", "incrby", "expire", "pexpire", "exists", "del",
+    "time", "hmget", "zscore",
 )  # fmt: skip
 
 # Errors a background loop outlives by backing off: Redis is away. Catch them with
@@ -292,6 +293,9 @@ class Scripts:
             "push_unique",
             "unlock",
             "lock",
+            "limit_concurrent",
+            "limit_window",
+            "limit_bucket",
         ):
             source = (root / f"{name}.lua").read_text()
             setattr(self, name, Script(name, source))
@@ -309,6 +313,9 @@ class Scripts:
     push_unique: Script
     unlock: Script
     lock: Script
+    limit_concurrent: Script
+    limit_window: Script
+    limit_bucket: Script
 
 
 _SCRIPTS: Scripts | None = None

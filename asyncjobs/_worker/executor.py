@@ -26,15 +26,17 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import msgspec
 
 from .._errors import JobTimeout
 from .._job import JobContext, reset_current, set_current
+from .._limits import OverLimit, reschedule_delay
 from .._middleware import Chain, ServerMiddleware, run_server
 from .._payload import DECODE_ERRORS, DECODER, ENCODER, Lock, Payload, encode_backtrace
 from .._retry import BACKTRACE_LINES, decide, format_backtrace
+from .limits import Lease, LimitStore, enter_all, release_all
 from .tasks import TaskOwner
 
 if TYPE_CHECKING:
@@ -216,6 +218,12 @@ class Executor:
                 self._before(rec, payload) or await self._replaced(rec, payload)
             ):
                 return
+            # Rate limiters declared on the job: one script call each, for those only.
+            leases = None
+            if job.limits and self.locks is not None:
+                leases = await self._gate(rec, payload, job)
+                if leases is None:
+                    return
             timeout = payload.timeout or job.timeout
             if timeout:
                 self.watchdog.watch(rec, timeout)
@@ -246,6 +254,10 @@ class Executor:
                 reset_current(token)
                 if rec.deadline:
                     self.watchdog.unwatch(rec)
+                if leases:
+                    self.tasks.start_soon(
+                        release_all, cast(LimitStore, self.locks), leases, name="limits"
+                    )
             if rec.reason == "timeout":
                 # It swallowed the cancellation and returned: still past its timeout.
                 await self._timed_out(rec, payload, job, timeout)
@@ -370,7 +382,60 @@ class Executor:
             # Cancelled by something other than us (a job cancelling its own task):
             # no outcome, the job goes back like an interrupted one.
             return
+        if isinstance(exc, OverLimit) and self.locks is not None:
+            await self._over_limit(rec, payload, exc, job)
+            return
         await self._failed(rec, payload, exc, job)
+
+    # -- rate limiters -------------------------------------------------------------------
+
+    async def _gate(self, rec: Running, payload: Payload, job: Job[Any, Any]) -> list[Lease] | None:
+        """Take the job's declared limiters; None if over one (the job is rescheduled,
+        or failed) or Redis is away (the job goes back, as if interrupted)."""
+        # The store has the limiter methods; Locks names only what unique jobs need.
+        store = cast(LimitStore, self.locks)
+        try:
+            return await enter_all(store, job.limits)
+        except OverLimit as exc:
+            await self._over_limit(rec, payload, exc, job)
+        except Exception as exc:
+            log.warning(
+                "cannot take the limiters of %s jid=%s (%s); it goes back to its queue",
+                payload.job,
+                payload.jid,
+                exc,
+            )
+            # No outcome: the job stays in flight and is put back (as on shutdown).
+        return None
+
+    async def _over_limit(
+        self, rec: Running, payload: Payload, exc: OverLimit, job: Job[Any, Any]
+    ) -> None:
+        """Over a rate limit: back to the schedule set with backoff and jitter, not a
+        retry and not a failure, up to the limiter's ``reschedules``; then a failure."""
+        count = payload.limited or 0
+        if count >= exc.reschedules:
+            err = OverLimit(
+                exc.name,
+                exc.key,
+                exc.retry_after,
+                f"{exc}; rescheduled {count} times already (reschedules={exc.reschedules})",
+                reschedules=exc.reschedules,
+            )
+            await self._failed(rec, payload, err, job)
+            return
+        at = time.time() + reschedule_delay(exc.retry_after, count, self._rng)
+        later = msgspec.structs.replace(payload, limited=count + 1, at=at, enqueued_at=None)
+        if self._debug:
+            joblog.debug(
+                "over limit %s jid=%s: %s; rescheduled (%d) in %.3fs",
+                payload.job,
+                payload.jid,
+                exc.name,
+                count + 1,
+                at - time.time(),
+            )
+        self.sink.move(rec.field, "schedule", at, ENCODER.encode(later))
 
     async def _timed_out(
         self, rec: Running, payload: Payload, job: Job[Any, Any], timeout: float | None
