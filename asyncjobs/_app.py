@@ -164,6 +164,7 @@ class App(Registry):
         sliding: bool = False,
         lease: float | dt.timedelta = 30.0,
         reschedules: int = 20,
+        max_backoff: float = 60.0,
         wait: float | dt.timedelta = 0.0,
     ) -> Limiter:
         """A named rate limiter, global across processes and hosts (#13).
@@ -178,7 +179,8 @@ class App(Registry):
 
         Use it in a job (``async with limiter:`` or ``async with limiter(key=id):``) or
         declare it on one (``@app.job(limits=[limiter])``). Over the limit, the job is
-        rescheduled (not a retry) up to ``reschedules`` times, then fails with
+        rescheduled (not a retry) when the limiter says there is room, plus a jitter
+        doubling from 0.1 s to ``max_backoff``, up to ``reschedules`` times, then fails with
         :class:`~asyncjobs.OverLimit`; ``async with`` waits up to ``wait`` seconds first.
         """
         spec = LimitSpec(
@@ -189,6 +191,7 @@ class App(Registry):
             sliding=sliding,
             lease=lease.total_seconds() if isinstance(lease, dt.timedelta) else lease,
             reschedules=reschedules,
+            max_backoff=max_backoff,
             wait=wait.total_seconds() if isinstance(wait, dt.timedelta) else wait,
         )
         other = self.limiters.get(name)

@@ -39,11 +39,13 @@ class OverLimit(AsyncJobsError):
         message: str = "",
         *,
         reschedules: int = 20,
+        max_backoff: float = MAX_BACKOFF,
     ) -> None:
         self.name = name
         self.key = key
         self.retry_after = retry_after
         self.reschedules = reschedules
+        self.max_backoff = max_backoff
         where = name if key is None else f"{name} (key {key!r})"
         when = f"room in {retry_after:.3f}s" if retry_after > 0 else "no slot is free"
         super().__init__(message or f"over the limit of rate limiter {where}: {when}")
@@ -62,6 +64,7 @@ class LimitSpec(msgspec.Struct, frozen=True):
     sliding: bool = False
     lease: float = 30.0
     reschedules: int = 20
+    max_backoff: float = MAX_BACKOFF  # the jitter's cap when rescheduled (seconds)
     wait: float = 0.0  # ``async with limiter`` waits up to this for a slot, then raises
 
     def __post_init__(self) -> None:
@@ -75,7 +78,7 @@ class LimitSpec(msgspec.Struct, frozen=True):
             raise ConfigError(f"{what}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
             raise ConfigError(f"{what}: limit must be a whole number >= 1, got {self.limit!r}")
-        for field in ("per", "lease"):
+        for field in ("per", "lease", "max_backoff"):
             value = getattr(self, field)
             if not isinstance(value, int | float) or not 0.001 <= value < math.inf:
                 raise ConfigError(f"{what}: {field} must be at least 0.001 seconds, got {value!r}")
@@ -131,10 +134,12 @@ def check_key(name: str, key: object) -> str | None:
     return key
 
 
-def reschedule_delay(retry_after: float, attempt: int, rng: random.Random) -> float:
+def reschedule_delay(
+    retry_after: float, attempt: int, rng: random.Random, cap: float = MAX_BACKOFF
+) -> float:
     """Seconds until a job over its limit is tried again: when the limiter says a slot
     frees (``retry_after``; 0 if it cannot tell), plus a jitter that doubles with each
-    attempt (100 ms, 200 ms, ... up to a minute), so waiting jobs do not all come back
-    at once."""
-    spread = min(MAX_BACKOFF, 0.1 * 2 ** min(attempt, 20))
+    attempt (100 ms, 200 ms, ... up to ``cap``, a minute by default), so waiting jobs do
+    not all come back at once."""
+    spread = max(0.02, min(cap, 0.1 * 2 ** min(attempt, 20)))
     return max(0.0, retry_after) + rng.uniform(0.01, spread)

@@ -421,10 +421,11 @@ class Executor:
                 exc.retry_after,
                 f"{exc}; rescheduled {count} times already (reschedules={exc.reschedules})",
                 reschedules=exc.reschedules,
+                max_backoff=exc.max_backoff,
             )
             await self._failed(rec, payload, err, job)
             return
-        at = time.time() + reschedule_delay(exc.retry_after, count, self._rng)
+        at = time.time() + reschedule_delay(exc.retry_after, count, self._rng, exc.max_backoff)
         later = msgspec.structs.replace(payload, limited=count + 1, at=at, enqueued_at=None)
         if self._debug:
             joblog.debug(

@@ -81,7 +81,13 @@ class Lease:
                 retry_after = 0.0
             left = deadline - time.monotonic()
             if left <= 0:
-                raise OverLimit(spec.name, self.key, retry_after, reschedules=spec.reschedules)
+                raise OverLimit(
+                    spec.name,
+                    self.key,
+                    retry_after,
+                    reschedules=spec.reschedules,
+                    max_backoff=spec.max_backoff,
+                )
             # A concurrent slot may free at any moment (a holder leaves): poll it often.
             pause = 0.05 if spec.kind == "concurrent" or retry_after <= 0 else retry_after
             await asyncio.sleep(min(pause, left))
