@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 import asyncjobs
 from tests.apps import limited
-from tests.conftest import WORKER_CMD, subprocess_env
+from tests.conftest import WORKER_CMD, subprocess_env, text
 from tests.faults._support import report, write_config
 
 JOBS = 100
@@ -63,7 +63,7 @@ async def test_window_of_10_per_second_holds_across_4_processes_at_concurrency_5
         for p in procs:
             p.wait(10)
         await app.aclose()
-    entries = [e.decode().split() for e in await redis.lrange("test:granted", 0, -1)]
+    entries = [text(e).split() for e in await redis.lrange("test:granted", 0, -1)]
     assert sorted(int(n) for n, _ in entries) == list(range(JOBS))
     times = sorted(float(t) for _, t in entries)
     most = most_in_a_window(times)
