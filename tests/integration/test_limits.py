@@ -4,13 +4,15 @@ then failed with OverLimit; the state in the API and CLI."""
 
 from __future__ import annotations
 
+import json
+
 import anyio
 import pytest
 import redis.asyncio as aioredis
 
 import asyncjobs
 from asyncjobs import api
-from tests.conftest import running, wait_for
+from tests.conftest import cli, running, wait_for
 
 
 async def test_concurrent_is_a_semaphore_with_leases(
@@ -180,3 +182,23 @@ async def test_bad_limiters(app: asyncjobs.App) -> None:
 async def test_state_unknown_limiter(app: asyncjobs.App) -> None:
     with pytest.raises(asyncjobs.ConfigError, match="no limiter named 'nope'"):
         await api.limiter_state(app, "nope")
+
+
+async def test_cli_shows_limiters(redis_url: str) -> None:
+    app = asyncjobs.App(redis_url)
+    three = app.limiter("three", "concurrent", 3, lease=1.5, reschedules=1000, max_backoff=0.5)
+    try:
+        async with three:
+            r = await cli(redis_url, "limits", "--app", "tests.apps.limited:app", "--json")
+            assert r.returncode == 0, r.stderr
+            states = {s["name"]: s for s in json.loads(r.stdout)}
+            assert states["three"]["used"] == 1 and states["three"]["available"] == 2
+            assert states["per_second"]["kind"] == "window"
+            r = await cli(redis_url, "limits", "three", "--app", "tests.apps.limited:app")
+            assert r.returncode == 0, r.stderr
+            assert b"three" in r.stdout and b"concurrent" in r.stdout
+            r = await cli(redis_url, "limits", "nope", "--app", "tests.apps.limited:app")
+            assert r.returncode != 0
+            assert b"no limiter named 'nope'" in r.stderr
+    finally:
+        await app.aclose()
