@@ -5,11 +5,11 @@
 -- killed holder's slot frees itself. Returns {1, 0, now} when the token holds a slot,
 -- {0, ms until the first lease ends, now} when all are taken; release returns 1 if the
 -- token held one.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[1] == 'release' then
   return redis.call('ZREM', KEYS[1], ARGV[2])
 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease = tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local held = redis.call('ZSCORE', KEYS[1], ARGV[2])
