@@ -323,6 +323,10 @@ class Job(Generic[P, R]):
             expires_in=None if expires_in is None else _expires(expires_in),
         )
         self._analyse(fn)
+        for limiter in self.limits:
+            arg = getattr(limiter, "key_arg", None)
+            if arg is not None and arg not in inspect.signature(fn).parameters:
+                raise ConfigError(f"job {self.name}: limits: no argument named {arg!r}")
         self._check_unique(self._opts.unique)
         functools.update_wrapper(self, fn)
 

@@ -395,7 +395,7 @@ class Executor:
         # The store has the limiter methods; Locks names only what unique jobs need.
         store = cast(LimitStore, self.locks)
         try:
-            return await enter_all(store, job.limits)
+            return await enter_all(store, job.limits, lambda: msgspec.json.decode(payload.args))
         except OverLimit as exc:
             await self._over_limit(rec, payload, exc, job)
         except Exception as exc:

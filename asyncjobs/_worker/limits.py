@@ -12,10 +12,11 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
+from .._errors import ConfigError
 from .._limits import LimiterState, LimitSpec, OverLimit, check_key
 
 __all__ = ["Lease", "LimitStore", "Limiter", "enter_all", "release_all"]
@@ -152,9 +153,12 @@ class Limiter:
         spec: LimitSpec,
         store: Callable[[], Awaitable[LimitStore]],
         key: str | None = None,
+        key_arg: str | None = None,
     ) -> None:
         self.spec = spec
         self.key = key
+        # limits=[limiter.by("account_id")]: the key is that argument of each job.
+        self.key_arg = key_arg
         self._store = store
         self._held: dict[asyncio.Task[object] | None, list[Lease]] = {}
 
@@ -169,6 +173,16 @@ class Limiter:
     def __call__(self, key: str | int | None = None) -> Limiter:
         """This limiter for one key (e.g. an account id): its own count."""
         return Limiter(self.spec, self._store, check_key(self.spec.name, key))
+
+    def by(self, argument: str) -> Limiter:
+        """For ``limits=[...]``: this limiter keyed by the job's argument ``argument``
+        (``limits=[stripe.by("account_id")]``: one count per account)."""
+        if not isinstance(argument, str) or not argument.isidentifier():
+            raise ConfigError(
+                f"limiter {self.spec.name!r}: by() takes the name of a job argument, "
+                f"got {argument!r}"
+            )
+        return Limiter(self.spec, self._store, None, argument)
 
     def acquire(
         self, key: str | int | None | object = _UNSET, *, cost: int = 1, wait: float | None = None
@@ -202,13 +216,24 @@ class Limiter:
         await lease.release()
 
 
-async def enter_all(store: LimitStore, limiters: Sequence[Limiter]) -> list[Lease]:
+async def enter_all(
+    store: LimitStore,
+    limiters: Sequence[Limiter],
+    arguments: Callable[[], Mapping[str, Any]] | None = None,
+) -> list[Lease]:
     """The gate of a job declared with ``limits=[...]``: take each limiter in order, not
     waiting; over one, give back the concurrent slots taken and raise
-    :class:`OverLimit` (a window or bucket taken before stays spent)."""
+    :class:`OverLimit` (a window or bucket taken before stays spent). ``arguments``:
+    the job's arguments by name, for limiters keyed by one (``limiter.by(name)``)."""
     leases: list[Lease] = []
+    args: Mapping[str, Any] | None = None
     for limiter in limiters:
-        lease = Lease(limiter.spec, limiter._store, limiter.key, 1, 0.0)
+        key = limiter.key
+        if limiter.key_arg is not None:
+            if args is None:
+                args = arguments() if arguments is not None else {}
+            key = check_key(limiter.spec.name, args.get(limiter.key_arg))
+        lease = Lease(limiter.spec, limiter._store, key, 1, 0.0)
         try:
             await lease.take(store)
         except BaseException:

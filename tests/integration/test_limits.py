@@ -202,3 +202,29 @@ async def test_cli_shows_limiters(redis_url: str) -> None:
             assert b"no limiter named 'nope'" in r.stderr
     finally:
         await app.aclose()
+
+
+async def test_declared_limit_keyed_by_an_argument(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    one = app.limiter("one-per-account", "concurrent", 1, reschedules=1000, max_backoff=0.2)
+    inside: dict[str, int] = {}
+    peak: dict[str, int] = {}
+    done: list[str] = []
+
+    @app.job(limits=[one.by("account")])
+    async def sync(account: str, n: int) -> None:
+        inside[account] = inside.get(account, 0) + 1
+        peak[account] = max(peak.get(account, 0), inside[account])
+        await anyio.sleep(0.05)
+        inside[account] -= 1
+        done.append(account)
+
+    await sync.defer_many([("a", n) for n in range(4)] + [("b", n) for n in range(4)])
+    async with running(app.worker(concurrency=8, scheduler_poll=0.1)):
+        await wait_for(lambda: len(done) == 8, timeout=15)
+    assert peak == {"a": 1, "b": 1}
+    with pytest.raises(asyncjobs.ConfigError, match="no argument named 'acount'"):
+
+        @app.job(limits=[one.by("acount")])
+        async def typo(account: str) -> None: ...
