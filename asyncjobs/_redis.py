@@ -296,6 +296,7 @@ class Scripts:
             "limit_concurrent",
             "limit_window",
             "limit_bucket",
+            "limit_read",
         ):
             source = (root / f"{name}.lua").read_text()
             setattr(self, name, Script(name, source))
@@ -316,6 +317,7 @@ class Scripts:
     limit_concurrent: Script
     limit_window: Script
     limit_bucket: Script
+    limit_read: Script
 
 
 _SCRIPTS: Scripts | None = None

@@ -60,16 +60,15 @@ class LimitOps(StoreBase):
 
     @mapped
     async def limit_state(self, spec: LimitSpec, key: str | None) -> LimiterState:
-        """The limiter as it is now (read only: two commands, one round trip)."""
+        """The limiter as it is now (read only: one script call, one round trip)."""
         k = self.keys.limit(spec.name, key)
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.time()
-            if spec.kind == "concurrent" or (spec.kind == "window" and spec.sliding):
-                pipe.zrange(k, 0, -1, withscores=True)
-            else:
-                pipe.hgetall(k)
-            (sec, usec), raw = await pipe.execute()
-        now = int(sec) * 1000 + int(usec) // 1000
+        zset = spec.kind == "concurrent" or (spec.kind == "window" and spec.sliding)
+        c = self.fast or self.client
+        reply = await self.scripts.limit_read(c, [k], ["zset" if zset else "hash"])
+        now = int(reply[0])
+        flat = list(reply[1])
+        pairs = list(zip(flat[0::2], flat[1::2], strict=True))
+        raw: Any = [(m, float(v)) for m, v in pairs] if zset else dict(pairs)
         per = spec.per * 1000
         holders: dict[str, float] = {}
         used: float
