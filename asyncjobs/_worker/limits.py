@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from .._errors import ConfigError
 from .._limits import LimiterState, LimitSpec, OverLimit, check_key
 
-__all__ = ["Lease", "LimitStore", "Limiter", "enter_all", "release_all"]
+__all__ = ["UNLIMITED", "Lease", "LimitStore", "Limiter", "Unlimited", "enter_all", "release_all"]
 
 log = logging.getLogger("asyncjobs.limits")
 
@@ -36,6 +36,28 @@ class LimitStore(Protocol):
     async def limit_release(self, spec: LimitSpec, key: str | None, token: str) -> bool: ...
 
     async def limit_state(self, spec: LimitSpec, key: str | None) -> LimiterState: ...
+
+
+class Unlimited:
+    """The store of limiters under a test mode (``asyncjobs.testing``): every acquire is
+    granted, and nothing touches Redis, as test modes take no unique locks either."""
+
+    async def limit_acquire(
+        self, spec: LimitSpec, key: str | None, token: str, cost: int = 1
+    ) -> tuple[bool, float, float]:
+        return True, 0.0, time.time()
+
+    async def limit_renew(self, spec: LimitSpec, key: str | None, token: str) -> bool:
+        return True
+
+    async def limit_release(self, spec: LimitSpec, key: str | None, token: str) -> bool:
+        return True
+
+    async def limit_state(self, spec: LimitSpec, key: str | None) -> LimiterState:
+        return LimiterState(spec.name, spec.kind, key, spec.limit, spec.per, 0, spec.limit)
+
+
+UNLIMITED = Unlimited()
 
 
 class Lease:

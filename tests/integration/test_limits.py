@@ -228,3 +228,21 @@ async def test_declared_limit_keyed_by_an_argument(
 
         @app.job(limits=[one.by("acount")])
         async def typo(account: str) -> None: ...
+
+
+async def test_test_modes_grant_every_acquire_without_redis() -> None:
+    from asyncjobs import testing
+
+    app = asyncjobs.App("redis://127.0.0.1:9/0")  # nothing listens there
+    lim = app.limiter("api", "window", 1, per=3600)
+    ran: list[int] = []
+
+    @app.job(limits=[lim])
+    async def call(n: int) -> None:
+        async with lim, lim:
+            ran.append(n)
+
+    with testing.inline(app):
+        await call.defer(1)
+        await call.defer(2)
+    assert ran == [1, 2]
