@@ -391,7 +391,7 @@ class Executor:
 
     async def _gate(self, rec: Running, payload: Payload, job: Job[Any, Any]) -> list[Lease] | None:
         """Take the job's declared limiters; None if over one (the job is rescheduled,
-        or failed) or Redis is away (the job goes back, as if interrupted)."""
+        or failed) or Redis is away (rescheduled too)."""
         # The store has the limiter methods; Locks names only what unique jobs need.
         store = cast(LimitStore, self.locks)
         try:
@@ -399,13 +399,17 @@ class Executor:
         except OverLimit as exc:
             await self._over_limit(rec, payload, exc, job)
         except Exception as exc:
+            # Redis away: try again in a second or two, as the same payload (not counted
+            # as a reschedule); the acker writes the move once Redis is back.
+            at = time.time() + reschedule_delay(1.0, 0, self._rng)
             log.warning(
-                "cannot take the limiters of %s jid=%s (%s); it goes back to its queue",
+                "cannot take the limiters of %s jid=%s (%s); rescheduled in %.1fs",
                 payload.job,
                 payload.jid,
                 exc,
+                at - time.time(),
             )
-            # No outcome: the job stays in flight and is put back (as on shutdown).
+            self.sink.move(rec.field, "schedule", at, rec.raw)
         return None
 
     async def _over_limit(

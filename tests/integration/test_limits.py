@@ -5,6 +5,7 @@ then failed with OverLimit; the state in the API and CLI."""
 from __future__ import annotations
 
 import json
+import logging
 
 import anyio
 import pytest
@@ -246,3 +247,31 @@ async def test_test_modes_grant_every_acquire_without_redis() -> None:
         await call.defer(1)
         await call.defer(2)
     assert ran == [1, 2]
+
+
+async def test_a_gate_redis_refuses_reschedules_the_job_unchanged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from asyncjobs._redis import ACL_COMMANDS
+    from tests.servers import acl_redis
+
+    # A user that may not read Redis's clock: every limiter script is refused.
+    allowed = [c for c in ACL_COMMANDS if c != "time"]
+    with acl_redis("jobs", "pw", allowed) as server:
+        app = asyncjobs.App(server.make_url(username="jobs", password="pw"))
+        lim = app.limiter("api", "window", 10)
+        ran: list[int] = []
+
+        @app.job(limits=[lim])
+        async def call() -> None:
+            ran.append(1)
+
+        jid = await call.defer()
+        caplog.set_level(logging.WARNING, logger="asyncjobs.executor")
+        async with running(app.worker(scheduler_poll=5)):
+            await wait_for(lambda: "cannot take the limiters" in caplog.text, timeout=10)
+            await wait_for(lambda: api.ScheduledSet(app).size(), timeout=5)
+        [entry] = await api.ScheduledSet(app).entries()
+        assert entry.jid == jid and not ran
+        assert (await api.Stats.fetch(app)).failed == 0
+        await app.aclose()
