@@ -16,6 +16,8 @@ from ._job import Job as Job
 from ._job import JobContext as JobContext
 from ._job import JobHandle as JobHandle
 from ._job import current_job as current_job
+from ._limits import LimiterState as LimiterState
+from ._limits import OverLimit as OverLimit
 from ._logging import JobContextFilter as JobContextFilter
 from ._logging import JsonFormatter as JsonFormatter
 from ._middleware import Chain as Chain
@@ -29,6 +31,8 @@ from ._status import Progress as Progress
 from ._unique import Unique as Unique
 from ._version import __version__ as __version__
 from ._worker.launcher import Worker as Worker
+from ._worker.limits import Lease as Lease
+from ._worker.limits import Limiter as Limiter
 from ._worker.shield import shield as shield
 
 __all__ = [
@@ -49,6 +53,10 @@ __all__ = [
     "JobStatus",
     "JobTimeout",
     "JsonFormatter",
+    "Lease",
+    "Limiter",
+    "LimiterState",
+    "OverLimit",
     "Payload",
     "Permanent",
     "PayloadError",

@@ -18,6 +18,7 @@ import msgspec
 from ._conn import FastRedis
 from ._errors import ConfigError, EnqueueError, UniqueConflict
 from ._job import Job, OnExhausted, RetryIn
+from ._limits import LimitSpec
 from ._middleware import run_client
 from ._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
 from ._periodic import PeriodicEntry
@@ -36,6 +37,7 @@ from ._status import (
 )
 from ._store import Store
 from ._unique import Unique
+from ._worker.limits import UNLIMITED, Limiter, LimitStore
 
 if TYPE_CHECKING:
     from ._worker.launcher import Worker
@@ -125,6 +127,8 @@ class App(Registry):
         # The hot path (defer, ack) on a single server: see _conn.py.
         self._fast: FastRedis | None = None
         self._connect_lock: anyio.Lock | None = None
+        # Rate limiters by name (app.limiter): api.limiter_state and the CLI find them here.
+        self.limiters: dict[str, Limiter] = {}
 
     def __repr__(self) -> str:
         return f"<App {self.keys.namespace} {mask_url(self.redis_url)}>"
@@ -154,6 +158,7 @@ class App(Registry):
         expires_in: float | dt.timedelta | None = ...,
         keep_result: float | dt.timedelta | None = ...,
         track_status: bool = ...,
+        limits: Sequence[Limiter] = ...,
     ) -> Callable[[Callable[P, Awaitable[R]]], Job[P, R]]: ...
 
     def job(  # type: ignore[misc]
@@ -172,6 +177,61 @@ class App(Registry):
         if fn is not None:
             return register(fn)
         return register
+
+    def limiter(
+        self,
+        name: str,
+        kind: str,
+        limit: int,
+        *,
+        per: float | dt.timedelta = 1.0,
+        sliding: bool = False,
+        lease: float | dt.timedelta = 30.0,
+        reschedules: int = 20,
+        max_backoff: float = 60.0,
+        wait: float | dt.timedelta = 0.0,
+    ) -> Limiter:
+        """A named rate limiter, global across processes and hosts (#13).
+
+        ``kind``: ``"concurrent"`` (at most ``limit`` holders; a holder's slot is a lease
+        of ``lease`` seconds, renewed while held, so a killed holder's slot frees
+        itself), ``"window"`` (``limit`` calls per ``per`` seconds, in fixed windows or,
+        with ``sliding=True``, in any window of ``per`` seconds), ``"bucket"`` (a token
+        bucket of ``limit`` refilled over ``per``), ``"leaky"`` (a bucket of ``limit``
+        that drains evenly over ``per``), ``"points"`` (a token bucket whose calls have
+        a cost: ``limiter.acquire(cost=...)``).
+
+        Use it in a job (``async with limiter:`` or ``async with limiter(key=id):``) or
+        declare it on one (``@app.job(limits=[limiter])``). Over the limit, the job is
+        rescheduled (not a retry) when the limiter says there is room, plus a jitter
+        doubling from 0.1 s to ``max_backoff``, up to ``reschedules`` times, then fails with
+        :class:`~asyncjobs.OverLimit`; ``async with`` waits up to ``wait`` seconds first.
+        """
+        spec = LimitSpec(
+            name=name,
+            kind=kind,
+            limit=limit,
+            per=per.total_seconds() if isinstance(per, dt.timedelta) else per,
+            sliding=sliding,
+            lease=lease.total_seconds() if isinstance(lease, dt.timedelta) else lease,
+            reschedules=reschedules,
+            max_backoff=max_backoff,
+            wait=wait.total_seconds() if isinstance(wait, dt.timedelta) else wait,
+        )
+        other = self.limiters.get(name)
+        if other is not None and other.spec != spec:
+            raise ConfigError(f"two limiters are named {name!r} with different settings")
+        limiter = Limiter(spec, self._limit_store)
+        self.limiters[name] = limiter
+        return limiter
+
+    async def _limit_store(self) -> LimitStore:
+        """Where limiters count: the store; under a test mode, a stand-in that grants
+        every acquire (a test of a job does not need Redis for its limiters)."""
+        modes = _test_modes.get()
+        if modes and id(self) in modes:
+            return UNLIMITED
+        return await self.open_store()
 
     @overload
     def periodic(

@@ -24,6 +24,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 import msgspec
 
 from ._errors import ArgumentError, ConfigError, EnqueueError
+from ._limits import LimitSpec
 from ._payload import ENCODER, Payload, new_jid, valid_jid
 from ._status import JobStatus, Outcome, raise_for
 from ._unique import Unique, lock_for, resolve
@@ -240,6 +241,18 @@ class _Options(msgspec.Struct, frozen=True):
     expires_in: float | None = None
 
 
+def _check_limits(limits: object, name: str) -> tuple[Any, ...]:
+    """``limits=[...]``: limiters made by ``app.limiter(...)`` (or ``limiter(key=...)``)."""
+    if isinstance(limits, str) or not isinstance(limits, Sequence):
+        raise ConfigError(f"job {name}: limits must be a list of app.limiter(...) objects")
+    for limiter in limits:
+        if not isinstance(getattr(limiter, "spec", None), LimitSpec):
+            raise ConfigError(
+                f"job {name}: limits takes limiters made by app.limiter(...), got {limiter!r}"
+            )
+    return tuple(limits)
+
+
 def _check_queue(queue: object, what: str) -> None:
     """Refuse a queue name Redis keys cannot carry (as ``configure(queue=...)`` does)."""
     if not isinstance(queue, str) or not queue or any(c in queue for c in "{}: \t"):
@@ -339,6 +352,7 @@ class Job(Generic[P, R]):
         expires_in: float | dt.timedelta | None = None,
         keep_result: float | dt.timedelta | None = None,
         track_status: bool = False,
+        limits: Sequence[Any] = (),
     ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigError(f"@app.job needs an async def function, got {fn!r}")
@@ -374,6 +388,9 @@ class Job(Generic[P, R]):
         self.discard_on = discard_on
         self.dead_on = dead_on
         self.on_exhausted = on_exhausted
+        # Rate limiters (app.limiter(...)) taken before each run (#13); a job without
+        # them pays nothing.
+        self.limits: tuple[Any, ...] = _check_limits(limits, self.name)
         _check_queue(queue, f"job {self.name}: queue")
         self._opts = _Options(
             queue=queue,
@@ -390,6 +407,10 @@ class Job(Generic[P, R]):
         self.track_status = bool(track_status) or self.keep_result is not None
         self._result_decoder: msgspec.json.Decoder[Any] | None = None
         self._analyse(fn)
+        for limiter in self.limits:
+            arg = getattr(limiter, "key_arg", None)
+            if arg is not None and arg not in inspect.signature(fn).parameters:
+                raise ConfigError(f"job {self.name}: limits: no argument named {arg!r}")
         self._check_unique(self._opts.unique)
         functools.update_wrapper(self, fn)
 

@@ -119,3 +119,7 @@ class Keys:
 
     def stat_failed_day(self, day: _dt.date) -> str:
         return f"{self.stat_failed}:{day.isoformat()}"
+
+    def limit(self, name: str, key: str | None = None) -> str:
+        """A rate limiter's state (``key``: its per-key slot, e.g. an account id)."""
+        return f"{self.prefix}:limit:{name}" if key is None else f"{self.prefix}:limit:{name}:{key}"

@@ -71,6 +71,7 @@ class Payload(msgspec.Struct, omit_defaults=True, kw_only=True):
     meta: dict[str, Any] = {}
     unique: Lock | None = None  # a unique job's lock (_unique.py)
     expires_at: float | None = None  # Sidekiq Pro's expires_in: not started by then, dropped
+    limited: int | None = None  # times rescheduled over a rate limit (not retries)
 
 
 # What decoding stored bytes can raise: garbage, wrong fields, and nesting so deep that

@@ -196,6 +196,7 @@ ACL_COMMANDS = (
     "zremrangebyscore", "zremrangebyrank",
     "get", "mget", "set", "pttl", "incrby", "expire", "pexpire", "exists", "del",
     "hexists",
+    "time", "hmget", "zscore",
 )  # fmt: skip
 
 # Errors a background loop outlives by backing off: Redis is away. Catch them with
@@ -294,6 +295,10 @@ class Scripts:
             "unlock",
             "lock",
             "result",
+            "limit_concurrent",
+            "limit_window",
+            "limit_bucket",
+            "limit_read",
         ):
             source = (root / f"{name}.lua").read_text()
             setattr(self, name, Script(name, source))
@@ -312,6 +317,10 @@ class Scripts:
     unlock: Script
     lock: Script
     result: Script
+    limit_concurrent: Script
+    limit_window: Script
+    limit_bucket: Script
+    limit_read: Script
 
 
 _SCRIPTS: Scripts | None = None

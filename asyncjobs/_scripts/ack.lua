@@ -1,11 +1,13 @@
 -- ack: record the outcomes of finished jobs in one step.
 -- KEYS[1] in-flight hash, KEYS[2] retry zset, KEYS[3] dead zset,
 -- KEYS[4] processed total, KEYS[5] processed today, KEYS[6] failed total,
--- KEYS[7] failed today
+-- KEYS[7] failed today, KEYS[8] schedule zset
 -- ARGV[1] the done fields that are plain jids, joined by spaces (one argument is far
 --         cheaper to send than a hundred), ARGV[2] number D of other done fields,
 -- ARGV[3..D+2] those fields (whole payloads of garbage jobs),
--- then groups of four: field, target ('retry' | 'dead' | 'drop'), score, payload;
+-- then groups of four: field, target ('retry' | 'dead' | 'drop' | 'schedule'), score,
+-- payload ('schedule': a job over a rate limit, back to the schedule; neither processed
+-- nor failed);
 -- the last three ARGV are: dead max entries, dead min score (older is trimmed),
 -- stats TTL seconds.
 -- Only fields still in the hash count: a repeated ack (a retried pipeline) changes
@@ -24,12 +26,18 @@ for i = 1, #fields, 1000 do
   done = done + redis.call('HDEL', KEYS[1], unpack(fields, i, math.min(i + 999, #fields)))
 end
 local failed = 0
+local moved = 0
 local dead = 0
 local last = #ARGV - 3
 local i = d + 3
 while i <= last do
   local field, target = ARGV[i], ARGV[i + 1]
-  if redis.call('HDEL', KEYS[1], field) == 1 then
+  if target == 'schedule' then
+    if redis.call('HDEL', KEYS[1], field) == 1 then
+      redis.call('ZADD', KEYS[8], ARGV[i + 2], ARGV[i + 3])
+      moved = moved + 1
+    end
+  elseif redis.call('HDEL', KEYS[1], field) == 1 then
     failed = failed + 1
     if target == 'retry' then
       redis.call('ZADD', KEYS[2], ARGV[i + 2], ARGV[i + 3])
@@ -60,4 +68,4 @@ if dead > 0 then
     redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -max - 1)
   end
 end
-return {done, failed}
+return {done, failed + moved}

@@ -153,6 +153,7 @@ class WorkerOps(StoreBase):
             k.stat_processed_day(today),
             k.stat_failed,
             k.stat_failed_day(today),
+            k.schedule,
         )
         if split is None:
             plain: Sequence[bytes] = [f for f in done if _PLAIN.match(f)]

@@ -71,9 +71,12 @@ class Acker:
             self._idle.clear()
 
     def move(self, field: bytes, target: str, score: float, payload: bytes) -> None:
-        """Record a failed job: ``target`` is ``retry``, ``dead`` or ``drop``."""
+        """Record a failed job: ``target`` is ``retry``, ``dead`` or ``drop`` (or
+        ``schedule``: a job over a rate limit, tried again at ``score``)."""
         self._moves.extend((field, target, repr(score), payload))
-        if target == "retry" and (self._soonest_retry is None or score < self._soonest_retry):
+        if target in ("retry", "schedule") and (
+            self._soonest_retry is None or score < self._soonest_retry
+        ):
             self._soonest_retry = score
         if not self._pending.is_set():
             self._pending.set()

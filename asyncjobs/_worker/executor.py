@@ -28,7 +28,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import msgspec
 
@@ -40,10 +40,12 @@ from .._job import (
     set_current,
     set_progress_reporter,
 )
+from .._limits import OverLimit, reschedule_delay
 from .._middleware import Chain, ServerMiddleware, run_server
 from .._payload import DECODE_ERRORS, DECODER, ENCODER, Lock, Payload, encode_backtrace
 from .._retry import BACKTRACE_LINES, decide, format_backtrace
 from .._status import DEFAULT_KEEP, PENDING_TTL, Outcome, Progress, State
+from .limits import Lease, LimitStore, enter_all, release_all
 from .tasks import TaskOwner
 
 if TYPE_CHECKING:
@@ -246,6 +248,12 @@ class Executor:
                     reason = "expired (expires_in), or replaced by a later unique job"
                     await self._save(payload, job, "failed", error=("NotRun", reason))
                 return
+            # Rate limiters declared on the job: one script call each, for those only.
+            leases = None
+            if job.limits and self.locks is not None:
+                leases = await self._gate(rec, payload, job)
+                if leases is None:
+                    return
             progress_token = self._track_start(payload) if tracked else None
             timeout = payload.timeout or job.timeout
             if timeout:
@@ -283,6 +291,10 @@ class Executor:
                     reset_progress_reporter(progress_token)
                 if rec.deadline:
                     self.watchdog.unwatch(rec)
+                if leases:
+                    self.tasks.start_soon(
+                        release_all, cast(LimitStore, self.locks), leases, name="limits"
+                    )
             if rec.reason == "timeout":
                 # It swallowed the cancellation and returned: still past its timeout.
                 await self._timed_out(rec, payload, job, timeout)
@@ -419,7 +431,65 @@ class Executor:
             # Cancelled by something other than us (a job cancelling its own task):
             # no outcome, the job goes back like an interrupted one.
             return
+        if isinstance(exc, OverLimit) and self.locks is not None:
+            await self._over_limit(rec, payload, exc, job)
+            return
         await self._failed(rec, payload, exc, job)
+
+    # -- rate limiters -------------------------------------------------------------------
+
+    async def _gate(self, rec: Running, payload: Payload, job: Job[Any, Any]) -> list[Lease] | None:
+        """Take the job's declared limiters; None if over one (the job is rescheduled,
+        or failed) or Redis is away (rescheduled too)."""
+        # The store has the limiter methods; Locks names only what unique jobs need.
+        store = cast(LimitStore, self.locks)
+        try:
+            return await enter_all(store, job.limits, lambda: msgspec.json.decode(payload.args))
+        except OverLimit as exc:
+            await self._over_limit(rec, payload, exc, job)
+        except Exception as exc:
+            # Redis away: try again in a second or two, as the same payload (not counted
+            # as a reschedule); the acker writes the move once Redis is back.
+            at = time.time() + reschedule_delay(1.0, 0, self._rng)
+            log.warning(
+                "cannot take the limiters of %s jid=%s (%s); rescheduled in %.1fs",
+                payload.job,
+                payload.jid,
+                exc,
+                at - time.time(),
+            )
+            self.sink.move(rec.field, "schedule", at, rec.raw)
+        return None
+
+    async def _over_limit(
+        self, rec: Running, payload: Payload, exc: OverLimit, job: Job[Any, Any]
+    ) -> None:
+        """Over a rate limit: back to the schedule set with backoff and jitter, not a
+        retry and not a failure, up to the limiter's ``reschedules``; then a failure."""
+        count = payload.limited or 0
+        if count >= exc.reschedules:
+            err = OverLimit(
+                exc.name,
+                exc.key,
+                exc.retry_after,
+                f"{exc}; rescheduled {count} times already (reschedules={exc.reschedules})",
+                reschedules=exc.reschedules,
+                max_backoff=exc.max_backoff,
+            )
+            await self._failed(rec, payload, err, job)
+            return
+        at = time.time() + reschedule_delay(exc.retry_after, count, self._rng, exc.max_backoff)
+        later = msgspec.structs.replace(payload, limited=count + 1, at=at, enqueued_at=None)
+        if self._debug:
+            joblog.debug(
+                "over limit %s jid=%s: %s; rescheduled (%d) in %.3fs",
+                payload.job,
+                payload.jid,
+                exc.name,
+                count + 1,
+                at - time.time(),
+            )
+        self.sink.move(rec.field, "schedule", at, ENCODER.encode(later))
 
     async def _timed_out(
         self, rec: Running, payload: Payload, job: Job[Any, Any], timeout: float | None

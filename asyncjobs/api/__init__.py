@@ -54,6 +54,8 @@ from ._periodic import periodic_entries as periodic_entries
 from ._periodic import pause_periodic as pause_periodic
 from ._periodic import resume_periodic as resume_periodic
 from ._periodic import run_periodic as run_periodic
+from ._limits import limiter_state as limiter_state
+from ._limits import limiters as limiters
 from ._stats import history as history
 from ._stats import reset_stats as reset_stats
 # isort: on
@@ -82,6 +84,8 @@ __all__ = [
     "delete_queued",
     "find_job",
     "find_queued",
+    "limiter_state",
+    "limiters",
     "history",
     "job_status",
     "locate_job",

@@ -149,3 +149,30 @@ async def test_results_status_and_cancel_on_cluster(cluster: RedisCluster) -> No
                     await stuck.result(timeout=5)
             worker.stop()
         assert (await app.status(handle)).state == "succeeded"
+
+
+async def test_rate_limiters_on_cluster(cluster: RedisCluster) -> None:
+    """#13: the limiters' keys carry the hash tag; each kind's script and the state read
+    run on a cluster, and a job over its limit goes back to the schedule (ack.lua)."""
+    app = asyncjobs.App(cluster.url, namespace="limits")
+    ran: list[int] = []
+    one = app.limiter("one", "concurrent", 1, reschedules=1000, max_backoff=0.2)
+
+    @app.job(limits=[one])
+    async def gated(n: int) -> None:
+        await anyio.sleep(0.05)
+        ran.append(n)
+
+    async with app:
+        for kind in ("concurrent", "window", "bucket", "leaky", "points"):
+            lim = app.limiter(f"c-{kind}", kind, 2, per=3600)
+            async with lim(key="k"):
+                assert round((await api.limiter_state(app, f"c-{kind}", key="k")).used) == 1
+        async with app.limiter("c-sliding", "window", 2, sliding=True):
+            assert (await api.limiter_state(app, "c-sliding")).used == 1
+        await gated.defer_many([(n,) for n in range(4)])
+        worker = app.worker(concurrency=4, scheduler_poll=0.1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await wait_for(lambda: len(ran) == 4, timeout=15)
+            worker.stop()

@@ -521,6 +521,11 @@ async def test_acl_user_of_the_deployment_guide_can_run_everything(tmp_path: Pat
                 async with asyncio.timeout(10):
                     while len(ran) < 4 or await api.DeadSet(app).size() < 1:
                         await asyncio.sleep(0.02)
+                # Rate limiters (#13): each kind's script, and their state.
+                for kind in ("concurrent", "window", "bucket", "leaky"):
+                    lim = app.limiter(f"acl-{kind}", kind, 2, per=3600)
+                    async with lim, app.limiter("acl-sliding", "window", 9, sliding=True):
+                        assert round((await lim.state()).used) == 1
                 for command in ("stats", "queues", "scheduled", "retries", "dead", "processes"):
                     r = await asyncio.to_thread(cli, command, "--json")
                     assert r.returncode == 0, (command, r.stderr.decode())

@@ -32,6 +32,10 @@ async def _full_round(app: asyncjobs.App) -> None:
     await work.defer(-1)
     await work.configure(unique=True, expires_in=60).defer(5)  # a lock, an expiry (#13)
     assert await api.pause_queue(app, "other") and await api.resume_queue(app, "other")
+    for kind in ("concurrent", "window", "bucket", "leaky"):  # rate limiters (#13)
+        lim = app.limiter(f"acl-{kind}", kind, 2, per=3600)
+        async with lim, app.limiter("acl-sliding", "window", 9, sliding=True):
+            assert round((await lim.state()).used) == 1
     async with app.run_worker(heartbeat_interval=0.2) as worker:
         await wait_for(lambda: sorted(ran) == [1, 2, 3, 4, 5])
         await wait_for(lambda: api.DeadSet(app).size())
