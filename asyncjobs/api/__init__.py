@@ -53,6 +53,8 @@ from ._periodic import resume_periodic as resume_periodic
 from ._periodic import run_periodic as run_periodic
 from ._stats import history as history
 from ._stats import reset_stats as reset_stats
+from ._stats import RedisInfo as RedisInfo
+from ._stats import redis_info as redis_info
 # isort: on
 
 __all__ = [
@@ -67,6 +69,7 @@ __all__ = [
     "PeriodicRun",
     "ProcessInfo",
     "ProcessSet",
+    "RedisInfo",
     "QueueInfo",
     "RetrySet",
     "ScheduledSet",
@@ -86,6 +89,7 @@ __all__ = [
     "periodic_entries",
     "queue_entries",
     "queues",
+    "redis_info",
     "reset_stats",
     "resume_periodic",
     "resume_queue",
