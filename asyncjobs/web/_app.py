@@ -9,7 +9,8 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -325,7 +326,11 @@ class Dashboard:
             return self.render(request, "job.html", status=404, page="", jid=jid, error=str(exc))
         rec = where.record
         try:
-            payload = json.dumps(json.loads(rec.raw), indent=2, ensure_ascii=False)
+            data = json.loads(rec.raw)
+            if isinstance(data, dict) and data.get("error_backtrace"):
+                # Stored compressed; the Error section shows it decoded.
+                data["error_backtrace"] = "(compressed: shown under Error)"
+            payload = json.dumps(data, indent=2, ensure_ascii=False)
         except ValueError:
             payload = rec.raw
         timeline = [
@@ -414,6 +419,20 @@ def create_app(
         assert isinstance(exc, HTTPException)
         return dash.render(request, "error.html", status=exc.status_code, page="", error=exc.detail)
 
-    app = Starlette(debug=debug, routes=routes, exception_handlers={HTTPException: http_error})
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        # Run alone (asyncjobs web, uvicorn), the dashboard owns its connections to
+        # Redis; mounted, the host app's lifespan runs instead, not this one.
+        try:
+            yield
+        finally:
+            await jobs_app.aclose()
+
+    app = Starlette(
+        debug=debug,
+        routes=routes,
+        exception_handlers={HTTPException: http_error},
+        lifespan=lifespan,
+    )
     app.state.dashboard = dash
     return app
