@@ -12,6 +12,7 @@ Needs the ``web`` extra (``pip install 'asyncjobs-redis[web]'``). See
 docs/guides/dashboard.md.
 """
 
+from ._aiohttp import mount_aiohttp as mount_aiohttp
 from ._app import create_app as create_app
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "mount_aiohttp"]

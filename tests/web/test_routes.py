@@ -216,3 +216,29 @@ async def test_mounted_under_a_prefix(app: asyncjobs.App) -> None:
         assert 'href="http://d/jobs/static/style.css"' in r.text
         assert (await c.get("/jobs/static/app.js")).status_code == 200
         assert c.cookies.jar and next(iter(c.cookies.jar)).path == "/jobs"
+
+
+async def test_mounted_in_aiohttp(app: asyncjobs.App) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from asyncjobs.web import mount_aiohttp
+
+    hello, _ = _jobs(app)
+    await hello.defer("a")
+    outer = web.Application()
+    mount_aiohttp(outer, "/jobs", create_app(app, secret="s"))
+    async with TestClient(TestServer(outer)) as c:
+        r = await c.get("/jobs/queues")
+        html = await r.text()
+        assert r.status == 200 and "/jobs/queues/default" in html
+        assert (await c.get("/jobs/static/style.css")).status == 200
+        token = csrf(html)
+        r = await c.post(
+            "/jobs/queues/default/action",
+            data={"action": "clear", "csrf": token},
+            allow_redirects=False,
+        )
+        assert r.status == 303 and r.headers["location"].startswith("http")
+        assert "/jobs/queues?" in r.headers["location"]
+    assert [q.size for q in await api.queues(app) if q.name == "default"] in ([], [0])
