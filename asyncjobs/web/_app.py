@@ -42,6 +42,8 @@ KINDS: dict[str, type[api.SortedSet]] = {
     "dead": api.DeadSet,
 }
 PAGE_SIZE = 25
+# The history ranges the overview offers: a day, a week, a month, three and six months.
+HISTORY_DAYS = (1, 7, 30, 90, 180)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -142,7 +144,12 @@ class Dashboard:
     # -- pages -----------------------------------------------------------------------
 
     async def overview(self, request: Request) -> Response:
-        days = 30 if request.query_params.get("days") == "30" else 7
+        try:
+            days = int(request.query_params.get("days", "7"))
+        except ValueError:
+            days = 7
+        if days not in HISTORY_DAYS:
+            days = 7
         stats = await api.Stats.fetch(self.jobs, days=days)
         top = max([max(v["processed"], v["failed"]) for v in stats.history.values()] + [1])
         return self.render(
@@ -151,6 +158,7 @@ class Dashboard:
             page="overview",
             stats=stats,
             days=days,
+            ranges=HISTORY_DAYS,
             top=top,
             queues=await api.queues(self.jobs),
             paused=set(await api.paused_queues(self.jobs)),
@@ -325,19 +333,30 @@ class Dashboard:
         except api.JobNotFound as exc:
             return self.render(request, "job.html", status=404, page="", jid=jid, error=str(exc))
         rec = where.record
+        data: Any = None
         try:
             data = json.loads(rec.raw)
-            if isinstance(data, dict) and data.get("error_backtrace"):
+        except ValueError:
+            payload = rec.raw
+        else:
+            if isinstance(data, dict) and isinstance(data.get("error_backtrace"), str):
                 # Stored compressed; the Error section shows it decoded.
                 data["error_backtrace"] = "(compressed: shown under Error)"
             payload = json.dumps(data, indent=2, ensure_ascii=False)
-        except ValueError:
-            payload = rec.raw
-        timeline = [
+        fields = data if isinstance(data, dict) else {}
+
+        def at(name: str) -> float | None:
+            value = fields.get(name)
+            return float(value) if isinstance(value, int | float) else None
+
+        timeline: list[tuple[str, float | None]] = [
             ("created", rec.created_at),
             ("enqueued", rec.enqueued_at),
             ("started", where.started_at),
             ("failed", rec.failed_at),
+            (f"retried (retry {rec.retry_count})", at("retried_at")),
+            ("discarded", at("discarded_at")),
+            ("expires", at("expires_at")),
         ]
         if where.state in ("scheduled", "retry"):
             timeline.append(("due", rec.score))

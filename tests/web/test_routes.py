@@ -242,3 +242,40 @@ async def test_mounted_in_aiohttp(app: asyncjobs.App) -> None:
         assert r.status == 303 and r.headers["location"].startswith("http")
         assert "/jobs/queues?" in r.headers["location"]
     assert [q.size for q in await api.queues(app) if q.name == "default"] in ([], [0])
+
+
+async def test_quiet_a_process_from_the_page(app: asyncjobs.App, client: httpx.AsyncClient) -> None:
+    """Quiet, then stop, a (non-embedded) worker from the Busy page's buttons."""
+    import anyio
+
+    from tests.conftest import wait_for
+
+    worker = app.worker(heartbeat_interval=0.1)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        await wait_for(lambda: api.ProcessSet(app).list())
+        [proc] = await api.ProcessSet(app).list()
+        page = await client.get("/busy")
+        assert f'data-process="{proc.id}"' in page.text and "Quiet" in page.text
+        data = {"action": "quiet", "process": proc.id, "csrf": csrf(page.text)}
+        r = await client.post("/busy/action", data=data)
+        assert "quiet sent to 1 process(es)" in (await client.get(r.headers["location"])).text
+
+        async def quiet() -> bool:
+            return [p.quiet for p in await api.ProcessSet(app).list()] == [True]
+
+        await wait_for(quiet)
+        assert 'class="badge warn">quiet' in (await client.get("/busy")).text
+        r = await client.post("/busy/action", data={**data, "action": "stop"})
+        with anyio.fail_after(10):
+            while await api.ProcessSet(app).list():
+                await anyio.sleep(0.05)
+        tg.cancel_scope.cancel()
+
+
+async def test_overview_ranges_and_timeline(app: asyncjobs.App, client: httpx.AsyncClient) -> None:
+    for days in ("1", "90", "180", "bad", "999"):
+        assert (await client.get("/", params={"days": days})).status_code == 200
+    r = await client.get("/", params={"days": "180"})
+    assert r.text.count('class="bar"') == 180
+    assert (await client.get("/", params={"days": "bad"})).text.count('class="bar"') == 7
