@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import inspect
 import json
 import logging
 import secrets
@@ -46,6 +47,8 @@ PAGE_SIZE = 25
 HISTORY_DAYS = (1, 7, 30, 90, 180)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+# create_app(auth=...): who the request is from (a name, or True), or falsy to refuse it.
+Auth = Callable[[Request], "object | Awaitable[object]"]
 
 
 def _ts(value: float | None) -> str:
@@ -83,8 +86,11 @@ def _rss(kib: int) -> str:
 class Dashboard:
     """One dashboard over one jobs app: its templates, its CSRF secret, its routes."""
 
-    def __init__(self, jobs_app: App, secret: str | None, read_only: bool, poll: float) -> None:
+    def __init__(
+        self, jobs_app: App, secret: str | None, read_only: bool, poll: float, auth: Auth | None
+    ) -> None:
         self.jobs = jobs_app
+        self.auth = auth
         self.secret = (secret or secrets.token_hex(32)).encode()
         self.read_only = read_only
         self.poll = poll
@@ -138,8 +144,23 @@ class Dashboard:
         params["flash"] = flash
         return RedirectResponse(f"{url}?{urlencode(params)}", status_code=303)
 
+    async def allowed(self, request: Request) -> None:
+        """Ask the auth hook about this request (403 when it says no); remember who."""
+        if self.auth is None:
+            return
+        who = self.auth(request)
+        if inspect.isawaitable(who):
+            who = await who
+        if not who:
+            raise HTTPException(403, "not allowed: the dashboard's auth hook refused you")
+        request.state.user = who if isinstance(who, str) else None
+
     def acted(self, request: Request, what: str) -> None:
-        log.info("dashboard %s from %s", what, request.client.host if request.client else "?")
+        """Log an action with who did it: the auth hook's name for them, else the address."""
+        who = getattr(request.state, "user", None)
+        if not who:
+            who = request.client.host if request.client else "?"
+        log.info("dashboard %s by %s", what, who)
 
     # -- pages -----------------------------------------------------------------------
 
@@ -387,6 +408,7 @@ def _guarded(page: Endpoint, dash: Dashboard) -> Endpoint:
     """An endpoint whose bad input or unreachable Redis is one line on an error page."""
 
     async def endpoint(request: Request) -> Response:
+        await dash.allowed(request)
         try:
             return await page(request)
         except api.InvalidArgument as exc:
@@ -404,6 +426,7 @@ def create_app(
     secret: str | None = None,
     read_only: bool = False,
     poll_interval: float = 3.0,
+    auth: Auth | None = None,
     debug: bool = False,
 ) -> Starlette:
     """The dashboard of ``jobs_app`` as an ASGI app, to mount or to run alone.
@@ -412,8 +435,10 @@ def create_app(
     serving the dashboard (several uvicorn workers, several hosts); by default each
     process makes its own, which is fine for one. ``read_only=True`` hides every action
     and refuses every POST. ``poll_interval`` is how often (seconds) the overview's
-    counters refresh themselves."""
-    dash = Dashboard(jobs_app, secret, read_only, poll_interval)
+    counters refresh themselves. ``auth``, called with each request (sync or async),
+    says who it is from (a name for the log of actions, or True) or refuses it (a falsy
+    value: 403); the static files are not asked about."""
+    dash = Dashboard(jobs_app, secret, read_only, poll_interval, auth)
 
     def route(path: str, page: Endpoint, name: str, post: bool = False) -> Route:
         methods = ["POST"] if post else ["GET"]
@@ -427,7 +452,7 @@ def create_app(
         route("/queues", dash.queues, "queues"),
         route("/queues/{name}", dash.queue, "queue"),
         route("/queues/{name}/action", dash.queue_action, "queue_action", post=True),
-        route("/job/{jid}", dash.job, "job"),
+        route("/job/{jid:path}", dash.job, "job"),
         route("/search", dash.search, "search"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         route("/{kind}", dash.set_page, "set"),

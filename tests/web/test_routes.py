@@ -279,3 +279,33 @@ async def test_overview_ranges_and_timeline(app: asyncjobs.App, client: httpx.As
     r = await client.get("/", params={"days": "180"})
     assert r.text.count('class="bar"') == 180
     assert (await client.get("/", params={"days": "bad"})).text.count('class="bar"') == 7
+
+
+async def test_auth_hook(app: asyncjobs.App, caplog: pytest.LogCaptureFixture) -> None:
+    """The hook refuses (403) or names the user, whose actions are logged by name."""
+
+    async def auth(request: object) -> str | None:
+        assert hasattr(request, "headers")
+        return request.headers.get("x-user")  # type: ignore[no-any-return]
+
+    web = create_app(app, auth=auth, secret="s")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=web), base_url="http://d") as c:
+        r = await c.get("/")
+        assert r.status_code == 403 and "auth hook refused" in r.text
+        c.headers["x-user"] = "ada"
+        page = await c.get("/queues")
+        assert page.status_code == 200
+        with caplog.at_level("INFO", logger="asyncjobs.web"):
+            await c.post(
+                "/queues/default/action", data={"action": "pause", "csrf": csrf(page.text)}
+            )
+        assert "dashboard pause queue default [] by ada" in caplog.text
+
+
+async def test_redis_unreachable_is_one_line() -> None:
+    down = asyncjobs.App("redis://127.0.0.1:1/0")
+    web = create_app(down)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=web), base_url="http://d") as c:
+        r = await c.get("/queues")
+    assert r.status_code == 503 and "cannot reach Redis at redis://127.0.0.1:1/0" in r.text
+    await down.aclose()
