@@ -175,6 +175,21 @@ async def test_click_through(
         await expect(page.locator(".state")).to_contain_text("retry")
         await expect(page.locator("pre.backtrace")).to_contain_text("cannot handle")
         await shot("job")
+
+        # Kill it from its page, past the confirmation: dead now, and on the Dead page.
+        page.on("dialog", lambda dialog: dialog.accept())
+        await page.click("form.toolbar >> text=Kill")
+        await expect(page.locator(".flash")).to_have_text("kill: 1 job(s)")
+        await expect(page.locator(".state")).to_contain_text("dead")
+        await page.click("nav >> text=Dead")
+        await expect(page.locator(f"tr[data-jid='{failing}']")).to_contain_text("ValueError")
+
+        # Dark mode at phone width, for the docs.
+        await page.emulate_media(color_scheme="dark")
+        await page.set_viewport_size({"width": 390, "height": 844})
+        await page.goto(dashboard_url + "/")
+        await expect(page.locator("[data-stat=dead]")).to_have_text("1")
+        await shot("phone-dark")
     finally:
         worker.kill()
         worker.wait(10)
