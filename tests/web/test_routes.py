@@ -309,3 +309,9 @@ async def test_redis_unreachable_is_one_line() -> None:
         r = await c.get("/queues")
     assert r.status_code == 503 and "cannot reach Redis at redis://127.0.0.1:1/0" in r.text
     await down.aclose()
+
+
+async def test_redis_info(app: asyncjobs.App, redis_server: object) -> None:
+    info = await api.redis_info(app)
+    assert info.version.count(".") == 2 and info.connected_clients >= 1
+    assert info.used_memory > 0 and info.used_memory_human and info.uptime_seconds >= 0
