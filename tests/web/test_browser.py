@@ -127,10 +127,20 @@ async def test_click_through(
             "tests.apps.dashboard.nap"
         )
         await expect(page.locator("table.procs")).to_contain_text("4")
+        # The page refreshes itself: a job taken meanwhile shows up without a reload.
+        second = await nap.defer(60)
+        await expect(page.locator(f"table.work tr[data-jid='{second}']")).to_have_count(1)
         await shot("busy")
+
+        # Live refresh pauses, on every page, until resumed.
+        await page.click("#live-toggle")
+        await expect(page.locator("#live-toggle")).to_have_text("Resume live")
 
         # Queues: delete one job from the parked queue.
         await page.click("nav >> text=Queues")
+        await expect(page.locator("#live-toggle")).to_have_text("Resume live")
+        await page.click("#live-toggle")
+        await expect(page.locator("#live-toggle")).to_have_text("Pause live")
         await shot("queues")
         await page.click("table.queues >> text=parked")
         await page.check(f"tr[data-jid='{parked[0]}'] input[type=checkbox]")

@@ -24,12 +24,16 @@
     }
   });
 
-  // The overview's counters: polled from stats.json; rates from successive readings.
+  // Live parts: the overview's counters, polled from stats.json (rates from successive
+  // readings), and regions marked data-refresh, swapped for the same region of the page
+  // fetched anew. One pause for all, remembered across pages.
   var live = document.getElementById("live");
-  if (!live) return;
-  var every = parseFloat(document.body.getAttribute("data-poll")) || 3;
+  var regions = document.querySelectorAll("[data-refresh]");
   var toggle = document.getElementById("live-toggle");
+  if (!live && !regions.length) return;
+  var every = parseFloat(document.body.getAttribute("data-poll")) || 3;
   var paused = false, last = null, timer = null;
+  try { paused = localStorage.getItem("asyncjobs.paused") === "1"; } catch (e) {}
   function show(data) {
     var cells = live.querySelectorAll("[data-stat]");
     for (var i = 0; i < cells.length; i++) {
@@ -45,18 +49,40 @@
     }
     last = data;
   }
-  function poll() {
-    fetch(live.getAttribute("data-src"), { credentials: "same-origin" })
-      .then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (d) { if (d) show(d); })
-      .catch(function () {})
-      .finally(function () { if (!paused) timer = setTimeout(poll, every * 1000); });
+  function get(url, as) {
+    return fetch(url, { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r[as]() : null; })
+      .catch(function () { return null; });
+  }
+  function tick() {
+    var work = [];
+    if (live) work.push(get(live.getAttribute("data-src"), "json").then(function (d) { if (d) show(d); }));
+    if (regions.length) work.push(get(location.href, "text").then(function (html) {
+      if (!html) return;
+      var doc = new DOMParser().parseFromString(html, "text/html");
+      for (var i = 0; i < regions.length; i++) {
+        var fresh = doc.getElementById(regions[i].id);
+        if (fresh) regions[i].innerHTML = fresh.innerHTML;
+      }
+    }));
+    Promise.all(work).finally(function () {
+      clearTimeout(timer);
+      if (!paused) timer = setTimeout(tick, every * 1000);
+    });
+  }
+  function label() {
+    if (!toggle) return;
+    toggle.textContent = paused ? "Resume live" : "Pause live";
+    toggle.setAttribute("aria-pressed", String(paused));
   }
   if (toggle) toggle.addEventListener("click", function () {
     paused = !paused;
-    toggle.textContent = paused ? "Resume live" : "Pause live";
-    toggle.setAttribute("aria-pressed", String(paused));
-    if (!paused) { clearTimeout(timer); poll(); } else clearTimeout(timer);
+    try { localStorage.setItem("asyncjobs.paused", paused ? "1" : "0"); } catch (e) {}
+    label();
+    clearTimeout(timer);
+    if (!paused) tick();
   });
-  poll();
+  label();
+  if (live) tick();  // the first reading, for the rates, even when paused
+  else if (!paused) timer = setTimeout(tick, every * 1000);
 })();
