@@ -315,3 +315,15 @@ async def test_redis_info(app: asyncjobs.App, redis_server: object) -> None:
     info = await api.redis_info(app)
     assert info.version.count(".") == 2 and info.connected_clients >= 1
     assert info.used_memory > 0 and info.used_memory_human and info.uptime_seconds >= 0
+
+
+async def test_queue_page_pause_stays_on_the_page(
+    app: asyncjobs.App, client: httpx.AsyncClient
+) -> None:
+    page = await client.get("/queues/default")
+    r = await client.post(
+        "/queues/default/action", data={"action": "pause", "back": "queue", "csrf": csrf(page.text)}
+    )
+    assert r.headers["location"].startswith("http://dash/queues/default?")
+    page = await client.get(r.headers["location"])
+    assert "paused default" in page.text and 'value="resume"' in page.text
