@@ -347,6 +347,35 @@ class Dashboard:
         match = str(posted["form"].get("match", ""))
         return self.back(request.url_for("set", kind=kind), msg, match=match)
 
+    async def periodic(self, request: Request) -> Response:
+        return self.render(
+            request,
+            "periodic.html",
+            page="periodic",
+            entries=await api.periodic_entries(self.jobs, history=5),
+        )
+
+    async def periodic_action(self, request: Request) -> Response:
+        posted = await self.check_csrf(request)
+        name = request.path_params["name"]
+        action = str(posted["form"].get("action", ""))
+        try:
+            if action == "run":
+                jid = await api.run_periodic(self.jobs, name)
+                msg = f"enqueued {name} now: {jid}"
+            elif action == "pause":
+                await api.pause_periodic(self.jobs, name)
+                msg = f"paused {name}"
+            elif action == "resume":
+                await api.resume_periodic(self.jobs, name)
+                msg = f"resumed {name}"
+            else:
+                raise HTTPException(400, f"unknown action {action!r}: use run, pause or resume")
+        except api.PeriodicNotFound as exc:
+            msg = str(exc)
+        self.acted(request, f"{action} periodic {name}")
+        return self.back(request.url_for("periodic"), msg)
+
     async def job(self, request: Request) -> Response:
         jid = request.path_params["jid"]
         try:
@@ -452,6 +481,8 @@ def create_app(
         route("/queues", dash.queues, "queues"),
         route("/queues/{name}", dash.queue, "queue"),
         route("/queues/{name}/action", dash.queue_action, "queue_action", post=True),
+        route("/periodic", dash.periodic, "periodic"),
+        route("/periodic/{name}/action", dash.periodic_action, "periodic_action", post=True),
         route("/job/{jid:path}", dash.job, "job"),
         route("/search", dash.search, "search"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

@@ -26,3 +26,6 @@ async def mark(n: int) -> None:
     r = aioredis.Redis.from_url(app.redis_url)
     await r.rpush("test:ran", n)
     await r.aclose()
+
+
+app.periodic(mark, "0 3 * * *", args={"n": 0}, name="nightly-mark")

@@ -178,6 +178,10 @@ async def test_click_through(
         await expect(page.locator(f"tr[data-jid='{failing}']")).to_contain_text("<b>bold</b>")
         await shot("retries")
 
+        await page.click("nav >> text=Periodic")
+        await expect(page.locator("tr[data-periodic='nightly-mark']")).to_contain_text("0 3 * * *")
+        await shot("periodic")
+
         # Search by jid from the header: the failing job's page, error and backtrace.
         await page.fill("header input[name=jid]", failing)
         await page.press("header input[name=jid]", "Enter")

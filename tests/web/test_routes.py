@@ -327,3 +327,27 @@ async def test_queue_page_pause_stays_on_the_page(
     assert r.headers["location"].startswith("http://dash/queues/default?")
     page = await client.get(r.headers["location"])
     assert "paused default" in page.text and 'value="resume"' in page.text
+
+
+async def test_periodic_page(app: asyncjobs.App, client: httpx.AsyncClient) -> None:
+    from tests.conftest import running, wait_for
+
+    @app.job(queue="q1")
+    async def report(kind: str) -> None: ...
+
+    app.periodic(report, "0 3 * * *", args={"kind": "nightly"}, name="nightly-report")
+    async with running(app.worker(queues=["other"])):
+        await wait_for(lambda: api.periodic_entries(app))
+    page = await client.get("/periodic")
+    assert 'data-periodic="nightly-report"' in page.text and "0 3 * * *" in page.text
+    token = csrf(page.text)
+    r = await client.post(
+        "/periodic/nightly-report/action", data={"action": "pause", "csrf": token}
+    )
+    assert "paused nightly-report" in (await client.get(r.headers["location"])).text
+    assert [e.paused for e in await api.periodic_entries(app)] == [True]
+    r = await client.post("/periodic/nightly-report/action", data={"action": "run", "csrf": token})
+    assert "enqueued nightly-report now" in (await client.get(r.headers["location"])).text
+    assert [q.size for q in await api.queues(app) if q.name == "q1"] == [1]
+    r = await client.post("/periodic/nope/action", data={"action": "run", "csrf": token})
+    assert "nope" in (await client.get(r.headers["location"])).text
