@@ -351,3 +351,24 @@ async def test_periodic_page(app: asyncjobs.App, client: httpx.AsyncClient) -> N
     assert [q.size for q in await api.queues(app) if q.name == "q1"] == [1]
     r = await client.post("/periodic/nope/action", data={"action": "run", "csrf": token})
     assert "nope" in (await client.get(r.headers["location"])).text
+
+
+async def test_mounted_in_fastapi(app: asyncjobs.App) -> None:
+    from fastapi import FastAPI
+
+    outer = FastAPI()
+    outer.mount("/jobs", create_app(app, secret="s"))
+    hello, _ = _jobs(app)
+    jid = await hello.defer("a")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=outer), base_url="http://d"
+    ) as c:
+        r = await c.get("/jobs/search", params={"jid": jid}, follow_redirects=True)
+        assert r.status_code == 200 and str(r.url) == f"http://d/jobs/job/{jid}"
+        assert "queued" in r.text and 'href="http://d/jobs/queues/default"' in r.text
+        r = await c.post(
+            "/jobs/queues/default/action",
+            data={"action": "delete", "jid": jid, "csrf": csrf(r.text)},
+            follow_redirects=True,
+        )
+        assert "deleted 1 job(s) from default" in r.text
