@@ -135,7 +135,14 @@ class Dashboard:
         response = HTMLResponse(html, status_code=status)
         if CSRF_COOKIE not in request.cookies:
             root = request.scope.get("root_path", "") or "/"
-            response.set_cookie(CSRF_COOKIE, nonce, path=root, httponly=True, samesite="strict")
+            response.set_cookie(
+                CSRF_COOKIE,
+                nonce,
+                path=root,
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
         return response
 
     def back(self, url: URL | str, flash: str, **query: str) -> Response:
