@@ -1143,6 +1143,41 @@ def bench(ctx: typer.Context) -> None:
 
 
 @app.command()
+def web(
+    app_spec: AppOpt = None,
+    redis_url: UrlOpt = None,
+    namespace: NsOpt = None,
+    bind: Annotated[
+        str, typer.Option("--bind", "-b", help="HOST:PORT to serve the dashboard on.")
+    ] = "127.0.0.1:8080",
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Show everything, allow no action.")
+    ] = False,
+) -> None:
+    """Serve the web dashboard (docs/guides/dashboard.md); needs the web extra. Its CSRF
+    secret is ASYNCJOBS_WEB_SECRET, else one made at start."""
+    import os
+
+    try:
+        import uvicorn
+
+        from .web import create_app
+    except ImportError as exc:
+        fail(
+            f"the dashboard needs the web extra ({exc.name} is missing): "
+            "pip install 'asyncjobs-redis[web]'"
+        )
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        fail(f"--bind {bind}: give HOST:PORT, such as 127.0.0.1:8080")
+    application = _guard(lambda: _admin_app(app_spec, redis_url, namespace))
+    dashboard = create_app(
+        application, secret=os.environ.get("ASYNCJOBS_WEB_SECRET"), read_only=read_only
+    )
+    uvicorn.run(dashboard, host=host.strip("[]"), port=int(port), log_level="info")
+
+
+@app.command()
 def version() -> None:
     """Print the asyncjobs version."""
     from ._version import __version__

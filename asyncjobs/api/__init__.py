@@ -58,6 +58,8 @@ from ._limits import limiter_state as limiter_state
 from ._limits import limiters as limiters
 from ._stats import history as history
 from ._stats import reset_stats as reset_stats
+from ._stats import RedisInfo as RedisInfo
+from ._stats import redis_info as redis_info
 # isort: on
 
 __all__ = [
@@ -72,6 +74,7 @@ __all__ = [
     "PeriodicRun",
     "ProcessInfo",
     "ProcessSet",
+    "RedisInfo",
     "QueueInfo",
     "RetrySet",
     "ScheduledSet",
@@ -95,6 +98,7 @@ __all__ = [
     "periodic_entries",
     "queue_entries",
     "queues",
+    "redis_info",
     "reset_stats",
     "resume_periodic",
     "status_dict",

@@ -93,3 +93,29 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
             history=history,
             expired=c.expired,
         )
+
+
+class RedisInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """The Redis server as a dashboard shows it: version, memory, clients, uptime."""
+
+    version: str
+    used_memory: int
+    used_memory_human: str
+    connected_clients: int
+    uptime_seconds: int
+
+
+async def redis_info(app: App) -> RedisInfo:
+    """The Redis server's version, memory in use, connected clients and uptime (``INFO``
+    server, memory and clients; one round trip each)."""
+    store = await _store(app)
+    server = await store.server_info("server")
+    memory = await store.server_info("memory")
+    clients = await store.server_info("clients")
+    return RedisInfo(
+        version=str(server.get("redis_version", "")),
+        used_memory=int(memory.get("used_memory", 0)),
+        used_memory_human=str(memory.get("used_memory_human", "")),
+        connected_clients=int(clients.get("connected_clients", 0)),
+        uptime_seconds=int(server.get("uptime_in_seconds", 0)),
+    )

@@ -1,0 +1,520 @@
+"""The dashboard's routes: every read and write goes through :mod:`asyncjobs.api`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import inspect
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import msgspec
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.datastructures import URL
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from .. import api
+from .._errors import AsyncJobsError
+
+if TYPE_CHECKING:
+    from .._app import App
+
+log = logging.getLogger("asyncjobs.web")
+
+HERE = Path(__file__).parent
+CSRF_COOKIE = "asyncjobs_csrf"
+# The sets, by the name of their page.
+KINDS: dict[str, type[api.SortedSet]] = {
+    "scheduled": api.ScheduledSet,
+    "retries": api.RetrySet,
+    "dead": api.DeadSet,
+}
+PAGE_SIZE = 25
+# The history ranges the overview offers: a day, a week, a month, three and six months.
+HISTORY_DAYS = (1, 7, 30, 90, 180)
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+# create_app(auth=...): who the request is from (a name, or True), or falsy to refuse it.
+Auth = Callable[[Request], "object | Awaitable[object]"]
+
+
+def _ts(value: float | None) -> str:
+    if not value:
+        return ""
+    return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    s = max(0.0, seconds)
+    if s < 60:
+        return f"{s:.1f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m {int(s % 60)}s"
+    if s < 86400:
+        return f"{int(s // 3600)}h {int(s % 3600 // 60)}m"
+    return f"{int(s // 86400)}d {int(s % 86400 // 3600)}h"
+
+
+def _ago(value: float | None) -> str:
+    return f"{_duration(time.time() - value)} ago" if value else ""
+
+
+def _args(value: Any, width: int = 60) -> str:
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _rss(kib: int) -> str:
+    return f"{kib / 1024:.0f} MiB" if kib else ""
+
+
+class Dashboard:
+    """One dashboard over one jobs app: its templates, its CSRF secret, its routes."""
+
+    def __init__(
+        self, jobs_app: App, secret: str | None, read_only: bool, poll: float, auth: Auth | None
+    ) -> None:
+        self.jobs = jobs_app
+        self.auth = auth
+        self.secret = (secret or secrets.token_hex(32)).encode()
+        self.read_only = read_only
+        self.poll = poll
+        self.env = Environment(
+            loader=FileSystemLoader(HERE / "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+        )
+        self.env.filters.update(ts=_ts, ago=_ago, duration=_duration, args=_args, rss=_rss)
+
+    # -- CSRF: a nonce in a cookie, and the form's token is its HMAC with the secret ---
+
+    def _token(self, nonce: str) -> str:
+        return hmac.new(self.secret, nonce.encode(), hashlib.sha256).hexdigest()
+
+    async def check_csrf(self, request: Request) -> dict[str, Any]:
+        """The POSTed form, once its CSRF token is checked (403 otherwise)."""
+        if self.read_only:
+            raise HTTPException(403, "read-only dashboard: actions are disabled")
+        form = await request.form()
+        nonce = request.cookies.get(CSRF_COOKIE, "")
+        token = form.get("csrf")
+        if (
+            not nonce
+            or not isinstance(token, str)
+            or not hmac.compare_digest(token, self._token(nonce))
+        ):
+            raise HTTPException(403, "bad or missing CSRF token: reload the page and try again")
+        return {"form": form, "jids": [str(j) for j in form.getlist("jid")]}
+
+    def render(self, request: Request, template: str, status: int = 200, **ctx: Any) -> Response:
+        nonce = request.cookies.get(CSRF_COOKIE) or secrets.token_hex(16)
+        html = self.env.get_template(template).render(
+            request=request,
+            url=request.url_for,
+            csrf=self._token(nonce),
+            read_only=self.read_only,
+            poll=self.poll,
+            flash=request.query_params.get("flash", ""),
+            namespace=self.jobs.keys.namespace,
+            **ctx,
+        )
+        response = HTMLResponse(html, status_code=status)
+        if CSRF_COOKIE not in request.cookies:
+            root = request.scope.get("root_path", "") or "/"
+            response.set_cookie(
+                CSRF_COOKIE,
+                nonce,
+                path=root,
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+        return response
+
+    def back(self, url: URL | str, flash: str, **query: str) -> Response:
+        """303 to ``url`` with a one-line message (POST, redirect, GET)."""
+        params = {k: v for k, v in query.items() if v}
+        params["flash"] = flash
+        return RedirectResponse(f"{url}?{urlencode(params)}", status_code=303)
+
+    async def allowed(self, request: Request) -> None:
+        """Ask the auth hook about this request (403 when it says no); remember who."""
+        if self.auth is None:
+            return
+        who = self.auth(request)
+        if inspect.isawaitable(who):
+            who = await who
+        if not who:
+            raise HTTPException(403, "not allowed: the dashboard's auth hook refused you")
+        request.state.user = who if isinstance(who, str) else None
+
+    def acted(self, request: Request, what: str) -> None:
+        """Log an action with who did it: the auth hook's name for them, else the address."""
+        who = getattr(request.state, "user", None)
+        if not who:
+            who = request.client.host if request.client else "?"
+        log.info("dashboard %s by %s", what, who)
+
+    # -- pages -----------------------------------------------------------------------
+
+    async def overview(self, request: Request) -> Response:
+        try:
+            days = int(request.query_params.get("days", "7"))
+        except ValueError:
+            days = 7
+        if days not in HISTORY_DAYS:
+            days = 7
+        stats = await api.Stats.fetch(self.jobs, days=days)
+        top = max([max(v["processed"], v["failed"]) for v in stats.history.values()] + [1])
+        return self.render(
+            request,
+            "overview.html",
+            page="overview",
+            stats=stats,
+            days=days,
+            ranges=HISTORY_DAYS,
+            top=top,
+            queues=await api.queues(self.jobs),
+            paused=set(await api.paused_queues(self.jobs)),
+            redis=await api.redis_info(self.jobs),
+        )
+
+    async def stats_json(self, request: Request) -> Response:
+        stats = await api.Stats.fetch(self.jobs, days=1)
+        data = msgspec.structs.asdict(stats)
+        data.pop("history")
+        data["time"] = time.time()
+        return JSONResponse(data)
+
+    async def busy(self, request: Request) -> Response:
+        procs = await api.ProcessSet(self.jobs).list()
+        work = await api.ProcessSet(self.jobs).work()
+        hosts = {p.id: p for p in procs}
+        return self.render(
+            request, "busy.html", page="busy", procs=procs, work=work, hosts=hosts, now=time.time()
+        )
+
+    async def busy_action(self, request: Request) -> Response:
+        posted = await self.check_csrf(request)
+        command = str(posted["form"].get("action", ""))
+        if command not in ("quiet", "stop"):
+            raise HTTPException(400, f"unknown action {command!r}: use quiet or stop")
+        procs = await api.ProcessSet(self.jobs).list()
+        wanted = [str(p) for p in posted["form"].getlist("process")]
+        chosen = procs if posted["form"].get("all") else [p for p in procs if p.id in wanted]
+        # An embedded worker (app.run_worker()) refuses remote quiet and stop.
+        refused = [p.id for p in chosen if p.embedded]
+        ids = [p.id for p in chosen if not p.embedded]
+        sent = await api.ProcessSet(self.jobs).send(command, ids) if ids else 0
+        self.acted(request, f"{command} {ids}")
+        msg = f"{command} sent to {sent} process(es)"
+        if refused:
+            msg += f"; refused by {len(refused)} embedded worker(s) (app.run_worker())"
+        return self.back(request.url_for("busy"), msg)
+
+    async def queues(self, request: Request) -> Response:
+        return self.render(
+            request,
+            "queues.html",
+            page="queues",
+            queues=await api.queues(self.jobs),
+            paused=set(await api.paused_queues(self.jobs)),
+        )
+
+    async def queue(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            offset = max(0, int(request.query_params.get("offset", "0")))
+        except ValueError:
+            offset = 0
+        entries = await api.queue_entries(self.jobs, name, offset, PAGE_SIZE)
+        size = {q.name: q for q in await api.queues(self.jobs)}.get(name)
+        return self.render(
+            request,
+            "queue.html",
+            page="queues",
+            name=name,
+            info=size,
+            entries=entries,
+            offset=offset,
+            page_size=PAGE_SIZE,
+            paused=name in await api.paused_queues(self.jobs),
+        )
+
+    async def queue_action(self, request: Request) -> Response:
+        posted = await self.check_csrf(request)
+        name = request.path_params["name"]
+        action = str(posted["form"].get("action", ""))
+        if action == "clear":
+            msg = f"cleared {await api.clear_queue(self.jobs, name)} job(s) from {name}"
+        elif action == "pause":
+            await api.pause_queue(self.jobs, name)
+            msg = f"paused {name}"
+        elif action == "resume":
+            await api.resume_queue(self.jobs, name)
+            msg = f"resumed {name}"
+        elif action == "delete":
+            done = 0
+            for jid in posted["jids"]:
+                try:
+                    await api.delete_queued(self.jobs, name, jid)
+                    done += 1
+                except api.JobNotFound:
+                    continue
+            msg = f"deleted {done} job(s) from {name}"
+        else:
+            raise HTTPException(400, f"unknown action {action!r}: use clear, pause, resume, delete")
+        self.acted(request, f"{action} queue {name} {posted['jids']}")
+        target = "queue" if action == "delete" else str(posted["form"].get("back", "queues"))
+        if target == "queue":
+            return self.back(request.url_for("queue", name=name), msg)
+        return self.back(request.url_for("queues"), msg)
+
+    def _set(self, request: Request) -> tuple[str, api.SortedSet]:
+        kind = request.path_params["kind"]
+        if kind not in KINDS:
+            raise HTTPException(404, f"no page {kind!r}")
+        return kind, KINDS[kind](self.jobs)
+
+    async def set_page(self, request: Request) -> Response:
+        kind, jobset = self._set(request)
+        q = request.query_params
+        match = q.get("match") or None
+        order = q.get("order", "")
+        newest = None if order not in ("asc", "desc") else order == "desc"
+        status = 200
+        error = ""
+        try:
+            page = await jobset.page(
+                after=q.get("after") or None, limit=PAGE_SIZE, match=match, newest_first=newest
+            )
+        except api.InvalidArgument as exc:
+            page, error, status = api.Page(entries=[]), str(exc), 400
+        return self.render(
+            request,
+            "set.html",
+            status=status,
+            page=kind,
+            kind=kind,
+            entries=page.entries,
+            next=page.next,
+            match=match or "",
+            order=order,
+            first=not q.get("after"),
+            size=await jobset.size(),
+            error=error,
+        )
+
+    async def set_action(self, request: Request) -> Response:
+        kind, jobset = self._set(request)
+        posted = await self.check_csrf(request)
+        action = str(posted["form"].get("action", ""))
+        bulk: dict[str, Callable[[], Awaitable[int]]] = {
+            "retry_all": jobset.retry_all,
+            "delete_all": jobset.clear,
+        }
+        if kind != "dead":
+            bulk["kill_all"] = jobset.kill_all
+        one: dict[str, Callable[[str], Awaitable[None]]] = {
+            "retry": jobset.retry,
+            "delete": jobset.delete,
+        }
+        if kind != "dead":
+            one["kill"] = jobset.kill
+        if action in bulk:
+            msg = f"{action.replace('_', ' ')}: {await bulk[action]()} job(s)"
+        elif action in one:
+            done = 0
+            for jid in posted["jids"]:
+                try:
+                    await one[action](jid)
+                    done += 1
+                except api.JobNotFound:
+                    continue
+            msg = f"{action}: {done} job(s)"
+        else:
+            raise HTTPException(400, f"unknown action {action!r} for the {kind} set")
+        self.acted(request, f"{action} {kind} {posted['jids']}")
+        if posted["form"].get("back") == "job" and posted["jids"]:
+            return self.back(request.url_for("job", jid=posted["jids"][0]), msg)
+        match = str(posted["form"].get("match", ""))
+        return self.back(request.url_for("set", kind=kind), msg, match=match)
+
+    async def periodic(self, request: Request) -> Response:
+        return self.render(
+            request,
+            "periodic.html",
+            page="periodic",
+            entries=await api.periodic_entries(self.jobs, history=5),
+        )
+
+    async def periodic_action(self, request: Request) -> Response:
+        posted = await self.check_csrf(request)
+        name = request.path_params["name"]
+        action = str(posted["form"].get("action", ""))
+        try:
+            if action == "run":
+                jid = await api.run_periodic(self.jobs, name)
+                msg = f"enqueued {name} now: {jid}"
+            elif action == "pause":
+                await api.pause_periodic(self.jobs, name)
+                msg = f"paused {name}"
+            elif action == "resume":
+                await api.resume_periodic(self.jobs, name)
+                msg = f"resumed {name}"
+            else:
+                raise HTTPException(400, f"unknown action {action!r}: use run, pause or resume")
+        except api.PeriodicNotFound as exc:
+            msg = str(exc)
+        self.acted(request, f"{action} periodic {name}")
+        return self.back(request.url_for("periodic"), msg)
+
+    async def job(self, request: Request) -> Response:
+        jid = request.path_params["jid"]
+        try:
+            where = await api.locate_job(self.jobs, jid)
+        except api.JobNotFound as exc:
+            return self.render(request, "job.html", status=404, page="", jid=jid, error=str(exc))
+        rec = where.record
+        data: Any = None
+        try:
+            data = json.loads(rec.raw)
+        except ValueError:
+            payload = rec.raw
+        else:
+            if isinstance(data, dict) and isinstance(data.get("error_backtrace"), str):
+                # Stored compressed; the Error section shows it decoded.
+                data["error_backtrace"] = "(compressed: shown under Error)"
+            payload = json.dumps(data, indent=2, ensure_ascii=False)
+        fields = data if isinstance(data, dict) else {}
+
+        def at(name: str) -> float | None:
+            value = fields.get(name)
+            return float(value) if isinstance(value, int | float) else None
+
+        timeline: list[tuple[str, float | None]] = [
+            ("created", rec.created_at),
+            ("enqueued", rec.enqueued_at),
+            ("started", where.started_at),
+            ("failed", rec.failed_at),
+            (f"retried (retry {rec.retry_count})", at("retried_at")),
+            ("discarded", at("discarded_at")),
+            ("expires", at("expires_at")),
+        ]
+        if where.state in ("scheduled", "retry"):
+            timeline.append(("due", rec.score))
+        elif where.state == "dead":
+            timeline.append(("died", rec.score))
+        set_kind = {"scheduled": "scheduled", "retry": "retries", "dead": "dead"}
+        return self.render(
+            request,
+            "job.html",
+            page="",
+            jid=jid,
+            where=where,
+            rec=rec,
+            payload=payload,
+            timeline=sorted((t for t in timeline if t[1]), key=lambda t: t[1] or 0),
+            set_kind=set_kind.get(where.state, ""),
+            now_ts=time.time(),
+        )
+
+    async def search(self, request: Request) -> Response:
+        jid = request.query_params.get("jid", "").strip()
+        if not jid:
+            return self.back(request.url_for("overview"), "give a jid to search for")
+        return RedirectResponse(str(request.url_for("job", jid=jid)), status_code=303)
+
+
+def _guarded(page: Endpoint, dash: Dashboard) -> Endpoint:
+    """An endpoint whose bad input or unreachable Redis is one line on an error page."""
+
+    async def endpoint(request: Request) -> Response:
+        await dash.allowed(request)
+        try:
+            return await page(request)
+        except api.InvalidArgument as exc:
+            return dash.render(request, "error.html", status=400, page="", error=str(exc))
+        except AsyncJobsError as exc:
+            log.warning("dashboard: %s", exc)
+            return dash.render(request, "error.html", status=503, page="", error=str(exc))
+
+    return endpoint
+
+
+def create_app(
+    jobs_app: App,
+    *,
+    secret: str | None = None,
+    read_only: bool = False,
+    poll_interval: float = 3.0,
+    auth: Auth | None = None,
+    debug: bool = False,
+) -> Starlette:
+    """The dashboard of ``jobs_app`` as an ASGI app, to mount or to run alone.
+
+    ``secret`` signs the CSRF tokens of the forms: give the same one to every process
+    serving the dashboard (several uvicorn workers, several hosts); by default each
+    process makes its own, which is fine for one. ``read_only=True`` hides every action
+    and refuses every POST. ``poll_interval`` is how often (seconds) the overview's
+    counters refresh themselves. ``auth``, called with each request (sync or async),
+    says who it is from (a name for the log of actions, or True) or refuses it (a falsy
+    value: 403); the static files are not asked about."""
+    dash = Dashboard(jobs_app, secret, read_only, poll_interval, auth)
+
+    def route(path: str, page: Endpoint, name: str, post: bool = False) -> Route:
+        methods = ["POST"] if post else ["GET"]
+        return Route(path, _guarded(page, dash), name=name, methods=methods)
+
+    routes = [
+        route("/", dash.overview, "overview"),
+        route("/stats.json", dash.stats_json, "stats_json"),
+        route("/busy", dash.busy, "busy"),
+        route("/busy/action", dash.busy_action, "busy_action", post=True),
+        route("/queues", dash.queues, "queues"),
+        route("/queues/{name}", dash.queue, "queue"),
+        route("/queues/{name}/action", dash.queue_action, "queue_action", post=True),
+        route("/periodic", dash.periodic, "periodic"),
+        route("/periodic/{name}/action", dash.periodic_action, "periodic_action", post=True),
+        route("/job/{jid:path}", dash.job, "job"),
+        route("/search", dash.search, "search"),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        route("/{kind}", dash.set_page, "set"),
+        route("/{kind}/action", dash.set_action, "set_action", post=True),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return dash.render(request, "error.html", status=exc.status_code, page="", error=exc.detail)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        # Run alone (asyncjobs web, uvicorn), the dashboard owns its connections to
+        # Redis; mounted, the host app's lifespan runs instead, not this one.
+        try:
+            yield
+        finally:
+            await jobs_app.aclose()
+
+    app = Starlette(
+        debug=debug,
+        routes=routes,
+        exception_handlers={HTTPException: http_error},
+        lifespan=lifespan,
+    )
+    app.state.dashboard = dash
+    return app

@@ -1,0 +1,31 @@
+"""A job app for the dashboard's browser test: a job that naps, one that fails, one that
+records its run."""
+
+from __future__ import annotations
+
+import anyio
+import redis.asyncio as aioredis
+
+import asyncjobs
+
+app = asyncjobs.App()
+
+
+@app.job
+async def nap(seconds: float) -> None:
+    await anyio.sleep(seconds)
+
+
+@app.job(retry=5)
+async def boom(text: str) -> None:
+    raise ValueError(f"cannot handle {text}")
+
+
+@app.job
+async def mark(n: int) -> None:
+    r = aioredis.Redis.from_url(app.redis_url)
+    await r.rpush("test:ran", n)
+    await r.aclose()
+
+
+app.periodic(mark, "0 3 * * *", args={"n": 0}, name="nightly-mark")
