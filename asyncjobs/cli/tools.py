@@ -1,0 +1,79 @@
+"""bench, web, version: the benchmark suite, the dashboard, the version."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ._admin import AppOpt, NsOpt, UrlOpt, _admin_app
+from ._base import _guard, app, fail
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmark suite against the peers (python -m benchmarks; --help for more).
+
+    The suite ships with the source, not the wheel: run it from a checkout, with the
+    bench extra installed. Every argument goes to the suite (its --help lists them).
+    """
+    try:
+        from benchmarks.__main__ import main as bench_main
+    except ImportError as exc:
+        if "--help" in ctx.args or "-h" in ctx.args:
+            # Outside a checkout there is no suite to ask: its help is this command's.
+            typer.echo(ctx.get_help())
+            raise typer.Exit(0) from None
+        if exc.name and not exc.name.startswith("benchmarks"):  # a peer is missing
+            fail(f"the benchmark suite needs {exc.name}: pip install -e '.[bench]'")
+        fail(
+            "the benchmark suite ships with the source, not the wheel: from a checkout, "
+            "pip install -e '.[bench]' and run asyncjobs bench (or python -m benchmarks)"
+        )
+    raise typer.Exit(bench_main(list(ctx.args)))
+
+
+@app.command()
+def web(
+    app_spec: AppOpt = None,
+    redis_url: UrlOpt = None,
+    namespace: NsOpt = None,
+    bind: Annotated[
+        str, typer.Option("--bind", "-b", help="HOST:PORT to serve the dashboard on.")
+    ] = "127.0.0.1:8080",
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Show everything, allow no action.")
+    ] = False,
+) -> None:
+    """Serve the web dashboard (docs/guides/dashboard.md); needs the web extra. Its CSRF
+    secret is ASYNCJOBS_WEB_SECRET, else one made at start."""
+    import os
+
+    try:
+        import uvicorn
+
+        from ..web import create_app
+    except ImportError as exc:
+        fail(
+            f"the dashboard needs the web extra ({exc.name} is missing): "
+            "pip install 'asyncjobs-redis[web]'"
+        )
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        fail(f"--bind {bind}: give HOST:PORT, such as 127.0.0.1:8080")
+    application = _guard(lambda: _admin_app(app_spec, redis_url, namespace))
+    dashboard = create_app(
+        application, secret=os.environ.get("ASYNCJOBS_WEB_SECRET"), read_only=read_only
+    )
+    uvicorn.run(dashboard, host=host.strip("[]"), port=int(port), log_level="info")
+
+
+@app.command()
+def version() -> None:
+    """Print the asyncjobs version."""
+    from .._version import __version__
+
+    typer.echo(__version__)
