@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextvars
 import logging
+import time
 import types
 from collections.abc import Callable, Container, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
@@ -216,8 +217,12 @@ class Capsule:
 
     def _spawn(self, batch: list[Running]) -> None:
         task = asyncio.get_running_loop().create_task(self._runner(batch))
+        # The wall-clock start `asyncjobs processes` shows: one clock read per runner
+        # (its jobs start back to back; the ones after a job that waits get a new one).
+        now = time.time()
         for rec in batch:
             rec.task = task
+            rec.started_at = now
 
     async def _runner(self, batch: list[Running]) -> None:
         for i, rec in enumerate(batch):

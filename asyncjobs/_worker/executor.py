@@ -217,7 +217,6 @@ class Executor:
             except DECODE_ERRORS as exc:
                 self._dead_raw(rec, f"undecodable payload: {exc}")
                 return
-            rec.started_at = time.time()
             job = app.jobs.get(payload.job)
             if job is None:
                 self._dead(
