@@ -337,9 +337,14 @@ class Worker:
                     self.periodic.quiet_down()
                 await self._retry_until_up(self.periodic.reconcile)
         except _StoppedEarly:
+            # A first beat whose reply was lost may have registered us all the same:
+            # remove the record, or say (exit non-zero) that it stays until it expires.
+            unreachable = await self._unregister(hb)
             await self.tasks.aclose(self.timeout)
             await self._shutdown_hooks()
             await self._run_hooks("exit", self.app.on_exit[::-1])
+            if unreachable is not None:
+                raise RedisUnavailable(unreachable) from None
             raise
         deadline: float | None = None  # of the shutdown, once asked for
         try:
@@ -547,6 +552,26 @@ class Worker:
             f"{self.app.keys.inflight(self.process_id)} go back to their queues once this "
             f"process's record expires (in {self.heartbeat_ttl:.0f}s) and another worker "
             "reaps it"
+        )
+        log.error("%s", message)
+        return message
+
+    async def _unregister(self, hb: Heartbeat) -> str | None:
+        """Remove the process record of a worker stopped while it registered; the
+        error message if Redis could not be reached in time (no job was fetched, so
+        nothing else is left behind)."""
+        until = time.monotonic() + max(5.0, self.timeout)
+        while time.monotonic() < until:
+            try:
+                with anyio.fail_after(max(0.1, until - time.monotonic())):
+                    await hb.clear()
+                return None
+            except (OSError, TimeoutError) as exc:  # RedisUnavailable is an OSError
+                log.warning("stopping: cannot reach Redis (%s); retrying", exc)
+                await anyio.sleep(0.2)
+        message = (
+            f"stopping: Redis unreachable; this process's record may stay until it "
+            f"expires (in {self.heartbeat_ttl:.0f}s); it fetched no job"
         )
         log.error("%s", message)
         return message

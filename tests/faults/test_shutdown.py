@@ -15,6 +15,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+import redis.asyncio as aioredis
 
 from tests.apps import lifecycle
 from tests.conftest import WORKER_CMD, subprocess_env, text, wait_for
@@ -96,26 +97,47 @@ async def test_redis_unreachable_at_shutdown_exits_non_zero_and_the_record_expir
         proc = start_worker(proxy.url, config, log)
         try:
             await wait_for(lambda: r.scard(PROCESSES), timeout=15)
+            # Started, not only registered: a cut during registration is the early
+            # stop's case (it fetched nothing), not a shutdown's.
+            await wait_for(
+                lambda: _started(log),
+                timeout=15,
+            )
             (process_id,) = [text(m) for m in await r.smembers(PROCESSES)]
             proxy.stop()  # every connection aborted; no new one gets through
             proc.send_signal(signal.SIGTERM)
             code = await wait_exit(proc, 20)
+        except BaseException:
+            await r.aclose()
+            raise
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
         output = log.read_text(errors="replace")
         print(output)  # noqa: T201
-        assert code == 2
-        assert "ERROR" in output and "shutdown: Redis unreachable" in output
-        assert any(
-            line.startswith("asyncjobs: error:") and "shutdown: Redis unreachable" in line
-            for line in output.splitlines()
-        )
-        key = "{asyncjobs}:process:" + process_id
-        assert await r.pttl(key) in range(-2, 2001) and await r.pttl(key) != -1
-        await wait_for(lambda: _gone(r, key), timeout=4)
-        await r.aclose()
+        try:
+            await _check_unreachable_exit(r, code, output, process_id)
+        finally:
+            await r.aclose()
+
+
+async def _check_unreachable_exit(
+    r: aioredis.Redis, code: int, output: str, process_id: str
+) -> None:
+    assert code == 2
+    assert "ERROR" in output and "shutdown: Redis unreachable" in output
+    assert any(
+        line.startswith("asyncjobs: error:") and "shutdown: Redis unreachable" in line
+        for line in output.splitlines()
+    )
+    key = "{asyncjobs}:process:" + process_id
+    assert await r.pttl(key) in range(-2, 2001) and await r.pttl(key) != -1
+    await wait_for(lambda: _gone(r, key), timeout=4)
+
+
+def _started(log: Path) -> bool:
+    return log.exists() and " started: " in log.read_text(errors="replace")
 
 
 async def _gone(r: object, key: str) -> bool:
