@@ -3,6 +3,7 @@ clean database per test, and an App bound to it."""
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import os
@@ -21,6 +22,15 @@ import asyncjobs
 from tests.devserver import RedisProcess
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_at_teardown() -> Iterator[None]:
+    """A socket or transport a test leaves open is reported (an unraisable
+    ``ResourceWarning``, an error here) by the test that leaked it, not by whichever later
+    test the garbage collector happens to run in."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
