@@ -175,8 +175,9 @@ class Executor:
         self.app = app
         self.locks = locks
         self.sink = sink
-        self.middleware = middleware
-        self.on_finished = on_finished
+        # Always a chain (an empty one by default), so the run path checks one field.
+        self.middleware: Chain[ServerMiddleware] = middleware if middleware is not None else Chain()
+        self.on_finished: Callable[[Running], None] = on_finished or _nothing
         self.watchdog = Watchdog()
         self.processed = 0
         self.failed = 0
@@ -191,11 +192,11 @@ class Executor:
         self.process_id: str | None = None
 
     def _chain(self) -> Sequence[ServerMiddleware]:
-        own = self.middleware
+        own = self.middleware.entries
         app_chain = self.app.server_middleware.entries
         if not own:
             return app_chain
-        return (*app_chain, *own.entries)
+        return (*app_chain, *own)
 
     # -- running a job -----------------------------------------------------------------
 
@@ -235,33 +236,18 @@ class Executor:
                 self._dead(rec, payload, "ArgumentError", message)
                 return
             rec.payload = payload
-            if rec.reason == "cancel":  # cancelled before it started
-                await self._cancelled(rec, payload, job, asyncio.CancelledError())
+            # A plain job (no status, limiter, expiry, lock, and not cancelled before it
+            # started) checks one flag, two payload fields and its reason, and takes the
+            # lean path below; the features take theirs (measured: each feature's checks
+            # on the common path cost a no-op drain a few percent).
+            if (
+                job.flow
+                or payload.expires_at is not None
+                or payload.unique is not None
+                or rec.reason  # set by a cancel before it started (never "")
+            ):
+                await self._run_flow(rec, payload, job, args, kwargs)
                 return
-            # A plain job (no status, limiter, expiry or lock) checks one flag and two
-            # payload fields here, and nothing else on its way (measured: each feature's
-            # own checks on the path cost a no-op drain about 7%).
-            special = job.flow or payload.expires_at is not None or payload.unique is not None
-            tracked = False
-            leases = None
-            progress_token = None
-            if special:
-                tracked = job.track_status and self.locks is not None
-                # Unique and expiring jobs.
-                if (payload.expires_at is not None or payload.unique is not None) and (
-                    self._before(rec, payload) or await self._replaced(rec, payload)
-                ):
-                    if job.track_status:  # its waiters learn it will not run
-                        reason = "expired (expires_in), or replaced by a later unique job"
-                        await self._save(payload, job, "failed", error=("NotRun", reason))
-                    return
-                # Rate limiters declared on the job: one script call each, for those only.
-                if job.limits and self.locks is not None:
-                    leases = await self._gate(rec, payload, job)
-                    if leases is None:
-                        return
-                if tracked:
-                    progress_token = self._track_start(payload)
             timeout = payload.timeout or job.timeout
             if timeout:
                 self.watchdog.watch(rec, timeout)
@@ -270,22 +256,14 @@ class Executor:
                 joblog.debug("start %s jid=%s queue=%s", payload.job, payload.jid, payload.queue)
                 t0 = time.perf_counter()
             try:
-                own = self.middleware
-                fn: Callable[..., Awaitable[Any]] = job.fn
-                if special:
-                    lock = payload.unique
-                    if lock is not None and lock.until == "executing" and self.locks is not None:
-                        fn = functools.partial(self._while_executing, payload, lock, job.fn)
-                if app.server_middleware.entries or (own is not None and own.entries):
-                    box: list[Any] = [None]
-
-                    async def call() -> None:
-                        box[0] = await fn(*args, **kwargs)
-
-                    await run_server(self._chain(), JobContext(payload), call)
-                    value = box[0]
+                if app.server_middleware.entries or self.middleware.entries:
+                    await run_server(
+                        self._chain(),
+                        JobContext(payload),
+                        functools.partial(job.fn, *args, **kwargs),
+                    )
                 else:
-                    value = await fn(*args, **kwargs)
+                    await job.fn(*args, **kwargs)
             except BaseException as exc:
                 if not isinstance(exc, Exception | asyncio.CancelledError):
                     raise  # KeyboardInterrupt, SystemExit: not a job failure
@@ -295,34 +273,105 @@ class Executor:
                 reset_current(token)
                 if rec.deadline:
                     self.watchdog.unwatch(rec)
-                if special:
-                    if progress_token is not None:
-                        reset_progress_reporter(progress_token)
-                    if leases:
-                        self.tasks.start_soon(
-                            release_all, cast(LimitStore, self.locks), leases, name="limits"
-                        )
-            if rec.reason == "timeout":
+            if rec.deadline and _past_timeout(rec):
                 # It swallowed the cancellation and returned: still past its timeout.
                 await self._timed_out(rec, payload, job, timeout)
                 return
             self.processed += 1
-            if tracked:
-                if rec.reason is None:
-                    rec.reason = "finishing"  # a cancel request now is too late
-                # Stored before the ack, so a waiter woken by it finds it: a crash in
-                # between runs the job again (as any job) and stores it again.
-                await self._save(payload, job, "succeeded", value=value)
             self.sink.done(rec.field)
-            if special and payload.unique is not None and payload.unique.until == "success":
-                self._release(payload)
             if self._debug:
                 joblog.debug(
                     "done %s jid=%s in %.3fs", payload.job, payload.jid, time.perf_counter() - t0
                 )
         finally:
-            if self.on_finished is not None:
-                self.on_finished(rec)
+            self.on_finished(rec)
+
+    async def _run_flow(
+        self,
+        rec: Running,
+        payload: Payload,
+        job: Job[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """:meth:`run` for a job that uses a feature: status and results, rate limiters,
+        expiry, unique locks; or one cancelled before it started."""
+        if rec.reason == "cancel":  # cancelled before it started
+            await self._cancelled(rec, payload, job, asyncio.CancelledError())
+            return
+        tracked = job.track_status and self.locks is not None
+        leases = None
+        progress_token = None
+        # Unique and expiring jobs.
+        if (payload.expires_at is not None or payload.unique is not None) and (
+            self._before(rec, payload) or await self._replaced(rec, payload)
+        ):
+            if job.track_status:  # its waiters learn it will not run
+                reason = "expired (expires_in), or replaced by a later unique job"
+                await self._save(payload, job, "failed", error=("NotRun", reason))
+            return
+        # Rate limiters declared on the job: one script call each, for those only.
+        if job.limits and self.locks is not None:
+            leases = await self._gate(rec, payload, job)
+            if leases is None:
+                return
+        if tracked:
+            progress_token = self._track_start(payload)
+        timeout = payload.timeout or job.timeout
+        if timeout:
+            self.watchdog.watch(rec, timeout)
+        token = set_current(payload)
+        if self._debug:
+            joblog.debug("start %s jid=%s queue=%s", payload.job, payload.jid, payload.queue)
+            t0 = time.perf_counter()
+        try:
+            fn: Callable[..., Awaitable[Any]] = job.fn
+            lock = payload.unique
+            if lock is not None and lock.until == "executing" and self.locks is not None:
+                fn = functools.partial(self._while_executing, payload, lock, job.fn)
+            if self.app.server_middleware.entries or self.middleware.entries:
+                box: list[Any] = [None]
+
+                async def call() -> None:
+                    box[0] = await fn(*args, **kwargs)
+
+                await run_server(self._chain(), JobContext(payload), call)
+                value = box[0]
+            else:
+                value = await fn(*args, **kwargs)
+        except BaseException as exc:
+            if not isinstance(exc, Exception | asyncio.CancelledError):
+                raise  # KeyboardInterrupt, SystemExit: not a job failure
+            await self._raised(rec, payload, job, exc, timeout)
+            return
+        finally:
+            reset_current(token)
+            if rec.deadline:
+                self.watchdog.unwatch(rec)
+            if progress_token is not None:
+                reset_progress_reporter(progress_token)
+            if leases:
+                self.tasks.start_soon(
+                    release_all, cast(LimitStore, self.locks), leases, name="limits"
+                )
+        if rec.reason == "timeout":
+            # It swallowed the cancellation and returned: still past its timeout.
+            await self._timed_out(rec, payload, job, timeout)
+            return
+        self.processed += 1
+        if tracked:
+            if rec.reason is None:
+                rec.reason = "finishing"  # a cancel request now is too late
+            # Stored before the ack, so a waiter woken by it finds it: a crash in
+            # between runs the job again (as any job) and stores it again.
+            await self._save(payload, job, "succeeded", value=value)
+        self.sink.done(rec.field)
+        if payload.unique is not None and payload.unique.until == "success":
+            self._release(payload)
+        if self._debug:
+            joblog.debug(
+                "done %s jid=%s in %.3fs", payload.job, payload.jid, time.perf_counter() - t0
+            )
 
     # -- unique and expiring jobs ------------------------------------------------------
 
@@ -801,6 +850,16 @@ class _Reporter:
                     return
         finally:
             self._writing = False
+
+
+def _past_timeout(rec: Running) -> bool:
+    """Whether the watchdog cancelled ``rec`` for its timeout (read after the call, which
+    the watchdog interrupts: a function, so the type checker does not narrow it)."""
+    return rec.reason == "timeout"
+
+
+def _nothing(rec: Running) -> None:
+    """The default ``on_finished``: nothing to free."""
 
 
 async def _run_hooks(hooks: list[DeathHandler], payload: Payload, exc: BaseException) -> None:
