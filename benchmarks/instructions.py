@@ -66,7 +66,9 @@ def build_shim(directory: Path) -> Path:
     if gcc is None:
         raise Failure("no C compiler (gcc) on PATH: it builds the callgrind shim")
     if not Path("/usr/include/valgrind/callgrind.h").exists():
-        raise Failure("valgrind's callgrind.h is missing: install valgrind (apt-get install valgrind)")
+        raise Failure(
+            "valgrind's callgrind.h is missing: install valgrind (apt-get install valgrind)"
+        )
     source = directory / "cgshim.c"
     source.write_text(_SHIM)
     out = directory / "libcgshim.so"
@@ -229,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in figures.items():
         print(f"  {name:6} {value:12,.0f}")
     if opts.record:
-        opts.record.write_text(json.dumps({k: round(v) for k, v in figures.items()}, indent=2) + "\n")
+        opts.record.write_text(
+            json.dumps({k: round(v) for k, v in figures.items()}, indent=2) + "\n"
+        )
         print(f"recorded in {opts.record}")
     if opts.check:
         baseline = json.loads(opts.check.read_text())
