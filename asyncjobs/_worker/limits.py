@@ -137,6 +137,9 @@ class Lease:
         if renewer is None:
             return
         renewer.cancel()
+        # Wait for it to end (a cancelled task still runs until its next await), without
+        # taking its CancelledError for ours: a cancel of this task still propagates.
+        await asyncio.wait([renewer])
         try:
             s = store if store is not None else await self._store()
             await s.limit_release(self.spec, self.key, self.token)
