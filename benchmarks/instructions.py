@@ -121,6 +121,18 @@ async def _workload(url: str, shim: Any, n_defer: int, n_run: int) -> None:
     for _ in range(n_defer):
         await noop.defer()
     shim.cg_dump(b"defer")
+    # The floor of a defer: redis-py's asyncio client, one LPUSH of a payload per call.
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    payload = b'{"jid":"0123456789abcdef01234567","class":"noop","queue":"default","args":{}}'
+    for _ in range(WARMUP):
+        await client.lpush("floor", payload)
+    shim.cg_zero()
+    for _ in range(n_defer):
+        await client.lpush("floor", payload)
+    shim.cg_dump(b"lpush")
+    await client.aclose()
     await _flush(url)  # the deferred jobs are dropped, not run
     await drain(n_run, "run-1")
     await drain(2 * n_run, "run-2")
@@ -202,10 +214,11 @@ def measure(n_defer: int = N_DEFER, n_run: int = N_RUN) -> dict[str, float]:
         finally:
             server.stop()
         totals = _totals(work)
-    missing = {"defer", "run-1", "run-2"} - totals.keys()
+    missing = {"lpush", "defer", "run-1", "run-2"} - totals.keys()
     if missing:
         raise Failure(f"callgrind wrote no dump for {sorted(missing)}")
     return {
+        "lpush": totals["lpush"] / n_defer,
         "defer": totals["defer"] / n_defer,
         "run": (totals["run-2"] - totals["run-1"]) / n_run,
     }
