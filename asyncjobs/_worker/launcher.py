@@ -434,7 +434,7 @@ class Worker:
         assert self.max_memory is not None
         busy = sum(len(c.running) for c in self.capsules)
         log.warning(
-            "memory: RSS %s is over the limit (--max-memory %s); quieting, finishing %d "
+            "memory: RSS %s is over --max-memory (%s); quieting, finishing %d "
             "running jobs (up to %.0fs), then exiting with %d to be replaced",
             mib(rss),
             mib(self.max_memory),

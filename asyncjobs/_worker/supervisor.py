@@ -2,11 +2,11 @@
 
 Like Sidekiq Enterprise's swarm: each child is an ordinary worker process (its own event
 loop, heartbeat, in-flight hash), so every guarantee of one process holds for each. The
-supervisor restarts a child that dies (with a growing delay if it keeps dying at once;
-at once, and without counting it, for a child that exits :data:`REPLACE_EXIT` over its
-memory limit) and passes signals on: SIGTSTP quiets every child, SIGTERM/SIGINT stop
-them (a second SIGINT, hard stop), then it waits for them and exits 0, or 1 if one of
-them failed.
+supervisor restarts a child that dies, with a growing delay if it keeps dying at once (a
+child that exits :data:`REPLACE_EXIT`, over its memory limit, restarts at once and is
+not counted, unless it does so twice in a row within ``FAST_EXIT`` of starting), and
+passes signals on: SIGTSTP quiets every child, SIGTERM/SIGINT stop them (a second
+SIGINT, hard stop), then it waits for them and exits 0, or 1 if one of them failed.
 
 SIGUSR2 is a rolling restart: one slot at a time, a new child (importing the app's code
 afresh) is started next to the old one; once the new one is fetching, the old one is
@@ -352,6 +352,7 @@ class Supervisor:
             self._spawn(slot)
         delays = dict.fromkeys(range(self.n), 0.0)
         restart_at: dict[int, float] = {}
+        quick_replace: dict[int, bool] = {}  # the slot's last exit: over memory, quickly
         while True:
             self._read_notifications(0 if self._signals else TICK)
             while self._signals:
@@ -371,8 +372,10 @@ class Supervisor:
                     continue  # its replacement is on its way
                 if slot not in restart_at:
                     quick = time.monotonic() - started < FAST_EXIT
-                    if code == REPLACE_EXIT and not quick:
-                        # Over its memory limit, after a useful life: not a crash.
+                    if code == REPLACE_EXIT and not (quick and quick_replace.get(slot)):
+                        # Over its memory limit: not a crash. (Twice in a row within
+                        # FAST_EXIT of starting is a limit too low: the backoff applies.)
+                        quick_replace[slot] = quick
                         delays[slot] = 0.0
                         self.replaced += 1
                         log.info(
