@@ -241,6 +241,8 @@ class Supervisor:
             return
         if sig == signal.SIGINT:
             self._sigints += 1
+        if not self.stopping:
+            systemd.notify("STOPPING=1")
         self.stopping = True
         self._end_roll()
         log.info("%s: stopping %d worker processes", signal.Signals(sig).name, len(self.children))
@@ -260,6 +262,7 @@ class Supervisor:
             self._roll_again = True
             return
         log.info("SIGUSR2: rolling restart of %d worker processes, one at a time", self.n)
+        systemd.notify(f"STATUS=rolling restart of {self.n} worker processes")
         self._roll = _Roll(slots=sorted(self.children))
 
     def _step_roll(self) -> None:
@@ -313,6 +316,7 @@ class Supervisor:
         self._roll = None
         self.rolls += 1
         log.info("rolling restart done: %d worker processes replaced", len(roll.replaced))
+        systemd.notify(f"STATUS={self.n} worker processes fetching (rolled)")
         if self._roll_again:
             self._roll_again = False
             self._rolling_restart()

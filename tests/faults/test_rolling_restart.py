@@ -196,3 +196,86 @@ async def test_a_new_child_that_cannot_start_stops_the_roll(
             assert sup.popen.returncode == 0, sup.output()
         finally:
             await r.aclose()
+
+
+@pytest.mark.timeout(60)
+async def test_a_quiet_group_refuses_a_roll(
+    tmp_path: Path, fleets: Callable[[str, Path], Fleet]
+) -> None:
+    """New children would fetch: after SIGTSTP, SIGUSR2 changes nothing."""
+    with RedisProcess() as server:
+        r = client(server.url)
+        try:
+            sup = fleets(server.url, write_config(tmp_path)).start("--processes", "2")
+
+            async def two() -> bool:
+                states = await fetching(r)
+                return len(states) == 2 and all(states.values())
+
+            await wait_for(two, timeout=30)
+            before = set(await fetching(r))
+            sup.signal(signal.SIGTSTP)
+
+            async def quiet() -> bool:
+                states = await fetching(r)
+                return len(states) == 2 and not any(states.values())
+
+            await wait_for(quiet, timeout=10)
+            sup.signal(signal.SIGUSR2)
+            await wait_for(
+                lambda: "no rolling restart of quiet worker processes" in sup.output(),
+                timeout=10,
+            )
+            assert sup.output().count("started worker process") == 2, sup.output()
+            assert set(await fetching(r)) == before
+            sup.signal(signal.SIGTERM)
+            await wait_exit(sup.popen, 30)
+            assert sup.popen.returncode == 0, sup.output()
+        finally:
+            await r.aclose()
+
+
+@pytest.mark.timeout(60)
+async def test_supervisor_tells_systemd_ready_once_every_child_fetches(
+    tmp_path: Path, fleets: Callable[[str, Path], Fleet], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Type=notify`` for ``--processes``: READY=1 comes from the supervisor's pid (the
+    children's own go to the supervisor), after both children registered; STOPPING=1 at
+    SIGTERM."""
+    import socket
+    import struct
+
+    path = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    sock.setblocking(False)
+    messages: list[tuple[int, str]] = []
+
+    def read() -> list[tuple[int, str]]:
+        while True:
+            try:
+                data, anc, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(12))
+            except BlockingIOError:
+                return messages
+            pid = next(struct.unpack("iII", p[:12])[0] for _, _, p in anc)
+            messages.append((pid, data.decode()))
+
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    with RedisProcess() as server:
+        r = client(server.url)
+        try:
+            sup = fleets(server.url, write_config(tmp_path)).start("--processes", "2")
+            await wait_for(lambda: any("READY=1" in m for _, m in read()), timeout=30)
+            states = await fetching(r)
+            assert len(states) == 2 and all(states.values()), states
+            assert {pid for pid, _ in messages} == {sup.pid}, messages
+            assert messages[0][1].startswith("READY=1\n"), messages
+            sup.signal(signal.SIGTERM)
+            await wait_exit(sup.popen, 30)
+            assert sup.popen.returncode == 0, sup.output()
+            assert (sup.pid, "STOPPING=1") in read(), messages
+            assert sum("READY=1" in m for _, m in messages) == 1, messages
+        finally:
+            sock.close()
+            await r.aclose()
