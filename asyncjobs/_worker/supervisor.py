@@ -166,6 +166,7 @@ class Supervisor:
         self._retiring: list[subprocess.Popen[bytes]] = []  # stopping, not replaced
         self._notify: _Notifications | None = None
         self._signals: list[int] = []
+        self._restart_at: dict[int, float] = {}  # slot → when its dead child restarts
 
     def _start(self, slot: int) -> subprocess.Popen[bytes]:
         env = {**os.environ, "ASYNCJOBS_SUPERVISED": str(slot)}
@@ -176,6 +177,7 @@ class Supervisor:
             env=env,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
+        self._ready.discard(proc.pid)  # a pid reused: not ready until it says so
         log.info("started worker process %d (pid %d)", slot, proc.pid)
         return proc
 
@@ -282,6 +284,7 @@ class Supervisor:
             if proc.pid in self._ready:
                 old, _ = self.children[slot]
                 self.children[slot] = (proc, started)
+                self._restart_at.pop(slot, None)  # if the old one had died meanwhile
                 roll.new = None
                 roll.replaced.append(slot)
                 log.info(
@@ -355,7 +358,7 @@ class Supervisor:
         for slot in range(self.n):
             self._spawn(slot)
         delays = dict.fromkeys(range(self.n), 0.0)
-        restart_at: dict[int, float] = {}
+        restart_at = self._restart_at
         quick_replace: dict[int, bool] = {}  # the slot's last exit: over memory, quickly
         while True:
             self._read_notifications(0 if self._signals else TICK)
@@ -404,7 +407,11 @@ class Supervisor:
                     self._spawn(slot)
                     alive += 1
             if self.stopping and alive == 0:
-                failed = {p.pid: p.returncode for p, _ in self.children.values() if p.returncode}
+                failed = {
+                    p.pid: p.returncode
+                    for p, _ in self.children.values()
+                    if p.returncode and p.returncode != REPLACE_EXIT  # 75: a clean stop
+                }
                 if failed:
                     # A child that could not shut down cleanly (Redis unreachable, say)
                     # said why; the supervisor's exit status must not hide it.
