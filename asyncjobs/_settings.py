@@ -5,6 +5,7 @@ Flags override the file; the file overrides defaults. Unknown keys are errors.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,7 @@ __all__ = [
     "Settings",
     "capsules_from",
     "load_settings",
+    "parse_size",
 ]
 
 
@@ -58,6 +60,54 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     log_level: str = "INFO"
     log_format: str = "text"
     tag: str = ""  # a label in the process record (Sidekiq's tag)
+    max_memory: str | None = None  # RSS over which a worker is replaced, e.g. "500MB"
+
+
+# Binary multiples, as systemd's MemoryMax= and ps: K, M, G (and KiB, Ki...) are powers
+# of 1024; the SI spellings (kB, KB, MB, GB) are powers of 1000.
+_SIZE_UNITS = {
+    "b": 1,
+    "k": 1024,
+    "ki": 1024,
+    "kib": 1024,
+    "kb": 1000,
+    "m": 1024**2,
+    "mi": 1024**2,
+    "mib": 1024**2,
+    "mb": 1000**2,
+    "g": 1024**3,
+    "gi": 1024**3,
+    "gib": 1024**3,
+    "gb": 1000**3,
+    "t": 1024**4,
+    "ti": 1024**4,
+    "tib": 1024**4,
+    "tb": 1000**4,
+}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*")
+# Below this, no Python worker could run at all: the limit is surely a mistake.
+MIN_MAX_MEMORY = 16 * 1024**2
+
+
+def parse_size(value: str, *, what: str = "--max-memory") -> int:
+    """Bytes in ``500MB``, ``1.5GiB``, ``800M`` (K, M, G, T and KiB... are powers of
+    1024; kB, MB, GB, TB powers of 1000). :class:`ConfigError` for anything else: a
+    number needs its unit (500 alone could be bytes or megabytes)."""
+    m = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    unit = m.group(2).lower() if m else ""
+    if m is None or unit not in _SIZE_UNITS:
+        hint = " (a number needs a unit)" if m is not None and not unit else ""
+        raise ConfigError(
+            f"invalid {what} {value!r}{hint}: a size such as 500MB, 1.5GiB or 800M "
+            "(K, M, G: powers of 1024; kB, MB, GB: powers of 1000)"
+        )
+    size = int(float(m.group(1)) * _SIZE_UNITS[unit])
+    if size < MIN_MAX_MEMORY:
+        raise ConfigError(
+            f"invalid {what} {value!r}: {size} bytes is less than any Python worker "
+            f"needs; give at least {MIN_MAX_MEMORY // 1024**2}MiB"
+        )
+    return size
 
 
 def load_settings(path: str | Path | None) -> Settings:

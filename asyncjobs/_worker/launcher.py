@@ -34,6 +34,7 @@ from .fetcher import Fetcher
 from .health import Health
 from .heartbeat import Heartbeat, new_process_id
 from .isolation import Isolation
+from .memory import REPLACE_EXIT, MemoryLimit, mib
 from .periodic import Periodic
 from .reaper import Reaper
 from .scheduler import Scheduler
@@ -76,6 +77,7 @@ class Worker:
         handle_signals: bool = False,
         tag: str = "",
         embedded: bool = False,
+        max_memory: int | None = None,
     ) -> None:
         if not capsules:
             raise ConfigError("a worker needs at least one capsule")
@@ -91,6 +93,8 @@ class Worker:
                         "a queue belongs to one capsule"
                     )
                 seen[q] = spec.name
+        if max_memory is not None and not max_memory > 0:
+            raise ConfigError(f"max_memory must be more than 0 bytes, got {max_memory!r}")
         if connect is None:
             connect = getattr(app, "open_store", None)
             if connect is None:
@@ -113,6 +117,10 @@ class Worker:
         self.tag = tag
         # Runs inside someone else's program (app.run_worker()): the record says so.
         self.embedded = embedded
+        # RSS in bytes over which the worker stops to be replaced (--max-memory).
+        self.max_memory = max_memory
+        # Stopped to be replaced (over max_memory): the CLI exits with REPLACE_EXIT.
+        self.replace = False
         self.process_id = new_process_id()
         self.capsules: list[Capsule] = []
         self.fetchers: list[Fetcher] = []
@@ -362,6 +370,11 @@ class Worker:
                 tg.start_soon(canceller.run)
                 if watchdog is not None:
                     tg.start_soon(self._watchdog, watchdog)
+                if self.max_memory is not None:
+                    limit = MemoryLimit(
+                        self.max_memory, interval=self.heartbeat_interval, over=self._over_memory
+                    )
+                    tg.start_soon(limit.run)
                 fetch_group = anyio.create_task_group()
                 async with fetch_group:
                     for f in self.fetchers:
@@ -415,6 +428,23 @@ class Worker:
                 assert self._stop is not None
                 with anyio.move_on_after(backoff.next()):
                     await self._stop.wait()  # a stop while Redis is away ends the wait
+
+    def _over_memory(self, rss: int) -> None:
+        """RSS passed ``max_memory``: quiet, finish the running jobs, exit to be replaced."""
+        assert self.max_memory is not None
+        busy = sum(len(c.running) for c in self.capsules)
+        log.warning(
+            "memory: RSS %s is over --max-memory (%s); quieting, finishing %d "
+            "running jobs (up to %.0fs), then exiting with %d to be replaced",
+            mib(rss),
+            mib(self.max_memory),
+            busy,
+            self.timeout,
+            REPLACE_EXIT,
+        )
+        systemd.notify(f"STATUS=over its memory limit, stopping ({self.process_id})")
+        self.replace = True
+        self.stop()
 
     async def _watchdog(self, every: float) -> None:
         """Ping systemd's watchdog while the event loop runs (a stuck loop stops it)."""

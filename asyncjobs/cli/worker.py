@@ -10,7 +10,9 @@ import typer
 
 from .._errors import ConfigError
 from .._redis import REDIS_ERRORS, map_error
-from .._settings import Settings, capsules_from, load_settings
+from .._settings import Settings, capsules_from, load_settings, parse_size
+from .._worker.heartbeat import rss_kib
+from .._worker.memory import REPLACE_EXIT, mib
 from .._worker.supervisor import Supervisor, resolve_processes
 from ._base import _find, _guard, app, load_app, run_async, setup_logging
 
@@ -125,6 +127,16 @@ def worker(
             help="Worker processes: N or auto (one per core). Default 1.",
         ),
     ] = None,
+    max_memory: Annotated[
+        str | None,
+        typer.Option(
+            "--max-memory",
+            envvar="ASYNCJOBS_MAX_MEMORY",
+            metavar="SIZE",
+            help="Replace a worker process whose RSS passes SIZE (500MB, 1.5GiB, 800M): it "
+            f"quiets, finishes its jobs and exits {REPLACE_EXIT}. Default: no limit.",
+        ),
+    ] = None,
 ) -> None:
     """Run a worker process: fetch and run jobs until SIGTERM/SIGINT."""
     given = {
@@ -139,6 +151,7 @@ def worker(
         "processes": processes,
         "log_format": log_format,
         "tag": tag,
+        "max_memory": max_memory,
     }
     overrides = {name: value for name, value in given.items() if value is not None}
     application, settings = _guard(lambda: _worker_settings(config, overrides))
@@ -148,7 +161,9 @@ def worker(
         _guard(lambda: run_async(application.ping))  # fail fast, one line
         argv = _without_processes(sys.argv[1:])
         raise typer.Exit(Supervisor(n, [*argv, "--processes", "1"]).run())
-    _guard(lambda: run_async(lambda: _run_worker(application, settings, specs)))
+    code = _guard(lambda: run_async(lambda: _run_worker(application, settings, specs)))
+    if code:
+        raise typer.Exit(code)
 
 
 def _worker_settings(config: Path | None, overrides: dict[str, Any]) -> tuple[Any, Settings]:
@@ -165,8 +180,15 @@ def _worker_settings(config: Path | None, overrides: dict[str, Any]) -> tuple[An
     if settings.app is None:
         raise ConfigError("no app given: asyncjobs worker MODULE:ATTRIBUTE (or app= in --config)")
     capsules_from(settings)  # validates queues before importing anything
+    limit = None if settings.max_memory is None else parse_size(settings.max_memory)
     setup_logging(settings.log_level, settings.log_format)
     application = load_app(settings.app)
+    if limit is not None and (rss := rss_kib() * 1024) > limit:
+        # It would be replaced as soon as it started, again and again.
+        raise ConfigError(
+            f"--max-memory {settings.max_memory} ({mib(limit)}) is below this worker's "
+            f"memory with the app loaded ({mib(rss)}): raise it, to a few times that"
+        )
     if settings.redis_url:
         from .._redis import _check_url
 
@@ -179,8 +201,9 @@ def _worker_settings(config: Path | None, overrides: dict[str, Any]) -> tuple[An
     return application, settings
 
 
-async def _run_worker(application: Any, settings: Settings, specs: list[Any]) -> None:
-    """Run one worker process until it stops; Redis errors become one line."""
+async def _run_worker(application: Any, settings: Settings, specs: list[Any]) -> int:
+    """Run one worker process until it stops; Redis errors become one line. The exit
+    status: 0, or REPLACE_EXIT when it stopped over its memory limit."""
     await application.connect()  # fail fast, one line, when Redis is unreachable
     w = application.worker(
         capsules=specs,
@@ -192,6 +215,7 @@ async def _run_worker(application: Any, settings: Settings, specs: list[Any]) ->
         prefetch=settings.prefetch,
         handle_signals=True,
         tag=settings.tag,
+        max_memory=None if settings.max_memory is None else parse_size(settings.max_memory),
     )
     try:
         await w.run()
@@ -202,6 +226,7 @@ async def _run_worker(application: Any, settings: Settings, specs: list[Any]) ->
         raise map_error(application.redis_url, inner) from inner
     finally:
         await application.aclose()
+    return REPLACE_EXIT if w.replace else 0
 
 
 def _without_processes(argv: list[str]) -> list[str]:

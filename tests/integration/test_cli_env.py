@@ -151,6 +151,7 @@ async def test_log_settings_from_the_environment(
         ({"ASYNCJOBS_NAMESPACE": "bad ns"}, "namespace"),
         ({"ASYNCJOBS_CONFIG": "/nonexistent/asyncjobs.toml"}, "cannot read config file"),
         ({"ASYNCJOBS_APP": "nosuch:app"}, "cannot import module 'nosuch'"),
+        ({"ASYNCJOBS_MAX_MEMORY": "lots"}, "invalid --max-memory 'lots'"),
     ],
 )
 async def test_each_worker_variable_is_read(
