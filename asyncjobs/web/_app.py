@@ -75,6 +75,8 @@ def _ago(value: float | None) -> str:
 
 
 def _args(value: Any, width: int = 60) -> str:
+    if isinstance(value, str):  # "<encrypted>": arguments are otherwise an object
+        return value
     text = json.dumps(value, default=str, ensure_ascii=False)
     return text if len(text) <= width else text[: width - 1] + "…"
 
