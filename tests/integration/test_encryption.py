@@ -374,3 +374,18 @@ async def test_a_limiter_keyed_by_an_argument_of_an_encrypted_job(
         await wait_for(lambda: seen == ["acct-9"])
     state = await api.limiter_state(keyed, "per-account", key="acct-9")
     assert state is not None
+
+
+async def test_keygen_prints_a_key_the_environment_takes(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await cli(redis_url, "keygen")
+    second = await cli(redis_url, "keygen", "--key-version", "2")
+    assert first.returncode == 0 and second.returncode == 0, (first.stderr, second.stderr)
+    k1, k2 = text(first.stdout).strip(), text(second.stdout).strip()
+    assert k1.startswith("1:") and k2.startswith("2:") and k1[2:] != k2[2:]
+    monkeypatch.setenv("ASYNCJOBS_ENCRYPTION_KEYS", f"{k2},{k1}")
+    app = asyncjobs.App(redis_url)
+    assert app.packer.keyring is not None and app.packer.keyring.newest == 2
+    bad = await cli(redis_url, "keygen", "--key-version", "0")
+    assert bad.returncode == 2 and "Traceback" not in text(bad.stderr)

@@ -217,3 +217,42 @@ def test_periodic_entries_of_encrypted_jobs_take_no_args() -> None:
 def test_keyring_repr_shows_versions_not_keys() -> None:
     ring = Keyring({1: K1, 3: K2})
     assert repr(ring) == "<Keyring versions=[1, 3] newest=3>"
+
+
+def test_zstd_compresses_alone_and_inside_a_seal() -> None:
+    p = Packer.configure({1: K1}, 100, "zstd")
+    big = json.dumps({"rows": [{"name": "alpha", "n": i} for i in range(200)]}).encode()
+    packed = p.pack(big, "j", "x", seal=False, compress_over=100)
+    assert packed.startswith(b'"zstd:') and len(packed) < len(big) // 3
+    assert p.unpack(packed, "j", "x") == big
+    assert display_args(msgspec.Raw(packed)) == json.loads(big)
+    sealed = p.pack(big, "j", "x", seal=True, compress_over=100)
+    assert len(sealed) < len(big) // 2 and p.unpack(sealed, "j", "x") == big
+    # A zlib app's worker reads zstd too (the codec travels with the arguments).
+    assert Packer.configure({1: K1}, None).unpack(sealed, "j", "x") == big
+
+
+def test_a_zstd_bomb_is_refused_whatever_size_its_frame_declares() -> None:
+    import zstandard
+
+    frame = zstandard.ZstdCompressor(level=1).compress(b"[" + b" " * (70 << 20) + b"]")
+    bomb = b'"zstd:' + base64.b64encode(frame) + b'"'
+    with pytest.raises(PayloadError, match="inflate past"):
+        Packer(None, None).unpack(bomb, "j", "x")
+
+
+def test_without_zstandard_zstd_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    p = Packer.configure(None, 100, "zstd")
+    big = b'{"a":"' + b"x" * 1000 + b'"}'
+    packed = p.pack(big, "j", "x", seal=False, compress_over=100)
+    monkeypatch.setitem(sys.modules, "zstandard", None)
+    with pytest.raises(PayloadError, match=r"pip install 'asyncjobs-redis\[zstd\]'"):
+        p.unpack(packed, "j", "x")
+    with pytest.raises(ConfigError, match="compression='zstd' needs the zstandard package"):
+        p.pack(big, "j", "x", seal=False, compress_over=100)
+    assert display_args(msgspec.Raw(packed)).startswith("<undecodable compressed arguments")
+
+
+def test_an_unknown_compression_is_refused() -> None:
+    with pytest.raises(ConfigError, match="compression must be 'zlib' .* or 'zstd', got 'lz4'"):
+        asyncjobs.App(NO_REDIS, compression="lz4")
