@@ -412,3 +412,32 @@ def unpack(packer: Packer, args: msgspec.Raw, job: str, jid: str, error: Excepti
 def plain_args(packer: Packer, args: msgspec.Raw, job: str, jid: str) -> bytes | msgspec.Raw:
     """A payload's arguments as JSON, opened if packed (a limiter's ``key_arg``)."""
     return packer.unpack(bytes(args), job, jid) if is_packed(args) else args
+
+
+def startup_warnings(packer: Packer, encrypted: list[str]) -> list[str]:
+    """What a starting worker should warn about: jobs it will not be able to open.
+    ``encrypted`` names its jobs with ``encrypt=True``. Each message is one line."""
+    out: list[str] = []
+    shown = ", ".join(encrypted[:3]) + (f" and {len(encrypted) - 3} more" if encrypted[3:] else "")
+    if encrypted and packer.keyring is None:
+        out.append(
+            f"jobs with encrypt=True ({shown}) but no encryption keys (encryption_keys or "
+            f"{KEYS_ENV}): this worker sends their jobs to the dead set"
+        )
+    if packer.keyring is not None:
+        try:
+            _aesgcm()
+        except ImportError:
+            out.append(
+                "encryption keys are configured but the cryptography package is not "
+                f"installed: {_INSTALL}; this worker sends encrypted jobs to the dead set"
+            )
+    if packer.compression == "zstd" and packer.compress_over is not None:
+        try:
+            _zstd()
+        except ImportError:
+            out.append(
+                "compression='zstd' but the zstandard package is not installed: "
+                f"{_INSTALL_ZSTD}; deferring large jobs fails, zstd jobs go to the dead set"
+            )
+    return out

@@ -389,3 +389,44 @@ async def test_keygen_prints_a_key_the_environment_takes(
     assert app.packer.keyring is not None and app.packer.keyring.newest == 2
     bad = await cli(redis_url, "keygen", "--key-version", "0")
     assert bad.returncode == 2 and "Traceback" not in text(bad.stderr)
+
+
+async def test_a_worker_says_at_start_which_encrypted_jobs_it_cannot_open(
+    redis_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ASYNCJOBS_ENCRYPTION_KEYS", raising=False)
+    keyless = asyncjobs.App(redis_url)
+
+    @keyless.job(name="charge", encrypt=True)
+    async def charge(card: str) -> None: ...
+
+    caplog.set_level(logging.WARNING, logger="asyncjobs.worker")
+    try:
+        async with running(keyless.worker()):
+            pass
+    finally:
+        await keyless.aclose()
+    [line] = [r.getMessage() for r in caplog.records if "encrypt=True" in r.getMessage()]
+    assert "jobs with encrypt=True (charge) but no encryption keys" in line
+    caplog.clear()
+    monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.ciphers.aead", None)
+    keyed_app = asyncjobs.App(redis_url, encryption_keys={1: K1})
+    try:
+        async with running(keyed_app.worker()):
+            pass
+    finally:
+        await keyed_app.aclose()
+    assert any("cryptography package is not installed" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    monkeypatch.delitem(sys.modules, "cryptography.hazmat.primitives.ciphers.aead")
+    fine = asyncjobs.App(redis_url, encryption_keys={1: K1})
+
+    @fine.job(name="charge", encrypt=True)
+    async def charge2(card: str) -> None: ...
+
+    try:
+        async with running(fine.worker()):
+            pass
+    finally:
+        await fine.aclose()
+    assert not [r for r in caplog.records if "encrypt" in r.getMessage()]
