@@ -129,6 +129,10 @@ async def test_keys_rotate_without_a_flag_day(redis_url: str, redis: aioredis.Re
         )
         assert record.args == "<encrypted>" and record.encrypted
         assert "still-sealed-with-1" not in seen
+        # Given its key back, a worker runs it once it is retried from the dead set.
+        await api.DeadSet(both).retry(str(lost))
+        async with running(both.worker()):
+            await wait_for(lambda: "still-sealed-with-1" in seen)
     finally:
         for a in apps:
             await a.aclose()
@@ -430,3 +434,28 @@ async def test_a_worker_says_at_start_which_encrypted_jobs_it_cannot_open(
     finally:
         await fine.aclose()
     assert not [r for r in caplog.records if "encrypt" in r.getMessage()]
+
+
+async def test_defer_many_and_unique_jobs_with_sealed_arguments(
+    keyed: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    seen: list[str] = []
+
+    @keyed.job(encrypt=True)
+    async def charge(card: str) -> None:
+        seen.append(card)
+
+    @keyed.job(encrypt=True, unique=True)
+    async def sync(account: str) -> None:
+        seen.append(account)
+
+    jids = await charge.defer_many([("a",), ("b",), {"card": "c"}])
+    assert None not in jids
+    assert await sync.defer("acct-1") is not None
+    assert await sync.defer("acct-1") is None  # the lock is of the plain arguments
+    raws = await queued(redis, keyed)
+    assert len(raws) == 4 and all(sealed_args(r).startswith("sealed:1:") for r in raws)
+    assert len({sealed_args(r) for r in raws}) == 4  # a nonce each
+    async with running(keyed.worker()):
+        await wait_for(lambda: sorted(seen) == ["a", "acct-1", "b", "c"])
+    assert await sync.defer("acct-1") is not None  # released when it succeeded
