@@ -46,6 +46,7 @@ __all__ = [
     "Packer",
     "display_args",
     "generate_key",
+    "is_compressed",
     "is_packed",
 ]
 
@@ -243,6 +244,14 @@ def _decompress(data: bytes, codec: str, what: str) -> bytes:
 def is_packed(args: bytes | msgspec.Raw) -> bool:
     """Whether stored arguments are sealed or compressed (a JSON string)."""
     return memoryview(args)[:1].tobytes() == b'"'
+
+
+_COMPRESSED_ARGS = ('"args":"zlib:', '"args":"zstd:')
+
+
+def is_compressed(raw: str) -> bool:
+    """Whether a stored payload (as text) has compressed arguments."""
+    return any(marker in raw for marker in _COMPRESSED_ARGS)
 
 
 class Packer:

@@ -8,7 +8,7 @@ import msgspec
 
 from .._errors import AsyncJobsError
 from .._payload import DECODE_ERRORS, DECODER, decode_backtrace
-from .._seal import ENCRYPTED, display_args
+from .._seal import ENCRYPTED, display_args, is_compressed
 
 
 class JobNotFound(AsyncJobsError, LookupError):
@@ -59,6 +59,12 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
         """Whether the arguments are sealed (``encrypt=True``): ``args`` is
         ``"<encrypted>"``."""
         return isinstance(self.args, str) and self.args == ENCRYPTED
+
+    @property
+    def compressed(self) -> bool:
+        """Whether the arguments are stored compressed (``App(compress_over=...)``);
+        ``args`` shows them decoded."""
+        return is_compressed(self.raw)
 
     @classmethod
     def from_raw(cls, raw: bytes, score: float | None = None) -> JobRecord:

@@ -459,3 +459,29 @@ async def test_defer_many_and_unique_jobs_with_sealed_arguments(
     async with running(keyed.worker()):
         await wait_for(lambda: sorted(seen) == ["a", "acct-1", "b", "c"])
     assert await sync.defer("acct-1") is not None  # released when it succeeded
+
+
+async def test_match_finds_compressed_jobs_by_their_arguments_never_sealed_ones(
+    redis_url: str,
+) -> None:
+    app = asyncjobs.App(redis_url, encryption_keys={1: K1}, compress_over=100)
+
+    @app.job
+    async def export(lines: list[str]) -> None: ...
+
+    @app.job(encrypt=True)
+    async def charge(card: str) -> None: ...
+
+    try:
+        packed = await export.configure(delay=3600).defer([f"needle {i}" for i in range(40)])
+        plain = await export.configure(delay=3600).defer(["needle"])
+        await charge.configure(delay=3600).defer("needle-card")
+        scheduled = api.ScheduledSet(app)
+        found = {r.jid for r in await scheduled.entries(match="*needle 39*")}
+        assert found == {packed}
+        found = {r.jid for r in await scheduled.entries(match="needle")}
+        assert found == {packed, plain}  # not the sealed one
+        [record] = [r for r in await scheduled.entries() if r.jid == packed]
+        assert record.compressed and not record.encrypted
+    finally:
+        await app.aclose()
