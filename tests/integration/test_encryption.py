@@ -12,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import redis.asyncio as aioredis
@@ -19,7 +20,7 @@ import redis.asyncio as aioredis
 import asyncjobs
 from asyncjobs import api, testing
 from asyncjobs.web import create_app
-from tests.conftest import cli, loads, running, text, wait_for
+from tests.conftest import WORKER_CMD, cli, loads, running, subprocess_env, text, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -485,3 +486,15 @@ async def test_match_finds_compressed_jobs_by_their_arguments_never_sealed_ones(
         assert record.compressed and not record.encrypted
     finally:
         await app.aclose()
+
+
+async def test_bad_keys_in_the_environment_stop_the_cli_in_one_line(redis_url: str) -> None:
+    env = subprocess_env(redis_url, ASYNCJOBS_ENCRYPTION_KEYS=f"1:{K1[:20]}")
+    for args in (["queues"], ["worker", "tests.apps.recorder:app"]):
+        r = await anyio.run_process([*WORKER_CMD, *args], env=env, check=False)
+        err = text(r.stderr)
+        assert r.returncode == 2, (args, err)
+        assert err.strip().splitlines() == [
+            "asyncjobs: error: ASYNCJOBS_ENCRYPTION_KEYS: key version 1 is 15 bytes; "
+            "AES-256 needs 32 (`asyncjobs keygen` makes one)"
+        ], err
