@@ -4,6 +4,7 @@ from ._app import App as App
 from ._errors import ArgumentError as ArgumentError
 from ._errors import AsyncJobsError as AsyncJobsError
 from ._errors import ConfigError as ConfigError
+from ._errors import DecryptionError as DecryptionError
 from ._errors import EnqueueError as EnqueueError
 from ._errors import JobTimeout as JobTimeout
 from ._errors import PayloadError as PayloadError
@@ -42,6 +43,7 @@ __all__ = [
     "CapsuleSpec",
     "Chain",
     "ConfigError",
+    "DecryptionError",
     "Deferrer",
     "EnqueueError",
     "Job",

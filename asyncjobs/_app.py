@@ -24,6 +24,7 @@ from ._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
 from ._periodic import PeriodicEntry
 from ._redis import Client, mask_url
 from ._registry import Registry
+from ._seal import KEYS_ENV, Packer
 from ._settings import CapsuleSpec
 from ._status import (
     DEFAULT_KEEP,
@@ -99,6 +100,16 @@ class App(Registry):
         default_job_options: options every job registered afterwards starts from
             (``{"retry": 5, "backtrace": False}``, say); ``@app.job(...)`` overrides them.
             Also ``app.default_job_options``, Sidekiq's ``default_job_options``.
+        encryption_keys: AES-256 keys by version, for jobs with ``encrypt=True``
+            (``{2: key2, 1: key1}``: 32 bytes or their base64); the newest version
+            seals, every one opens. Else ``ASYNCJOBS_ENCRYPTION_KEYS``
+            (``"2:<base64>,1:<base64>"``), else none.
+        compress_over: arguments larger than this many bytes (as JSON) are stored
+            compressed; ``None`` (the default): never. ``@app.job(compress=...)``
+            overrides it per job.
+        compression: ``"zlib"`` (the default: the standard library, so every worker
+            reads it) or ``"zstd"`` (ten times faster to compress, as small; needs the
+            ``zstd`` extra on every client and worker).
     """
 
     def __init__(
@@ -111,13 +122,22 @@ class App(Registry):
         dead_max_jobs: int = 10_000,
         dead_timeout: float | dt.timedelta = dt.timedelta(days=180),
         default_job_options: Mapping[str, Any] | None = None,
+        encryption_keys: Mapping[int, bytes | str] | None = None,
+        compress_over: int | None = None,
+        compression: str = "zlib",
     ) -> None:
+        if encryption_keys is not None:
+            packer = Packer.configure(encryption_keys, compress_over, compression)
+        else:
+            env = os.environ.get(KEYS_ENV) or None
+            packer = Packer.configure(env, compress_over, compression, source=KEYS_ENV)
         super().__init__(
             namespace=namespace,
             max_payload_bytes=max_payload_bytes,
             dead_max_jobs=dead_max_jobs,
             dead_timeout=dead_timeout,
             default_job_options=default_job_options,
+            packer=packer,
         )
         self.redis_url = resolve_url(redis_url)
         self.cluster = cluster
@@ -159,6 +179,8 @@ class App(Registry):
         keep_result: float | dt.timedelta | None = ...,
         track_status: bool = ...,
         limits: Sequence[Limiter] = ...,
+        encrypt: bool = ...,
+        compress: bool | None = ...,
     ) -> Callable[[Callable[P, Awaitable[R]]], Job[P, R]]: ...
 
     def job(  # type: ignore[misc]

@@ -8,6 +8,7 @@ AsyncJobsError
 │   ├── UnknownJobError
 │   └── UniqueConflict  a unique job's lock is held (on_conflict="raise")
 ├── PayloadError        undecodable; the worker dead-sets it and goes on
+│   └── DecryptionError sealed arguments that cannot be opened (no key, tampered)
 ├── JobTimeout          a job ran past its timeout
 ├── RedisUnavailable    Redis unreachable: refused, reset, timed out, loading
 └── RedisRefused        Redis answered with an error: out of memory, a read-only
@@ -26,6 +27,7 @@ __all__ = [
     "ArgumentError",
     "AsyncJobsError",
     "ConfigError",
+    "DecryptionError",
     "EnqueueError",
     "JobTimeout",
     "PayloadError",
@@ -76,6 +78,21 @@ class UniqueConflict(EnqueueError):
 
 class PayloadError(AsyncJobsError):
     """A payload read from Redis cannot be decoded."""
+
+
+class DecryptionError(PayloadError):
+    """A job's sealed arguments (``encrypt=True``) cannot be opened: the key version
+    that sealed them is not configured, the ``cryptography`` package is missing, or
+    they fail authentication (tampered, or moved to another job). The worker sends the
+    job to the dead set with this error and goes on. ``reason`` is ``"no_key"``,
+    ``"no_cryptography"``, ``"tampered"`` or ``"malformed"``."""
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        self.reason = reason
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[DecryptionError], tuple[str, str]]:
+        return type(self), (str(self), self.reason)
 
 
 class JobTimeout(AsyncJobsError, TimeoutError):

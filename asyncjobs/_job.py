@@ -26,6 +26,7 @@ import msgspec
 from ._errors import ArgumentError, ConfigError, EnqueueError
 from ._limits import LimitSpec
 from ._payload import ENCODER, Payload, new_jid, valid_jid
+from ._seal import COMPRESS_OVER, Packer
 from ._status import JobStatus, Outcome, raise_for
 from ._unique import Unique, lock_for, resolve
 
@@ -52,6 +53,9 @@ class Client(Protocol):
     """What a job defers through: the :class:`~asyncjobs.App` it is registered on
     (which runs the client middleware, then writes to Redis, or hands the job to a
     test mode). A protocol, so this module does not import the app's."""
+
+    # Encryption keys and the compression threshold of the app (#15).
+    packer: Packer
 
     async def _enqueue(self, payload: Payload) -> str | None: ...
 
@@ -353,6 +357,8 @@ class Job(Generic[P, R]):
         keep_result: float | dt.timedelta | None = None,
         track_status: bool = False,
         limits: Sequence[Any] = (),
+        encrypt: bool = False,
+        compress: bool | None = None,
     ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigError(f"@app.job needs an async def function, got {fn!r}")
@@ -415,7 +421,33 @@ class Job(Generic[P, R]):
             if arg is not None and arg not in inspect.signature(fn).parameters:
                 raise ConfigError(f"job {self.name}: limits: no argument named {arg!r}")
         self._check_unique(self._opts.unique)
+        self._packing(encrypt, compress)
         functools.update_wrapper(self, fn)
+
+    def _packing(self, encrypt: object, compress: object) -> None:
+        """``encrypt`` and ``compress`` (#15): ``_packer`` is None for a job that stores
+        its arguments as they are, the one check its defer makes."""
+        if not isinstance(encrypt, bool):
+            raise ConfigError(f"job {self.name}: encrypt must be True or False, got {encrypt!r}")
+        if compress is not None and not isinstance(compress, bool):
+            raise ConfigError(
+                f"job {self.name}: compress must be True, False or None (the app's "
+                f"compress_over), got {compress!r}"
+            )
+        # Sealed arguments: AES-256-GCM under the app's newest key. A missing key is
+        # refused at the first defer, not here: the CLI and dashboard import the app's
+        # jobs without needing its keys.
+        self.encrypt = encrypt
+        packer = self.app.packer
+        # Arguments over this many bytes are compressed; None: never.
+        self.compress_over: int | None = (
+            None
+            if compress is False
+            else packer.compress_over
+            if packer.compress_over is not None or compress is None
+            else COMPRESS_OVER
+        )
+        self._packer = packer if encrypt or self.compress_over is not None else None
 
     def _check_unique(self, spec: Unique | None) -> Unique | None:
         """Refuse a ``Unique(args=...)`` naming an argument the function does not take."""
@@ -710,11 +742,17 @@ class Job(Generic[P, R]):
         if at is not None and at <= now:
             at = None
         unique = opts.unique
+        jid = opts.jid or new_jid()
+        stored = raw
+        if self._packer is not None:  # encrypted or compressed arguments (_seal.py)
+            stored = self._packer.pack(
+                raw, self.name, jid, seal=self.encrypt, compress_over=self.compress_over
+            )
         return Payload(
-            jid=opts.jid or new_jid(),
+            jid=jid,
             job=self.name,
             queue=opts.queue,
-            args=msgspec.Raw(raw),
+            args=msgspec.Raw(stored),
             created_at=now,
             enqueued_at=None if at is not None else now,
             at=at,

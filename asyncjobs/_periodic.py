@@ -233,6 +233,13 @@ class PeriodicEntry:
                 f"periodic {name!r}: args must be a mapping of keyword arguments, "
                 f"got {type(args).__name__}"
             )
+        if args and job.encrypt:
+            # The entry's arguments are stored in Redis as its definition, in plain.
+            raise ConfigError(
+                f"periodic {name!r}: job {job.name} has encrypt=True, and a periodic "
+                "entry's args are stored unencrypted; give it no args (read secrets in "
+                "the job) or defer it yourself"
+            )
         # Validated now, at import time: a bad argument fails the deploy, not a tick.
         raw = job.encode_args((), dict(args or {}))
         # The queue name is checked as configure() checks it.

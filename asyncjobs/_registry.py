@@ -19,6 +19,7 @@ from ._job import Job, JobContext
 from ._keys import Keys
 from ._middleware import Chain, ClientMiddleware, ServerMiddleware
 from ._periodic import PeriodicEntry
+from ._seal import Packer
 
 __all__ = ["JOB_OPTIONS", "DeathHandler", "Hook", "Registry"]
 
@@ -40,8 +41,12 @@ class Registry:
         dead_max_jobs: int = 10_000,
         dead_timeout: float | dt.timedelta = dt.timedelta(days=180),
         default_job_options: Mapping[str, Any] | None = None,
+        packer: Packer | None = None,
     ) -> None:
         self.keys = Keys(namespace)
+        # Encryption keys and the compression threshold (#15): what defer packs
+        # arguments with and the executor opens them with.
+        self.packer = packer if packer is not None else Packer(None, None)
         # Sidekiq's default_job_options: options every job registered afterwards starts
         # from; its own @app.job options override them.
         self.default_job_options: dict[str, Any] = dict(default_job_options or {})

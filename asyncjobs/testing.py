@@ -53,7 +53,8 @@ import msgspec
 from ._app import TestMode, _test_modes
 from ._errors import UnknownJobError
 from ._job import Job
-from ._payload import DECODER, ENCODER, Payload
+from ._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
+from ._seal import unpack
 from ._worker.executor import Executor, Running
 
 if TYPE_CHECKING:
@@ -374,7 +375,12 @@ def _round_trip(app: App, payload: Payload) -> Payload:
 
 def _captured(app: App, payload: Payload) -> CapturedJob:
     job = _job_for(app, payload)
-    args, kwargs = job.decode_call(payload.args)
+    try:
+        args, kwargs = job.decode_call(payload.args)
+    except DECODE_ERRORS as exc:  # encrypted or compressed arguments (#15)
+        args, kwargs = job.decode_call(
+            unpack(app.packer, payload.args, payload.job, payload.jid, exc)
+        )
     bound = inspect.signature(job.fn).bind(*args, **kwargs)
     bound.apply_defaults()
     return CapturedJob(

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import msgspec
 
-from .._errors import JobTimeout
+from .._errors import JobTimeout, PayloadError
 from .._job import (
     JobContext,
     reset_current,
@@ -44,6 +44,7 @@ from .._limits import OverLimit, reschedule_delay
 from .._middleware import Chain, ServerMiddleware, run_server
 from .._payload import DECODE_ERRORS, DECODER, ENCODER, Lock, Payload, encode_backtrace
 from .._retry import BACKTRACE_LINES, decide, format_backtrace
+from .._seal import plain_args, unpack
 from .._status import DEFAULT_KEEP, PENDING_TTL, Outcome, Progress, State
 from .limits import Lease, LimitStore, enter_all, release_all
 from .tasks import TaskOwner
@@ -230,11 +231,24 @@ class Executor:
             try:
                 args, kwargs = job.decode_call(payload.args)
             except DECODE_ERRORS as exc:
-                message = f"arguments no longer fit {job.name}: {exc}"
-                if job.track_status:
-                    await self._save(payload, job, "dead", error=("ArgumentError", message))
-                self._dead(rec, payload, "ArgumentError", message)
-                return
+                # Encrypted or compressed arguments (#15) are a string, which fails the
+                # decode above: they are opened here, off the plain path.
+                try:
+                    args, kwargs = job.decode_call(
+                        unpack(app.packer, payload.args, payload.job, payload.jid, exc)
+                    )
+                except (PayloadError, *DECODE_ERRORS) as err:
+                    if isinstance(err, PayloadError):  # no key, tampered, no cryptography
+                        error_class, message = type(err).__name__, str(err)
+                    else:
+                        error_class, message = (
+                            "ArgumentError",
+                            (f"arguments no longer fit {job.name}: {err}"),
+                        )
+                    if job.track_status:
+                        await self._save(payload, job, "dead", error=(error_class, message))
+                    self._dead(rec, payload, error_class, message)
+                    return
             rec.payload = payload
             # A plain job (no status, limiter, expiry, lock, and not cancelled before it
             # started) checks one flag, two payload fields and its reason, and takes the
@@ -500,7 +514,13 @@ class Executor:
         # The store has the limiter methods; Locks names only what unique jobs need.
         store = cast(LimitStore, self.locks)
         try:
-            return await enter_all(store, job.limits, lambda: msgspec.json.decode(payload.args))
+            return await enter_all(
+                store,
+                job.limits,
+                lambda: msgspec.json.decode(
+                    plain_args(self.app.packer, payload.args, payload.job, payload.jid)
+                ),
+            )
         except OverLimit as exc:
             await self._over_limit(rec, payload, exc, job)
         except Exception as exc:

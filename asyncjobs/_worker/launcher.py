@@ -24,6 +24,7 @@ from .._conn import FastRedis
 from .._errors import ConfigError, RedisUnavailable
 from .._payload import inflight_field
 from .._redis import after_error, transient
+from .._seal import startup_warnings
 from .._settings import CapsuleSpec
 from . import preflight, systemd
 from .acker import Acker
@@ -267,6 +268,10 @@ class Worker:
         watchdog = systemd.watchdog_interval()  # a bad WatchdogSec= stops us here
         self.store = store = await self._connect()
         await self._retry_until_up(lambda: preflight.check(store))
+        # Encrypted jobs this worker could not open (#15): said once, at start.
+        encrypted = [job.name for job in app.jobs.values() if job.encrypt]
+        for warning in startup_warnings(app.packer, encrypted):
+            log.warning("%s", warning)
         inflight = app.keys.inflight(self.process_id)
         health = self.health
         self.scheduler = Scheduler(store, poll=self.scheduler_poll, health=health)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import msgspec
 
 from .._errors import AsyncJobsError
 from .._payload import DECODE_ERRORS, DECODER, decode_backtrace
+from .._seal import ENCRYPTED, display_args, is_compressed
 
 
 class JobNotFound(AsyncJobsError, LookupError):
@@ -32,7 +32,10 @@ def check_jid(jid: object) -> str:
 
 
 class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """One job as stored, decoded for reading. ``score`` is its due/death time."""
+    """One job as stored, decoded for reading. ``score`` is its due/death time.
+
+    ``args`` of a job with ``encrypt=True`` is the string ``"<encrypted>"`` (nothing
+    here opens a seal); compressed arguments are shown decoded."""
 
     jid: str
     job: str
@@ -50,6 +53,18 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
     recoveries: int = 0
     meta: dict[str, Any] = {}
     raw: str = ""
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether the arguments are sealed (``encrypt=True``): ``args`` is
+        ``"<encrypted>"``."""
+        return isinstance(self.args, str) and self.args == ENCRYPTED
+
+    @property
+    def compressed(self) -> bool:
+        """Whether the arguments are stored compressed (``App(compress_over=...)``);
+        ``args`` shows them decoded."""
+        return is_compressed(self.raw)
 
     @classmethod
     def from_raw(cls, raw: bytes, score: float | None = None) -> JobRecord:
@@ -71,7 +86,7 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
             jid=p.jid,
             job=p.job,
             queue=p.queue,
-            args=json.loads(bytes(p.args)),
+            args=display_args(p.args),
             created_at=p.created_at,
             enqueued_at=p.enqueued_at,
             score=score,

@@ -60,7 +60,11 @@ def glob(match: str | None) -> str | None:
 def _keep(rec: JobRecord, job: str | None, pattern: str | None) -> bool:
     if job is not None and not (rec.job == job or rec.job.endswith("." + job)):
         return False
-    return pattern is None or fnmatch.fnmatchcase(rec.raw, pattern)
+    if pattern is None or fnmatch.fnmatchcase(rec.raw, pattern):
+        return True
+    # Compressed arguments (#15) are matched decoded, as they are shown; sealed ones
+    # (shown as <encrypted>) are not opened.
+    return rec.compressed and fnmatch.fnmatchcase(ENCODER.encode(rec.args).decode(), pattern)
 
 
 class Page(msgspec.Struct, frozen=True, kw_only=True):

@@ -49,8 +49,12 @@ def _when(ts: float | None) -> str:
 
 
 def _args(args: Any, width: int = 40) -> str:
-    """A job's arguments on one line, cut to ``width`` characters."""
+    """A job's arguments on one line, cut to ``width`` characters. Arguments are an
+    object; a string is what stands for them (``<encrypted>``), shown as it is."""
     import json
+
+    if isinstance(args, str):
+        return args
 
     out = json.dumps(args, default=str, separators=(",", ":"))
     return out if len(out) <= width else out[: width - 1] + "…"

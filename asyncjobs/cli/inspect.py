@@ -235,7 +235,7 @@ def job(
     import json
 
     typer.echo("\nargs:")
-    typer.echo(json.dumps(r.args, indent=2, default=str))
+    typer.echo(r.args if r.encrypted else json.dumps(r.args, indent=2, default=str))
     if r.meta:
         typer.echo("meta:")
         typer.echo(json.dumps(r.meta, indent=2, default=str))

@@ -1,4 +1,5 @@
-"""bench, web, version: the benchmark suite, the dashboard, the version."""
+"""bench, web, keygen, version: the benchmark suite, the dashboard, an encryption key,
+the version."""
 
 from __future__ import annotations
 
@@ -69,6 +70,26 @@ def web(
         application, secret=os.environ.get("ASYNCJOBS_WEB_SECRET"), read_only=read_only
     )
     uvicorn.run(dashboard, host=host.strip("[]"), port=int(port), log_level="info")
+
+
+@app.command()
+def keygen(
+    key_version: Annotated[
+        int,
+        typer.Option(
+            "--key-version",
+            "-k",
+            min=1,
+            help="The version to give the key: one more than the newest in use.",
+        ),
+    ] = 1,
+) -> None:
+    """Print a new random AES-256 key for encrypt=True jobs, as VERSION:BASE64, the form
+    of ASYNCJOBS_ENCRYPTION_KEYS (docs/concepts/encryption.md): put it first, keep the
+    older keys after it until no job sealed with them is left."""
+    from .._seal import generate_key
+
+    typer.echo(f"{key_version}:{generate_key()}")
 
 
 @app.command()

@@ -75,6 +75,8 @@ def _ago(value: float | None) -> str:
 
 
 def _args(value: Any, width: int = 60) -> str:
+    if isinstance(value, str):  # "<encrypted>": arguments are otherwise an object
+        return value
     text = json.dumps(value, default=str, ensure_ascii=False)
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -399,6 +401,9 @@ class Dashboard:
             if isinstance(data, dict) and isinstance(data.get("error_backtrace"), str):
                 # Stored compressed; the Error section shows it decoded.
                 data["error_backtrace"] = "(compressed: shown under Error)"
+            if isinstance(data, dict) and isinstance(data.get("args"), str):
+                # Compressed arguments shown decoded, sealed ones as <encrypted> (#15).
+                data["args"] = rec.args
             payload = json.dumps(data, indent=2, ensure_ascii=False)
         fields = data if isinstance(data, dict) else {}
 
