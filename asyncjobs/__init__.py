@@ -34,6 +34,7 @@ from ._worker.launcher import Worker as Worker
 from ._worker.limits import Lease as Lease
 from ._worker.limits import Limiter as Limiter
 from ._worker.shield import shield as shield
+from .iteration import Iteration as Iteration
 
 __all__ = [
     "App",
@@ -44,6 +45,7 @@ __all__ = [
     "ConfigError",
     "Deferrer",
     "EnqueueError",
+    "Iteration",
     "Job",
     "JobCancelled",
     "JobContext",

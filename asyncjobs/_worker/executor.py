@@ -45,6 +45,8 @@ from .._middleware import Chain, ServerMiddleware, run_server
 from .._payload import DECODE_ERRORS, DECODER, ENCODER, Lock, Payload, encode_backtrace
 from .._retry import BACKTRACE_LINES, decide, format_backtrace
 from .._status import DEFAULT_KEEP, PENDING_TTL, Outcome, Progress, State
+from ..iteration import Interrupted
+from .iteration import iterate
 from .limits import Lease, LimitStore, enter_all, release_all
 from .tasks import TaskOwner
 
@@ -189,6 +191,11 @@ class Executor:
         self.tasks = tasks if tasks is not None else TaskOwner()
         # The process id a tracked job's "running" state names (set by the launcher).
         self.process_id: str | None = None
+        # Set by the capsule as the worker quiets or stops: iterable jobs (#14) stop at
+        # their next item boundary and are given back (``give_back(field, payload)``)
+        # to the head of their queue.
+        self.stopping = False
+        self.give_back: Callable[[bytes, bytes], None] | None = None
 
     def _chain(self) -> Sequence[ServerMiddleware]:
         own = self.middleware
@@ -273,9 +280,12 @@ class Executor:
                 own = self.middleware
                 fn: Callable[..., Awaitable[Any]] = job.fn
                 if special:
+                    if job.iterable is not None and self.locks is not None:
+                        # An iterable job (#14): its generator, driven from the saved cursor.
+                        fn = functools.partial(iterate, self, rec, payload, job.iterable)
                     lock = payload.unique
                     if lock is not None and lock.until == "executing" and self.locks is not None:
-                        fn = functools.partial(self._while_executing, payload, lock, job.fn)
+                        fn = functools.partial(self._while_executing, payload, lock, fn)
                 if app.server_middleware.entries or (own is not None and own.entries):
                     box: list[Any] = [None]
 
@@ -287,7 +297,7 @@ class Executor:
                 else:
                     value = await fn(*args, **kwargs)
             except BaseException as exc:
-                if not isinstance(exc, Exception | asyncio.CancelledError):
+                if not isinstance(exc, Exception | asyncio.CancelledError | Interrupted):
                     raise  # KeyboardInterrupt, SystemExit: not a job failure
                 await self._raised(rec, payload, job, exc, timeout)
                 return
@@ -419,6 +429,9 @@ class Executor:
         exc: BaseException,
         timeout: float | None,
     ) -> None:
+        if isinstance(exc, Interrupted):
+            self._interrupted(rec)
+            return
         cancelled = _caused_by_cancellation(exc)
         if rec.reason == "shutdown" and cancelled:
             # Interrupted by shutdown (even if its cleanup raised something else): no
@@ -442,6 +455,15 @@ class Executor:
             await self._over_limit(rec, payload, exc, job)
             return
         await self._failed(rec, payload, exc, job)
+
+    def _interrupted(self, rec: Running) -> None:
+        """An iterable job stopped at an item boundary as the worker quiets or stops
+        (#14), its cursor saved: back to the head of its queue as it was fetched (no
+        retry counted, no outcome); without a give-back, shutdown puts it back."""
+        if rec.reason is None:
+            rec.reason = "finishing"  # a cancel request now is too late
+        if self.give_back is not None:
+            self.give_back(rec.field, rec.raw)
 
     # -- rate limiters -------------------------------------------------------------------
 
