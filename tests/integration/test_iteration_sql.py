@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
-import asyncpg
 import pytest
 import redis.asyncio as aioredis
 import sqlalchemy as sa
@@ -25,7 +24,9 @@ from asyncjobs import ConfigError, Iteration
 from asyncjobs.iteration import sql_keyset
 from tests.conftest import running, wait_for
 
+# The machine's PostgreSQL (trust auth); each test makes a database of its own there.
 PG = os.environ.get("ASYNCJOBS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+ASYNCPG = PG.replace("postgresql://", "postgresql+asyncpg://", 1)
 
 metadata = sa.MetaData()
 users = sa.Table(
@@ -45,15 +46,16 @@ async def pg_database() -> AsyncIterator[str]:
     name = f"asyncjobs_iter_{secrets.token_hex(4)}"
 
     async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(f"{PG}/postgres")
+        eng = create_async_engine(f"{ASYNCPG}/postgres", isolation_level="AUTOCOMMIT")
         try:
-            await conn.execute(sql)
+            async with eng.connect() as conn:
+                await conn.execute(sa.text(sql))
         finally:
-            await conn.close()
+            await eng.dispose()
 
     await admin(f'CREATE DATABASE "{name}"')
     try:
-        yield f"{PG.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
+        yield f"{ASYNCPG}/{name}"
     finally:
         await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
