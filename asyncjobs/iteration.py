@@ -200,10 +200,12 @@ def _cursor_type(fn: Callable[..., Any], name: str) -> Any:
         if args:
             try:
                 msgspec.json.Decoder(args[0])
+                msgspec.json.schema(args[0])  # what msgspec cannot encode fails here
             except (TypeError, ValueError) as exc:
+                why = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
                 raise ConfigError(
                     f"iterable job {name}: the cursor type {args[0]!r} cannot be stored as "
-                    f"JSON: {exc}"
+                    f"JSON: {why}"
                 ) from exc
             return args[0]
     return Any

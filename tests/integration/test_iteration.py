@@ -322,3 +322,56 @@ async def test_costs_one_read_a_save_per_n_items_and_one_delete(
         assert len(seen) == 12, seen
     finally:
         await app.aclose()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("cut", ["timeout", "shutdown"])
+async def test_a_run_cut_mid_item_saves_the_last_item_done(
+    redis_url: str, redis: aioredis.Redis, cut: str
+) -> None:
+    """An item that never ends: the job's timeout (a failure, retried) or the shutdown
+    timeout (back to its queue) cuts it; the cursor of the last item done is saved on
+    the way out though save_every is far off, and the next run resumes after it."""
+    app = asyncjobs.App(redis_url)
+    starts: list[Any] = []
+
+    @app.iterable_job(
+        name="stuck",
+        save_every=1000,
+        save_interval=None,
+        timeout=0.5 if cut == "timeout" else None,
+        retry_in=lambda count, exc: 0.05,
+    )
+    async def stuck(it: Iteration[int]) -> AsyncIterator[int]:
+        starts.append(it.cursor)
+        async for n, cursor in from_range(0, 10, cursor=it.cursor):
+            if n == 5 and not it.resumed:
+                await asyncio.sleep(3600)
+            await redis.rpush("test:items", n)
+            yield cursor
+
+    try:
+        jid = await stuck.defer()
+        assert jid is not None
+        if cut == "timeout":
+            async with running(app.worker(scheduler_poll=0.1)):
+                await wait_for(lambda: _count(redis, 10), timeout=10)
+                await wait_for(lambda: _no_state(redis, jid))
+            assert await redis.get("{asyncjobs}:stat:failed") == b"1"  # the timeout
+        else:
+            async with running(app.worker(timeout=0.3)):
+                await wait_for(lambda: _count(redis, 5))
+            # Cut by the shutdown timeout: back in its queue, its cursor saved.
+            assert await redis.llen(QUEUE) == 1
+            assert json.loads((await state(redis, jid))["cursor"]) == 4
+            async with running(app.worker()):
+                await wait_for(lambda: redis.get("{asyncjobs}:stat:processed"), timeout=10)
+        assert starts == [None, 4]
+        assert await items(redis) == list(range(10))
+        assert not await redis.exists(STATE + jid)
+    finally:
+        await app.aclose()
+
+
+async def _count(r: aioredis.Redis, n: int) -> bool:
+    return bool(await r.llen("test:items") == n)
