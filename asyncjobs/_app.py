@@ -191,6 +191,7 @@ class App(Registry):
         save_every: int | None = ...,
         save_interval: float | None = ...,
         state_ttl: float | dt.timedelta = ...,
+        max_runtime: float | dt.timedelta | None = ...,
         **options: Any,
     ) -> Callable[[Callable[Concatenate[Iteration[Any], P], AsyncIterator[Any]]], Job[P, None]]: ...
 
@@ -202,16 +203,20 @@ class App(Registry):
         save_every: int | None = 100,
         save_interval: float | None = 5.0,
         state_ttl: float | dt.timedelta = DEFAULT_STATE_TTL,
+        max_runtime: float | dt.timedelta | None = None,
         **options: Any,
     ) -> Job[P, None] | Callable[[Callable[..., AsyncIterator[Any]]], Job[P, None]]:
         """Register an iterable job (#14): an ``async def`` generator whose first
         parameter takes the :class:`~asyncjobs.iteration.Iteration` and which yields a
         cursor after each item. The cursor is saved every ``save_every`` items or
         ``save_interval`` seconds (whichever comes first; None turns one off), and kept
-        ``state_ttl`` seconds after the last save (30 days). ``options`` are
-        :meth:`job`'s (queue, retry, timeout, ...)."""
+        ``state_ttl`` seconds after the last save (30 days). A run that has taken
+        ``max_runtime`` seconds stops at its next item and goes to the back of its queue
+        (None: no limit). ``options`` are :meth:`job`'s (queue, retry, timeout, ...)."""
         if isinstance(state_ttl, dt.timedelta):
             state_ttl = state_ttl.total_seconds()
+        if isinstance(max_runtime, dt.timedelta):
+            max_runtime = max_runtime.total_seconds()
 
         def register(f: Callable[..., AsyncIterator[Any]]) -> Job[P, None]:
             name = options.get("name") or f"{f.__module__}.{getattr(f, '__qualname__', f)}"
@@ -221,6 +226,7 @@ class App(Registry):
                 save_interval=save_interval,
                 state_ttl=state_ttl,
                 name=name,
+                max_runtime=max_runtime,
             )
             job: Job[P, None] = Job(
                 self, job_function(spec), iterable=spec, **self.job_options(options)

@@ -59,10 +59,16 @@ DEFAULT_STATE_TTL = 30 * 86400.0
 
 
 class Interrupted(BaseException):
-    """Raised by the worker's iteration runner when a job stopped at an item boundary
-    because its worker is quieting or stopping: the executor puts it back at the head
-    of its queue (not a failure, not a retry). A BaseException, so that a job's
-    ``except Exception`` does not swallow it."""
+    """Raised by the worker's iteration runner when a job stopped at an item boundary,
+    its cursor saved: its worker is quieting or stopping (the executor puts it back at
+    the head of its queue), or, with ``later``, its run reached ``max_runtime`` (it goes
+    to the back of its queue, through the schedule, so that other jobs get a turn).
+    Not a failure, not a retry. A BaseException, so that a job's ``except Exception``
+    does not swallow it."""
+
+    def __init__(self, *, later: bool = False) -> None:
+        super().__init__("max_runtime" if later else "stopping")
+        self.later = later
 
 
 class State(msgspec.Struct, frozen=True, kw_only=True):
@@ -106,8 +112,9 @@ class Iteration(Generic[C]):
 
     @property
     def stopping(self) -> bool:
-        """Whether the worker is quieting or stopping: the job stops at its next
-        ``yield`` anyway; a long item may check this to end early (and yield)."""
+        """Whether the job stops at its next ``yield`` (the worker is quieting or
+        stopping, or the run reached ``max_runtime``): a long item may check this to
+        end early (and yield)."""
         return self._stopping is not None and self._stopping()
 
     def __repr__(self) -> str:
@@ -121,6 +128,7 @@ class IterableSpec:
         "cursor_type",
         "decoder",
         "fn",
+        "max_runtime",
         "save_every",
         "save_interval",
         "state_ttl",
@@ -134,6 +142,7 @@ class IterableSpec:
         save_interval: float | None,
         state_ttl: float,
         name: str,
+        max_runtime: float | None = None,
     ) -> None:
         if not inspect.isasyncgenfunction(fn):
             raise ConfigError(
@@ -169,7 +178,17 @@ class IterableSpec:
             raise ConfigError(
                 f"iterable job {name}: state_ttl must be more than 0 seconds, got {state_ttl!r}"
             )
+        if max_runtime is not None and (
+            isinstance(max_runtime, bool)
+            or not isinstance(max_runtime, int | float)
+            or not 0 < max_runtime < float("inf")
+        ):
+            raise ConfigError(
+                f"iterable job {name}: max_runtime must be more than 0 seconds or None, "
+                f"got {max_runtime!r}"
+            )
         self.fn = fn
+        self.max_runtime = None if max_runtime is None else float(max_runtime)
         self.save_every = save_every
         self.save_interval = None if save_interval is None else float(save_interval)
         self.state_ttl = float(state_ttl)

@@ -430,7 +430,7 @@ class Executor:
         timeout: float | None,
     ) -> None:
         if isinstance(exc, Interrupted):
-            self._interrupted(rec)
+            self._interrupted(rec, exc)
             return
         cancelled = _caused_by_cancellation(exc)
         if rec.reason == "shutdown" and cancelled:
@@ -456,13 +456,16 @@ class Executor:
             return
         await self._failed(rec, payload, exc, job)
 
-    def _interrupted(self, rec: Running) -> None:
-        """An iterable job stopped at an item boundary as the worker quiets or stops
-        (#14), its cursor saved: back to the head of its queue as it was fetched (no
-        retry counted, no outcome); without a give-back, shutdown puts it back."""
+    def _interrupted(self, rec: Running, exc: Interrupted) -> None:
+        """An iterable job stopped at an item boundary (#14), its cursor saved, as it was
+        fetched (no retry counted, no outcome): as the worker quiets or stops, back to
+        the head of its queue (without a give-back, shutdown puts it back); after its
+        max_runtime, to the schedule set, due now, and so to the back of its queue."""
         if rec.reason is None:
             rec.reason = "finishing"  # a cancel request now is too late
-        if self.give_back is not None:
+        if exc.later:
+            self.sink.move(rec.field, "schedule", time.time(), rec.raw)
+        elif self.give_back is not None:
             self.give_back(rec.field, rec.raw)
 
     # -- rate limiters -------------------------------------------------------------------

@@ -8,6 +8,8 @@ generator from the saved cursor (``asyncjobs.iteration.drive``), saves the curso
 - the worker quiets or stops: the job stops at the next item boundary, saves its cursor
   and raises :class:`~asyncjobs.iteration.Interrupted`; the executor gives it back to
   the head of its queue, unchanged (no retry counted);
+- the run reached ``max_runtime``: the same, but to the back of its queue (through the
+  schedule set, due now), so that the jobs behind it get a turn;
 - it failed, timed out or was cut by shutdown: the cursor of the last item done is
   saved (best effort), so the retry or the next run resumes after it;
 - cancelled (``app.cancel``): the state is deleted.
@@ -92,8 +94,12 @@ async def iterate(
                 f"Iteration[...] type: {exc} (delete {jid}'s iteration state to start over)"
             ) from None
 
-    def stopping() -> bool:
-        return executor.stopping
+    # Sidekiq's max_iteration_runtime: a run that has taken this long stops at its next
+    # item and goes to the back of its queue (Interrupted(later=True)).
+    deadline = None if spec.max_runtime is None else time.monotonic() + spec.max_runtime
+
+    def stop_here() -> bool:
+        return executor.stopping or (deadline is not None and time.monotonic() >= deadline)
 
     it: Iteration[Any] = Iteration(
         jid,
@@ -101,7 +107,7 @@ async def iterate(
         items=state.items,
         runs=state.runs + 1,
         started_at=state.started_at,
-        stopping=stopping,
+        stopping=stop_here,
     )
     if it.resumed:
         log.info(
@@ -139,7 +145,7 @@ async def iterate(
         wrote = True
 
     try:
-        completed = await drive(spec, it, args, kwargs, save=save, stopping=stopping)
+        completed = await drive(spec, it, args, kwargs, save=save, stopping=stop_here)
     except BaseException as exc:
         if not isinstance(exc, Exception | asyncio.CancelledError):
             raise
@@ -154,14 +160,16 @@ async def iterate(
                 log.warning("cannot save the cursor of %s jid=%s in time", payload.job, jid)
         raise
     if not completed:
+        later = not executor.stopping
         log.info(
-            "interrupted %s jid=%s after cursor %r (%d items done): back to its queue",
+            "interrupted %s jid=%s after cursor %r (%d items done): %s",
             payload.job,
             jid,
             it.cursor,
             it.items,
+            "ran max_runtime; to the back of its queue" if later else "back to its queue",
         )
-        raise Interrupted
+        raise Interrupted(later=later)
     if wrote or it.resumed:
         await _forget(store, payload, "completed")
 

@@ -375,3 +375,44 @@ async def test_a_run_cut_mid_item_saves_the_last_item_done(
 
 async def _count(r: aioredis.Redis, n: int) -> bool:
     return bool(await r.llen("test:items") == n)
+
+
+@pytest.mark.timeout(30)
+async def test_max_runtime_sends_it_to_the_back_of_its_queue_between_runs(
+    redis_url: str, redis: aioredis.Redis
+) -> None:
+    """A run that has taken max_runtime stops at its next item, saves, and goes to the
+    back of its queue (not a retry): a job deferred after it runs before it ends."""
+    app = asyncjobs.App(redis_url)
+    runs: list[tuple[int, Any]] = []
+    order: list[str] = []
+
+    @app.iterable_job(name="long", save_every=1000, save_interval=None, max_runtime=0.25)
+    async def long(it: Iteration[int]) -> AsyncIterator[int]:
+        runs.append((it.runs, it.cursor))
+        async for n, cursor in from_range(0, 20, cursor=it.cursor):
+            await asyncio.sleep(0.05)
+            await redis.rpush("test:items", n)
+            yield cursor
+        order.append("long")
+
+    @app.job(name="short")
+    async def short() -> None:
+        order.append("short")
+
+    try:
+        jid = await long.defer()
+        assert jid is not None
+        async with running(app.worker(concurrency=1, scheduler_poll=0.1)):
+            await wait_for(lambda: _count(redis, 2))
+            await short.defer()
+            await wait_for(lambda: len(order) == 2, timeout=15)
+        assert order == ["short", "long"]
+        assert await items(redis) == list(range(20))
+        assert len(runs) >= 3 and runs[0] == (1, None)
+        assert [r for r, _ in runs] == list(range(1, len(runs) + 1))
+        assert await redis.get("{asyncjobs}:stat:failed") is None
+        assert await redis.zcard("{asyncjobs}:retry") == 0
+        assert not await redis.exists(STATE + jid)
+    finally:
+        await app.aclose()

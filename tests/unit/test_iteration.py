@@ -145,6 +145,7 @@ def test_bad_specs_are_refused_in_one_line() -> None:
         (ten, {"save_every": True}, "save_every"),
         (ten, {"save_interval": float("inf")}, "save_interval"),
         (ten, {"state_ttl": 0}, "state_ttl"),
+        (ten, {"max_runtime": -1}, "max_runtime"),
         (ten, {"save_every": None, "save_interval": None}, "save_every or save_interval"),
     ]
     for fn, options, message in cases:
