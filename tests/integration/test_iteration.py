@@ -416,3 +416,29 @@ async def test_max_runtime_sends_it_to_the_back_of_its_queue_between_runs(
         assert not await redis.exists(STATE + jid)
     finally:
         await app.aclose()
+
+
+@pytest.mark.timeout(30)
+async def test_the_testing_modes_run_every_item_without_redis() -> None:
+    """asyncjobs.testing's inline and capture modes run an iterable job as a whole (no
+    state, nothing saved), with its Iteration naming the job's jid."""
+    from asyncjobs import testing
+
+    app = asyncjobs.App("redis://127.0.0.1:1/0")  # never reached
+    done: list[tuple[str, int]] = []
+
+    @app.iterable_job(name="tested", save_every=2)
+    async def tested(it: Iteration[int], stop: int) -> AsyncIterator[int]:
+        async for n, cursor in from_range(0, stop, cursor=it.cursor):
+            done.append((it.jid, n))
+            yield cursor
+
+    with testing.inline(app):
+        jid = await tested.defer(3)
+    assert done == [(jid, 0), (jid, 1), (jid, 2)]
+    done.clear()
+    with testing.capture(app) as captured:
+        jid = await tested.defer(2)
+        await captured.drain()
+    assert done == [(jid, 0), (jid, 1)]
+    await app.aclose()
