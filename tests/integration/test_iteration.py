@@ -442,3 +442,39 @@ async def test_the_testing_modes_run_every_item_without_redis() -> None:
         await captured.drain()
     assert done == [(jid, 0), (jid, 1)]
     await app.aclose()
+
+
+@pytest.mark.timeout(30)
+async def test_a_tracked_job_put_back_by_quiet_is_queued_again(
+    redis_url: str, redis: aioredis.Redis
+) -> None:
+    app = asyncjobs.App(redis_url)
+    reached = asyncio.Event()
+
+    @app.iterable_job(name="tracked", save_every=10, track_status=True)
+    async def tracked(it: Iteration[int]) -> AsyncIterator[int]:
+        async for n, cursor in from_range(0, 100, cursor=it.cursor):
+            if n == 3:
+                reached.set()
+                await asyncio.sleep(0.2)
+            yield cursor
+
+    try:
+        handle = await tracked.defer()
+        assert handle is not None
+        worker = app.worker()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            with anyio.fail_after(5):
+                await reached.wait()
+            await wait_for(lambda: _state_is(app, handle, "running"))  # written in the background
+            worker.quiet_down()
+            await wait_for(lambda: redis.llen(QUEUE))
+            await wait_for(lambda: _state_is(app, handle, "queued"))
+            worker.stop()
+    finally:
+        await app.aclose()
+
+
+async def _state_is(app: asyncjobs.App, jid: str, want: str) -> bool:
+    return (await app.status(jid)).state == want
