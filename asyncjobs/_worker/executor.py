@@ -46,7 +46,7 @@ from .._payload import DECODE_ERRORS, DECODER, ENCODER, Lock, Payload, encode_ba
 from .._retry import BACKTRACE_LINES, decide, format_backtrace
 from .._status import DEFAULT_KEEP, PENDING_TTL, Outcome, Progress, State
 from ..iteration import Interrupted
-from .iteration import iterate
+from .iteration import iterate, put_back
 from .limits import Lease, LimitStore, enter_all, release_all
 from .tasks import TaskOwner
 
@@ -429,8 +429,8 @@ class Executor:
         exc: BaseException,
         timeout: float | None,
     ) -> None:
-        if isinstance(exc, Interrupted):
-            self._interrupted(rec, exc)
+        if isinstance(exc, Interrupted):  # an iterable job stopped at an item (#14)
+            put_back(self, rec, exc)
             return
         cancelled = _caused_by_cancellation(exc)
         if rec.reason == "shutdown" and cancelled:
@@ -455,18 +455,6 @@ class Executor:
             await self._over_limit(rec, payload, exc, job)
             return
         await self._failed(rec, payload, exc, job)
-
-    def _interrupted(self, rec: Running, exc: Interrupted) -> None:
-        """An iterable job stopped at an item boundary (#14), its cursor saved, as it was
-        fetched (no retry counted, no outcome): as the worker quiets or stops, back to
-        the head of its queue (without a give-back, shutdown puts it back); after its
-        max_runtime, to the schedule set, due now, and so to the back of its queue."""
-        if rec.reason is None:
-            rec.reason = "finishing"  # a cancel request now is too late
-        if exc.later:
-            self.sink.move(rec.field, "schedule", time.time(), rec.raw)
-        elif self.give_back is not None:
-            self.give_back(rec.field, rec.raw)
 
     # -- rate limiters -------------------------------------------------------------------
 

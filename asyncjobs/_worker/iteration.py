@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import msgspec
 
 from .._payload import ENCODER
+from .._status import State as JobState
 from ..iteration import Interrupted, IterableSpec, Iteration, State, drive
 
 if TYPE_CHECKING:
     from .._payload import Payload
     from .executor import Executor, Running
 
-__all__ = ["IterationStore", "iterate"]
+__all__ = ["IterationStore", "iterate", "put_back"]
 
 log = logging.getLogger("asyncjobs.iteration")
 
@@ -184,4 +185,26 @@ async def _forget(store: IterationStore, payload: Payload, why: str) -> None:
             payload.jid,
             why,
             exc,
+        )
+
+
+def put_back(executor: Executor, rec: Running, exc: Interrupted) -> None:
+    """The outcome of a run that stopped at an item boundary, its cursor saved: the
+    job as it was fetched (no retry counted, no outcome) goes back to the head of its
+    queue as the worker quiets or stops (the capsule's give-back; without one, shutdown
+    puts it back), or after its max_runtime to the schedule set, due now, and so to
+    the back of its queue. A tracked job's status says queued again."""
+    if rec.reason is None:
+        rec.reason = "finishing"  # a cancel request now is too late
+    now = time.time()
+    if exc.later:
+        executor.sink.move(rec.field, "schedule", now, rec.raw)
+    elif executor.give_back is not None:
+        executor.give_back(rec.field, rec.raw)
+    payload = rec.payload
+    job = executor.app.jobs.get(payload.job) if payload is not None else None
+    if payload is not None and job is not None and job.track_status and executor.locks:
+        state = JobState(state="queued", at=now, queue=payload.queue)
+        executor.tasks.start_soon(
+            executor._write_state, payload.jid, ENCODER.encode(state), name="status"
         )
