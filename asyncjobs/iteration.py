@@ -41,15 +41,8 @@ from ._job import current_payload
 if TYPE_CHECKING:
     from ._iteration_sql import Row
 
-__all__ = [
-    "Interrupted",
-    "Iteration",
-    "IterableSpec",
-    "drive",
-    "from_ids",
-    "from_range",
-    "sql_keyset",
-]
+# The public names; IterableSpec, drive and job_function are the worker's and the app's.
+__all__ = ["Interrupted", "Iteration", "from_ids", "from_range", "sql_keyset"]
 
 C = TypeVar("C")
 T = TypeVar("T")
