@@ -202,11 +202,22 @@ def _cursor_type(fn: Callable[..., Any], name: str) -> Any:
             f"iterable job {name}: the first parameter must take the Iteration "
             "(async def job(it: Iteration[int], ...))"
         )
+    first = params[0].name
+    annotation = getattr(fn, "__annotations__", {}).get(first, Any)
+
+    # Only this parameter's hint is resolved: the return annotation (AsyncIterator[...])
+    # is often imported under TYPE_CHECKING only, and the job's own arguments are the
+    # Job's to check (typing.get_type_hints takes the globals of __wrapped__).
+    def probe() -> None: ...
+
+    probe.__annotations__ = {first: annotation}
+    probe.__wrapped__ = fn  # type: ignore[attr-defined]
     try:
-        hints = typing.get_type_hints(fn)
+        hint = typing.get_type_hints(probe).get(first, Any)
     except Exception as exc:
-        raise ConfigError(f"iterable job {name}: cannot resolve type hints: {exc}") from exc
-    hint = hints.get(params[0].name, Any)
+        raise ConfigError(
+            f"iterable job {name}: cannot resolve the type of {first!r}: {exc}"
+        ) from exc
     if typing.get_origin(hint) is Iteration:
         args = typing.get_args(hint)
         if args:

@@ -152,3 +152,18 @@ def test_bad_specs_are_refused_in_one_line() -> None:
         with pytest.raises(ConfigError, match=message) as info:
             spec_of(fn, **options)
         assert "\n" not in str(info.value)
+
+
+def test_only_the_iteration_hint_is_resolved() -> None:
+    """The return annotation may name what is imported under TYPE_CHECKING only."""
+
+    async def job(it: Iteration[int]) -> NotImportedAtRuntime:  # type: ignore[name-defined] # noqa: F821
+        yield 1
+
+    assert spec_of(job).cursor_type is int
+
+    async def broken(it: Iteration[NotImported]) -> AsyncIterator[int]:  # type: ignore[name-defined] # noqa: F821
+        yield 1
+
+    with pytest.raises(ConfigError, match="cannot resolve the type of 'it'"):
+        spec_of(broken)
