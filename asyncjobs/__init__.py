@@ -35,6 +35,7 @@ from ._worker.launcher import Worker as Worker
 from ._worker.limits import Lease as Lease
 from ._worker.limits import Limiter as Limiter
 from ._worker.shield import shield as shield
+from .iteration import Iteration as Iteration
 
 __all__ = [
     "App",
@@ -46,6 +47,7 @@ __all__ = [
     "DecryptionError",
     "Deferrer",
     "EnqueueError",
+    "Iteration",
     "Job",
     "JobCancelled",
     "JobContext",

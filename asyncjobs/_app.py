@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 import anyio
 import msgspec
@@ -39,6 +39,7 @@ from ._status import (
 from ._store import Store
 from ._unique import Unique
 from ._worker.limits import UNLIMITED, Limiter, LimitStore
+from .iteration import DEFAULT_STATE_TTL, IterableSpec, Iteration, job_function
 
 if TYPE_CHECKING:
     from ._worker.launcher import Worker
@@ -192,6 +193,68 @@ class App(Registry):
             job = Job(self, f, **self.job_options(options))
             other = self.jobs.get(job.name)
             if other is not None and other.fn is not f:
+                raise ConfigError(f"two jobs are named {job.name!r}; give one a name=")
+            self.jobs[job.name] = job
+            return job
+
+        if fn is not None:
+            return register(fn)
+        return register
+
+    @overload
+    def iterable_job(
+        self, fn: Callable[Concatenate[Iteration[Any], P], AsyncIterator[Any]], /
+    ) -> Job[P, None]: ...
+
+    @overload
+    def iterable_job(
+        self,
+        *,
+        save_every: int | None = ...,
+        save_interval: float | None = ...,
+        state_ttl: float | dt.timedelta = ...,
+        max_runtime: float | dt.timedelta | None = ...,
+        **options: Any,
+    ) -> Callable[[Callable[Concatenate[Iteration[Any], P], AsyncIterator[Any]]], Job[P, None]]: ...
+
+    def iterable_job(  # type: ignore[misc]
+        self,
+        fn: Callable[Concatenate[Iteration[Any], P], AsyncIterator[Any]] | None = None,
+        /,
+        *,
+        save_every: int | None = 100,
+        save_interval: float | None = 5.0,
+        state_ttl: float | dt.timedelta = DEFAULT_STATE_TTL,
+        max_runtime: float | dt.timedelta | None = None,
+        **options: Any,
+    ) -> Job[P, None] | Callable[[Callable[..., AsyncIterator[Any]]], Job[P, None]]:
+        """Register an iterable job (#14): an ``async def`` generator whose first
+        parameter takes the :class:`~asyncjobs.iteration.Iteration` and which yields a
+        cursor after each item. The cursor is saved every ``save_every`` items or
+        ``save_interval`` seconds (whichever comes first; None turns one off), and kept
+        ``state_ttl`` seconds after the last save (30 days). A run that has taken
+        ``max_runtime`` seconds stops at its next item and goes to the back of its queue
+        (None: no limit). ``options`` are :meth:`job`'s (queue, retry, timeout, ...)."""
+        if isinstance(state_ttl, dt.timedelta):
+            state_ttl = state_ttl.total_seconds()
+        if isinstance(max_runtime, dt.timedelta):
+            max_runtime = max_runtime.total_seconds()
+
+        def register(f: Callable[..., AsyncIterator[Any]]) -> Job[P, None]:
+            name = options.get("name") or f"{f.__module__}.{getattr(f, '__qualname__', f)}"
+            spec = IterableSpec(
+                f,
+                save_every=save_every,
+                save_interval=save_interval,
+                state_ttl=state_ttl,
+                name=name,
+                max_runtime=max_runtime,
+            )
+            job: Job[P, None] = Job(
+                self, job_function(spec), iterable=spec, **self.job_options(options)
+            )
+            other = self.jobs.get(job.name)
+            if other is not None and getattr(other.iterable, "fn", None) is not f:
                 raise ConfigError(f"two jobs are named {job.name!r}; give one a name=")
             self.jobs[job.name] = job
             return job
@@ -634,6 +697,9 @@ class App(Registry):
         except DECODE_ERRORS:
             name = None
         job = self.jobs.get(name) if name else None
+        if job is None or job.iterable is not None:
+            # An iterable job waiting with a saved cursor (#14): its state goes too.
+            await store.delete_iteration(jid)
         tracked = job.track_status if job is not None else (await store.read_status(jid))[0]
         if tracked:
             # Without the job registered here (the CLI), its status record says it is

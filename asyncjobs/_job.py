@@ -359,6 +359,7 @@ class Job(Generic[P, R]):
         limits: Sequence[Any] = (),
         encrypt: bool = False,
         compress: bool | None = None,
+        iterable: Any = None,
     ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigError(f"@app.job needs an async def function, got {fn!r}")
@@ -411,9 +412,11 @@ class Job(Generic[P, R]):
         if self.keep_result is not None and not 0 < self.keep_result < float("inf"):
             raise ConfigError(f"job {self.name}: keep_result must be more than 0 seconds")
         self.track_status = bool(track_status) or self.keep_result is not None
-        # Whether a run of this job needs more than the plain path (status, limiters):
-        # the executor reads this one flag for every job.
-        self.flow = self.track_status or bool(self.limits)
+        # An iterable job's spec (asyncjobs.iteration.IterableSpec, #14), or None.
+        self.iterable = iterable
+        # Whether a run of this job needs more than the plain path (status, limiters,
+        # iteration): the executor reads this one flag for every job.
+        self.flow = self.track_status or bool(self.limits) or iterable is not None
         self._result_decoder: msgspec.json.Decoder[Any] | None = None
         self._analyse(fn)
         for limiter in self.limits:

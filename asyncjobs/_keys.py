@@ -110,6 +110,10 @@ class Keys:
         """A running tracked job's last progress report (JSON, with a TTL)."""
         return f"{self.prefix}:progress:{jid}"
 
+    def iteration(self, jid: str) -> str:
+        """An iterable job's state: cursor, counters, times (a hash, with a TTL; #14)."""
+        return f"{self.prefix}:iter:{jid}"
+
     def cancel(self, process_id: str) -> str:
         """The list of jids to cancel that a process's canceller blocks on."""
         return f"{self.prefix}:cancel:{process_id}"

@@ -299,6 +299,7 @@ class Scripts:
             "limit_window",
             "limit_bucket",
             "limit_read",
+            "iteration",
         ):
             source = (root / f"{name}.lua").read_text()
             setattr(self, name, Script(name, source))
@@ -321,6 +322,7 @@ class Scripts:
     limit_window: Script
     limit_bucket: Script
     limit_read: Script
+    iteration: Script
 
 
 _SCRIPTS: Scripts | None = None

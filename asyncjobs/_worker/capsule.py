@@ -88,6 +88,8 @@ class Capsule:
             tasks=tasks,
             locks=acker.store,
         )
+        # An iterable job (#14) stopped by quiet goes back as jobs fetched ahead do.
+        self.executor.give_back = self._give_back_one
         self._freed = asyncio.Event()
         self._waiting = 0  # fetch lanes waiting for a free slot
         self._idle = asyncio.Event()
@@ -356,6 +358,7 @@ class Capsule:
         """Quiet: start nothing more. Jobs fetched ahead (prefetched, or handed to a
         runner that has not begun them) go back to their queues at once."""
         self.quiet = True
+        self.executor.stopping = True  # iterable jobs stop at their next item (#14)
         held = dict(self.ready)
         self.ready.clear()
         for rec in self.running.values():
@@ -370,6 +373,9 @@ class Capsule:
     def give_back(self, entries: dict[bytes, bytes]) -> None:
         if self.on_give_back is not None:
             self.on_give_back(entries)
+
+    def _give_back_one(self, field: bytes, raw: bytes) -> None:
+        self.give_back({field: raw})
 
     def running_entries(self) -> dict[bytes, bytes]:
         """In-flight field → payload of every job counted as running."""

@@ -46,6 +46,8 @@ from .._payload import DECODE_ERRORS, DECODER, ENCODER, Lock, Payload, encode_ba
 from .._retry import BACKTRACE_LINES, decide, format_backtrace
 from .._seal import plain_args, unpack
 from .._status import DEFAULT_KEEP, PENDING_TTL, Outcome, Progress, State
+from ..iteration import Interrupted
+from .iteration import iterate, put_back
 from .limits import Lease, LimitStore, enter_all, release_all
 from .tasks import TaskOwner
 
@@ -191,6 +193,11 @@ class Executor:
         self.tasks = tasks if tasks is not None else TaskOwner()
         # The process id a tracked job's "running" state names (set by the launcher).
         self.process_id: str | None = None
+        # Set by the capsule as the worker quiets or stops: iterable jobs (#14) stop at
+        # their next item boundary and are given back (``give_back(field, payload)``)
+        # to the head of their queue.
+        self.stopping = False
+        self.give_back: Callable[[bytes, bytes], None] | None = None
 
     def _chain(self) -> Sequence[ServerMiddleware]:
         own = self.middleware.entries
@@ -340,9 +347,12 @@ class Executor:
             t0 = time.perf_counter()
         try:
             fn: Callable[..., Awaitable[Any]] = job.fn
+            if job.iterable is not None and self.locks is not None:
+                # An iterable job (#14): its generator, driven from the saved cursor.
+                fn = functools.partial(iterate, self, rec, payload, job.iterable)
             lock = payload.unique
             if lock is not None and lock.until == "executing" and self.locks is not None:
-                fn = functools.partial(self._while_executing, payload, lock, job.fn)
+                fn = functools.partial(self._while_executing, payload, lock, fn)
             if self.app.server_middleware.entries or self.middleware.entries:
                 box: list[Any] = [None]
 
@@ -354,7 +364,7 @@ class Executor:
             else:
                 value = await fn(*args, **kwargs)
         except BaseException as exc:
-            if not isinstance(exc, Exception | asyncio.CancelledError):
+            if not isinstance(exc, Exception | asyncio.CancelledError | Interrupted):
                 raise  # KeyboardInterrupt, SystemExit: not a job failure
             await self._raised(rec, payload, job, exc, timeout)
             return
@@ -482,6 +492,9 @@ class Executor:
         exc: BaseException,
         timeout: float | None,
     ) -> None:
+        if isinstance(exc, Interrupted):  # an iterable job stopped at an item (#14)
+            put_back(self, rec, exc)
+            return
         cancelled = _caused_by_cancellation(exc)
         if rec.reason == "shutdown" and cancelled:
             # Interrupted by shutdown (even if its cleanup raised something else): no

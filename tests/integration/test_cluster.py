@@ -176,3 +176,52 @@ async def test_rate_limiters_on_cluster(cluster: RedisCluster) -> None:
             tg.start_soon(worker.run)
             await wait_for(lambda: len(ran) == 4, timeout=15)
             worker.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_iterable_job_on_cluster(cluster: RedisCluster) -> None:
+    """#14: the state key carries the namespace's hash tag (iteration.lua, HGETALL and
+    DEL run on a cluster); a job quieted midway resumes after its saved cursor."""
+    from collections.abc import AsyncIterator
+
+    from asyncjobs.iteration import from_range
+
+    app = asyncjobs.App(cluster.url, namespace="iter")
+    done: list[int] = []
+    reached = anyio.Event()
+    go_on = anyio.Event()
+
+    @app.iterable_job(name="walk", save_every=7)
+    async def walk(it: asyncjobs.Iteration[int]) -> AsyncIterator[int]:
+        async for n, cursor in from_range(0, 40, cursor=it.cursor):
+            if n == 20 and not it.resumed:
+                reached.set()
+                await go_on.wait()
+            done.append(n)
+            yield cursor
+
+    async with app:
+        client = await app.connect()
+        assert isinstance(client, AsyncCluster)
+        jid = await walk.defer()
+        assert jid is not None
+        key = app.keys.iteration(jid)
+        worker = app.worker()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            with anyio.fail_after(10):
+                await reached.wait()
+            assert await client.hget(key, "cursor") == b"13"  # saved after 7 and 14 items
+            worker.quiet_down()
+            go_on.set()
+            await wait_for(lambda: client.llen(app.keys.queue("default")), timeout=10)
+            assert await client.hget(key, "cursor") == b"20"
+            worker.stop()
+        async with app.run_worker():
+            await wait_for(lambda: len(done) == 40, timeout=10)
+        assert done == list(range(40))
+        await wait_for(lambda: _gone(client, key))
+
+
+async def _gone(client: AsyncCluster, key: str) -> bool:
+    return not await client.exists(key)
