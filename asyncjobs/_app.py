@@ -93,6 +93,9 @@ class App(Registry):
             ``redis://localhost:6379/0``.
         namespace: prefix (and Redis Cluster hash tag) of every key.
         cluster: force (or forbid) the Redis Cluster client; ``None`` asks the server.
+        cluster_nodes: more seed nodes of a Redis Cluster (``"host:port"`` or
+            ``(host, port)``), tried in turn when the URL's node does not answer; a URL
+            may name several too: ``redis://10.0.0.1:7000,10.0.0.2:7000``.
         max_payload_bytes: payloads larger than this are refused at ``defer``.
         dead_max_jobs: the dead set keeps at most this many entries.
         dead_timeout: entries older than this leave the dead set (seconds or timedelta).
@@ -107,6 +110,7 @@ class App(Registry):
         *,
         namespace: str = "asyncjobs",
         cluster: bool | None = None,
+        cluster_nodes: Sequence[str | tuple[str, int]] = (),
         max_payload_bytes: int = 1 << 20,
         dead_max_jobs: int = 10_000,
         dead_timeout: float | dt.timedelta = dt.timedelta(days=180),
@@ -121,6 +125,7 @@ class App(Registry):
         )
         self.redis_url = resolve_url(redis_url)
         self.cluster = cluster
+        self.cluster_nodes = list(cluster_nodes)
         # Every Redis read and write goes through the store, made at connect.
         self.store: Store | None = None
         self._redis: Client | None = None
@@ -329,6 +334,7 @@ class App(Registry):
                     self.redis_url,
                     self.keys,
                     cluster=self.cluster,
+                    nodes=self.cluster_nodes,
                     dead_max_jobs=self.dead_max_jobs,
                     dead_timeout=self.dead_timeout,
                 )
