@@ -1,0 +1,215 @@
+"""Sharding (``App(shards=N)``) on a local 3-master Redis Cluster: the shards land on
+different masters, and jobs deferred, scheduled, retried and reaped on every shard run;
+the API adds the shards up."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import anyio
+import pytest
+from redis.asyncio.cluster import RedisCluster as AsyncCluster
+
+import asyncjobs
+from asyncjobs import api
+from asyncjobs._keys import Keys, keyslot, shard_tags
+from asyncjobs._payload import new_jid
+from tests.conftest import running, wait_for
+from tests.servers import RedisCluster
+
+pytestmark = pytest.mark.cluster
+
+SHARDS = 3
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    with RedisCluster() as c:
+        yield c
+
+
+async def _client(cluster: RedisCluster) -> AsyncCluster:
+    client = AsyncCluster.from_url(cluster.url)
+    await client.initialize()
+    return client
+
+
+@pytest.mark.timeout(30)
+async def test_shards_land_on_different_masters(cluster: RedisCluster) -> None:
+    app = asyncjobs.App(cluster.url, shards=SHARDS, namespace="spread")
+    async with app:
+        stores = await app.open_stores()
+        assert [s.keys.prefix for s in stores] == [f"{{{t}}}" for t in shard_tags("spread", SHARDS)]
+        assert stores[0].keys.queue("default") == Keys("spread").queue("default")
+        masters = set()
+        for s in stores:
+            key = s.keys.queue("default")
+            slot = cluster.keyslot(key)  # CLUSTER KEYSLOT, against our own CRC16
+            assert slot == keyslot(key)
+            masters.add(cluster.master_of_slot(slot))  # CLUSTER NODES
+        assert len(masters) == SHARDS
+        # What has one copy lives on shard 0, from any shard's keys.
+        assert stores[2].keys.status("j") == stores[0].keys.status("j")
+        assert stores[2].keys.paused == stores[0].keys.paused
+
+
+@pytest.mark.timeout(60)
+async def test_deferred_jobs_run_exactly_once_across_shards(cluster: RedisCluster) -> None:
+    app = asyncjobs.App(cluster.url, shards=SHARDS, namespace="once")
+    ran: Counter[int] = Counter()
+
+    @app.job
+    async def work(n: int) -> None:
+        ran[n] += 1
+
+    async with app:
+        client = await _client(cluster)
+        try:
+            for n in range(50):
+                await work.defer(n)
+            await work.defer_many([(n,) for n in range(50, 400)])
+            stores = await app.open_stores()
+            sizes = [await client.llen(s.keys.queue("default")) for s in stores]
+            assert sum(sizes) == 400 and all(size > 60 for size in sizes), sizes
+            assert sum(q.size for q in await api.queues(app)) == 400
+            async with running(app.worker(concurrency=12)) as w:
+                await wait_for(lambda: len(ran) == 400, timeout=20)
+                await w.wait_idle()
+            assert set(ran.values()) == {1}
+            stats = await api.Stats.fetch(app)
+            assert stats.processed == 400 and stats.enqueued == 0
+            per_shard = [int(await client.get(s.keys.stat_processed) or 0) for s in stores]
+            assert per_shard == sizes  # each shard's jobs ran from it, counted there
+        finally:
+            await client.aclose()
+
+
+@pytest.mark.timeout(60)
+async def test_scheduled_and_retried_jobs_run_on_every_shard(cluster: RedisCluster) -> None:
+    app = asyncjobs.App(cluster.url, shards=SHARDS, namespace="later")
+    ran: Counter[int] = Counter()
+    failed: set[int] = set()
+
+    @app.job(retry=2, retry_in=lambda count, exc: 0.2)
+    async def flaky(n: int) -> None:
+        if n not in failed:
+            failed.add(n)
+            raise RuntimeError("first try fails")
+        ran[n] += 1
+
+    @app.job
+    async def later(n: int) -> None:
+        ran[n] += 1
+
+    async with app:
+        stores = await app.open_stores()
+        await later.configure(delay=0.5).defer_many([(n,) for n in range(100, 160)])
+        sched = api.ScheduledSet(app)
+        assert await sched.size() == 60
+        first = await sched.page(limit=25)
+        second = await sched.page(after=first.next, limit=50)
+        assert first.next is not None and second.next is None
+        assert len({r.jid for r in first.entries + second.entries}) == 60
+        await flaky.defer_many([(n,) for n in range(30)])
+        async with running(app.worker(concurrency=6, scheduler_poll=0.2)):
+            await wait_for(lambda: len(ran) == 90, timeout=30)
+        assert set(ran.values()) == {1}
+        stats = await api.Stats.fetch(app)
+        assert (stats.processed, stats.failed, stats.retries, stats.scheduled) == (120, 30, 0, 0)
+        client = await _client(cluster)
+        try:
+            # Every shard retried some jobs, and promoted some scheduled ones.
+            for s in stores:
+                assert int(await client.get(s.keys.stat_failed) or 0) > 0
+        finally:
+            await client.aclose()
+
+
+@pytest.mark.timeout(60)
+async def test_a_dead_process_jobs_are_reaped_on_every_shard(cluster: RedisCluster) -> None:
+    """A process on another host that died holding jobs in every shard: the reapers
+    (one per shard in the live worker) give each shard's jobs back to its queue."""
+    app = asyncjobs.App(cluster.url, shards=SHARDS, namespace="reap")
+    ran: Counter[int] = Counter()
+
+    @app.job
+    async def work(n: int) -> None:
+        ran[n] += 1
+
+    async with app:
+        stores = await app.open_stores()
+        client = await _client(cluster)
+        dead = "elsewhere:4242:abcdef"  # another host: reaped once its record is gone
+        try:
+            for i, s in enumerate(stores):
+                jobs = {}
+                for n in range(i * 10, i * 10 + 10):
+                    jid = new_jid()
+                    jobs[jid] = json.dumps(
+                        {"jid": jid, "class": work.name, "queue": "default", "args": {"n": n},
+                         "created_at": time.time(), "retry": 3}
+                    )  # fmt: skip
+                await client.sadd(s.keys.processes, dead)
+                await client.hset(s.keys.inflight(dead), mapping=jobs)  # type: ignore[arg-type]
+            work_items = await api.ProcessSet(app).inflight(dead)
+            assert len(work_items) == 30
+            async with running(app.worker(concurrency=6, heartbeat_interval=0.2)):
+                await wait_for(lambda: len(ran) == 30, timeout=20)
+            assert set(ran.values()) == {1}
+            for s in stores:
+                assert not await client.exists(s.keys.inflight(dead))
+                assert not await client.sismember(s.keys.processes, dead)
+        finally:
+            await client.aclose()
+
+
+@pytest.mark.timeout(60)
+async def test_api_adds_up_the_shards(cluster: RedisCluster) -> None:
+    app = asyncjobs.App(cluster.url, shards=SHARDS, namespace="totals")
+    started = anyio.Event()
+    release = anyio.Event()
+
+    @app.job(retry=0)
+    async def dies() -> None:
+        raise RuntimeError("no")
+
+    @app.job
+    async def slow(n: int) -> None:
+        started.set()
+        await release.wait()
+
+    async with app:
+        await slow.configure(queue="q2").defer_many([(n,) for n in range(4)])
+        jids = await dies.defer_many([() for _ in range(12)])
+        later = await slow.configure(delay=3600).defer_many([(n,) for n in range(9)])
+        assert {q.name: q.size for q in await api.queues(app)} == {"default": 12, "q2": 4}
+        assert len(await api.queue_entries(app, "q2", limit=100)) == 4
+        async with running(app.worker(["default", "q2"], concurrency=30)) as w:
+            await wait_for(lambda: _dead_is(app, 12), timeout=10)
+            with anyio.fail_after(10):
+                await started.wait()
+            processes = await api.ProcessSet(app).list()
+            assert [p.id for p in processes] == [w.process_id]
+            assert processes[0].concurrency == 30 and processes[0].busy >= 1
+            stats = await api.Stats.fetch(app)
+            assert (stats.dead, stats.scheduled, stats.processes) == (12, 9, 1)
+            assert stats.failed == 12
+            # Found, and acted on, in whichever shard holds them.
+            job = await api.find_job(app, jids[5] or "")
+            assert job[0].kind == "dead"
+            assert (await api.locate_job(app, later[4] or "")).state == "scheduled"
+            await api.DeadSet(app).delete(jids[5] or "")
+            assert await api.DeadSet(app).size() == 11
+            assert await app.cancel(later[0] or "") == "removed"
+            assert await api.ScheduledSet(app).clear() == 8
+            release.set()
+            w.stop()
+        dead = await api.DeadSet(app).entries(limit=100)
+        assert len(dead) == 11
+
+
+async def _dead_is(app: asyncjobs.App, n: int) -> bool:
+    return await api.DeadSet(app).size() == n
