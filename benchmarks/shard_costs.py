@@ -62,7 +62,7 @@ async def measure(cluster: RedisCluster, masters: list[int], shards: int, jobs: 
     per = [sum(d.values()) / jobs for d in diffs]
     total = sum(per)
     cells = " | ".join(f"{x:.2f} ({x / total:.0%})" for x in per)
-    print(f"| shards={shards} | {cells} | {total:.2f} |")  # noqa: T201
+    print(f"| shards={shards} | {cells} | {total:.2f} |")
     by_command = sum(diffs, Counter())
     detail = {k: round(v / jobs, 2) for k, v in sorted(by_command.items()) if v / jobs >= 0.01}
     details.append(f"shards={shards}: {detail}")
@@ -73,14 +73,14 @@ async def main(jobs: int) -> None:
         rows = [r for r in cluster.nodes_table() if "master" in r["flags"]]
         rows.sort(key=lambda r: int(r["slots"].split("-")[0]))  # by slot range
         masters = [int(r["port"]) for r in rows]
-        print(f"{jobs} jobs; commands per job on each master (share of the total)")  # noqa: T201
-        print("| | master 1 | master 2 | master 3 | total |")  # noqa: T201
-        print("|---|---|---|---|---|")  # noqa: T201
+        print(f"{jobs} jobs; commands per job on each master (share of the total)")
+        print("| | master 1 | master 2 | master 3 | total |")
+        print("|---|---|---|---|---|")
         for shards in (1, 3):
             await measure(cluster, masters, shards, jobs)
-        print("\ncommands per job, all masters:")  # noqa: T201
+        print("\ncommands per job, all masters:")
         for line in details:
-            print(line)  # noqa: T201
+            print(line)
 
 
 if __name__ == "__main__":
