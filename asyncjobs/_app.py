@@ -87,6 +87,20 @@ def resolve_url(url: str | None) -> str:
     )
 
 
+def resolve_shards(shards: int | None) -> int:
+    """The number of shards: argument, else ``ASYNCJOBS_SHARDS``, else 1."""
+    if shards is None:
+        text = os.environ.get("ASYNCJOBS_SHARDS", "").strip()
+        if not text:
+            return 1
+        if not text.isdigit():
+            raise ConfigError(f"ASYNCJOBS_SHARDS must be a whole number from 1 to 64, got {text!r}")
+        shards = int(text)
+    if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 64:
+        raise ConfigError(f"shards must be a whole number from 1 to 64, got {shards!r}")
+    return shards
+
+
 class App(Registry):
     """An asyncjobs application: where jobs are registered and enqueued.
 
@@ -100,7 +114,8 @@ class App(Registry):
             may name several too: ``redis://10.0.0.1:7000,10.0.0.2:7000``.
         shards: spread the jobs over this many copies of the key layout, each under a
             hash tag of its own, so that on a Redis Cluster each shard has a master of
-            its own (see the sharding guide); 1 (the default) is one hash tag.
+            its own (see the sharding guide); else ``ASYNCJOBS_SHARDS``, else 1 (one
+            hash tag).
         max_payload_bytes: payloads larger than this are refused at ``defer``.
         dead_max_jobs: the dead set keeps at most this many entries.
         dead_timeout: entries older than this leave the dead set (seconds or timedelta).
@@ -116,7 +131,7 @@ class App(Registry):
         namespace: str = "asyncjobs",
         cluster: bool | None = None,
         cluster_nodes: Sequence[str | tuple[str, int]] = (),
-        shards: int = 1,
+        shards: int | None = None,
         max_payload_bytes: int = 1 << 20,
         dead_max_jobs: int = 10_000,
         dead_timeout: float | dt.timedelta = dt.timedelta(days=180),
@@ -132,9 +147,7 @@ class App(Registry):
         self.redis_url = resolve_url(redis_url)
         self.cluster = cluster
         self.cluster_nodes = list(cluster_nodes)
-        if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 64:
-            raise ConfigError(f"shards must be a whole number from 1 to 64, got {shards!r}")
-        self.shards = shards
+        self.shards = resolve_shards(shards)
         # The store of each shard (sharing one client), shard 0 first; [store] unsharded.
         self.stores: list[Store] = []
         # Every Redis read and write goes through the store, made at connect.

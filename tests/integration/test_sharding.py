@@ -5,19 +5,21 @@ the API adds the shards up."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
 
 import anyio
 import pytest
+import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncCluster
 
 import asyncjobs
 from asyncjobs import api
 from asyncjobs._keys import Keys, keyslot, shard_tags
 from asyncjobs._payload import new_jid
-from tests.conftest import running, wait_for
+from tests.conftest import cli, running, spawn_worker, text, wait_for
 from tests.servers import RedisCluster
 
 pytestmark = pytest.mark.cluster
@@ -213,3 +215,40 @@ async def test_api_adds_up_the_shards(cluster: RedisCluster) -> None:
 
 async def _dead_is(app: asyncjobs.App, n: int) -> bool:
     return await api.DeadSet(app).size() == n
+
+
+@pytest.mark.timeout(60)
+async def test_cli_worker_and_admin_commands_with_asyncjobs_shards(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ASYNCJOBS_SHARDS`` reaches the App the worker loads and the one the admin
+    commands build; the sharded worker process handles SIGTERM for every shard (on one
+    server here: the shards are hash tags, whatever the deployment)."""
+    app = asyncjobs.App(redis_url, shards=SHARDS)
+
+    @app.job(name="tests.apps.recorder.record")
+    async def record(n: int, sleep: float = 0.0) -> None:
+        raise AssertionError("runs in the worker subprocess")
+
+    monkeypatch.setenv("ASYNCJOBS_SHARDS", str(SHARDS))  # the subprocesses' environment
+    r = aioredis.Redis.from_url(redis_url)
+    proc = spawn_worker(redis_url, "-c", "6")
+    try:
+        async with app:
+            await record.defer_many([(n,) for n in range(30)])
+            stores = await app.open_stores()
+            assert all([await r.llen(s.keys.queue("default")) for s in stores])
+            await wait_for(lambda: _llen(r, "test:ran", 30), timeout=20)
+            out = await cli(redis_url, "stats", "--json")
+            assert json.loads(out.stdout)["processed"] == 30, text(out.stderr)
+            proc.send_signal(signal.SIGTERM)
+            assert await anyio.to_thread.run_sync(proc.wait, 15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        await r.aclose()
+
+
+async def _llen(r: aioredis.Redis, key: str, n: int) -> bool:
+    return int(await r.llen(key)) >= n
