@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import asyncjobs
+from asyncjobs._keys import Keys
 from tests.conftest import spawn_worker, wait_for
 
 pytestmark = pytest.mark.faults
@@ -62,9 +63,10 @@ async def test_a_killed_sharded_worker_jobs_are_reaped_in_every_shard(
 
 
 async def _ran_all(r: aioredis.Redis) -> bool:
-    ran = {int(x.split(b":")[0]) for x in await r.lrange("test:ran", 0, -1)}
+    entries: list[bytes] = await r.lrange("test:ran", 0, -1)
+    ran = {int(x.split(b":")[0]) for x in entries}
     return ran == set(range(JOBS))
 
 
-async def _no_inflight_of(r: aioredis.Redis, keys: asyncjobs._keys.Keys, pid: int) -> bool:
+async def _no_inflight_of(r: aioredis.Redis, keys: Keys, pid: int) -> bool:
     return not await r.keys(keys.inflight(f"*:{pid}:*"))
