@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 import asyncjobs
 from asyncjobs._keys import Keys
-from tests.conftest import spawn_worker, wait_for
+from tests.conftest import spawn_worker, text, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -63,8 +63,7 @@ async def test_a_killed_sharded_worker_jobs_are_reaped_in_every_shard(
 
 
 async def _ran_all(r: aioredis.Redis) -> bool:
-    entries: list[bytes] = await r.lrange("test:ran", 0, -1)
-    ran = {int(x.split(b":")[0]) for x in entries}
+    ran = {int(text(x).split(":")[0]) for x in await r.lrange("test:ran", 0, -1)}
     return ran == set(range(JOBS))
 
 
