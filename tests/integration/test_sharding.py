@@ -17,7 +17,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncCluster
 
 import asyncjobs
 from asyncjobs import api
-from asyncjobs._keys import Keys, keyslot, shard_tags
+from asyncjobs._keys import Keys, keyslot, shard_of, shard_tags
 from asyncjobs._payload import new_jid
 from tests.conftest import cli, running, spawn_worker, text, wait_for
 from tests.servers import RedisCluster
@@ -252,3 +252,57 @@ async def test_cli_worker_and_admin_commands_with_asyncjobs_shards(
 
 async def _llen(r: aioredis.Redis, key: str, n: int) -> bool:
     return int(await r.llen(key)) >= n
+
+
+@pytest.mark.timeout(60)
+async def test_results_cancel_unique_and_pause_across_shards(cluster: RedisCluster) -> None:
+    """What has one copy (status, results, the paused set) is on shard 0 whichever
+    shard runs the job; a unique job's lock is in its job's shard; a cancel finds the
+    shard whose worker runs the job."""
+    app = asyncjobs.App(cluster.url, shards=SHARDS, namespace="flowshards")
+    hanging = anyio.Event()
+    ran: list[int] = []
+
+    @app.job(keep_result=60)
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.job(keep_result=60)
+    async def hang() -> None:
+        hanging.set()
+        await anyio.sleep(3600)
+
+    @app.job(unique=asyncjobs.Unique(args=("key",)), queue="paused")
+    async def once(key: int, n: int) -> None:
+        ran.append(n)
+
+    async with app:
+        stores = await app.open_stores()
+        handles = [await add.defer(n, 1) for n in range(12)]
+        assert {shard_of(h or "", SHARDS) for h in handles} == {0, 1, 2}
+        await api.pause_queue(app, "paused")
+        lock_shards: set[int] = set()
+        for key in range(6):
+            assert await once.defer(key, key) is not None
+            assert await once.defer(key, 100 + key) is None  # its lock is held
+            lock = await api.unique_lock(app, once, key, 0)
+            assert lock is not None
+            shard = shard_of(lock.key.split(":unique:", 1)[1], SHARDS)
+            assert lock.key.startswith(stores[shard].keys.prefix + ":")
+            lock_shards.add(shard)
+        assert len(lock_shards) > 1
+        async with running(app.worker(["default", "paused"], concurrency=6)):
+            with anyio.fail_after(15):
+                assert [await h.result(timeout=10) for h in handles if h] == [
+                    n + 1 for n in range(12)
+                ]
+                stuck = await hang.defer()
+                assert stuck is not None
+                await hanging.wait()
+                assert (await app.status(stuck)).state == "running"
+                assert await app.cancel(stuck) == "cancelling"
+                with pytest.raises(asyncjobs.JobCancelled):
+                    await stuck.result(timeout=5)
+            assert not ran  # paused in every shard
+            await api.resume_queue(app, "paused")
+            await wait_for(lambda: sorted(ran) == list(range(6)), timeout=15)
