@@ -39,7 +39,7 @@ class Store(Enqueue, StatusOps, Admin, WorkerOps, UniqueOps, PeriodicOps, LimitO
 
 def shard_stores(store: Store, shards: int) -> list[Store]:
     """The stores of shards 1 to ``shards - 1``: ``store``'s connections, each shard's
-    keys (``_keys.shard_tags``). None for an unsharded app."""
+    keys (``_keys.shard_tags``); none for an unsharded app."""
     if shards == 1:
         return []
     namespace = store.keys.namespace

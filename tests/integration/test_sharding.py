@@ -306,3 +306,38 @@ async def test_results_cancel_unique_and_pause_across_shards(cluster: RedisClust
             assert not ran  # paused in every shard
             await api.resume_queue(app, "paused")
             await wait_for(lambda: sorted(ran) == list(range(6)), timeout=15)
+
+
+@pytest.mark.timeout(60)
+async def test_hooks_and_periodic_entries_run_once_per_process(redis_url: str) -> None:
+    """A sharded worker runs one worker per shard, but the lifecycle hooks and the
+    periodic entries once (shard 0's), and a remote quiet reaches every shard."""
+    app = asyncjobs.App(redis_url, shards=SHARDS, namespace="hooks")
+    calls: Counter[str] = Counter()
+    ticks: list[int] = []
+
+    for kind in ("startup", "shutdown", "quiet", "heartbeat", "exit"):
+
+        async def hook(kind: str = kind) -> None:
+            calls[kind] += 1
+
+        getattr(app, f"on_{kind}").append(hook)
+
+    @app.periodic("* * * * * *")
+    async def every_second() -> None:
+        ticks.append(1)
+
+    async with app:
+        async with running(app.worker(concurrency=3, heartbeat_interval=0.1)) as w:
+            await wait_for(lambda: calls["heartbeat"] >= 1 and len(ticks) >= 2, timeout=10)
+            await api.ProcessSet(app).send("quiet", [w.process_id])
+            await wait_for(lambda: all(x.quiet for x in [w, *w.others]), timeout=5)  # type: ignore[attr-defined]
+        stores = await app.open_stores()
+        assert await api.periodic_entries(app)  # declared once, on shard 0
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            for s in stores[1:]:
+                assert not await client.exists(s.keys.queue("default"))  # ticks: shard 0
+        finally:
+            await client.aclose()
+    assert calls == {"startup": 1, "shutdown": 1, "quiet": 1, "heartbeat": 1, "exit": 1}
