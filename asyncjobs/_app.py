@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
+import functools
 import logging
 import os
 import time
@@ -18,6 +19,7 @@ import msgspec
 from ._conn import FastRedis
 from ._errors import ConfigError, EnqueueError, UniqueConflict
 from ._job import Job, OnExhausted, RetryIn
+from ._keys import shard_of
 from ._limits import LimitSpec
 from ._middleware import run_client
 from ._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
@@ -36,7 +38,7 @@ from ._status import (
     decode_outcome,
     raise_for,
 )
-from ._store import Store
+from ._store import Store, shard_stores
 from ._unique import Unique
 from ._worker.limits import UNLIMITED, Limiter, LimitStore
 from .iteration import DEFAULT_STATE_TTL, IterableSpec, Iteration, job_function
@@ -87,6 +89,20 @@ def resolve_url(url: str | None) -> str:
     )
 
 
+def resolve_shards(shards: int | None) -> int:
+    """The number of shards: argument, else ``ASYNCJOBS_SHARDS``, else 1."""
+    if shards is None:
+        text = os.environ.get("ASYNCJOBS_SHARDS", "").strip()
+        if not text:
+            return 1
+        if not text.isdigit():
+            raise ConfigError(f"ASYNCJOBS_SHARDS must be a whole number from 1 to 64, got {text!r}")
+        shards = int(text)
+    if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 64:
+        raise ConfigError(f"shards must be a whole number from 1 to 64, got {shards!r}")
+    return shards
+
+
 class App(Registry):
     """An asyncjobs application: where jobs are registered and enqueued.
 
@@ -95,6 +111,13 @@ class App(Registry):
             ``redis://localhost:6379/0``.
         namespace: prefix (and Redis Cluster hash tag) of every key.
         cluster: force (or forbid) the Redis Cluster client; ``None`` asks the server.
+        cluster_nodes: more seed nodes of a Redis Cluster (``"host:port"`` or
+            ``(host, port)``), tried in turn when the URL's node does not answer; a URL
+            may name several too: ``redis://10.0.0.1:7000,10.0.0.2:7000``.
+        shards: spread the jobs over this many copies of the key layout, each under a
+            hash tag of its own, so that on a Redis Cluster each shard has a master of
+            its own (see the sharding guide); else ``ASYNCJOBS_SHARDS``, else 1 (one
+            hash tag).
         max_payload_bytes: payloads larger than this are refused at ``defer``.
         dead_max_jobs: the dead set keeps at most this many entries.
         dead_timeout: entries older than this leave the dead set (seconds or timedelta).
@@ -119,6 +142,8 @@ class App(Registry):
         *,
         namespace: str = "asyncjobs",
         cluster: bool | None = None,
+        cluster_nodes: Sequence[str | tuple[str, int]] = (),
+        shards: int | None = None,
         max_payload_bytes: int = 1 << 20,
         dead_max_jobs: int = 10_000,
         dead_timeout: float | dt.timedelta = dt.timedelta(days=180),
@@ -142,6 +167,10 @@ class App(Registry):
         )
         self.redis_url = resolve_url(redis_url)
         self.cluster = cluster
+        self.cluster_nodes = list(cluster_nodes)
+        self.shards = resolve_shards(shards)
+        # The store of each shard (sharing one client), shard 0 first; [store] unsharded.
+        self.stores: list[Store] = []
         # Every Redis read and write goes through the store, made at connect.
         self.store: Store | None = None
         self._redis: Client | None = None
@@ -414,10 +443,12 @@ class App(Registry):
                     self.redis_url,
                     self.keys,
                     cluster=self.cluster,
+                    nodes=self.cluster_nodes,
                     dead_max_jobs=self.dead_max_jobs,
                     dead_timeout=self.dead_timeout,
                 )
                 self.store = store
+                self.stores = [store, *shard_stores(store, self.shards)]
                 self._fast = store.fast
                 self._redis = store.client
         return self._redis
@@ -429,6 +460,20 @@ class App(Registry):
         store = self.store
         assert store is not None
         return store
+
+    async def open_stores(self) -> list[Store]:
+        """Connect (once) and return the store of every shard, shard 0 first."""
+        await self.connect()
+        return self.stores
+
+    async def _shard_store(self, shard: int) -> Store:
+        return (await self.open_stores())[shard]
+
+    def _shard(self, payload: Payload) -> int:
+        """The shard of a job: by its unique lock's key (so that every copy of a unique
+        job meets its lock), else by its jid; a hash every client agrees on."""
+        lock = payload.unique
+        return shard_of(lock.key if lock is not None else payload.jid, self.shards)
 
     async def ping(self) -> None:
         """Check that Redis answers (connects, pings, closes)."""
@@ -442,6 +487,7 @@ class App(Registry):
     async def aclose(self) -> None:
         """Close the connection pool."""
         store, self.store = self.store, None
+        self.stores = []  # shards share shard 0's connections: closed with it
         self._redis = self._fast = None
         if store is not None:
             await store.aclose()
@@ -500,6 +546,8 @@ class App(Registry):
             await self.connect()
             store = self.store
             assert store is not None
+        if self.shards > 1:
+            store = self.stores[self._shard(payload)]
         lock = payload.unique
         if lock is not None and lock.until != "executing":
             pushed = await store.push_unique(payload.queue, payload.at, data, lock, payload.jid)
@@ -543,6 +591,27 @@ class App(Registry):
     async def _push_many(self, payloads: Sequence[Payload]) -> list[str | None]:
         if not payloads:
             return []
+        if self.shards > 1:
+            return await self._push_many_sharded(payloads)
+        return await self._push_many_on(self.store, payloads)
+
+    async def _push_many_sharded(self, payloads: Sequence[Payload]) -> list[str | None]:
+        """``defer_many`` with shards: each shard's jobs in one call (as unsharded);
+        the results in the order of ``payloads``."""
+        stores = await self.open_stores()
+        by_shard: dict[int, list[int]] = {}
+        for i, p in enumerate(payloads):
+            by_shard.setdefault(self._shard(p), []).append(i)
+        out: list[str | None] = [None] * len(payloads)
+        for shard, where in sorted(by_shard.items()):
+            results = await self._push_many_on(stores[shard], [payloads[i] for i in where])
+            for i, r in zip(where, results, strict=True):
+                out[i] = r
+        return out
+
+    async def _push_many_on(
+        self, store: Store | None, payloads: Sequence[Payload]
+    ) -> list[str | None]:
         now_by_queue: dict[str, list[bytes]] = {}
         scheduled: dict[str, list[Any]] = {}
         unique: list[tuple[Payload, bytes]] = []
@@ -554,7 +623,6 @@ class App(Registry):
                 now_by_queue.setdefault(p.queue, []).append(data)
             else:
                 scheduled.setdefault(p.queue, []).extend((p.at, data))
-        store = self.store
         if store is None:
             await self.connect()
             store = self.store
@@ -678,18 +746,23 @@ class App(Registry):
         cancelled on the host that runs it (within a round trip or two) if running.
         Returns what was done: ``"removed"``, ``"cancelling"``, or ``"not found"``
         (finished, dead, unknown, or between two places at that instant)."""
-        store = await self.open_store()
-        process = await store.running_on(jid)
+        stores = await self.open_stores()
+        store = stores[0]
+        process = await self._running_on(stores, jid)
         if process is not None:
-            await store.send_cancel(process, jid)
+            await process[0].send_cancel(process[1], jid)
             return "cancelling"
-        queues = [name for name, _, _ in await store.queue_heads()]
-        raw = await store.remove_waiting(jid, queues)
+        raw: bytes | None = None
+        for shard in stores:
+            queues = [name for name, _, _ in await shard.queue_heads()]
+            raw = await shard.remove_waiting(jid, queues)
+            if raw is not None:
+                break
         if raw is None:
             # It may have been fetched meanwhile: look once more.
-            process = await store.running_on(jid)
+            process = await self._running_on(stores, jid)
             if process is not None:
-                await store.send_cancel(process, jid)
+                await process[0].send_cancel(process[1], jid)
                 return "cancelling"
             return "not found"
         try:
@@ -708,6 +781,15 @@ class App(Registry):
             keep = (job.keep_result if job is not None else None) or DEFAULT_KEEP
             await store.save_result(jid, ENCODER.encode(out), keep)
         return "removed"
+
+    @staticmethod
+    async def _running_on(stores: Sequence[Store], jid: str) -> tuple[Store, str] | None:
+        """The shard's store and the process that holds job ``jid``, if one does."""
+        for store in stores:
+            process = await store.running_on(jid)
+            if process is not None:
+                return store, process
+        return None
 
     # -- worker ------------------------------------------------------------------
 
@@ -729,6 +811,11 @@ class App(Registry):
             capsules = [
                 CapsuleSpec(name="default", queues=specs, concurrency=concurrency, strict=strict)
             ]
+        if self.shards > 1:
+            from ._worker.sharded import ShardedWorker
+
+            connects = [functools.partial(self._shard_store, i) for i in range(self.shards)]
+            return ShardedWorker(self, capsules, connects=connects, timeout=timeout, **options)
         return Worker(self, capsules, connect=self.open_store, timeout=timeout, **options)
 
     @contextlib.asynccontextmanager

@@ -2,13 +2,76 @@
 
 Only this module builds key strings. All keys share the hash tag ``{namespace}`` so that
 every multi-key script touches one hash slot, on a single server and on Redis Cluster.
+
+With shards (``App(shards=N)``), shard 0 is exactly that layout, and shard ``i`` is a
+copy of the keys that jobs move through (queues, schedule, retry and dead sets,
+in-flight hashes, process records, control and cancel lists, counters, unique locks)
+under a hash tag of its own, ``{namespace:k}``, with ``k`` chosen so that the N shards
+hash to slots in N different N-ths of the slot space (the ranges that
+``redis-cli --cluster create`` gives to N masters). The keys of a job's status, result
+and progress, of rate limiters, of periodic entries, the paused set and the expired
+counter have one copy: on shard 0 (see :data:`HOME`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import zlib
 
-__all__ = ["Keys"]
+__all__ = ["SLOTS", "Keys", "keyslot", "shard_of", "shard_tags"]
+
+SLOTS = 16384
+
+
+def _crc16_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+        table.append(crc & 0xFFFF)
+    return table
+
+
+_CRC16 = _crc16_table()
+
+
+def keyslot(key: str) -> int:
+    """Redis Cluster's hash slot of ``key`` (CRC16/XMODEM of its hash tag, mod 16384)."""
+    data = key.encode()
+    start = data.find(b"{")
+    if start >= 0:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            data = data[start + 1 : end]
+    crc = 0
+    for b in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC16[((crc >> 8) ^ b) & 0xFF]
+    return crc % SLOTS
+
+
+def shard_of(key: str, shards: int) -> int:
+    """The shard of a job, from its unique lock's key or its jid: a hash every client
+    agrees on (CRC32), so that every copy of a unique job meets its lock."""
+    return zlib.crc32(key.encode()) % shards
+
+
+def shard_tags(namespace: str, shards: int) -> list[str]:
+    """The hash tags of ``shards`` shards: ``namespace`` first (today's keys), then
+    ``namespace:k`` for the smallest ``k`` whose slot falls in the next N-th of the slot
+    space, so that on a cluster of N masters with evenly split slots each shard has a
+    master of its own."""
+    part = SLOTS / shards
+    first = int(keyslot(f"{{{namespace}}}") // part)
+    tags = [namespace]
+    k = 0
+    for i in range(1, shards):
+        want = (first + i) % shards
+        while int(keyslot(f"{{{namespace}:{k}}}") // part) != want:
+            k += 1
+        tags.append(f"{namespace}:{k}")
+        k += 1
+    return tags
 
 
 class Keys:
@@ -16,6 +79,7 @@ class Keys:
 
     __slots__ = (
         "dead",
+        "home",
         "namespace",
         "paused",
         "prefix",
@@ -29,7 +93,7 @@ class Keys:
         "wake_scheduler",
     )
 
-    def __init__(self, namespace: str = "asyncjobs") -> None:
+    def __init__(self, namespace: str = "asyncjobs", tag: str | None = None) -> None:
         if not namespace or any(c in namespace for c in "{}: \t\n"):
             from ._errors import ConfigError
 
@@ -37,7 +101,9 @@ class Keys:
                 f"invalid namespace {namespace!r}: use letters, digits, '-' or '_' only"
             )
         self.namespace = namespace
-        self.prefix = f"{{{namespace}}}"
+        # The keys of shard 0 (``home``), which hold what has one copy per namespace.
+        self.home = self if tag is None else Keys(namespace)
+        self.prefix = f"{{{tag or namespace}}}"
         self.queues = f"{self.prefix}:queues"
         self.schedule = f"{self.prefix}:schedule"
         self.retry = f"{self.prefix}:retry"
@@ -46,8 +112,9 @@ class Keys:
         self.stat_processed = f"{self.prefix}:stat:processed"
         self.stat_failed = f"{self.prefix}:stat:failed"
         self.wake_scheduler = f"{self.prefix}:wake-scheduler"
-        self.paused = f"{self.prefix}:paused"  # the names of paused queues
-        self.stat_expired = f"{self.prefix}:stat:expired"  # jobs dropped by expires_in
+        h = self.home.prefix
+        self.paused = f"{h}:paused"  # the names of paused queues
+        self.stat_expired = f"{h}:stat:expired"  # jobs dropped by expires_in
 
     def queue(self, name: str) -> str:
         """The list of payloads waiting in queue ``name``."""
@@ -80,35 +147,35 @@ class Keys:
 
     def periodic(self) -> str:
         """The hash of periodic entries: name -> definition (JSON), as last reconciled."""
-        return f"{self.prefix}:periodic"
+        return f"{self.home.prefix}:periodic"
 
     def periodic_state(self, name: str) -> str:
         """The hash of a periodic entry's state: last tick, last jid, paused."""
-        return f"{self.prefix}:periodic:{name}"
+        return f"{self.home.prefix}:periodic:{name}"
 
     def periodic_history(self, name: str) -> str:
         """The list of a periodic entry's recent runs, newest first."""
-        return f"{self.prefix}:periodic:{name}:history"
+        return f"{self.home.prefix}:periodic:{name}:history"
 
     def periodic_claim(self, name: str, tick: int) -> str:
         """The claim of one tick of a periodic entry (SET NX, with a TTL)."""
-        return f"{self.prefix}:periodic:{name}:tick:{tick}"
+        return f"{self.home.prefix}:periodic:{name}:tick:{tick}"
 
     def status(self, jid: str) -> str:
         """A tracked job's state before it ends (JSON, with a TTL; see _status.py)."""
-        return f"{self.prefix}:status:{jid}"
+        return f"{self.home.prefix}:status:{jid}"
 
     def result(self, jid: str) -> str:
         """A tracked job's outcome, and its result (JSON, with a TTL)."""
-        return f"{self.prefix}:result:{jid}"
+        return f"{self.home.prefix}:result:{jid}"
 
     def result_ready(self, jid: str) -> str:
         """The list ``handle.result()`` blocks on (one element once the outcome is in)."""
-        return f"{self.prefix}:result:{jid}:ready"
+        return f"{self.home.prefix}:result:{jid}:ready"
 
     def progress(self, jid: str) -> str:
         """A running tracked job's last progress report (JSON, with a TTL)."""
-        return f"{self.prefix}:progress:{jid}"
+        return f"{self.home.prefix}:progress:{jid}"
 
     def iteration(self, jid: str) -> str:
         """An iterable job's state: cursor, counters, times (a hash, with a TTL; #14)."""
@@ -126,4 +193,5 @@ class Keys:
 
     def limit(self, name: str, key: str | None = None) -> str:
         """A rate limiter's state (``key``: its per-key slot, e.g. an account id)."""
-        return f"{self.prefix}:limit:{name}" if key is None else f"{self.prefix}:limit:{name}:{key}"
+        h = self.home.prefix
+        return f"{h}:limit:{name}" if key is None else f"{h}:limit:{name}:{key}"

@@ -9,10 +9,12 @@ store (``_store/``) applies it to every call; :func:`connect` to the handshake.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -21,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import hiredis
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -59,14 +61,66 @@ def mask_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable url>"
-    if parts.password is None:
+    try:
+        password = parts.password
+    except ValueError:  # pragma: no cover - urlsplit parses lazily
+        return "<unparsable url>"
+    if password is None:
         return url
     user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
+    hosts = parts.netloc.rpartition("@")[2]  # one host:port, or several (seed nodes)
+    netloc = f"{user}:***@{hosts}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+Seed: TypeAlias = "str | tuple[str, int]"
+
+
+def _host_port(text: str, where: str) -> tuple[str, int]:
+    host, sep, port = text.strip().rpartition(":")
+    if not sep:
+        host, port = text.strip(), "6379"
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"invalid Redis node {text.strip()!r} in {where}: give host:port, as in "
+            "redis://10.0.0.1:7000,10.0.0.2:7000"
+        )
+    return host, int(port)
+
+
+def seed_nodes(url: str, nodes: Sequence[Seed] = ()) -> tuple[str, list[tuple[str, int]]]:
+    """The URL of its first host, and every seed node: the hosts of a URL that names
+    several (``redis://h1:p1,h2:p2/0``), then ``nodes`` (``"host:port"`` or pairs).
+
+    One host and no ``nodes``: the URL as it is and no seed list."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url, []
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    seeds: list[tuple[str, int]] = []
+    if "," in hosts:
+        where = f"the Redis URL {mask_url(url)!r}"
+        seeds = [_host_port(h, where) for h in hosts.split(",") if h.strip()]
+        first = f"{seeds[0][0]}:{seeds[0][1]}"
+        url = urlunsplit((parts.scheme, f"{userinfo}{at}{first}", parts.path, parts.query,
+                          parts.fragment))  # fmt: skip
+    for node in nodes:
+        if isinstance(node, str):
+            seeds.append(_host_port(node, "cluster_nodes"))
+        else:
+            host, port = node
+            seeds.append(_host_port(f"{host}:{port}", "cluster_nodes"))
+    if seeds and "," not in hosts:
+        own = _host_port(hosts, f"the Redis URL {mask_url(url)!r}") if hosts else None
+        if own is not None and own not in seeds:
+            seeds.insert(0, own)
+    return url, seeds
+
+
+def unix_url(url: str) -> bool:
+    return url.startswith("unix:")
 
 
 def _check_url(url: str) -> None:
@@ -80,12 +134,24 @@ def _check_url(url: str) -> None:
         )
 
 
-async def connect(url: str, *, cluster: bool | None = None) -> Client:
+async def connect(url: str, *, cluster: bool | None = None, nodes: Sequence[Seed] = ()) -> Client:
     """A client for ``url``, a cluster client when the server runs in cluster mode.
 
-    ``cluster=None`` asks the server (``INFO cluster``) once.
+    ``cluster=None`` asks the server (``INFO cluster``) once. Several seed nodes (a URL
+    naming several hosts, or ``nodes``) mean a Redis Cluster: the client tries them in
+    turn until one answers, so a dead node among them does not stop it.
     """
     _check_url(url)
+    first, seeds = seed_nodes(url, nodes)
+    if seeds and unix_url(url):
+        raise ConfigError("seed nodes (several hosts, cluster_nodes) need a redis:// URL")
+    if len(seeds) > 1:
+        if cluster is False:
+            raise ConfigError(
+                "several Redis nodes were given (a URL naming several hosts, or "
+                "cluster_nodes) but cluster=False: seed nodes are for Redis Cluster"
+            )
+        cluster = True
     opts: dict[str, Any] = {
         "socket_connect_timeout": CONNECT_TIMEOUT,
         # Longer than any blocking command we send through redis-py (scheduler polls
@@ -110,11 +176,36 @@ async def connect(url: str, *, cluster: bool | None = None) -> Client:
         finally:
             await probe.aclose()
     if cluster:
-        client: Client = RedisCluster.from_url(url, **opts)
-        async with redis_errors(url):
-            await client.initialize()
-        return client
+        if seeds:
+            opts["startup_nodes"] = [ClusterNode(host, port) for host, port in seeds]
+        cluster_client = RedisCluster.from_url(first, **opts)
+        try:
+            async with redis_errors(url):
+                await _initialize(cluster_client)
+        except BaseException:
+            await cluster_client.aclose()
+            raise
+        return cluster_client
     return aioredis.Redis.from_url(url, **opts)
+
+
+async def _initialize(client: RedisCluster) -> None:
+    """Read the cluster's slot map. A cluster in a failover may name a dead master in
+    it for a moment (a node that has not heard yet), or leave slots uncovered: while some
+    node answers, try again for up to ``CONNECT_TIMEOUT`` seconds (none answering fails
+    at once)."""
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    while True:
+        try:
+            await client.initialize()
+            return
+        except (rexc.RedisError, rexc.RedisClusterException) as exc:
+            if "cannot be connected" in str(exc) or not transient(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            log.debug("Redis Cluster not settled (%s); reading its slot map again", exc)
+        await asyncio.sleep(0.2)
 
 
 def map_error(url: str, exc: BaseException) -> Exception:
@@ -137,7 +228,7 @@ def map_error(url: str, exc: BaseException) -> Exception:
         )
     if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
         return RedisUnavailable(f"cannot reach Redis at {where}: {exc}")
-    if isinstance(exc, rexc.ClusterDownError | rexc.RedisClusterException):
+    if isinstance(exc, rexc.ClusterDownError | rexc.TryAgainError | rexc.RedisClusterException):
         return RedisUnavailable(f"Redis Cluster at {where} is not serving: {exc}")
     if isinstance(exc, rexc.ResponseError):
         msg = str(exc)
@@ -179,7 +270,9 @@ def is_readonly(exc: BaseException) -> bool:
 
 # What the store catches around every call and maps with map_error: all of redis-py's
 # errors, socket errors, and hiredis's (a server that does not speak RESP).
-STORE_ERRORS = (rexc.RedisError, OSError, hiredis.HiredisError)
+# (redis-py's cluster errors of discovery, such as no seed node reachable or slots not
+# covered during a failover, are not RedisErrors.)
+STORE_ERRORS = (rexc.RedisError, rexc.RedisClusterException, OSError, hiredis.HiredisError)
 
 REDIS_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, rexc.NoPermissionError, OSError)
 
@@ -202,6 +295,9 @@ ACL_COMMANDS = (
 # Errors a background loop outlives by backing off: Redis is away. Catch them with
 # ``except Exception`` and ask transient(): one RuntimeError is transient too.
 TRANSIENT = (rexc.ConnectionError, rexc.TimeoutError, OSError)
+# A Redis Cluster in a failover: its master is down and no replica has taken over yet
+# (CLUSTERDOWN, TRYAGAIN, slots not covered, no seed node reachable).
+CLUSTER_PASSING = (rexc.ClusterDownError, rexc.TryAgainError, rexc.SlotNotCoveredError)
 
 # The one RuntimeError that means "Redis hiccup": uvloop's, when redis-py writes to a
 # transport a connection reset has closed (uvloop/handles/handle.pyx, _ensure_alive).
@@ -221,8 +317,11 @@ def transient(exc: BaseException) -> bool:
     ``READONLY`` and ends blocking calls with ``UNBLOCKED``; the loop resets its
     connections (see :func:`after_error`) and retries until a master answers at the URL.
     """
-    if isinstance(exc, (*TRANSIENT, rexc.ReadOnlyError)):
+    if isinstance(exc, (*TRANSIENT, *CLUSTER_PASSING, rexc.ReadOnlyError)):
         return True
+    if type(exc) is rexc.RedisClusterException:
+        text = str(exc)
+        return "cannot be connected" in text or "not covered" in text
     if isinstance(exc, RedisRefused):
         return exc.reason == "readonly"
     if isinstance(exc, rexc.ResponseError) and str(exc).startswith("UNBLOCKED"):

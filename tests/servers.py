@@ -39,8 +39,6 @@ CLUSTER_ARGS = (
     "yes",
     "--cluster-config-file",
     "nodes.conf",
-    "--cluster-node-timeout",
-    "5000",
 )
 
 
@@ -92,26 +90,87 @@ def redis_command(port: int, *parts: str, host: str = "127.0.0.1", timeout: floa
 
 
 class RedisCluster:
-    """A local Redis Cluster of ``masters`` master nodes (no replicas), 3 by default.
+    """A local Redis Cluster of ``masters`` master nodes, 3 by default, each with
+    ``replicas`` replicas (none by default; ``replicas=1`` makes the six-node cluster
+    of the failover tests).
 
     ``with RedisCluster() as cluster:`` starts the nodes, joins them with
     ``redis-cli --cluster create`` and waits until every node reports
-    ``cluster_state:ok``. Connect with
+    ``cluster_state:ok`` (and every replica is linked to its master). Connect with
     ``redis.asyncio.cluster.RedisCluster.from_url(cluster.url)`` or with
-    ``startup_nodes`` (``(host, port)`` pairs).
+    ``startup_nodes`` (``(host, port)`` pairs). ``node_timeout`` (ms) is
+    ``cluster-node-timeout``: how long a master must be silent before its replica
+    takes over (keep it low in failover tests).
     """
 
-    def __init__(self, masters: int = 3, *args: str, ready_timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        masters: int = 3,
+        *args: str,
+        replicas: int = 0,
+        node_timeout: int = 5000,
+        ready_timeout: float = 20.0,
+    ) -> None:
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
         self.ready_timeout = ready_timeout
-        self._args = args
-        self.nodes = [self._new_node() for _ in range(masters)]
+        self.replicas = replicas
+        self._args = ("--cluster-node-timeout", str(node_timeout), *args)
+        self.nodes = [self._new_node() for _ in range(masters * (1 + replicas))]
 
     def _new_node(self) -> RedisProcess:
         # An explicit bus port (instead of PORT+10000) lifts Redis' "port <= 55535" limit
         # for cluster nodes and keeps the bus off ports someone else may be using.
         return RedisProcess(*CLUSTER_ARGS, "--cluster-port", str(free_port()), *self._args)
+
+    def seeds_url(self, *ports: int) -> str:
+        """A URL naming several seed nodes: ``redis://127.0.0.1:P1,127.0.0.1:P2``
+        (every node by default)."""
+        chosen = ports or tuple(self.ports)
+        return "redis://" + ",".join(f"{self.host}:{port}" for port in chosen)
+
+    def node(self, port: int) -> RedisProcess:
+        """The node listening on ``port``."""
+        return next(n for n in self.nodes if n.port == port)
+
+    def nodes_table(self, port: int | None = None) -> list[dict[str, str]]:
+        """``CLUSTER NODES`` as seen by a live node: one dict per node with ``id``,
+        ``port``, ``flags``, ``master`` (the master's id, or ``-``), ``slots``
+        (space-separated ranges) and ``state``."""
+        live = [n.port for n in self.nodes if n.is_running()]
+        text = redis_command(port or live[0], "CLUSTER", "NODES")
+        rows = []
+        for line in text.strip().splitlines():
+            f = line.split()
+            rows.append(
+                {
+                    "id": f[0],
+                    "port": f[1].split("@")[0].rsplit(":", 1)[1],
+                    "flags": f[2],
+                    "master": f[3],
+                    "state": f[7],
+                    "slots": " ".join(f[8:]),
+                }
+            )
+        return rows
+
+    def master_of_slot(self, slot: int, port: int | None = None) -> int | None:
+        """The port of the master that serves ``slot`` as a live node sees it (None
+        while none does, as during a failover)."""
+        for row in self.nodes_table(port):
+            if "master" not in row["flags"] or "fail" in row["flags"]:
+                continue
+            for part in row["slots"].split():
+                if part.startswith("["):
+                    continue  # a slot being migrated
+                lo, _, hi = part.partition("-")
+                if int(lo) <= slot <= int(hi or lo):
+                    return int(row["port"])
+        return None
+
+    def keyslot(self, key: str) -> int:
+        """``CLUSTER KEYSLOT key``."""
+        return int(redis_command(self.ports[0], "CLUSTER", "KEYSLOT", key))
 
     @property
     def host(self) -> str:
@@ -163,7 +222,7 @@ class RedisCluster:
             "create",
             *(f"{host}:{port}" for host, port in self.startup_nodes),
             "--cluster-replicas",
-            "0",
+            str(self.replicas),
             "--cluster-yes",
         ]
         result = subprocess.run(
@@ -191,14 +250,22 @@ class RedisCluster:
             except (OSError, RuntimeError) as exc:
                 info = repr(exc)
             if "cluster_state:ok" in info and f"cluster_known_nodes:{len(self.nodes)}" in info:
-                pending.pop(0)
-                continue
+                if self.replicas and not self._linked(node.port):
+                    info = f"{info}\n(a replica is not linked to its master yet)"
+                else:
+                    pending.pop(0)
+                    continue
             if time.monotonic() >= deadline:
                 raise RuntimeError(
                     f"cluster node {node.port} not ok after {self.ready_timeout:.0f}s:\n{info}\n"
                     f"{node.log_tail()}"
                 )
             time.sleep(0.01)
+
+    def _linked(self, port: int) -> bool:
+        """A replica's link to its master is up and synced (a master is linked)."""
+        info = redis_command(port, "INFO", "replication")
+        return "role:master" in info or "master_link_status:up" in info
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -9,6 +9,7 @@ kill), ``_admin`` (the api's reads and writes), ``_worker`` (fetch, ack, reap, .
 
 from __future__ import annotations
 
+from .._keys import Keys, shard_tags
 from ._admin import Admin, Counters
 from ._base import QueuePairs, mapped
 from ._enqueue import Enqueue, promote_on, trim_dead_on
@@ -27,6 +28,7 @@ __all__ = [
     "Store",
     "mapped",
     "promote_on",
+    "shard_stores",
     "trim_dead_on",
 ]
 
@@ -34,3 +36,23 @@ __all__ = [
 class Store(Enqueue, StatusOps, Admin, WorkerOps, UniqueOps, PeriodicOps, LimitOps, IterationOps):
     """One Redis deployment under one namespace. Build it with :meth:`Store.open`
     (connects), or from clients already made."""
+
+
+def shard_stores(store: Store, shards: int) -> list[Store]:
+    """The stores of shards 1 to ``shards - 1``: ``store``'s connections, each shard's
+    keys (``_keys.shard_tags``); none for an unsharded app."""
+    if shards == 1:
+        return []
+    namespace = store.keys.namespace
+    return [
+        Store(
+            store.url,
+            Keys(namespace, tag),
+            store.client,
+            store.fast,
+            store.scripts,
+            dead_max_jobs=store.dead_max_jobs,
+            dead_timeout=store.dead_timeout,
+        )
+        for tag in shard_tags(namespace, shards)[1:]
+    ]

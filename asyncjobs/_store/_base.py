@@ -25,6 +25,7 @@ from .._redis import (
     Conn,
     Script,
     Scripts,
+    Seed,
     connect,
     is_readonly,
     map_error,
@@ -117,11 +118,13 @@ class StoreBase:
         keys: Keys,
         *,
         cluster: bool | None = None,
+        nodes: Sequence[Seed] = (),
         dead_max_jobs: int = 10_000,
         dead_timeout: float = 180 * 86400.0,
     ) -> S:
-        """Connect to ``url`` (errors mapped) and build the store on it."""
-        client = await connect(url, cluster=cluster)
+        """Connect to ``url`` (errors mapped) and build the store on it; ``nodes``: more
+        seed nodes of a Redis Cluster."""
+        client = await connect(url, cluster=cluster, nodes=nodes)
         fast = None if isinstance(client, RedisCluster) else FastRedis(client.connection_pool)
         return cls(
             url,

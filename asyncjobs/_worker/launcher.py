@@ -42,6 +42,7 @@ from .scheduler import Scheduler
 from .tasks import DIE_GRACE, TaskOwner
 
 if TYPE_CHECKING:
+    from .._keys import Keys
     from .._registry import Registry
     from .._store import Store
 
@@ -145,6 +146,9 @@ class Worker:
         # Background loops that met an unexpected error (a bug), in the process record.
         self.health = Health()
         self._beats = 0
+        # The ShardedWorker this one serves a shard of: remote commands and the process
+        # record are the whole process's (see _worker/sharded.py).
+        self.group: Any = None
 
     # -- control -------------------------------------------------------------------
 
@@ -226,10 +230,11 @@ class Worker:
                 cmd,
             )
             return
+        target = self.group or self
         if cmd == "quiet":
-            self.quiet_down()
+            target.quiet_down()
         elif cmd == "stop":
-            self.stop()
+            target.stop()
         else:
             log.warning("ignoring unknown remote command %r", cmd)
 
@@ -272,7 +277,7 @@ class Worker:
         encrypted = [job.name for job in app.jobs.values() if job.encrypt]
         for warning in startup_warnings(app.packer, encrypted):
             log.warning("%s", warning)
-        inflight = app.keys.inflight(self.process_id)
+        inflight = store.keys.inflight(self.process_id)  # this shard's (see _worker/sharded.py)
         health = self.health
         self.scheduler = Scheduler(store, poll=self.scheduler_poll, health=health)
         # The hot path (fetch, ack) uses lean pipelined connections on a single server
@@ -303,7 +308,7 @@ class Worker:
         canceller = Canceller(
             store, store.connection(), self.process_id, self.capsules, health=health
         )
-        landing = app.keys.landing(self.process_id)
+        landing = store.keys.landing(self.process_id)
         self.fetchers = [
             Fetcher(c, store, store.connection(), inflight, landing, health=health)
             for c in self.capsules
@@ -584,7 +589,7 @@ class Worker:
                 await anyio.sleep(0.2)
         message = (
             f"shutdown: Redis unreachable; the jobs left in "
-            f"{self.app.keys.inflight(self.process_id)} go back to their queues once this "
+            f"{self._keys.inflight(self.process_id)} go back to their queues once this "
             f"process's record expires (in {self.heartbeat_ttl:.0f}s) and another worker "
             "reaps it"
         )
@@ -652,7 +657,7 @@ class Worker:
         """Jobs fetched ahead, held back by quiet: back to the head of their queues."""
         store = self.store
         assert store is not None
-        k = self.app.keys
+        k = self._keys
         landing = k.landing(self.process_id)
         try:
             await self._close_fetchers()
@@ -674,7 +679,7 @@ class Worker:
     async def _requeue_inflight(self) -> int:
         store = self.store
         assert store is not None
-        k = self.app.keys
+        k = self._keys
         inflight = k.inflight(self.process_id)
         # Jobs an idle fetcher took with BLMOVE and never landed are in flight too.
         await store.land(k.landing(self.process_id), inflight)
@@ -684,7 +689,12 @@ class Worker:
         """Put these in-flight jobs (field → payload) back at the head of their queues."""
         store = self.store
         assert store is not None
-        return await store.requeue(self.app.keys.inflight(self.process_id), entries)
+        return await store.requeue(self._keys.inflight(self.process_id), entries)
+
+    @property
+    def _keys(self) -> Keys:
+        """The keys of the store this worker works on (its shard's)."""
+        return self.store.keys if self.store is not None else self.app.keys
 
     async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         sigs = [signal.SIGTERM, signal.SIGINT]

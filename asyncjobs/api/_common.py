@@ -17,3 +17,9 @@ async def _store(app: App) -> Store:
         store = app.store
         assert store is not None
     return store
+
+
+async def _stores(app: App) -> list[Store]:
+    """The store of every shard, shard 0 first (one store for an unsharded app)."""
+    await _store(app)
+    return app.stores

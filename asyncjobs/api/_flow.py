@@ -8,8 +8,9 @@ import msgspec
 
 from .._errors import ConfigError
 from .._job import Deferrer, _check_queue
+from .._keys import shard_of
 from .._unique import lock_for
-from ._common import _store
+from ._common import _store, _stores
 
 if TYPE_CHECKING:
     from .._app import App
@@ -55,10 +56,13 @@ async def unique_lock(
     if spec is None:
         raise ConfigError(f"job {target.name} is not unique: give it unique=True or Unique(...)")
     lock = lock_for(target.name, opts.queue, target.encode_args(args, kwargs), spec)
-    held = await (await _store(app)).lock_holder(lock.key)
+    stores = await _stores(app)
+    # The lock lives in the shard its key hashes to (App._shard), as the job does.
+    store = stores[shard_of(lock.key, len(stores))]
+    held = await store.lock_holder(lock.key)
     if held is None:
         return None
-    return UniqueLock(app.keys.unique(lock.key), *held)
+    return UniqueLock(store.keys.unique(lock.key), *held)
 
 
 __all__ = ["UniqueLock", "pause_queue", "paused_queues", "resume_queue", "unique_lock"]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ._common import _store
+from ._common import _stores
 from ._records import JobNotFound, JobRecord, check_jid
 from ._sets import DeadSet, RetrySet, ScheduledSet
 
@@ -50,21 +50,23 @@ async def locate_job(app: App, jid: str) -> JobLocation:
             return JobLocation(state=s.kind, record=await s.find(jid))
         except JobNotFound:
             continue
-    store = await _store(app)
-    for pid, rec in await store.process_records():
-        raw = await store.inflight_job(pid, jid) if rec else None
-        if raw is not None:
-            running = json.loads(rec.get(b"info", b"{}")).get("running") or {}
-            return JobLocation(
-                state="running",
-                record=JobRecord.from_raw(raw),
-                process=pid,
-                started_at=running.get(jid),
-            )
-    for name, size, _ in await store.queue_heads():
-        raw = await store.queue_find(name, jid) if size else None
-        if raw is not None:
-            return JobLocation(state="queued", record=JobRecord.from_raw(raw))
+    stores = await _stores(app)
+    for store in stores:
+        for pid, rec in await store.process_records():
+            raw = await store.inflight_job(pid, jid) if rec else None
+            if raw is not None:
+                running = json.loads(rec.get(b"info", b"{}")).get("running") or {}
+                return JobLocation(
+                    state="running",
+                    record=JobRecord.from_raw(raw),
+                    process=pid,
+                    started_at=running.get(jid),
+                )
+    for store in stores:
+        for name, size, _ in await store.queue_heads():
+            raw = await store.queue_find(name, jid) if size else None
+            if raw is not None:
+                return JobLocation(state="queued", record=JobRecord.from_raw(raw))
     raise JobNotFound(
         f"no job with jid {jid}: not queued, scheduled, retrying, running or dead "
         "(a job that succeeded leaves no trace)"

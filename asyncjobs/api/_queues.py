@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from .._payload import DECODE_ERRORS, DECODER
-from ._common import _store
+from ._common import _stores
 from ._records import JobNotFound, JobRecord, check_jid
 
 if TYPE_CHECKING:
@@ -36,37 +36,58 @@ def latency(oldest: bytes | None, now: float) -> float:
 
 
 async def queues(app: App) -> list[QueueInfo]:
-    """Every known queue, by name."""
-    heads = await (await _store(app)).queue_heads()
+    """Every known queue, by name (with shards: sizes summed, the oldest job's wait)."""
     now = time.time()
-    return [QueueInfo(n, size, latency(oldest, now)) for n, size, oldest in heads]
+    merged: dict[str, QueueInfo] = {}
+    for store in await _stores(app):
+        for n, size, oldest in await store.queue_heads():
+            info = QueueInfo(n, size, latency(oldest, now))
+            had = merged.get(n)
+            if had is not None:
+                info = QueueInfo(n, had.size + size, max(had.latency, info.latency))
+            merged[n] = info
+    return [merged[n] for n in sorted(merged)]
 
 
 async def queue_entries(app: App, name: str, offset: int = 0, limit: int = 50) -> list[JobRecord]:
-    """Jobs waiting in a queue, oldest (next to run) first."""
-    raws = await (await _store(app)).queue_entries(name, offset, limit)
-    return [JobRecord.from_raw(r) for r in raws]
+    """Jobs waiting in a queue, oldest (next to run) first (with shards, each shard's
+    first ``offset + limit``, merged by the time they were enqueued)."""
+    stores = await _stores(app)
+    if len(stores) == 1:
+        return [JobRecord.from_raw(r) for r in await stores[0].queue_entries(name, offset, limit)]
+    merged = [
+        JobRecord.from_raw(r)
+        for store in stores
+        for r in await store.queue_entries(name, 0, offset + limit)
+    ]
+    merged.sort(key=lambda r: r.enqueued_at or r.created_at)
+    return merged[offset : offset + limit]
 
 
 async def clear_queue(app: App, name: str) -> int:
     """Delete every job waiting in a queue; returns how many there were."""
-    return await (await _store(app)).clear_queue(name)
+    return sum([await store.clear_queue(name) for store in await _stores(app)])
 
 
 async def find_queued(app: App, name: str, jid: str) -> JobRecord:
     """The job with this jid waiting in queue ``name``; :class:`JobNotFound` if none.
     Reads the queue through (a thousand jobs a round trip), as Sidekiq's
     ``Queue#find_job`` does: meant for an operator, not a hot path."""
-    raw = await (await _store(app)).queue_find(name, check_jid(jid))
-    if raw is None:
-        raise JobNotFound(f"no job with jid {jid} waiting in queue {name}")
-    return JobRecord.from_raw(raw)
+    check_jid(jid)
+    for store in await _stores(app):
+        raw = await store.queue_find(name, jid)
+        if raw is not None:
+            return JobRecord.from_raw(raw)
+    raise JobNotFound(f"no job with jid {jid} waiting in queue {name}")
 
 
 async def delete_queued(app: App, name: str, jid: str) -> JobRecord:
     """Delete the job with this jid from queue ``name``; returns what it was."""
-    store = await _store(app)
-    raw = await store.queue_find(name, check_jid(jid))
-    if raw is None or not await store.queue_remove(name, raw):
-        raise JobNotFound(f"no job with jid {jid} waiting in queue {name}")
-    return JobRecord.from_raw(raw)
+    check_jid(jid)
+    for store in await _stores(app):
+        raw = await store.queue_find(name, jid)
+        if raw is not None:
+            if not await store.queue_remove(name, raw):
+                break
+            return JobRecord.from_raw(raw)
+    raise JobNotFound(f"no job with jid {jid} waiting in queue {name}")

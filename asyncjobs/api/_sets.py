@@ -11,11 +11,13 @@ import msgspec
 
 from .._job import JobContext
 from .._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
-from ._common import _store
+from ._common import _stores
 from ._records import InvalidArgument, JobNotFound, JobRecord, check_jid
 
 if TYPE_CHECKING:
     from .._app import App
+    from .._keys import Keys
+    from .._store import Store
 
 log = logging.getLogger("asyncjobs.api")
 
@@ -87,11 +89,15 @@ class SortedSet:
 
     @property
     def key(self) -> str:
+        """The set's key (shard 0's, with shards)."""
+        return self.key_of(self.app.keys)
+
+    def key_of(self, keys: Keys) -> str:
         raise NotImplementedError
 
     async def size(self) -> int:
-        """How many entries the set holds."""
-        return await (await _store(self.app)).zset_size(self.key)
+        """How many entries the set holds (in every shard)."""
+        return sum([await s.zset_size(self.key_of(s.keys)) for s in await _stores(self.app)])
 
     async def entries(
         self,
@@ -107,18 +113,39 @@ class SortedSet:
         ``resize`` finds ``myapp.jobs.resize``); ``match`` keeps only the entries whose
         JSON payload matches a glob (``*`` any text, ``?`` one character, ``[abc]``; a
         text without ``*`` matches anywhere, as Sidekiq's ``scan``), read through in
-        order on the client: meant for an operator."""
-        store = await _store(self.app)
+        order on the client: meant for an operator. With shards, each shard's first
+        ``offset + limit`` entries are merged in time order."""
+        stores = await _stores(self.app)
         desc = self.newest_first if newest_first is None else newest_first
         pattern = glob(match)
+        if len(stores) == 1:
+            return await self._entries_on(stores[0], offset, limit, job, desc, pattern)
+        merged = [
+            rec
+            for store in stores
+            for rec in await self._entries_on(store, 0, offset + limit, job, desc, pattern)
+        ]
+        merged.sort(key=lambda r: (r.score or 0.0, r.jid), reverse=desc)
+        return merged[offset : offset + limit]
+
+    async def _entries_on(
+        self,
+        store: Store,
+        offset: int,
+        limit: int,
+        job: str | None,
+        desc: bool,
+        pattern: str | None,
+    ) -> list[JobRecord]:
+        key = self.key_of(store.keys)
         if job is None and pattern is None:
-            rows = await store.zset_entries(self.key, offset, offset + limit - 1, newest_first=desc)
+            rows = await store.zset_entries(key, offset, offset + limit - 1, newest_first=desc)
             return [JobRecord.from_raw(m, s) for m, s in rows]
         out: list[JobRecord] = []
         skipped = 0
         start = 0
         while len(out) < limit:
-            batch = await store.zset_entries(self.key, start, start + 499, newest_first=desc)
+            batch = await store.zset_entries(key, start, start + 499, newest_first=desc)
             if not batch:
                 break
             start += len(batch)
@@ -148,17 +175,37 @@ class SortedSet:
         Paging goes by time and jid, not by position: deleting, retrying or killing the
         entries of a page before asking for the next one skips nothing (with
         ``offset=``, every entry deleted would push one entry past the next page).
-        ``job`` and ``match`` filter as in :meth:`entries`."""
+        ``job`` and ``match`` filter as in :meth:`entries`. With shards, each shard's
+        page after the cursor is read and the pages merged in time order."""
         if limit < 1:
             raise InvalidArgument(f"limit must be 1 or more, got {limit}")
-        store = await _store(self.app)
+        stores = await _stores(self.app)
         desc = self.newest_first if newest_first is None else newest_first
         cursor = None if after is None else _parse_cursor(after)
         pattern = glob(match)
+        pages = [await self._page_on(s, cursor, limit, job, desc, pattern) for s in stores]
+        if len(pages) == 1:
+            return pages[0]
+        merged = [rec for p in pages for rec in p.entries]
+        merged.sort(key=lambda r: (r.score or 0.0, r.jid), reverse=desc)
+        more = len(merged) > limit or any(p.next is not None for p in pages)
+        out = merged[:limit]
+        return Page(entries=out, next=cursor_of(out[-1]) if more and out else None)
+
+    async def _page_on(
+        self,
+        store: Store,
+        cursor: tuple[float, bytes] | None,
+        limit: int,
+        job: str | None,
+        desc: bool,
+        pattern: str | None,
+    ) -> Page:
+        key = self.key_of(store.keys)
         out: list[JobRecord] = []
         batch = limit if job is None and pattern is None else max(limit, 500)
         while True:
-            rows = await store.zset_after(self.key, cursor, batch, newest_first=desc)
+            rows = await store.zset_after(key, cursor, batch, newest_first=desc)
             for m, s in rows:
                 rec = JobRecord.from_raw(m, s)
                 if _keep(rec, job, pattern):
@@ -170,30 +217,31 @@ class SortedSet:
             last_member, last_score = rows[-1]
             cursor = (last_score, last_member)
 
-    async def _find(self, jid: str) -> tuple[bytes, float]:
-        found = await (await _store(self.app)).zset_find(self.key, check_jid(jid))
-        if found is not None:
-            return found
+    async def _find(self, jid: str) -> tuple[Store, bytes, float]:
+        check_jid(jid)
+        for store in await _stores(self.app):
+            found = await store.zset_find(self.key_of(store.keys), jid)
+            if found is not None:
+                return store, *found
         raise JobNotFound(f"no job with jid {jid} in the {self.kind} set")
 
     async def find(self, jid: str) -> JobRecord:
         """The entry with this jid; :class:`JobNotFound` if there is none."""
-        member, score = await self._find(jid)
+        _, member, score = await self._find(jid)
         return JobRecord.from_raw(member, score)
 
     async def delete(self, jid: str) -> None:
         """Remove the entry with this jid."""
-        member, _ = await self._find(jid)
-        if not await (await _store(self.app)).zset_remove(self.key, member):
+        store, member, _ = await self._find(jid)
+        if not await store.zset_remove(self.key_of(store.keys), member):
             raise JobNotFound(f"job {jid} left the {self.kind} set meanwhile")
 
     async def retry(self, jid: str) -> None:
         """Enqueue this entry now (it leaves the set). As in Sidekiq, a retry by hand
         does not count against the job's retries: its ``retry_count`` goes down by one,
         so a dead job gets one more run, not a fresh budget."""
-        member, _ = await self._find(jid)
-        store = await _store(self.app)
-        if not await store.promote(self.key, [member], time.time(), by_hand=True):
+        store, member, _ = await self._find(jid)
+        if not await store.promote(self.key_of(store.keys), [member], time.time(), by_hand=True):
             raise JobNotFound(f"job {jid} left the {self.kind} set meanwhile")
 
     def _killed(self, member: bytes, now: float) -> tuple[bytes, Payload | None]:
@@ -214,10 +262,10 @@ class SortedSet:
         """Move this entry to the dead set now. Unless ``notify=False``, the app's
         death handlers run once, here, with a ``RuntimeError("killed by API")`` (as
         Sidekiq's ``kill``; the job's own ``on_exhausted`` does not run)."""
-        member, _ = await self._find(jid)
+        store, member, _ = await self._find(jid)
         now = time.time()
         new, payload = self._killed(member, now)
-        if not await (await _store(self.app)).kill(self.key, member, new, now):
+        if not await store.kill(self.key_of(store.keys), member, new, now):
             raise JobNotFound(f"job {jid} left the {self.kind} set meanwhile")
         if notify and payload is not None:
             await self._notify([payload])
@@ -226,18 +274,21 @@ class SortedSet:
         """Move every entry to the dead set now; returns how many moved. The dead set
         is trimmed once, at the end. ``notify=True`` runs the death handlers for each
         (off by default, as in Sidekiq's ``kill_all``)."""
-        store = await _store(self.app)
+        return sum([await self._kill_all_on(s, notify) for s in await _stores(self.app)])
+
+    async def _kill_all_on(self, store: Store, notify: bool) -> int:
+        key = self.key_of(store.keys)
         total = 0
         now = time.time()
         try:
             while True:
-                members = await store.zset_members(self.key, 0, 499)
+                members = await store.zset_members(key, 0, 499)
                 if not members:
                     return total
                 now = time.time()
                 killed = [self._killed(m, now) for m in members]
                 flags = await store.kill_many(
-                    self.key,
+                    key,
                     [(m, new) for m, (new, _) in zip(members, killed, strict=True)],
                     now,
                     trim=False,
@@ -268,20 +319,23 @@ class SortedSet:
     async def retry_all(self) -> int:
         """Enqueue every entry now; returns how many moved (each by hand, as
         :meth:`retry`)."""
-        store = await _store(self.app)
+        return sum([await self._retry_all_on(s) for s in await _stores(self.app)])
+
+    async def _retry_all_on(self, store: Store) -> int:
+        key = self.key_of(store.keys)
         total = 0
         while True:
-            members = await store.zset_members(self.key, 0, 499)
+            members = await store.zset_members(key, 0, 499)
             if not members:
                 return total
-            moved = await store.promote(self.key, members, time.time(), by_hand=True)
+            moved = await store.promote(key, members, time.time(), by_hand=True)
             total += moved
             if moved == 0 and len(members) < 500:
                 return total
 
     async def clear(self) -> int:
         """Delete every entry; returns how many there were."""
-        return await (await _store(self.app)).zset_clear(self.key)
+        return sum([await s.zset_clear(self.key_of(s.keys)) for s in await _stores(self.app)])
 
 
 class ScheduledSet(SortedSet):
@@ -289,9 +343,8 @@ class ScheduledSet(SortedSet):
 
     kind = "scheduled"
 
-    @property
-    def key(self) -> str:
-        return self.app.keys.schedule
+    def key_of(self, keys: Keys) -> str:
+        return keys.schedule
 
 
 class RetrySet(SortedSet):
@@ -299,9 +352,8 @@ class RetrySet(SortedSet):
 
     kind = "retry"
 
-    @property
-    def key(self) -> str:
-        return self.app.keys.retry
+    def key_of(self, keys: Keys) -> str:
+        return keys.retry
 
 
 class DeadSet(SortedSet):
@@ -310,9 +362,8 @@ class DeadSet(SortedSet):
     kind = "dead"
     newest_first = True
 
-    @property
-    def key(self) -> str:
-        return self.app.keys.dead
+    def key_of(self, keys: Keys) -> str:
+        return keys.dead
 
     async def kill(self, jid: str, *, notify: bool = True) -> None:
         raise JobNotFound(f"job {jid} is already dead")

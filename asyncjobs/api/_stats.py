@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from ._common import _store
+from ._common import _store, _stores
 from ._queues import latency
 from ._records import InvalidArgument
 
@@ -50,7 +50,8 @@ async def reset_stats(app: App, *counters: str) -> None:
         raise InvalidArgument(
             f"cannot reset {', '.join(map(repr, unknown))}: use processed or failed"
         )
-    await (await _store(app)).reset_counters(list(dict.fromkeys(names)))
+    for store in await _stores(app):
+        await store.reset_counters(list(dict.fromkeys(names)))
 
 
 class Stats(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,23 +74,29 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     async def fetch(cls, app: App, *, days: int = 7) -> Stats:
         """Read the stats now, with ``days`` days of history (1 to five years;
         :class:`InvalidArgument` otherwise): two round trips to Redis
-        whatever the number of queues and processes."""
+        whatever the number of queues and processes (per shard, summed; a process
+        counts once, by its shard 0 record)."""
         day_list = _day_list(days)
-        c = await (await _store(app)).counters(day_list)
+        each = [await s.counters(day_list) for s in await _stores(app)]
+        c = each[0]  # the processes (every one registers in shard 0), the expired count
+        now = time.time()
         history = {
-            d.isoformat(): {"processed": p, "failed": f}
-            for d, (p, f) in zip(day_list, c.days, strict=True)
+            d.isoformat(): {
+                "processed": sum(x.days[i][0] for x in each),
+                "failed": sum(x.days[i][1] for x in each),
+            }
+            for i, d in enumerate(day_list)
         }
         return cls(
-            processed=c.processed,
-            failed=c.failed,
-            enqueued=c.enqueued,
-            scheduled=c.scheduled,
-            retries=c.retries,
-            dead=c.dead,
+            processed=sum(x.processed for x in each),
+            failed=sum(x.failed for x in each),
+            enqueued=sum(x.enqueued for x in each),
+            scheduled=sum(x.scheduled for x in each),
+            retries=sum(x.retries for x in each),
+            dead=sum(x.dead for x in each),
             processes=c.processes,
-            busy=c.busy,
-            default_queue_latency=latency(c.default_oldest, time.time()),
+            busy=sum(x.busy for x in each),
+            default_queue_latency=max(latency(x.default_oldest, now) for x in each),
             history=history,
             expired=c.expired,
         )
