@@ -123,3 +123,8 @@ class Keys:
     def limit(self, name: str, key: str | None = None) -> str:
         """A rate limiter's state (``key``: its per-key slot, e.g. an account id)."""
         return f"{self.prefix}:limit:{name}" if key is None else f"{self.prefix}:limit:{name}:{key}"
+
+    def outbox(self, jid: str, row: int) -> str:
+        """The mark of one outbox row moved into Redis (``SET NX``, with a TTL): a relay
+        that moves the row again (killed before its delete committed) skips it."""
+        return f"{self.prefix}:outbox:{jid}:{row}"

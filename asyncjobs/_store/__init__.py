@@ -13,6 +13,7 @@ from ._admin import Admin, Counters
 from ._base import QueuePairs, mapped
 from ._enqueue import Enqueue, promote_on, trim_dead_on
 from ._limits import LimitOps
+from ._outbox import OutboxOps, OutboxRow
 from ._periodic import PeriodicOps
 from ._status import StatusOps
 from ._unique import Pushed, UniqueOps
@@ -21,6 +22,7 @@ from ._worker import Beat, WorkerOps
 __all__ = [
     "Beat",
     "Counters",
+    "OutboxRow",
     "Pushed",
     "QueuePairs",
     "Store",
@@ -30,6 +32,6 @@ __all__ = [
 ]
 
 
-class Store(Enqueue, StatusOps, Admin, WorkerOps, UniqueOps, PeriodicOps, LimitOps):
+class Store(Enqueue, StatusOps, Admin, WorkerOps, UniqueOps, PeriodicOps, LimitOps, OutboxOps):
     """One Redis deployment under one namespace. Build it with :meth:`Store.open`
     (connects), or from clients already made."""
