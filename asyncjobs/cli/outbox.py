@@ -122,12 +122,13 @@ def relay_command(
     ob = _guard(lambda: _outbox(app_spec, redis_url, namespace, table, schema))
     engine = _guard(lambda: _engine(db))
     relay = _guard(lambda: ob.relay(engine, batch=batch, poll=poll))
-    moved = _guard(lambda: run_async(lambda: _relay(ob, relay, engine, db, once)))
+    _guard(lambda: run_async(lambda: _relay(ob, relay, engine, db, once)))
     if once:
-        typer.echo(f"moved {moved} rows")
+        # Rows found in Redis already: moved by a relay that stopped before its commit.
+        typer.echo(f"moved {relay.moved} rows ({relay.skipped} were in Redis already)")
 
 
-async def _relay(ob: Outbox, relay: Relay, engine: Any, url: str, once: bool) -> int:
+async def _relay(ob: Outbox, relay: Relay, engine: Any, url: str, once: bool) -> None:
     try:
         # Fail fast, in one line, on a database out of reach or a missing table.
         await _checked(
@@ -135,10 +136,9 @@ async def _relay(ob: Outbox, relay: Relay, engine: Any, url: str, once: bool) ->
         )
         await ob.app.connect()
         if once:
-            total = 0
-            while n := await relay.run_once():
-                total += n
-            return total
+            while await relay.run_once():
+                pass
+            return
         async with anyio.create_task_group() as tg:
 
             async def signals() -> None:
@@ -150,7 +150,6 @@ async def _relay(ob: Outbox, relay: Relay, engine: Any, url: str, once: bool) ->
             tg.start_soon(signals)
             await relay.run()
             tg.cancel_scope.cancel()
-        return relay.moved
     finally:
         await engine.dispose()
         await ob.app.aclose()

@@ -376,7 +376,7 @@ async def test_cli_relay_once_and_errors(
     assert (await cli(app.redis_url, "outbox", "pending", "--db", db_url)).stdout == b"3\n"
     done = await cli(app.redis_url, "outbox", "relay", "--db", db_url, "--once")
     assert done.returncode == 0, done.stderr
-    assert done.stdout == b"moved 3 rows\n"
+    assert done.stdout == b"moved 3 rows (0 were in Redis already)\n"
     assert sorted(await queued(redis)) == sorted(j for j in jids if j is not None)
     missing = await cli(app.redis_url, "outbox", "relay", "--db", db_url, "--table", "nope")
     assert missing.returncode == 2
