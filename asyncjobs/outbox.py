@@ -24,6 +24,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, ParamSpec, TypeVar
 
+import anyio
+
 try:
     import sqlalchemy as sa
     from sqlalchemy import event
@@ -131,13 +133,45 @@ class Outbox:
 
     # -- the table ---------------------------------------------------------------
 
+    @property
+    def channel(self) -> str:
+        """The PostgreSQL ``NOTIFY`` channel that wakes relays when rows commit."""
+        return self.table.name
+
+    def _notify_ddl(self, dialect: sa.engine.Dialect) -> list[str]:
+        """PostgreSQL: a statement trigger that notifies :attr:`channel` after inserts
+        (delivered at commit, once per transaction; no round trip of its own)."""
+        q = dialect.identifier_preparer
+        table = q.format_table(self.table)
+        name = f"{self.table.name}_notify"
+        fn = (
+            q.quote(name)
+            if self.table.schema is None
+            else f"{q.quote_schema(self.table.schema)}.{q.quote(name)}"
+        )
+        literal = self.channel.replace("'", "''")
+        return [
+            f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN PERFORM pg_notify('{literal}', ''); RETURN NULL; END $$",
+            f"DROP TRIGGER IF EXISTS {q.quote(name)} ON {table}",
+            f"CREATE TRIGGER {q.quote(name)} AFTER INSERT ON {table} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {fn}()",
+        ]
+
     async def create_table(self, engine: AsyncEngine | AsyncConnection) -> None:
-        """Create the table if it does not exist (or use :meth:`ddl` in a migration)."""
+        """Create the table if it does not exist (or use :meth:`ddl` in a migration);
+        on PostgreSQL, with the trigger that wakes relays at commit."""
         if isinstance(engine, AsyncConnection):
-            await engine.run_sync(self.table.create, checkfirst=True)
+            await engine.run_sync(self._create)
             return
         async with engine.begin() as conn:
-            await conn.run_sync(self.table.create, checkfirst=True)
+            await conn.run_sync(self._create)
+
+    def _create(self, conn: sa.Connection) -> None:
+        self.table.create(conn, checkfirst=True)
+        if conn.dialect.name == "postgresql":
+            for statement in self._notify_ddl(conn.dialect):
+                conn.exec_driver_sql(statement)
 
     async def drop_table(self, engine: AsyncEngine | AsyncConnection) -> None:
         """Drop the table if it exists (rows not yet relayed are lost)."""
@@ -148,14 +182,18 @@ class Outbox:
             await conn.run_sync(self.table.drop, checkfirst=True)
 
     def ddl(self, dialect: str = "postgresql") -> str:
-        """The ``CREATE TABLE`` statement for ``dialect`` (``postgresql``, ``sqlite``)."""
+        """The ``CREATE TABLE`` statement for ``dialect`` (``postgresql``, ``sqlite``);
+        on PostgreSQL, followed by the trigger that wakes relays at commit."""
         from sqlalchemy.schema import CreateTable
 
         try:
             d = sa.engine.url.URL.create(dialect).get_dialect()()
         except Exception as exc:
             raise ConfigError(f"unknown SQL dialect {dialect!r}: {exc}") from None
-        return str(CreateTable(self.table).compile(dialect=d)).strip() + ";"
+        statements = [str(CreateTable(self.table).compile(dialect=d)).strip()]
+        if d.name == "postgresql":
+            statements.extend(self._notify_ddl(d))
+        return ";\n".join(statements) + ";"
 
     async def pending(self, engine: AsyncEngine | AsyncConnection) -> int:
         """How many rows wait for a relay (committed, not yet moved)."""
@@ -298,7 +336,10 @@ class Relay:
             )
         self.moved = 0  # rows pushed to Redis by this relay
         self.skipped = 0  # rows found moved already (a relay died before its commit)
-        self._stopping: asyncio.Event | None = None
+        self._stopped = False
+        # Set by stop() and, on PostgreSQL, by a notification that rows committed.
+        self._wake: asyncio.Event | None = None
+        self.listening = False  # whether a LISTEN connection is up (PostgreSQL)
 
     def __repr__(self) -> str:
         return f"<Relay {self.outbox.table.fullname}>"
@@ -322,13 +363,13 @@ class Relay:
 
     def reset(self) -> None:
         """Ready to :meth:`run` again after a :meth:`stop`."""
-        self._stopping = None
+        self._stopped = False
 
     def stop(self) -> None:
         """End :meth:`run` after the batch in progress."""
-        if self._stopping is None:
-            self._stopping = asyncio.Event()
-        self._stopping.set()
+        self._stopped = True
+        if self._wake is not None:
+            self._wake.set()
 
     async def run_once(self) -> int:
         """Move one batch (up to ``batch`` rows, oldest first); returns how many rows
@@ -371,15 +412,23 @@ class Relay:
 
     async def run(self) -> None:
         """Move batches until :meth:`stop`: at once while rows wait, then every
-        ``poll`` seconds. Database or Redis outages are waited out with backoff."""
-        if self._stopping is None:
-            self._stopping = asyncio.Event()
-        stopping = self._stopping
+        ``poll`` seconds, or as soon as a PostgreSQL notification says rows committed.
+        Database or Redis outages are waited out with backoff."""
+        wake = self._wake = asyncio.Event()
+        if self._stopped:
+            wake.set()
         backoff = Backoff(base=0.1, cap=5.0)
         warned = False
+        listener: _Listener | None = None
         log.info("outbox relay: moving %s to Redis", self.outbox.table.fullname)
         try:
-            while not stopping.is_set():
+            while not self._stopped:
+                if listener is None or listener.closed():
+                    if listener is not None:
+                        await listener.aclose()
+                    listener = await _Listener.open(self, wake)
+                    self.listening = listener is not None
+                wake.clear()
                 try:
                     n = await self.run_once()
                 except ConfigError:
@@ -391,23 +440,77 @@ class Relay:
                             warned = True
                     else:
                         log.exception("outbox relay: unexpected error; retrying")
-                    await self._sleep(stopping, backoff.next())
+                    await self._sleep(wake, backoff.next())
                     continue
                 if warned:
                     log.info("outbox relay: moving again")
                     warned = False
                 backoff.reset()
                 if n == 0:
-                    await self._sleep(stopping, self.poll)
+                    await self._sleep(wake, self.poll)
         finally:
-            await self.aclose()
+            self.listening = False
+            # Shielded: a cancelled relay still gives its connections back.
+            with anyio.move_on_after(5, shield=True):
+                if listener is not None:
+                    await listener.aclose()
+                await self.aclose()
 
     @staticmethod
-    async def _sleep(stopping: asyncio.Event, seconds: float) -> None:
+    async def _sleep(wake: asyncio.Event, seconds: float) -> None:
         try:
-            await asyncio.wait_for(stopping.wait(), timeout=seconds)
+            await asyncio.wait_for(wake.wait(), timeout=seconds)
         except TimeoutError:
             pass
+
+
+class _Listener:
+    """A PostgreSQL connection that LISTENs on the outbox's channel and sets the
+    relay's wake event on each notification (the trigger of ``create_table`` sends
+    one per committed transaction that wrote rows). Without the trigger it never
+    fires, and the relay polls."""
+
+    def __init__(self, conn: AsyncConnection, driver: Any, channel: str, wake: asyncio.Event):
+        self.conn = conn
+        self.driver = driver
+        self.channel = channel
+        self.wake = wake
+
+    @classmethod
+    async def open(cls, relay: Relay, wake: asyncio.Event) -> _Listener | None:
+        engine = relay.engine
+        if engine.dialect.name != "postgresql" or engine.dialect.driver != "asyncpg":
+            return None
+        conn: AsyncConnection | None = None
+        try:
+            conn = await engine.connect()
+            raw = await conn.get_raw_connection()
+            listener = cls(conn, raw.driver_connection, relay.outbox.channel, wake)
+            await listener.driver.add_listener(listener.channel, listener._notified)
+        except Exception as exc:
+            log.debug("outbox relay: cannot LISTEN (%s); polling", _one_line(exc))
+            if conn is not None:
+                await _quietly(conn.invalidate())
+            return None
+        return listener
+
+    def _notified(self, *_: Any) -> None:
+        self.wake.set()
+
+    def closed(self) -> bool:
+        return bool(self.driver.is_closed())
+
+    async def aclose(self) -> None:
+        if not self.closed():
+            await _quietly(self.driver.remove_listener(self.channel, self._notified))
+        await _quietly(self.conn.close())
+
+
+async def _quietly(step: Any) -> None:
+    try:
+        await step
+    except Exception as exc:  # a connection that is gone already
+        log.debug("outbox relay: %s", _one_line(exc))
 
 
 def _passing(exc: BaseException) -> bool:

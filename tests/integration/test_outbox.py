@@ -386,3 +386,36 @@ async def test_cli_relay_once_and_errors(
     assert sync.returncode == 2 and b"async driver" in sync.stderr
     ddl = await cli(app.redis_url, "outbox", "ddl", "--dialect", "sqlite")
     assert ddl.returncode == 0 and b"CREATE TABLE asyncjobs_outbox" in ddl.stdout
+
+
+async def test_postgresql_relay_wakes_at_commit_not_at_its_poll(
+    app: asyncjobs.App, redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """create_table's trigger notifies at commit: a relay polling every 30 s moves a
+    committed job at once (it would wait the 30 s without the notification)."""
+
+    @app.job(name="woken")
+    async def woken(n: int) -> None:
+        pass
+
+    with database("postgresql", tmp_path) as url:
+        engine = create_async_engine(url)
+        try:
+            ob = Outbox(app)
+            await ob.create_table(engine)
+            await ob.create_table(engine)  # again: idempotent, trigger included
+            assert "CREATE TRIGGER" in ob.ddl("postgresql") and "TRIGGER" not in ob.ddl("sqlite")
+            relay = ob.relay(engine, poll=30)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(relay.run)
+                await wait_for(lambda: relay.listening, timeout=10)
+                await anyio.sleep(0.3)  # past its first look: now waiting up to 30 s
+                for n in range(3):
+                    async with AsyncSession(engine) as session, session.begin():
+                        await ob.defer(session, woken, n)
+                    await wait_for(lambda n=n: relay.moved == n + 1, timeout=5)
+                relay.stop()
+            assert not relay.listening
+            assert await redis.llen(QUEUE) == 3
+        finally:
+            await engine.dispose()
