@@ -1,6 +1,6 @@
 """The outbox relay under SIGKILL (#15): every committed job reaches Redis once, a
-rolled-back one never, however often the standalone relay (``asyncjobs outbox
-relay``) is killed while jobs flow; and, on PostgreSQL, a relay killed in the exact
+rolled-back one never, however often the standalone relays (``asyncjobs outbox
+relay``, two at once) are killed while jobs flow; and, on PostgreSQL, a relay killed in the exact
 window between its move to Redis and its commit does not push those rows twice."""
 
 from __future__ import annotations
@@ -78,29 +78,31 @@ async def test_relay_sigkilled_while_jobs_flow_moves_each_committed_job_once(
         flow = app.jobs["flow"]
         engine = create_async_engine(db_url)
         r = client(server.url)
-        relay: subprocess.Popen[bytes] | None = None
+        log = tmp_path / "relay.log"
+        relays: list[subprocess.Popen[bytes]] = []
         kills = 0
         committed: list[str] = []
         rolled_back: list[str] = []
         try:
             await outbox.create_table(engine)
-            relay = spawn_relay(server.url, db_url, tmp_path / "relay.log")
+            # Two relays at once, so they also race each other for the rows.
+            relays = [spawn_relay(server.url, db_url, log) for _ in range(2)]
             producing = True
 
             async def killer() -> None:
-                nonlocal relay, kills
+                nonlocal kills
                 while producing:
-                    # Once this relay has moved something (it takes a while to start),
-                    # at a random moment of its work.
+                    # Once the relays have moved something (a relay takes a while to
+                    # start), one of them at a random moment of its work.
                     before = await r.llen(QUEUE)
                     while producing and await r.llen(QUEUE) == before:
                         await anyio.sleep(0.005)
                     await anyio.sleep(rng.uniform(0, 0.3))
-                    assert relay is not None
-                    relay.send_signal(signal.SIGKILL)
-                    relay.wait(10)
+                    k = rng.randrange(len(relays))
+                    relays[k].send_signal(signal.SIGKILL)
+                    relays[k].wait(10)
                     kills += 1
-                    relay = spawn_relay(server.url, db_url, tmp_path / "relay.log")
+                    relays[k] = spawn_relay(server.url, db_url, log)
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(killer)
@@ -124,29 +126,30 @@ async def test_relay_sigkilled_while_jobs_flow_moves_each_committed_job_once(
                             rolled_back.extend(jids)
                     await anyio.sleep(rng.uniform(0.02, 0.1))
                 producing = False
-            assert relay is not None
-            relay.send_signal(signal.SIGKILL)
-            relay.wait(10)
-            kills += 1
+            for p in relays:
+                p.send_signal(signal.SIGKILL)
+                p.wait(10)
+                kills += 1
             summary = drain(server.url, db_url)
             left = await count(engine, outbox)
             raws = await r.lrange(QUEUE, 0, -1)
         finally:
-            if relay is not None and relay.poll() is None:
-                relay.kill()
-                relay.wait(10)
+            for p in relays:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait(10)
             await r.aclose()
             await engine.dispose()
             await app.aclose()
     got = Counter(DECODER.decode(raw).jid for raw in raws)
-    log = (tmp_path / "relay.log").read_text()
+    logged = log.read_text()
     report(
         f"outbox_kills[{kind}]",
         kills=kills,
         committed=len(committed),
         rolled_back=len(rolled_back),
         final_relay=summary,
-        found_in_redis_already=log.count("were moved to Redis before"),
+        found_in_redis_already=logged.count("were moved to Redis before"),
     )
     assert left == 0
     twice = sorted(j for j, n in got.items() if n > 1)
