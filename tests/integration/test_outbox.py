@@ -419,3 +419,33 @@ async def test_postgresql_relay_wakes_at_commit_not_at_its_poll(
             assert await redis.llen(QUEUE) == 3
         finally:
             await engine.dispose()
+
+
+async def test_postgresql_schema_table_name_and_your_metadata(
+    app: asyncjobs.App, redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    @app.job(name="named")
+    async def named(n: int) -> None:
+        pass
+
+    metadata = sa.MetaData()
+    outbox = Outbox(app, table_name="Job Outbox", schema="jobs", metadata=metadata)
+    assert metadata.tables["jobs.Job Outbox"] is outbox.table
+    with database("postgresql", tmp_path) as url:
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(sa.text("CREATE SCHEMA jobs"))
+            await outbox.create_table(engine)
+            relay = outbox.relay(engine, poll=30)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(relay.run)
+                await wait_for(lambda: relay.listening, timeout=10)
+                await anyio.sleep(0.3)
+                async with AsyncSession(engine) as session, session.begin():
+                    handle = await outbox.defer(session, named, 1)
+                await wait_for(lambda: relay.moved == 1, timeout=5)  # woken by the trigger
+                relay.stop()
+            assert await queued(redis) == [handle]
+        finally:
+            await engine.dispose()
