@@ -21,7 +21,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import anyio
@@ -219,38 +219,77 @@ class Outbox:
         relay moves it; never if it rolls back. Returns its jid as ``defer`` does
         (``None`` when a client middleware stopped it)."""
         j, opts = _split(job, "outbox.defer")
-        if j.app is not self.app:
-            raise ConfigError(
-                f"outbox.defer: job {j.name} belongs to another app than this outbox's"
-            )
+        self._check_app(j)
         payload = j._build(opts, args, kwargs, time.time())
-        lock = payload.unique
-        if lock is not None and lock.until != "executing":
+        self._check_unique(j, [payload])
+        rows: list[dict[str, Any]] = []
+        jid = await self._through_chain(payload, rows)
+        if rows:
+            await conn.execute(sa.insert(self.table), rows)
+        return None if jid is None else JobHandle(jid, j)
+
+    async def defer_many(
+        self,
+        conn: AsyncSession | AsyncConnection,
+        job: Job[Any, Any] | Deferrer[Any, Any],
+        items: Iterable[tuple[Any, ...] | Mapping[str, Any]],
+        *,
+        at: Sequence[dt.datetime | None] | None = None,
+    ) -> list[str | None]:
+        """Write many runs of ``job`` to the outbox in the transaction of ``conn``, in
+        one ``INSERT`` (as ``job.defer_many``: items are tuples of positional arguments
+        or mappings of keyword arguments, ``at`` a due time per item; all are validated
+        before anything is written). Returns their jids (``None`` for a job a client
+        middleware stopped)."""
+        j: Job[Any, Any]
+        j, opts = _split(job, "outbox.defer_many")
+        self._check_app(j)
+        payloads = Deferrer(j, opts)._payloads(items, at)
+        self._check_unique(j, payloads)
+        rows: list[dict[str, Any]] = []
+        jids = [await self._through_chain(p, rows) for p in payloads]
+        if rows:
+            await conn.execute(sa.insert(self.table), rows)
+        return jids
+
+    def _check_app(self, job: Job[Any, Any]) -> None:
+        if job.app is not self.app:
             raise ConfigError(
-                f"job {j.name}: unique jobs cannot go through the outbox (their lock is "
-                "taken as they are pushed); use unique=Unique(until='executing') or defer "
-                "after commit (asyncjobs.outbox.defer_after_commit)"
+                f"outbox.defer: job {job.name} belongs to another app than this outbox's"
             )
+
+    @staticmethod
+    def _check_unique(job: Job[Any, Any], payloads: Sequence[Payload]) -> None:
+        for payload in payloads:
+            lock = payload.unique
+            if lock is not None and lock.until != "executing":
+                raise ConfigError(
+                    f"job {job.name}: unique jobs cannot go through the outbox (their lock "
+                    "is taken as they are pushed); use unique=Unique(until='executing') or "
+                    "defer after commit (asyncjobs.outbox.defer_after_commit)"
+                )
+
+    async def _through_chain(self, payload: Payload, rows: list[dict[str, Any]]) -> str | None:
+        """The client middleware chain, whose last step adds the job's row to ``rows``
+        (encoded as ``defer`` encodes it) instead of pushing it."""
         app = self.app
 
         async def write(p: Payload) -> str | None:
-            data = app._encode(p)
-            row = {
-                "jid": p.jid,
-                "queue": p.queue,
-                "at": p.at,
-                "payload": data,
-                "created_at": p.created_at,
-            }
-            await conn.execute(sa.insert(self.table).values(row))
+            rows.append(
+                {
+                    "jid": p.jid,
+                    "queue": p.queue,
+                    "at": p.at,
+                    "payload": app._encode(p),
+                    "created_at": p.created_at,
+                }
+            )
             return p.jid
 
         chain = app.client_middleware
         if chain.entries:
-            jid = await run_client(chain.entries, payload, write)
-        else:
-            jid = await write(payload)
-        return None if jid is None else JobHandle(jid, j)
+            return await run_client(chain.entries, payload, write)
+        return await write(payload)
 
     # -- relaying ----------------------------------------------------------------
 

@@ -449,3 +449,41 @@ async def test_postgresql_schema_table_name_and_your_metadata(
             assert await queued(redis) == [handle]
         finally:
             await engine.dispose()
+
+
+async def test_defer_many_in_one_insert(
+    app: asyncjobs.App, engine: AsyncEngine, outbox: Outbox, redis: aioredis.Redis
+) -> None:
+    import datetime as dt
+
+    @app.job(name="bulk")
+    async def bulk(n: int, tag: str = "") -> None:
+        pass
+
+    @app.client_middleware.add
+    async def skip_odd(payload: Any, call_next: Any) -> str | None:
+        if b'"n":3' in bytes(payload.args):
+            return None
+        result: str | None = await call_next(payload)
+        return result
+
+    inserts: list[int] = []
+    sa.event.listen(
+        engine.sync_engine,
+        "before_cursor_execute",
+        lambda *a: inserts.append(1) if a[2].startswith("INSERT") else None,
+    )
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    async with AsyncSession(engine) as session, session.begin():
+        jids = await outbox.defer_many(
+            session, bulk, [(1,), {"n": 2, "tag": "x"}, (3,)], at=[None, later, None]
+        )
+        with pytest.raises(ArgumentError):  # one bad item: nothing written
+            await outbox.defer_many(session, bulk, [(4,), ("five",)])
+    assert len(inserts) == 1
+    assert jids[2] is None and None not in jids[:2]
+    assert await outbox.relay(engine).run_once() == 2
+    assert await queued(redis) == [jids[0]]
+    entries: list[Any] = await redis.zrange(SCHEDULE, 0, -1, withscores=True)
+    [(member, score)] = entries
+    assert DECODER.decode(member).jid == jids[1] and score == pytest.approx(later.timestamp())
