@@ -64,8 +64,6 @@ DEFAULT_MARK_TTL = 7 * 86400
 
 log = logging.getLogger("asyncjobs.outbox")
 
-Conn = AsyncSession | AsyncConnection
-
 
 def _split(job: Job[P, R] | Deferrer[P, R], what: str) -> tuple[Job[P, R], _Options]:
     if isinstance(job, Deferrer):
@@ -321,6 +319,7 @@ class Outbox:
         async def start() -> None:
             nonlocal task
             relay.reset()
+            relay.engine  # noqa: B018 - a bad URL stops the worker's start, in one line
             task = asyncio.get_running_loop().create_task(relay.run(), name="outbox relay")
 
         async def stop() -> None:
@@ -390,8 +389,11 @@ class Relay:
             assert self._url is not None
             try:
                 self._engine = create_async_engine(self._url)
-            except (sa.exc.ArgumentError, ImportError, ValueError) as exc:
-                raise ConfigError(f"outbox relay: bad database URL: {exc}") from None
+            except (sa.exc.ArgumentError, sa.exc.InvalidRequestError, ImportError) as exc:
+                raise ConfigError(
+                    f"outbox relay: bad database URL ({str(exc).splitlines()[0]}); use an "
+                    "async driver: sqlite+aiosqlite:///path.db, postgresql+asyncpg://..."
+                ) from None
         return self._engine
 
     async def aclose(self) -> None:
@@ -470,10 +472,12 @@ class Relay:
                 wake.clear()
                 try:
                     n = await self.run_once()
-                except ConfigError:
-                    raise
                 except Exception as exc:
-                    if _passing(exc):
+                    if isinstance(exc, ConfigError):  # a denied command, say: say it
+                        if not warned:
+                            log.error("outbox relay: %s; retrying", exc)
+                            warned = True
+                    elif _passing(exc):
                         if not warned:
                             log.warning("outbox relay: %s; retrying", _one_line(exc))
                             warned = True

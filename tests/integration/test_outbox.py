@@ -487,3 +487,12 @@ async def test_defer_many_in_one_insert(
     entries: list[Any] = await redis.zrange(SCHEDULE, 0, -1, withscores=True)
     [(member, score)] = entries
     assert DECODER.decode(member).jid == jids[1] and score == pytest.approx(later.timestamp())
+
+
+async def test_relay_in_worker_with_a_bad_database_url_stops_the_start(
+    app: asyncjobs.App,
+) -> None:
+    Outbox(app).relay_in_worker("sqlite:///not-async.db")
+    worker = app.worker()
+    with pytest.raises(ConfigError, match="outbox relay: bad database URL.*async driver"):
+        await worker.run()
