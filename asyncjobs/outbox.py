@@ -43,7 +43,7 @@ except ImportError as exc:  # pragma: no cover - the extra is installed in tests
     ) from exc
 
 from ._app import App
-from ._errors import ConfigError
+from ._errors import ConfigError, RedisRefused
 from ._job import Deferrer, Job, JobHandle, _Options
 from ._middleware import run_client
 from ._payload import Payload
@@ -558,7 +558,7 @@ async def _quietly(step: Any) -> None:
 
 def _passing(exc: BaseException) -> bool:
     """A database or Redis outage (wait and retry), not a bug."""
-    if transient(exc):
+    if transient(exc) or isinstance(exc, RedisRefused):  # OOM, a replica: Redis refuses writes
         return True
     if isinstance(exc, sa.exc.DBAPIError):
         return exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError)

@@ -105,3 +105,44 @@ async def test_relay_survives_its_postgresql_connections_cut(tmp_path: Path) -> 
             await engine.dispose()
             await relay_engine.dispose()
             await app.aclose()
+
+
+@pytest.mark.timeout(60)
+async def test_relay_waits_while_redis_refuses_writes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis at maxmemory (OOM): the rows stay in the table, the relay warns once and
+    moves them when Redis takes writes again."""
+    caplog.set_level(logging.INFO, "asyncjobs.outbox")
+    with RedisProcess() as server, database("sqlite", tmp_path) as db_url:
+        app = asyncjobs.App(server.url)
+
+        @app.job(name="full")
+        async def full(n: int) -> None:
+            pass
+
+        engine = create_async_engine(db_url)
+        outbox = Outbox(app)
+        r = client(server.url)
+        try:
+            await outbox.create_table(engine)
+            await r.config_set("maxmemory-policy", "noeviction")
+            await r.config_set("maxmemory", "1")
+            async with AsyncSession(engine) as session, session.begin():
+                jids = [await outbox.defer(session, full, n) for n in range(3)]
+            relay = outbox.relay(engine, poll=0.05)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(relay.run)
+                await wait_for(lambda: "RedisRefused" in caplog.text, timeout=10)
+                assert await outbox.pending(engine) == 3
+                await r.config_set("maxmemory", "0")
+                await wait_for(lambda: relay.moved == 3, timeout=15)
+                relay.stop()
+            got = [DECODER.decode(raw).jid for raw in await r.lrange(QUEUE, 0, -1)]
+            assert sorted(got) == sorted(j for j in jids if j is not None)
+            assert caplog.text.count("RedisRefused") == 1
+            assert "Traceback" not in caplog.text
+        finally:
+            await r.aclose()
+            await engine.dispose()
+            await app.aclose()
