@@ -6,6 +6,7 @@ jobs, the relay in a worker and standalone, and defer after commit."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from asyncjobs._errors import ArgumentError, ConfigError, RedisUnavailable
 from asyncjobs._payload import DECODER
 from asyncjobs._store import OutboxRow
 from asyncjobs.outbox import Outbox, defer_after_commit
-from tests.conftest import cli, wait_for
+from tests.conftest import WORKER_CMD, cli, subprocess_env, wait_for
 from tests.sqldb import KINDS, database
 
 pytestmark = [pytest.mark.timeout(90)]
@@ -59,6 +60,16 @@ async def outbox(app: asyncjobs.App, engine: AsyncEngine) -> Outbox:
     ob = Outbox(app)
     await ob.create_table(engine)
     return ob
+
+
+def spawn_relay(redis_url: str, db_url: str) -> subprocess.Popen[bytes]:
+    """``asyncjobs outbox relay`` in a subprocess, its output piped."""
+    return subprocess.Popen(
+        [*WORKER_CMD, "outbox", "relay", "--db", db_url, "--poll", "0.05"],
+        env=subprocess_env(redis_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def jids_of(raws: list[Any]) -> list[str]:
@@ -496,3 +507,33 @@ async def test_relay_in_worker_with_a_bad_database_url_stops_the_start(
     worker = app.worker()
     with pytest.raises(ConfigError, match="outbox relay: bad database URL.*async driver"):
         await worker.run()
+
+
+async def test_cli_relay_runs_until_sigterm(
+    app: asyncjobs.App, engine: AsyncEngine, outbox: Outbox, redis: aioredis.Redis, db_url: str
+) -> None:
+    import signal
+
+    @app.job(name="served")
+    async def served(n: int) -> None:
+        pass
+
+    proc = spawn_relay(app.redis_url, db_url)
+    try:
+        async with AsyncSession(engine) as session, session.begin():
+            jids = await outbox.defer_many(session, served, [(n,) for n in range(4)])
+
+        async def all_moved() -> bool:
+            return await redis.llen(QUEUE) == 4
+
+        await wait_for(all_moved, timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert b"outbox relay: SIGTERM, stopping" in err
+    assert sorted(await queued(redis)) == sorted(j for j in jids if j is not None)
+    assert await outbox.pending(engine) == 0
