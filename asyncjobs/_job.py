@@ -795,6 +795,21 @@ class Deferrer(Generic[P, R]):
         """Enqueue many runs with these options in one round trip; returns their jids.
         ``at``: a due time per item, as :meth:`Job.defer_many`."""
         job = self._job
+        payloads = self._payloads(items, at)
+        jids = await job.app._enqueue_many(payloads)
+        if job.track_status:
+            sent = [p for p, j in zip(payloads, jids, strict=True) if j == p.jid]
+            await job.app._track_many(sent)
+        return jids
+
+    def _payloads(
+        self,
+        items: Iterable[tuple[Any, ...] | Mapping[str, Any]],
+        at: Sequence[dt.datetime | None] | None,
+    ) -> list[Payload]:
+        """The payloads of ``defer_many``, all validated before any is sent (the
+        transactional outbox builds them too)."""
+        job = self._job
         now = time.time()
         if self._opts.jid is not None:
             raise EnqueueError("defer_many cannot use a fixed jid= for many jobs")
@@ -816,11 +831,7 @@ class Deferrer(Generic[P, R]):
                     f"job {job.name}: defer_many items must be tuples of arguments or "
                     f"mappings of keyword arguments, got {type(item).__name__}",
                 )
-        jids = await job.app._enqueue_many(payloads)
-        if job.track_status:
-            sent = [p for p, j in zip(payloads, jids, strict=True) if j == p.jid]
-            await job.app._track_many(sent)
-        return jids
+        return payloads
 
     def _due(self, items: list[Any], at: Sequence[dt.datetime | None]) -> list[_Options]:
         """Options per item with its due time from ``at`` (checked before any is built)."""

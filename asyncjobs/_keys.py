@@ -195,3 +195,8 @@ class Keys:
         """A rate limiter's state (``key``: its per-key slot, e.g. an account id)."""
         h = self.home.prefix
         return f"{h}:limit:{name}" if key is None else f"{h}:limit:{name}:{key}"
+
+    def outbox(self, jid: str, row: int) -> str:
+        """The mark of one outbox row moved into Redis (``SET NX``, with a TTL): a relay
+        that moves the row again (killed before its delete committed) skips it."""
+        return f"{self.prefix}:outbox:{jid}:{row}"

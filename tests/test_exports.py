@@ -26,6 +26,7 @@ def test_no_private_leaks() -> None:
         "api",
         "cli",
         "iteration",
+        "outbox",
         "testing",
         "pytest_plugin",
         "web",

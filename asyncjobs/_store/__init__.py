@@ -15,6 +15,7 @@ from ._base import QueuePairs, mapped
 from ._enqueue import Enqueue, promote_on, trim_dead_on
 from ._iteration import IterationOps
 from ._limits import LimitOps
+from ._outbox import OutboxOps, OutboxRow
 from ._periodic import PeriodicOps
 from ._status import StatusOps
 from ._unique import Pushed, UniqueOps
@@ -23,6 +24,7 @@ from ._worker import Beat, WorkerOps
 __all__ = [
     "Beat",
     "Counters",
+    "OutboxRow",
     "Pushed",
     "QueuePairs",
     "Store",
@@ -33,7 +35,9 @@ __all__ = [
 ]
 
 
-class Store(Enqueue, StatusOps, Admin, WorkerOps, UniqueOps, PeriodicOps, LimitOps, IterationOps):
+class Store(
+    Enqueue, StatusOps, Admin, WorkerOps, UniqueOps, PeriodicOps, LimitOps, IterationOps, OutboxOps
+):
     """One Redis deployment under one namespace. Build it with :meth:`Store.open`
     (connects), or from clients already made."""
 
