@@ -39,4 +39,9 @@ def run_inprocess() -> None:
 
 
 if __name__ == "__main__":
-    run_inprocess()
+    # Run as ``python -m benchmarks.jobs_asyncjobs``, this file is ``__main__``: its jobs
+    # would be registered under that module's name, not the one the client defers. Run
+    # the worker of the module the client imports.
+    from benchmarks import jobs_asyncjobs
+
+    jobs_asyncjobs.run_inprocess()
