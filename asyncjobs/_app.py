@@ -99,6 +99,10 @@ class App(Registry):
         default_job_options: options every job registered afterwards starts from
             (``{"retry": 5, "backtrace": False}``, say); ``@app.job(...)`` overrides them.
             Also ``app.default_job_options``, Sidekiq's ``default_job_options``.
+        metrics: workers of this app count, per job and minute, runs, failures,
+            execution time and dispatch latency (the dashboard's Metrics page,
+            Prometheus, ``asyncjobs top``); written with each acknowledgement, no
+            extra round trip. Off by default.
     """
 
     def __init__(
@@ -111,6 +115,7 @@ class App(Registry):
         dead_max_jobs: int = 10_000,
         dead_timeout: float | dt.timedelta = dt.timedelta(days=180),
         default_job_options: Mapping[str, Any] | None = None,
+        metrics: bool = False,
     ) -> None:
         super().__init__(
             namespace=namespace,
@@ -118,6 +123,7 @@ class App(Registry):
             dead_max_jobs=dead_max_jobs,
             dead_timeout=dead_timeout,
             default_job_options=default_job_options,
+            metrics=metrics,
         )
         self.redis_url = resolve_url(redis_url)
         self.cluster = cluster

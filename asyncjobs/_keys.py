@@ -16,6 +16,7 @@ class Keys:
 
     __slots__ = (
         "dead",
+        "metrics_total",
         "namespace",
         "paused",
         "prefix",
@@ -48,6 +49,12 @@ class Keys:
         self.wake_scheduler = f"{self.prefix}:wake-scheduler"
         self.paused = f"{self.prefix}:paused"  # the names of paused queues
         self.stat_expired = f"{self.prefix}:stat:expired"  # jobs dropped by expires_in
+        # Per-job metrics since the beginning (App(metrics=True), _metrics.py).
+        self.metrics_total = f"{self.prefix}:m:total"
+
+    def metrics_minute(self, stamp: str) -> str:
+        """The per-job metrics of one UTC minute, ``stamp`` as ``YYMMDDHHMM``."""
+        return f"{self.prefix}:m:{stamp}"
 
     def queue(self, name: str) -> str:
         """The list of payloads waiting in queue ``name``."""

@@ -13,6 +13,7 @@ from ._admin import Admin, Counters
 from ._base import QueuePairs, mapped
 from ._enqueue import Enqueue, promote_on, trim_dead_on
 from ._limits import LimitOps
+from ._metrics import MetricsOps
 from ._periodic import PeriodicOps
 from ._status import StatusOps
 from ._unique import Pushed, UniqueOps
@@ -30,6 +31,6 @@ __all__ = [
 ]
 
 
-class Store(Enqueue, StatusOps, Admin, WorkerOps, UniqueOps, PeriodicOps, LimitOps):
+class Store(Enqueue, StatusOps, Admin, WorkerOps, UniqueOps, PeriodicOps, LimitOps, MetricsOps):
     """One Redis deployment under one namespace. Build it with :meth:`Store.open`
     (connects), or from clients already made."""

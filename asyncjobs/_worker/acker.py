@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .._metrics import Recorder
 from .._redis import Conn, mask_url
+from .._store._metrics import metrics_args
 from .backoff import Backoff, after_failure
 from .decisions import plan_ack
 from .health import Health, failed
@@ -38,6 +40,7 @@ class Acker:
         *,
         on_retry: Callable[[float], None] | None = None,
         health: Health | None = None,
+        metrics: bool = False,
     ) -> None:
         self.store = store
         self.health = health  # the launcher's: marks this loop unhealthy on a bug
@@ -61,6 +64,9 @@ class Acker:
         # While not None, the fields of batches whose every field this process removed
         # itself (the heartbeat asks, to tell its own acks from jobs a reaper took).
         self.written: set[bytes] | None = None
+        # App(metrics=True): the per-job metrics of the outcomes not yet written, sent
+        # with them in the same script call (None: off, nothing is recorded).
+        self.metrics: Recorder | None = Recorder() if metrics else None
 
     # Hot path: called by every finishing job. Appending to a list and setting an event
     # once per batch is the cheapest hand-off measured.
@@ -81,6 +87,12 @@ class Acker:
         if not self._pending.is_set():
             self._pending.set()
             self._idle.clear()
+
+    def measure(self, job: str, queue: str, run: float, latency: float, outcome: int) -> None:
+        """A job's metrics (``App(metrics=True)`` only): reported before its outcome, so
+        they go out with it, or with an earlier batch."""
+        if self.metrics is not None:
+            self.metrics.record(job, queue, run, latency, outcome)
 
     def landing(self, field: bytes, landing_key: str, sent: asyncio.Future[Any] | None) -> None:
         """A job an idle fetcher took with BLMOVE: ``sent`` is the reply of the land
@@ -135,12 +147,15 @@ class Acker:
             self._pending.clear()
             done, moves = self._done, self._moves
             self._done, self._moves = [], []
+            measured = self.metrics.take() if self.metrics else None
             batch = (done, moves)
             self._writing.append(batch)
             try:
-                removed = await self._write(done, moves)
+                removed = await self._write(done, moves, measured)
             except BaseException as exc:
                 self._writing.remove(batch)
+                if measured is not None and self.metrics is not None:
+                    self.metrics.merge(measured)
                 # Cancelled (shutdown) or failed: keep the batch, in front of anything
                 # newer. Writing it again is safe (only fields still in flight move);
                 # dropping it would let shutdown put finished jobs back to run twice.
@@ -179,16 +194,20 @@ class Acker:
         self._pending.clear()
         self._idle.set()
 
-    async def _write(self, done: list[bytes], moves: list[Any]) -> int:
-        """Write a batch; returns how many of its fields were still in flight."""
+    async def _write(
+        self, done: list[bytes], moves: list[Any], measured: Recorder | None = None
+    ) -> int:
+        """Write a batch (and the metrics of its jobs, in the same call); returns how
+        many of its fields were still in flight."""
         if self._landing:
             await self._ensure_landed([*done, *moves[0::4]])
         now = time.time()
         batch = plan_ack(done, len(moves))
+        metrics = metrics_args(self.store.keys, now, measured) if measured else None
         if batch.lean:
             today = dt.datetime.fromtimestamp(now, dt.UTC).date()
             return await self.store.done(
-                self._inflight, done, day=today, ttl=STATS_TTL, conn=self.client
+                self._inflight, done, day=today, ttl=STATS_TTL, conn=self.client, metrics=metrics
             )
         return await self.store.ack(
             self._inflight,
@@ -198,4 +217,5 @@ class Acker:
             ttl=STATS_TTL,
             conn=self.client,
             split=(batch.plain, batch.other),
+            metrics=metrics,
         )

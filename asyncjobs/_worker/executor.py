@@ -189,6 +189,10 @@ class Executor:
         self.tasks = tasks if tasks is not None else TaskOwner()
         # The process id a tracked job's "running" state names (set by the launcher).
         self.process_id: str | None = None
+        # App(metrics=True): the acker's measure (job, queue, run and dispatch latency
+        # in seconds, outcome), called before each outcome of a job that ran. None: off,
+        # and a job's path checks this one attribute.
+        self.measure: Callable[[str, str, float, float, int], None] | None = None
 
     def _chain(self) -> Sequence[ServerMiddleware]:
         own = self.middleware
@@ -307,6 +311,8 @@ class Executor:
                 await self._timed_out(rec, payload, job, timeout)
                 return
             self.processed += 1
+            if self.measure is not None:
+                self._measure(rec, payload, 0)
             if tracked:
                 if rec.reason is None:
                     rec.reason = "finishing"  # a cancel request now is too late
@@ -323,6 +329,14 @@ class Executor:
         finally:
             if self.on_finished is not None:
                 self.on_finished(rec)
+
+    def _measure(self, rec: Running, payload: Payload, outcome: int) -> None:
+        """Report a job's metrics (App(metrics=True)): execution time from its start,
+        dispatch latency from its due time (``at``) or last enqueue to its start."""
+        assert self.measure is not None
+        start = rec.started_at
+        since = payload.at or payload.enqueued_at or payload.created_at or start
+        self.measure(payload.job, payload.queue, time.time() - start, start - since, outcome)
 
     # -- unique and expiring jobs ------------------------------------------------------
 
@@ -589,6 +603,8 @@ class Executor:
                 self.tasks.start_soon(
                     self._write_state, payload.jid, ENCODER.encode(state), name="status"
                 )
+            if self.measure is not None:
+                self._measure(rec, payload, 1)
             self.sink.move(rec.field, "retry", d.at, ENCODER.encode(failed))
             return
         target, reason = d.target, d.reason
@@ -617,6 +633,8 @@ class Executor:
                 short,
                 reason,
             )
+            if self.measure is not None:
+                self._measure(rec, payload, 3)
             self.sink.move(rec.field, "drop", now, b"")
             if failed.unique is not None and failed.unique.until == "success":
                 self._release(failed)
@@ -629,6 +647,8 @@ class Executor:
                 short,
                 reason,
             )
+            if self.measure is not None:
+                self._measure(rec, payload, 2)
             self.sink.move(rec.field, "dead", now, ENCODER.encode(failed))
             if failed.unique is not None and failed.unique.until == "success":
                 self._release(failed)
@@ -696,6 +716,8 @@ class Executor:
         stored if tracked, the cancel handlers run."""
         joblog.warning("cancelled %s jid=%s", payload.job, payload.jid)
         await self._save(payload, job, "cancelled")
+        if self.measure is not None:
+            self._measure(rec, payload, 0)
         self.sink.done(rec.field)
         if payload.unique is not None and payload.unique.until in ("success", "start"):
             self._release(payload)

@@ -270,6 +270,7 @@ class Worker:
             inflight,
             on_retry=self.scheduler.notify,
             health=health,
+            metrics=app.metrics,
         )
         self.isolation = isolation = Isolation(self.requeue, self.tasks, health)
         self.capsules = [
@@ -286,6 +287,8 @@ class Worker:
         ]
         for c in self.capsules:
             c.executor.process_id = self.process_id  # a tracked job's "running" state
+            if app.metrics:
+                c.executor.measure = acker.measure
         # The cancel channel (#14): a BRPOP of its own, so a cancel lands at once.
         canceller = Canceller(
             store, store.connection(), self.process_id, self.capsules, health=health

@@ -1,0 +1,164 @@
+"""Per-job metrics (App(metrics=True)): written with the acknowledgements, read back by
+asyncjobs.api over a window and as totals."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+
+import asyncjobs
+from asyncjobs import api
+from asyncjobs._metrics import BOUNDS_MS, minute_stamp
+from tests.conftest import running, text, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.fixture
+async def mapp(redis_url: str) -> AsyncIterator[asyncjobs.App]:
+    application = asyncjobs.App(redis_url, metrics=True)
+    yield application
+    await application.aclose()
+
+
+async def test_runs_failures_and_times_are_counted(
+    mapp: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    ran: list[int] = []
+
+    @mapp.job(name="nap")
+    async def nap(i: int) -> None:
+        await anyio.sleep(0.05)
+        ran.append(i)
+
+    @mapp.job(name="fail", retry=1, queue="low")
+    async def fail() -> None:
+        raise Boom("no")
+
+    @mapp.job(name="doomed", retry=0, queue="low")
+    async def doomed() -> None:
+        raise Boom("dead")
+
+    for i in range(10):
+        await nap.defer(i)
+    await fail.defer()
+    await doomed.defer()
+    async with running(mapp.worker(queues=["default", "low"], concurrency=20)):
+        await wait_for(lambda: len(ran) == 10)
+        await wait_for(lambda: _processed(redis, 12), timeout=10)
+    report = await api.job_metrics(mapp, 1)
+    by = {j.job: j for j in report.jobs}
+    assert by["nap"].runs == 10 and by["nap"].failures == 0
+    # 50 ms naps: between the 30 and 80 ms bounds, whatever the box's load.
+    assert by["nap"].p50_ms is not None and 30 <= by["nap"].p50_ms <= 130
+    assert by["nap"].seconds >= 0.5
+    assert sum(by["nap"].histogram) == 10
+    assert sum(by["nap"].latency_histogram) == 10
+    assert by["fail"].runs == 1 and by["fail"].failures == 1
+    assert by["doomed"].runs == 1 and by["doomed"].failures == 1
+    assert report.jobs[0].job == "nap"  # busiest first
+    assert sum(p.runs.get("nap", 0) for p in report.series) == 10
+    totals = await api.metrics_totals(mapp)
+    counts = {(c.queue, c.job): c for c in totals.counts}
+    assert counts["default", "nap"].runs == 10
+    assert counts["low", "fail"].retried == 1 and counts["low", "fail"].failed == 1
+    assert counts["low", "doomed"].dead == 1
+    assert totals.execution["nap"].count == 10
+    assert totals.execution["nap"].sum_seconds >= 0.5
+    assert totals.latency["default"].count == 10
+    assert totals.latency["low"].count == 2
+
+
+async def _processed(redis: aioredis.Redis, n: int) -> bool:
+    raw = await redis.get("{asyncjobs}:stat:processed")
+    return raw is not None and int(raw) >= n
+
+
+async def test_off_by_default_writes_nothing(app: asyncjobs.App, redis: aioredis.Redis) -> None:
+    done: list[int] = []
+
+    @app.job
+    async def one() -> None:
+        done.append(1)
+
+    await one.defer()
+    async with running(app.worker()):
+        await wait_for(lambda: _processed(redis, 1))
+    keys = [text(k) for k in await redis.keys("*")]
+    assert not [k for k in keys if k.startswith("{asyncjobs}:m:")], keys
+    report = await api.job_metrics(app, 1)
+    assert report.jobs == []
+
+
+async def test_minute_hash_expires(mapp: asyncjobs.App, redis: aioredis.Redis) -> None:
+    @mapp.job
+    async def one() -> None:
+        pass
+
+    await one.defer()
+    async with running(mapp.worker()):
+        await wait_for(lambda: _processed(redis, 1))
+    keys = [text(k) for k in await redis.keys("{asyncjobs}:m:*")]
+    minute = [k for k in keys if k != "{asyncjobs}:m:total"]
+    assert minute and all(k[len("{asyncjobs}:m:") :].isdigit() for k in minute)
+    ttl = await redis.ttl(minute[0])
+    assert 72 * 3600 < ttl <= 73 * 3600
+    assert await redis.ttl("{asyncjobs}:m:total") == -1
+    assert minute_stamp(time.time()) >= minute[0][-10:]
+    assert len(BOUNDS_MS) == 26
+
+
+async def test_window_is_checked(mapp: asyncjobs.App) -> None:
+    with pytest.raises(api.InvalidArgument, match="hours must be 1 to 72"):
+        await api.job_metrics(mapp, 73)
+
+
+async def test_a_repeated_ack_counts_nothing_twice(
+    mapp: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    """The acker writes a batch again when the reply was lost: its metrics, like the
+    processed counter, count once (only a call that removed fields writes them)."""
+    from asyncjobs._metrics import Recorder
+    from asyncjobs._store._metrics import metrics_args
+
+    await mapp.connect()
+    store = mapp.store
+    assert store is not None
+    inflight = mapp.keys.inflight("h:1:abc")
+    await redis.hset(inflight, mapping={"j1": "{}", "j2": "{}"})
+    rec = Recorder()
+    rec.record("job", "default", 0.01, 0.002, 0)
+    rec.record("job", "default", 0.02, 0.002, 0)
+    now = time.time()
+    metrics = metrics_args(mapp.keys, now, rec)
+    day = __import__("datetime").date.today()
+    for _ in range(2):
+        await store.done(
+            inflight, [b"j1", b"j2"], day=day, ttl=60, conn=store.client, metrics=metrics
+        )
+    report = await api.job_metrics(mapp, 1, now=now)
+    assert [(j.job, j.runs) for j in report.jobs] == [("job", 2)]
+    # ack.lua (a batch with a failure) the same way
+    await redis.hset(inflight, mapping={"j3": "{}", "j4": "{}"})
+    rec = Recorder()
+    rec.record("job", "default", 0.01, 0.002, 0)
+    rec.record("job", "default", 0.01, 0.002, 2)
+    metrics = metrics_args(mapp.keys, now, rec)
+    moves = [b"j4", "dead", repr(now), b"{}"]
+    for _ in range(2):
+        await store.ack(
+            inflight, [b"j3"], moves, now=now, ttl=60, conn=store.client, metrics=metrics
+        )
+    totals = await api.metrics_totals(mapp)
+    (c,) = totals.counts
+    assert (c.runs, c.failed, c.dead) == (4, 1, 1)
+    assert int(await redis.get("{asyncjobs}:stat:processed") or 0) == 4
+    assert await redis.zcard("{asyncjobs}:dead") == 1
