@@ -1,10 +1,11 @@
 """Per-minute job metrics (``App(metrics=True)``): what a worker counts, how it is
 written, and how it is read back (pure).
 
-A worker aggregates the jobs it finished since its last acknowledgement in a
-:class:`Recorder`; the acker turns the aggregate into ``HINCRBY`` increments
-(:meth:`Recorder.take`) sent with the acknowledgement script it calls anyway, so
-metrics add no round trip. Two hashes receive them:
+A worker collects the times of the jobs it finished since its last acknowledgement in
+a :class:`Recorder`, grouped by job and queue; the acker aggregates them per batch
+(:meth:`Recorder.increments`: buckets, sums) and sends the increments with the
+acknowledgement script it calls anyway, which makes one ``HINCRBY`` per field: metrics
+add no round trip. Two hashes receive them:
 
 - ``{ns}:m:<YYMMDDHHMM>``, one per UTC minute (TTL :data:`MINUTE_TTL`), per job name:
   ``<job>|n`` runs, ``<job>|f`` failures, ``<job>|us`` execution time (microseconds),
@@ -22,7 +23,7 @@ one more for longer; percentiles are read from them (:func:`quantile`).
 from __future__ import annotations
 
 import datetime as dt
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 
 __all__ = [
@@ -52,12 +53,6 @@ MINUTE_TTL = 73 * 3600
 OK, RETRY, DEAD, DISCARD = 0, 1, 2, 3
 OUTCOMES = {RETRY: "r", DEAD: "d", DISCARD: "x"}
 
-# Row layout: n, f, retried, dead, discarded, exec us, latency us, then the
-# execution-time buckets, then the latency buckets.
-_N, _F, _EUS, _LUS, _E = 0, 1, 5, 6, 7
-_L = _E + BUCKETS
-_ROW = _L + BUCKETS
-
 
 def minute_stamp(t: float) -> str:
     """``YYMMDDHHMM`` of a Unix time, in UTC: the suffix of its minute hash."""
@@ -69,76 +64,121 @@ def bucket(seconds: float) -> int:
     return bisect_left(_BOUNDS_S, seconds)
 
 
-class Recorder:
-    """The metrics of the jobs a worker finished since the last acknowledgement."""
+class _Group:
+    """The jobs of one name and queue in a batch: their times (seconds) and their
+    failures by outcome."""
 
-    __slots__ = ("rows",)
+    __slots__ = ("failed", "job", "lats", "queue", "runs")
+
+    def __init__(self, job: str, queue: str) -> None:
+        self.job = job
+        self.queue = queue
+        self.runs: list[float] = []
+        self.lats: list[float] = []
+        self.failed = [0, 0, 0, 0]  # by outcome code: -, retried, dead, discarded
+
+
+class Recorder:
+    """The metrics of the jobs a worker finished since the last acknowledgement.
+
+    Kept as cheap as Python allows on the job's path: two appends to lists (and a
+    dict lookup when the job's name or queue differs from the last job's). The rest
+    (buckets, sums) is done once per batch by :meth:`increments`."""
+
+    __slots__ = ("_last", "groups")
 
     def __init__(self) -> None:
-        self.rows: dict[tuple[str, str], list[int]] = {}
+        self.groups: dict[tuple[str, str], _Group] = {}
+        self._last: _Group | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.rows)
+        return bool(self.groups)
 
     def record(self, job: str, queue: str, run: float, latency: float, outcome: int) -> None:
         """One job ended: ``run`` seconds of execution, ``latency`` seconds from its due
         or enqueue time to its start, ``outcome`` OK, RETRY, DEAD or DISCARD."""
-        key = (job, queue)
-        row = self.rows.get(key)
-        if row is None:
-            row = self.rows[key] = [0] * _ROW
-        row[_N] += 1
+        g = self._last
+        if g is None or g.job != job or g.queue != queue:
+            g = self.groups.get((job, queue))
+            if g is None:
+                g = self.groups[job, queue] = _Group(job, queue)
+            self._last = g
+        g.runs.append(run)
+        g.lats.append(latency)
         if outcome:
-            row[_F] += 1
-            row[1 + outcome] += 1
-        row[_EUS] += int(run * 1e6)
-        row[_E + bisect_left(_BOUNDS_S, run)] += 1
-        if latency < 0:
-            latency = 0.0  # clocks of two hosts disagree: no negative waits
-        row[_LUS] += int(latency * 1e6)
-        row[_L + bisect_left(_BOUNDS_S, latency)] += 1
+            g.failed[outcome] += 1
 
     def merge(self, other: Recorder) -> None:
-        """Add ``other``'s counts back (a write that failed is tried again)."""
-        for key, row in other.rows.items():
-            mine = self.rows.get(key)
+        """Add ``other``'s jobs back (a write that failed is tried again)."""
+        for key, g in other.groups.items():
+            mine = self.groups.get(key)
             if mine is None:
-                self.rows[key] = row
+                self.groups[key] = g
             else:
-                for i, v in enumerate(row):
-                    mine[i] += v
+                mine.runs.extend(g.runs)
+                mine.lats.extend(g.lats)
+                for i, n in enumerate(g.failed):
+                    mine.failed[i] += n
 
     def take(self) -> Recorder:
-        """The counts so far, leaving this recorder empty."""
+        """The jobs so far, leaving this recorder empty."""
         taken = Recorder()
-        taken.rows, self.rows = self.rows, {}
+        taken.groups, self.groups = self.groups, {}
+        self._last = None
         return taken
 
     def increments(self) -> tuple[dict[str, int], dict[str, int]]:
-        """The ``HINCRBY`` increments of the minute hash and of the totals hash."""
+        """The ``HINCRBY`` increments of the minute hash and of the totals hash. The
+        buckets are counted and the times summed here, once per acknowledgement, on the
+        worker, rather than in Redis, which every process shares (measured: bucketing
+        in the script cost Redis 1.3 us of CPU per job)."""
         minute: dict[str, int] = {}
         total: dict[str, int] = {}
-        for (job, queue), row in self.rows.items():
-            _add(minute, f"{job}|n", row[_N])
-            _add(minute, f"{job}|f", row[_F])
-            _add(minute, f"{job}|us", row[_EUS])
-            _add(minute, f"{job}|lus", row[_LUS])
+        for g in self.groups.values():
+            job, queue, n = g.job, g.queue, len(g.runs)
+            failed = sum(g.failed)
+            _add(minute, f"{job}|n", n)
+            _add(minute, f"{job}|f", failed)
             qj = f"{queue}:{job}|"
-            _add(total, qj + "n", row[_N])
-            _add(total, qj + "f", row[_F])
+            _add(total, qj + "n", n)
+            _add(total, qj + "f", failed)
             for code, name in OUTCOMES.items():
-                _add(total, qj + name, row[1 + code])
-            _add(total, f":{job}|us", row[_EUS])
-            _add(total, f"{queue}:|lus", row[_LUS])
-            for i in range(BUCKETS):
-                e, lat = row[_E + i], row[_L + i]
-                if e:
-                    _add(minute, f"{job}|e{i}", e)
-                    _add(total, f":{job}|e{i}", e)
-                if lat:
-                    _add(minute, f"{job}|l{i}", lat)
-                    _add(total, f"{queue}:|l{i}", lat)
+                _add(total, qj + name, g.failed[code])
+            counts, us = _histogram(g.runs)
+            for i, c in counts:
+                _add(minute, f"{job}|e{i}", c)
+                _add(total, f":{job}|e{i}", c)
+            counts, lus = _histogram(g.lats)
+            for i, c in counts:
+                _add(minute, f"{job}|l{i}", c)
+                _add(total, f"{queue}:|l{i}", c)
+            _add(minute, f"{job}|us", us)
+            _add(minute, f"{job}|lus", lus)
+            _add(total, f":{job}|us", us)
+            _add(total, f"{queue}:|lus", lus)
         return minute, total
+
+
+def _histogram(values: list[float]) -> tuple[list[tuple[int, int]], int]:
+    """The non-empty buckets of ``values`` (seconds) as (index, count), and their sum in
+    microseconds; a negative value (the clocks of two hosts disagree) counts as 0.
+    Sorted once, then one bisection per bucket up to the largest value: C speed,
+    where a bisection per value cost twice as much."""
+    ordered = sorted(values)
+    n = len(ordered)
+    first = bisect_right(ordered, 0.0) if ordered and ordered[0] < 0 else 0
+    us = int(sum(ordered[first:] if first else ordered) * 1e6)
+    counts: list[tuple[int, int]] = []
+    seen = 0
+    for i, bound in enumerate(_BOUNDS_S):
+        upto = bisect_right(ordered, bound, seen)
+        if upto > seen:
+            counts.append((i, upto - seen))
+            seen = upto
+        if seen == n:
+            return counts, us
+    counts.append((len(_BOUNDS_S), n - seen))
+    return counts, us
 
 
 def _add(d: dict[str, int], field: str, n: int) -> None:

@@ -65,7 +65,9 @@ class Acker:
         # itself (the heartbeat asks, to tell its own acks from jobs a reaper took).
         self.written: set[bytes] | None = None
         # App(metrics=True): the per-job metrics of the outcomes not yet written, sent
-        # with them in the same script call (None: off, nothing is recorded).
+        # with them in the same script call (None: off, nothing is recorded). The
+        # executors call its record() before reporting each outcome, so a job's metrics
+        # go out with its outcome, or with an earlier batch.
         self.metrics: Recorder | None = Recorder() if metrics else None
 
     # Hot path: called by every finishing job. Appending to a list and setting an event
@@ -87,12 +89,6 @@ class Acker:
         if not self._pending.is_set():
             self._pending.set()
             self._idle.clear()
-
-    def measure(self, job: str, queue: str, run: float, latency: float, outcome: int) -> None:
-        """A job's metrics (``App(metrics=True)`` only): reported before its outcome, so
-        they go out with it, or with an earlier batch."""
-        if self.metrics is not None:
-            self.metrics.record(job, queue, run, latency, outcome)
 
     def landing(self, field: bytes, landing_key: str, sent: asyncio.Future[Any] | None) -> None:
         """A job an idle fetcher took with BLMOVE: ``sent`` is the reply of the land

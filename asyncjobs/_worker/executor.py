@@ -189,7 +189,7 @@ class Executor:
         self.tasks = tasks if tasks is not None else TaskOwner()
         # The process id a tracked job's "running" state names (set by the launcher).
         self.process_id: str | None = None
-        # App(metrics=True): the acker's measure (job, queue, run and dispatch latency
+        # App(metrics=True): the acker's Recorder.record (job, queue, run and dispatch latency
         # in seconds, outcome), called before each outcome of a job that ran. None: off,
         # and a job's path checks this one attribute.
         self.measure: Callable[[str, str, float, float, int], None] | None = None
@@ -311,8 +311,11 @@ class Executor:
                 await self._timed_out(rec, payload, job, timeout)
                 return
             self.processed += 1
-            if self.measure is not None:
-                self._measure(rec, payload, 0)
+            measure = self.measure
+            if measure is not None:  # App(metrics=True); inline: every job of it pays
+                start = rec.started_at
+                since = payload.at or payload.enqueued_at or start
+                measure(payload.job, payload.queue, time.time() - start, start - since, 0)
             if tracked:
                 if rec.reason is None:
                     rec.reason = "finishing"  # a cancel request now is too late
@@ -335,7 +338,7 @@ class Executor:
         dispatch latency from its due time (``at``) or last enqueue to its start."""
         assert self.measure is not None
         start = rec.started_at
-        since = payload.at or payload.enqueued_at or payload.created_at or start
+        since = payload.at or payload.enqueued_at or start
         self.measure(payload.job, payload.queue, time.time() - start, start - since, outcome)
 
     # -- unique and expiring jobs ------------------------------------------------------

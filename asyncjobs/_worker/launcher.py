@@ -287,8 +287,8 @@ class Worker:
         ]
         for c in self.capsules:
             c.executor.process_id = self.process_id  # a tracked job's "running" state
-            if app.metrics:
-                c.executor.measure = acker.measure
+            if acker.metrics is not None:  # App(metrics=True)
+                c.executor.measure = acker.metrics.record
         # The cancel channel (#14): a BRPOP of its own, so a cancel lands at once.
         canceller = Canceller(
             store, store.connection(), self.process_id, self.capsules, health=health

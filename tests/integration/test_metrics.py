@@ -162,3 +162,49 @@ async def test_a_repeated_ack_counts_nothing_twice(
     assert (c.runs, c.failed, c.dead) == (4, 1, 1)
     assert int(await redis.get("{asyncjobs}:stat:processed") or 0) == 4
     assert await redis.zcard("{asyncjobs}:dead") == 1
+
+
+async def test_the_script_writes_every_increment(
+    mapp: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    """done.lua writes every increment of a batch of many values, groups and outcomes
+    (the metrics arguments read from the end of ARGV, after the fields)."""
+    import random
+
+    from asyncjobs._metrics import DEAD, DISCARD, OK, RETRY, Recorder
+    from asyncjobs._store._metrics import metrics_args
+
+    await mapp.connect()
+    store = mapp.store
+    assert store is not None
+    rng = random.Random(7)
+    values = [b / 1000 for b in BOUNDS_MS] + [0.0, -0.5, 1e-7, 400.0]
+    values += [rng.lognormvariate(-4, 2) for _ in range(500)]
+    rec = Recorder()
+    outcomes = (OK, OK, OK, RETRY, DEAD, DISCARD)
+    for i, v in enumerate(values):
+        job = ("a.job", "b:job|x")[i % 2]
+        queue = ("default", "low")[i % 3 == 0]
+        rec.record(job, queue, v, values[-1 - i], outcomes[i % len(outcomes)])
+    minute, total = rec.increments()
+    inflight = mapp.keys.inflight("h:1:abc")
+    fields = [f"j{i}".encode() for i in range(len(values))]
+    await redis.hset(inflight, mapping=dict.fromkeys(fields, "{}"))
+    now = time.time()
+    day = __import__("datetime").date.today()
+    removed = await store.done(
+        inflight,
+        fields,
+        day=day,
+        ttl=60,
+        conn=store.client,
+        metrics=metrics_args(mapp.keys, now, rec),
+    )
+    assert removed == len(values)
+    got_minute = {
+        text(k): int(v)
+        for k, v in (await redis.hgetall(mapp.keys.metrics_minute(minute_stamp(now)))).items()
+    }
+    got_total = {text(k): int(v) for k, v in (await redis.hgetall(mapp.keys.metrics_total)).items()}
+    assert got_minute == minute
+    assert got_total == total

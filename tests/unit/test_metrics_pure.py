@@ -72,3 +72,12 @@ def test_take_and_merge() -> None:
 def test_minute_stamp_is_utc() -> None:
     assert minute_stamp(0) == "7001010000"
     assert minute_stamp(86400 + 61) == "7001020001"
+
+
+def test_a_value_on_a_bound_is_in_its_bucket() -> None:
+    r = Recorder()
+    for b in BOUNDS_MS:
+        r.record("j", "q", b / 1000, 0.0, OK)
+    r.record("j", "q", BOUNDS_MS[-1] / 1000 * 2, 0.0, OK)  # past the last bound
+    minute, _ = r.increments()
+    assert [minute[f"j|e{i}"] for i in range(BUCKETS)] == [1] * BUCKETS
