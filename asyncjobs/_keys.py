@@ -56,6 +56,10 @@ class Keys:
         """The per-job metrics of one UTC minute, ``stamp`` as ``YYMMDDHHMM``."""
         return f"{self.prefix}:m:{stamp}"
 
+    def metrics_last(self, process_id: str) -> str:
+        """The token of the last metrics a process wrote (a repeated call counts once)."""
+        return f"{self.prefix}:m:last:{process_id}"
+
     def queue(self, name: str) -> str:
         """The list of payloads waiting in queue ``name``."""
         return f"{self.prefix}:queue:{name}"

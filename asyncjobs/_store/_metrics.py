@@ -18,15 +18,19 @@ from ._base import StoreBase, mapped
 __all__ = ["MetricsOps", "metrics_args"]
 
 
-def metrics_args(keys: Keys, now: float, recorder: Recorder) -> tuple[list[str], list[Any]]:
-    """The keys and arguments to append to an acknowledgement script's call."""
+def metrics_args(
+    keys: Keys, now: float, recorder: Recorder, last_key: str, token: str
+) -> tuple[list[str], list[Any]]:
+    """The keys and arguments to append to an acknowledgement script's call: the
+    increments of ``recorder``, written once under ``token`` (``last_key`` keeps the
+    process's last one)."""
     minute, total = recorder.increments()
     args: list[Any] = []
     for d in (minute, total):
         for field, n in d.items():
             args.extend((field, n))
-    args.extend((MINUTE_TTL, len(minute), len(total)))
-    return [keys.metrics_minute(minute_stamp(now)), keys.metrics_total], args
+    args.extend((token, MINUTE_TTL, len(minute), len(total)))
+    return [keys.metrics_minute(minute_stamp(now)), keys.metrics_total, last_key], args
 
 
 def _decode(raw: dict[Any, Any]) -> dict[str, int]:

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from .._metrics import Recorder
 from .._redis import Conn, mask_url
-from .._store._metrics import metrics_args
 from .backoff import Backoff, after_failure
 from .decisions import plan_ack
 from .health import Health, failed
+from .metrics import Outbox, Unit
 
 if TYPE_CHECKING:
     from .._store import Store
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("asyncjobs.acker")
 
 STATS_TTL = 5 * 365 * 86400  # per-day counters live five years, like Sidekiq's
+# Seconds without an outcome after which metrics left unwritten are written alone.
+METRICS_IDLE = 0.1
 
 
 class Acker:
@@ -40,7 +42,7 @@ class Acker:
         *,
         on_retry: Callable[[float], None] | None = None,
         health: Health | None = None,
-        metrics: bool = False,
+        metrics_key: str | None = None,
     ) -> None:
         self.store = store
         self.health = health  # the launcher's: marks this loop unhealthy on a bug
@@ -64,11 +66,11 @@ class Acker:
         # While not None, the fields of batches whose every field this process removed
         # itself (the heartbeat asks, to tell its own acks from jobs a reaper took).
         self.written: set[bytes] | None = None
-        # App(metrics=True): the per-job metrics of the outcomes not yet written, sent
-        # with them in the same script call (None: off, nothing is recorded). The
-        # executors call its record() before reporting each outcome, so a job's metrics
-        # go out with its outcome, or with an earlier batch.
-        self.metrics: Recorder | None = Recorder() if metrics else None
+        # App(metrics=True), with the key of this process's last metrics token: the
+        # per-job metrics not yet written, sent with acknowledgements (metrics.py). The
+        # executors call metrics.record() before reporting each outcome. None: off.
+        self._outbox = Outbox(store, metrics_key) if metrics_key is not None else None
+        self.metrics: Recorder | None = self._outbox.recorder if self._outbox else None
 
     # Hot path: called by every finishing job. Appending to a list and setting an event
     # once per batch is the cheapest hand-off measured.
@@ -129,7 +131,16 @@ class Acker:
     async def run(self) -> None:
         """Flush whenever outcomes are pending, until cancelled."""
         while True:
-            await self._pending.wait()
+            outbox = self._outbox
+            if outbox is not None and outbox.pending:
+                # Metrics left after the last outcome: written once idle for a moment.
+                try:
+                    await asyncio.wait_for(self._pending.wait(), METRICS_IDLE)
+                except TimeoutError:
+                    await self.flush_metrics(raise_errors=False)
+                    continue
+            else:
+                await self._pending.wait()
             await self.flush()
 
     async def wait_flushed(self) -> None:
@@ -143,15 +154,13 @@ class Acker:
             self._pending.clear()
             done, moves = self._done, self._moves
             self._done, self._moves = [], []
-            measured = self.metrics.take() if self.metrics else None
+            metrics = self._outbox.take() if self._outbox is not None else None
             batch = (done, moves)
             self._writing.append(batch)
             try:
-                removed = await self._write(done, moves, measured)
+                removed = await self._write(done, moves, metrics)
             except BaseException as exc:
                 self._writing.remove(batch)
-                if measured is not None and self.metrics is not None:
-                    self.metrics.merge(measured)
                 # Cancelled (shutdown) or failed: keep the batch, in front of anything
                 # newer. Writing it again is safe (only fields still in flight move);
                 # dropping it would let shutdown put finished jobs back to run twice.
@@ -176,6 +185,8 @@ class Acker:
                 await asyncio.sleep(backoff.next())
                 continue
             self._writing.remove(batch)
+            if metrics is not None and self._outbox is not None:
+                self._outbox.sent()
             if self.written is not None and removed == len(done) + len(moves) // 4:
                 self.written.update(done, moves[0::4])
             self.batches += 1
@@ -190,16 +201,33 @@ class Acker:
         self._pending.clear()
         self._idle.set()
 
-    async def _write(
-        self, done: list[bytes], moves: list[Any], measured: Recorder | None = None
-    ) -> int:
-        """Write a batch (and the metrics of its jobs, in the same call); returns how
-        many of its fields were still in flight."""
+    async def flush_metrics(self, *, raise_errors: bool = True) -> None:
+        """Write the metrics not yet written (the worker is idle, or stops): one script
+        call, without outcomes. Errors are raised, or logged (``raise_errors=False``;
+        the metrics stay, for the next call)."""
+        outbox = self._outbox
+        if outbox is None:
+            return
+        metrics = outbox.take(force=True)
+        if metrics is None:
+            return
+        try:
+            await self._write([], [], metrics)
+        except Exception as exc:
+            if raise_errors:
+                raise
+            if await failed(self.health, "acker", exc, log, self.store):
+                await after_failure(self.store, exc, self.client)
+            return
+        outbox.sent()
+
+    async def _write(self, done: list[bytes], moves: list[Any], metrics: Unit | None = None) -> int:
+        """Write a batch (and metrics, in the same call); returns how many of its fields
+        were still in flight."""
         if self._landing:
             await self._ensure_landed([*done, *moves[0::4]])
         now = time.time()
         batch = plan_ack(done, len(moves))
-        metrics = metrics_args(self.store.keys, now, measured) if measured else None
         if batch.lean:
             today = dt.datetime.fromtimestamp(now, dt.UTC).date()
             return await self.store.done(

@@ -270,7 +270,7 @@ class Worker:
             inflight,
             on_retry=self.scheduler.notify,
             health=health,
-            metrics=app.metrics,
+            metrics_key=app.keys.metrics_last(self.process_id) if app.metrics else None,
         )
         self.isolation = isolation = Isolation(self.requeue, self.tasks, health)
         self.capsules = [
@@ -543,6 +543,7 @@ class Worker:
             try:
                 with anyio.fail_after(max(0.1, until - time.monotonic())):
                     await self.acker.flush()
+                    await self.acker.flush_metrics()  # App(metrics=True): the last ones
                     self.requeued += await self._requeue_inflight()
                     if self.heartbeat is not None:
                         await self.heartbeat.clear()

@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import asyncjobs
+from asyncjobs import api
 from tests.conftest import WORKER_CMD, cli, subprocess_env, wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -32,6 +33,11 @@ async def test_top_once_shows_processes_queues_and_jobs(
                 return await redis.get("{asyncjobs}:stat:processed") == b"3"
 
             await wait_for(done)
+
+            async def measured() -> bool:  # written within 0.1 s of going idle
+                return [j.runs for j in (await api.job_metrics(app, 1)).jobs] == [3]
+
+            await wait_for(measured)
             await resize.configure(queue="waiting").defer()
             r = await cli(redis_url, "top", "--once")
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import pytest
@@ -107,7 +108,9 @@ async def test_minute_hash_expires(mapp: asyncjobs.App, redis: aioredis.Redis) -
     async with running(mapp.worker()):
         await wait_for(lambda: _processed(redis, 1))
     keys = [text(k) for k in await redis.keys("{asyncjobs}:m:*")]
-    minute = [k for k in keys if k != "{asyncjobs}:m:total"]
+    minute = [k for k in keys if k != "{asyncjobs}:m:total" and ":m:last:" not in k]
+    (last,) = [k for k in keys if ":m:last:" in k]  # the worker's last metrics token
+    assert 0 < await redis.ttl(last) <= 3600
     assert minute and all(k[len("{asyncjobs}:m:") :].isdigit() for k in minute)
     ttl = await redis.ttl(minute[0])
     assert 72 * 3600 < ttl <= 73 * 3600
@@ -124,8 +127,10 @@ async def test_window_is_checked(mapp: asyncjobs.App) -> None:
 async def test_a_repeated_ack_counts_nothing_twice(
     mapp: asyncjobs.App, redis: aioredis.Redis
 ) -> None:
-    """The acker writes a batch again when the reply was lost: its metrics, like the
-    processed counter, count once (only a call that removed fields writes them)."""
+    """The acker writes a batch again when the reply was lost: its metrics (sent again
+    with the same token), like the processed counter, count once; the next token
+    counts. A call without fields (the metrics left when the worker went idle) writes
+    its metrics too."""
     from asyncjobs._metrics import Recorder
     from asyncjobs._store._metrics import metrics_args
 
@@ -138,7 +143,8 @@ async def test_a_repeated_ack_counts_nothing_twice(
     rec.record("job", "default", 0.01, 0.002, 0)
     rec.record("job", "default", 0.02, 0.002, 0)
     now = time.time()
-    metrics = metrics_args(mapp.keys, now, rec)
+    last = mapp.keys.metrics_last("h:1:abc")
+    metrics = metrics_args(mapp.keys, now, rec, last, "1")
     day = __import__("datetime").date.today()
     for _ in range(2):
         await store.done(
@@ -151,7 +157,7 @@ async def test_a_repeated_ack_counts_nothing_twice(
     rec = Recorder()
     rec.record("job", "default", 0.01, 0.002, 0)
     rec.record("job", "default", 0.01, 0.002, 2)
-    metrics = metrics_args(mapp.keys, now, rec)
+    metrics = metrics_args(mapp.keys, now, rec, last, "2")
     moves = [b"j4", "dead", repr(now), b"{}"]
     for _ in range(2):
         await store.ack(
@@ -162,6 +168,16 @@ async def test_a_repeated_ack_counts_nothing_twice(
     assert (c.runs, c.failed, c.dead) == (4, 1, 1)
     assert int(await redis.get("{asyncjobs}:stat:processed") or 0) == 4
     assert await redis.zcard("{asyncjobs}:dead") == 1
+    rec = Recorder()
+    rec.record("job", "default", 0.01, 0.002, 0)
+    metrics = metrics_args(mapp.keys, now, rec, last, "3")
+    for _ in range(2):
+        assert (
+            await store.done(inflight, [], day=day, ttl=60, conn=store.client, metrics=metrics) == 0
+        )
+    (c,) = (await api.metrics_totals(mapp)).counts
+    assert c.runs == 5
+    assert await redis.ttl(last) > 3000
 
 
 async def test_the_script_writes_every_increment(
@@ -198,7 +214,7 @@ async def test_the_script_writes_every_increment(
         day=day,
         ttl=60,
         conn=store.client,
-        metrics=metrics_args(mapp.keys, now, rec),
+        metrics=metrics_args(mapp.keys, now, rec, mapp.keys.metrics_last("h:1:abc"), "1"),
     )
     assert removed == len(values)
     got_minute = {
@@ -208,3 +224,35 @@ async def test_the_script_writes_every_increment(
     got_total = {text(k): int(v) for k, v in (await redis.hgetall(mapp.keys.metrics_total)).items()}
     assert got_minute == minute
     assert got_total == total
+
+
+async def test_metrics_left_after_the_last_outcome_are_written_when_idle_and_at_stop(
+    mapp: asyncjobs.App, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Metrics go out with acknowledgements at most every 0.1 s: those left after the
+    last outcome are written once the worker idles (0.1 s), or when it stops."""
+    from asyncjobs._worker import acker, metrics
+
+    monkeypatch.setattr(metrics, "EVERY", 3600.0)  # none go with acks: idle or stop only
+
+    @mapp.job(name="tick")
+    async def tick() -> None:
+        pass
+
+    async def runs() -> int:
+        return sum(j.runs for j in (await api.job_metrics(mapp, 1)).jobs)
+
+    await tick.defer()
+    async with running(mapp.worker()):
+        await wait_for(lambda: _processed(redis, 1))
+        await wait_for(lambda: _equals(runs, 1), timeout=2)  # idle: written alone
+        monkeypatch.setattr(acker, "METRICS_IDLE", 3600.0)  # from now on, only at stop
+        await tick.defer_many([(), (), ()])
+        await wait_for(lambda: _processed(redis, 4))
+        await anyio.sleep(0.3)
+        assert await runs() == 1
+    assert await runs() == 4
+
+
+async def _equals(fn: Any, n: int) -> bool:
+    return bool(await fn() == n)

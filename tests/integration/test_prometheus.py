@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import asyncjobs
+from asyncjobs import api
 from asyncjobs.prometheus import AsyncJobsCollector
 from tests.apps import metered
 from tests.conftest import WORKER_CMD, cli, subprocess_env, text, wait_for
@@ -103,6 +104,16 @@ async def test_scrape_of_two_worker_processes_matches_what_ran(
         return raw is not None and int(raw) == 112
 
     await wait_for(all_processed, timeout=30)
+    reader = asyncjobs.App(redis_url)
+
+    async def measured() -> bool:  # each process writes its last metrics when idle
+        totals = await api.metrics_totals(reader)
+        return sum(c.runs for c in totals.counts) == 112
+
+    try:
+        await wait_for(measured, timeout=10)
+    finally:
+        await reader.aclose()
     pids = {text(p) for p in await redis.lrange("test:pids", 0, -1)}
     assert len(pids) == 2, pids  # both processes ran jobs: the scrape must sum them
 
