@@ -28,6 +28,7 @@ class Snapshot:
         paused: list[str],
         procs: list[api_mod.ProcessInfo],
         jobs: api_mod.MetricsReport | None,
+        namespace: str = "asyncjobs",
     ) -> None:
         self.at = at
         self.stats = stats
@@ -35,6 +36,7 @@ class Snapshot:
         self.paused = set(paused)
         self.procs = procs
         self.jobs = jobs
+        self.namespace = namespace
 
 
 async def read_snapshot(application: Any, with_jobs: bool = True) -> Snapshot:
@@ -46,7 +48,8 @@ async def read_snapshot(application: Any, with_jobs: bool = True) -> Snapshot:
     paused = await api.paused_queues(application)
     procs = await api.ProcessSet(application).list()
     jobs = await api.job_metrics(application, 1) if with_jobs else None
-    return Snapshot(time.time(), stats, queues, paused, procs, jobs)
+    namespace = application.keys.namespace
+    return Snapshot(time.time(), stats, queues, paused, procs, jobs, namespace)
 
 
 def _secs(value: float) -> str:
@@ -77,8 +80,8 @@ def render(snap: Snapshot, before: Snapshot | None) -> RenderableType:
         fr = max(0, s.failed - before.stats.failed) / dt_s
         rates = f"rates: {pr:,.1f} processed/s, {fr:,.1f} failed/s"
     head = Text.assemble(
-        ("asyncjobs top", "bold"),
-        f"  {time.strftime('%H:%M:%S', time.localtime(snap.at))}  ",
+        (time.strftime("%H:%M:%S", time.localtime(snap.at)), "bold"),
+        f"  namespace {snap.namespace}  ",
         f"processed {s.processed:,}  failed {s.failed:,}  busy {s.busy}  enqueued "
         f"{s.enqueued:,}  scheduled {s.scheduled:,}  retries {s.retries:,}  dead {s.dead:,}\n",
         rates,

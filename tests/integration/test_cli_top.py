@@ -44,7 +44,7 @@ async def test_top_once_shows_processes_queues_and_jobs(
         await app.aclose()
     assert r.returncode == 0, r.stderr
     out = r.stdout.decode()
-    assert "processed 3" in out
+    assert "namespace asyncjobs" in out and "processed 3" in out
     assert "Processes (1)" in out and "0/7" in out and "running" in out
     assert "Queues (2)" in out and "waiting" in out
     assert "Jobs, last hour" in out and "resize" in out
