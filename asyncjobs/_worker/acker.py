@@ -130,14 +130,18 @@ class Acker:
 
     async def run(self) -> None:
         """Flush whenever outcomes are pending, until cancelled."""
+        failures = 0  # metrics writes failed in a row (Redis away)
         while True:
             outbox = self._outbox
             if outbox is not None and outbox.pending:
-                # Metrics left after the last outcome: written once idle for a moment.
+                # Metrics left after the last outcome: written once idle for a moment
+                # (longer and longer while Redis is away).
+                idle = min(5.0, METRICS_IDLE * 2**failures)
                 try:
-                    await asyncio.wait_for(self._pending.wait(), METRICS_IDLE)
+                    await asyncio.wait_for(self._pending.wait(), idle)
                 except TimeoutError:
-                    await self.flush_metrics(raise_errors=False)
+                    ok = await self.flush_metrics(raise_errors=False)
+                    failures = 0 if ok else min(failures + 1, 10)
                     continue
             else:
                 await self._pending.wait()
@@ -201,16 +205,16 @@ class Acker:
         self._pending.clear()
         self._idle.set()
 
-    async def flush_metrics(self, *, raise_errors: bool = True) -> None:
+    async def flush_metrics(self, *, raise_errors: bool = True) -> bool:
         """Write the metrics not yet written (the worker is idle, or stops): one script
-        call, without outcomes. Errors are raised, or logged (``raise_errors=False``;
-        the metrics stay, for the next call)."""
+        call, without outcomes. Errors are raised, or (``raise_errors=False``) logged
+        if a bug, and False is returned: the metrics stay, for the next call."""
         outbox = self._outbox
         if outbox is None:
-            return
+            return True
         metrics = outbox.take(force=True)
         if metrics is None:
-            return
+            return True
         try:
             await self._write([], [], metrics)
         except Exception as exc:
@@ -218,8 +222,9 @@ class Acker:
                 raise
             if await failed(self.health, "acker", exc, log, self.store):
                 await after_failure(self.store, exc, self.client)
-            return
+            return False
         outbox.sent()
+        return True
 
     async def _write(self, done: list[bytes], moves: list[Any], metrics: Unit | None = None) -> int:
         """Write a batch (and metrics, in the same call); returns how many of its fields
