@@ -23,18 +23,23 @@ one more for longer; percentiles are read from them (:func:`quantile`).
 from __future__ import annotations
 
 import datetime as dt
-from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Mapping
+from bisect import bisect_right
+from collections.abc import Iterable
 
 __all__ = [
     "BOUNDS_MS",
     "BUCKETS",
+    "DEAD",
+    "DISCARD",
     "MINUTE_TTL",
+    "OK",
     "OUTCOMES",
+    "RETRY",
     "Recorder",
     "minute_stamp",
     "parse_total",
     "quantile",
+    "split_field",
 ]
 
 # Upper bounds (milliseconds, inclusive) of the histogram buckets; a last bucket holds
@@ -57,11 +62,6 @@ OUTCOMES = {RETRY: "r", DEAD: "d", DISCARD: "x"}
 def minute_stamp(t: float) -> str:
     """``YYMMDDHHMM`` of a Unix time, in UTC: the suffix of its minute hash."""
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%y%m%d%H%M")
-
-
-def bucket(seconds: float) -> int:
-    """The histogram bucket of a duration in seconds."""
-    return bisect_left(_BOUNDS_S, seconds)
 
 
 class _Group:
@@ -107,18 +107,6 @@ class Recorder:
         g.lats.append(latency)
         if outcome:
             g.failed[outcome] += 1
-
-    def merge(self, other: Recorder) -> None:
-        """Add ``other``'s jobs back (a write that failed is tried again)."""
-        for key, g in other.groups.items():
-            mine = self.groups.get(key)
-            if mine is None:
-                self.groups[key] = g
-            else:
-                mine.runs.extend(g.runs)
-                mine.lats.extend(g.lats)
-                for i, n in enumerate(g.failed):
-                    mine.failed[i] += n
 
     def take(self) -> Recorder:
         """The jobs so far, leaving this recorder empty."""
@@ -222,8 +210,3 @@ def split_field(field: str) -> tuple[str, str] | None:
     if not bar or not job:
         return None
     return job, kind
-
-
-def histogram(fields: Mapping[str, int], prefix: str) -> list[int]:
-    """The bucket counts ``<prefix><i>`` of a hash read back (0 where absent)."""
-    return [int(fields.get(f"{prefix}{i}", 0)) for i in range(BUCKETS)]

@@ -41,6 +41,7 @@ from .._job import (
     set_progress_reporter,
 )
 from .._limits import OverLimit, reschedule_delay
+from .._metrics import DEAD, DISCARD, OK, RETRY
 from .._middleware import Chain, ServerMiddleware, run_server
 from .._payload import DECODE_ERRORS, DECODER, ENCODER, Lock, Payload, encode_backtrace
 from .._retry import BACKTRACE_LINES, decide, format_backtrace
@@ -315,7 +316,7 @@ class Executor:
             if measure is not None:  # App(metrics=True); inline: every job of it pays
                 start = rec.started_at
                 since = payload.at or payload.enqueued_at or start
-                measure(payload.job, payload.queue, time.time() - start, start - since, 0)
+                measure(payload.job, payload.queue, time.time() - start, start - since, OK)
             if tracked:
                 if rec.reason is None:
                     rec.reason = "finishing"  # a cancel request now is too late
@@ -607,7 +608,7 @@ class Executor:
                     self._write_state, payload.jid, ENCODER.encode(state), name="status"
                 )
             if self.measure is not None:
-                self._measure(rec, payload, 1)
+                self._measure(rec, payload, RETRY)
             self.sink.move(rec.field, "retry", d.at, ENCODER.encode(failed))
             return
         target, reason = d.target, d.reason
@@ -637,7 +638,7 @@ class Executor:
                 reason,
             )
             if self.measure is not None:
-                self._measure(rec, payload, 3)
+                self._measure(rec, payload, DISCARD)
             self.sink.move(rec.field, "drop", now, b"")
             if failed.unique is not None and failed.unique.until == "success":
                 self._release(failed)
@@ -651,7 +652,7 @@ class Executor:
                 reason,
             )
             if self.measure is not None:
-                self._measure(rec, payload, 2)
+                self._measure(rec, payload, DEAD)
             self.sink.move(rec.field, "dead", now, ENCODER.encode(failed))
             if failed.unique is not None and failed.unique.until == "success":
                 self._release(failed)
@@ -720,7 +721,7 @@ class Executor:
         joblog.warning("cancelled %s jid=%s", payload.job, payload.jid)
         await self._save(payload, job, "cancelled")
         if self.measure is not None:
-            self._measure(rec, payload, 0)
+            self._measure(rec, payload, OK)
         self.sink.done(rec.field)
         if payload.unique is not None and payload.unique.until in ("success", "start"):
             self._release(payload)
