@@ -95,8 +95,8 @@ class Recorder:
         return bool(self.groups)
 
     def record(self, job: str, queue: str, run: float, latency: float, outcome: int) -> None:
-        """One job ended: ``run`` seconds of execution, ``latency`` seconds from its due
-        or enqueue time to its start, ``outcome`` OK, RETRY, DEAD or DISCARD."""
+        """One job ended: ``run`` seconds of execution, ``latency`` seconds from its entry
+        into its queue to its start, ``outcome`` OK, RETRY, DEAD or DISCARD."""
         g = self._last
         if g is None or g.job != job or g.queue != queue:
             g = self.groups.get((job, queue))

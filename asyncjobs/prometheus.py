@@ -93,7 +93,7 @@ async def families(app: App) -> list[Metric]:
     out.append(execution)
     latency = HistogramMetricFamily(
         "asyncjobs_job_dispatch_latency_seconds",
-        "Time from a job's enqueue (or due) time to its start, by queue",
+        "Time from a job's entry into its queue to its start, by queue",
         labels=["queue"],
     )
     for queue, h in totals.latency.items():

@@ -336,7 +336,8 @@ class Executor:
 
     def _measure(self, rec: Running, payload: Payload, outcome: int) -> None:
         """Report a job's metrics (App(metrics=True)): execution time from its start,
-        dispatch latency from its due time (``at``) or last enqueue to its start."""
+        dispatch latency from its entry into its queue (``enqueued_at``; a promoted
+        job's is its promotion) to its start."""
         assert self.measure is not None
         start = rec.started_at
         since = payload.at or payload.enqueued_at or start

@@ -47,7 +47,7 @@ class JobMetrics(msgspec.Struct, frozen=True, kw_only=True):
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
-    # Dispatch latency: from the job's due (scheduled, retried) or enqueue time to its start.
+    # Dispatch latency: from the job's entry into its queue (enqueued_at) to its start.
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     latency_p99_ms: float | None
