@@ -58,8 +58,8 @@ async def test_runs_failures_and_times_are_counted(
     report = await api.job_metrics(mapp, 1)
     by = {j.job: j for j in report.jobs}
     assert by["nap"].runs == 10 and by["nap"].failures == 0
-    # 50 ms naps: between the 30 and 80 ms bounds, whatever the box's load.
-    assert by["nap"].p50_ms is not None and 30 <= by["nap"].p50_ms <= 130
+    # 50 ms naps: past the 30 ms bound; later only by the box's load.
+    assert by["nap"].p50_ms is not None and 30 <= by["nap"].p50_ms <= 500
     assert by["nap"].seconds >= 0.5
     assert sum(by["nap"].histogram) == 10
     assert sum(by["nap"].latency_histogram) == 10
