@@ -10,11 +10,13 @@ its child. Both follow OpenTelemetry's messaging semantic conventions:
 ``process``; with ``asyncjobs.job`` (the job's name) and ``asyncjobs.retry_count``. A
 job that raises has the exception recorded on its span and an ERROR status.
 
-Needs the otel extra (``pip install 'asyncjobs-redis[otel]'``)::
+Needs the otel extra (``pip install 'asyncjobs-redis[otel]'``):
 
-    from asyncjobs.otel import instrument
+```python
+from asyncjobs.otel import instrument
 
-    instrument(app)  # both middleware, with the global tracer provider
+instrument(app)  # both middleware, with the global tracer provider
+```
 
 Add it in the process that defers (a web app) and in the workers: the same module
 that builds the app is the place.

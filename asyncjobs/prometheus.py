@@ -6,12 +6,14 @@ process and host, survives restarts, and is right with ``--processes N``. Needs
 counters and histograms need workers of an app made with ``App(metrics=True)``.
 
 Three ways to serve them: the dashboard's ``/metrics`` (``asyncjobs.web``), ``asyncjobs
-metrics --bind HOST:PORT``, or :class:`AsyncJobsCollector` in your own registry::
+metrics --bind HOST:PORT``, or :class:`AsyncJobsCollector` in your own registry:
 
-    from prometheus_client import REGISTRY
-    from asyncjobs.prometheus import AsyncJobsCollector
+```python
+from prometheus_client import REGISTRY
+from asyncjobs.prometheus import AsyncJobsCollector
 
-    REGISTRY.register(AsyncJobsCollector(app))
+REGISTRY.register(AsyncJobsCollector(app))
+```
 
 The metrics (``asyncjobs_`` prefix): ``jobs_processed_total``, ``jobs_failed_total``,
 ``jobs_retried_total``, ``jobs_dead_total``, ``jobs_discarded_total`` by queue and
