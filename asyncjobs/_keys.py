@@ -80,6 +80,7 @@ class Keys:
     __slots__ = (
         "dead",
         "home",
+        "metrics_total",
         "namespace",
         "paused",
         "prefix",
@@ -115,6 +116,16 @@ class Keys:
         h = self.home.prefix
         self.paused = f"{h}:paused"  # the names of paused queues
         self.stat_expired = f"{h}:stat:expired"  # jobs dropped by expires_in
+        # Per-job metrics since the beginning (App(metrics=True), _metrics.py).
+        self.metrics_total = f"{self.prefix}:m:total"
+
+    def metrics_minute(self, stamp: str) -> str:
+        """The per-job metrics of one UTC minute, ``stamp`` as ``YYMMDDHHMM``."""
+        return f"{self.prefix}:m:{stamp}"
+
+    def metrics_last(self, process_id: str) -> str:
+        """The token of the last metrics a process wrote (a repeated call counts once)."""
+        return f"{self.prefix}:m:last:{process_id}"
 
     def queue(self, name: str) -> str:
         """The list of payloads waiting in queue ``name``."""

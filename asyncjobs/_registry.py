@@ -42,11 +42,17 @@ class Registry:
         dead_timeout: float | dt.timedelta = dt.timedelta(days=180),
         default_job_options: Mapping[str, Any] | None = None,
         packer: Packer | None = None,
+        metrics: bool = False,
     ) -> None:
         self.keys = Keys(namespace)
         # Encryption keys and the compression threshold (#15): what defer packs
         # arguments with and the executor opens them with.
         self.packer = packer if packer is not None else Packer(None, None)
+        if not isinstance(metrics, bool):
+            raise ConfigError(f"metrics must be True or False, got {metrics!r}")
+        # Per-job metrics (count, failures, execution time, dispatch latency), written
+        # by the acknowledgement scripts (_metrics.py); off: no work at all.
+        self.metrics = metrics
         # Sidekiq's default_job_options: options every job registered afterwards starts
         # from; its own @app.job options override them.
         self.default_job_options: dict[str, Any] = dict(default_job_options or {})

@@ -31,3 +31,5 @@ def test_no_private_leaks() -> None:
         "pytest_plugin",
         "web",
     }
+    submodules = {"api", "cli", "testing", "pytest_plugin", "web", "prometheus", "otel"}
+    assert public - set(asyncjobs.__all__) <= submodules

@@ -8,10 +8,50 @@
 -- then groups of four: field, target ('retry' | 'dead' | 'drop' | 'schedule'), score,
 -- payload ('schedule': a job over a rate limit, back to the schedule; neither processed
 -- nor failed);
--- the last three ARGV are: dead max entries, dead min score (older is trimmed),
--- stats TTL seconds.
+-- the last three ARGV (before the metrics arguments, if any: see below) are: dead max
+-- entries, dead min score (older is trimmed), stats TTL seconds.
 -- Only fields still in the hash count: a repeated ack (a retried pipeline) changes
 -- nothing.
+local MK = 9
+
+-- ---- metrics (App(metrics=True); _metrics.py) --------------------------------------
+-- Present when KEYS has the three metrics keys after the ones above: KEYS[MK] the hash
+-- of this minute, KEYS[MK + 1] the totals hash, KEYS[MK + 2] the process's last metrics
+-- token. The last four ARGV are then the token of these increments, the minute hash's
+-- TTL, M1 and M2; before them, M1 (field, increment) pairs for the minute hash, then M2
+-- pairs for the totals. Written unless the token is the last one written: the acker
+-- sends a set of increments again, same token, only when it did not learn whether the
+-- first call ran, so nothing counts twice.
+local function metrics_tail()
+  if #KEYS < MK + 2 then
+    return #ARGV
+  end
+  local m1, m2 = tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
+  return #ARGV - 4 - 2 * (m1 + m2)
+end
+local function metrics_write()
+  if #KEYS < MK + 2 then
+    return
+  end
+  local token = ARGV[#ARGV - 3]
+  if redis.call('GET', KEYS[MK + 2]) == token then
+    return
+  end
+  redis.call('SET', KEYS[MK + 2], token, 'EX', 3600)
+  local m1, m2 = tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
+  local j = #ARGV - 4 - 2 * (m1 + m2) + 1
+  for _ = 1, m1 do
+    redis.call('HINCRBY', KEYS[MK], ARGV[j], ARGV[j + 1])
+    j = j + 2
+  end
+  for _ = 1, m2 do
+    redis.call('HINCRBY', KEYS[MK + 1], ARGV[j], ARGV[j + 1])
+    j = j + 2
+  end
+  redis.call('EXPIRE', KEYS[MK], ARGV[#ARGV - 2])
+end
+-- ---- end of metrics -----------------------------------------------------------------
+local nargv = metrics_tail()
 local d = tonumber(ARGV[2])
 local done = 0
 local fields = {}
@@ -28,7 +68,7 @@ end
 local failed = 0
 local moved = 0
 local dead = 0
-local last = #ARGV - 3
+local last = nargv - 3
 local i = d + 3
 while i <= last do
   local field, target = ARGV[i], ARGV[i + 1]
@@ -48,7 +88,7 @@ while i <= last do
   end
   i = i + 4
 end
-local ttl = tonumber(ARGV[#ARGV])
+local ttl = tonumber(ARGV[nargv])
 if done + failed > 0 then
   redis.call('INCRBY', KEYS[4], done + failed)
   if redis.call('INCRBY', KEYS[5], done + failed) == done + failed then
@@ -62,10 +102,11 @@ if failed > 0 then
   end
 end
 if dead > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[#ARGV - 1])
-  local max = tonumber(ARGV[#ARGV - 2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[nargv - 1])
+  local max = tonumber(ARGV[nargv - 2])
   if redis.call('ZCARD', KEYS[3]) > max then
     redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -max - 1)
   end
 end
+metrics_write()
 return {done, failed + moved}

@@ -15,6 +15,7 @@ from ._base import QueuePairs, mapped
 from ._enqueue import Enqueue, promote_on, trim_dead_on
 from ._iteration import IterationOps
 from ._limits import LimitOps
+from ._metrics import MetricsOps
 from ._outbox import OutboxOps, OutboxRow
 from ._periodic import PeriodicOps
 from ._status import StatusOps
@@ -36,7 +37,16 @@ __all__ = [
 
 
 class Store(
-    Enqueue, StatusOps, Admin, WorkerOps, UniqueOps, PeriodicOps, LimitOps, IterationOps, OutboxOps
+    Enqueue,
+    StatusOps,
+    Admin,
+    WorkerOps,
+    UniqueOps,
+    PeriodicOps,
+    LimitOps,
+    IterationOps,
+    OutboxOps,
+    MetricsOps,
 ):
     """One Redis deployment under one namespace. Build it with :meth:`Store.open`
     (connects), or from clients already made."""

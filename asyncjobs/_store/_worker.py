@@ -119,13 +119,24 @@ class WorkerOps(StoreBase):
 
     @mapped
     async def done(
-        self, inflight_key: str, fields: Sequence[bytes], *, day: dt.date, ttl: int, conn: Conn
+        self,
+        inflight_key: str,
+        fields: Sequence[bytes],
+        *,
+        day: dt.date,
+        ttl: int,
+        conn: Conn,
+        metrics: tuple[list[str], list[Any]] | None = None,
     ) -> int:
         """done.lua: successes only, the lean script (fields as they are). Returns how
-        many fields it removed (those still in flight)."""
+        many fields it removed (those still in flight). ``metrics``: the keys and
+        arguments of ``_metrics.metrics_args``, appended."""
         k = self.keys
         keys = (inflight_key, k.stat_processed, k.stat_processed_day(day))
-        return int(await self.scripts.done(conn, keys, (ttl, *fields)))
+        if metrics is None:
+            return int(await self.scripts.done(conn, keys, (ttl, *fields)))
+        mkeys, margs = metrics
+        return int(await self.scripts.done(conn, (*keys, *mkeys), (ttl, *fields, *margs)))
 
     @mapped
     async def ack(
@@ -138,6 +149,7 @@ class WorkerOps(StoreBase):
         ttl: int,
         conn: Conn,
         split: tuple[Sequence[bytes], Sequence[bytes]] | None = None,
+        metrics: tuple[list[str], list[Any]] | None = None,
     ) -> int:
         """ack.lua: ``done`` fields and ``moves`` (flat groups of field, target,
         score, payload); trims the dead set by the store's limits. ``split``: ``done``
@@ -145,7 +157,7 @@ class WorkerOps(StoreBase):
         many fields it removed (those still in flight)."""
         k = self.keys
         today = dt.datetime.fromtimestamp(now, dt.UTC).date()
-        keys = (
+        keys: tuple[str, ...] = (
             inflight_key,
             k.retry,
             k.dead,
@@ -171,6 +183,9 @@ class WorkerOps(StoreBase):
             repr(now - self.dead_timeout),
             ttl,
         )
+        if metrics is not None:
+            keys = (*keys, *metrics[0])
+            args = (*args, *metrics[1])
         res = await self.scripts.ack(conn, keys, args)
         return int(res[0]) + int(res[1])
 

@@ -14,10 +14,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .._metrics import Recorder
 from .._redis import Conn, mask_url
 from .backoff import Backoff, after_failure
 from .decisions import plan_ack
 from .health import Health, failed
+from .metrics import Outbox, Unit
 
 if TYPE_CHECKING:
     from .._store import Store
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("asyncjobs.acker")
 
 STATS_TTL = 5 * 365 * 86400  # per-day counters live five years, like Sidekiq's
+# Seconds without an outcome after which metrics left unwritten are written alone.
+METRICS_IDLE = 0.1
 
 
 class Acker:
@@ -38,6 +42,7 @@ class Acker:
         *,
         on_retry: Callable[[float], None] | None = None,
         health: Health | None = None,
+        metrics_key: str | None = None,
     ) -> None:
         self.store = store
         self.health = health  # the launcher's: marks this loop unhealthy on a bug
@@ -61,6 +66,11 @@ class Acker:
         # While not None, the fields of batches whose every field this process removed
         # itself (the heartbeat asks, to tell its own acks from jobs a reaper took).
         self.written: set[bytes] | None = None
+        # App(metrics=True), with the key of this process's last metrics token: the
+        # per-job metrics not yet written, sent with acknowledgements (metrics.py). The
+        # executors call metrics.record() before reporting each outcome. None: off.
+        self._outbox = Outbox(store, metrics_key) if metrics_key is not None else None
+        self.metrics: Recorder | None = self._outbox.recorder if self._outbox else None
 
     # Hot path: called by every finishing job. Appending to a list and setting an event
     # once per batch is the cheapest hand-off measured.
@@ -120,8 +130,21 @@ class Acker:
 
     async def run(self) -> None:
         """Flush whenever outcomes are pending, until cancelled."""
+        failures = 0  # metrics writes failed in a row (Redis away)
         while True:
-            await self._pending.wait()
+            outbox = self._outbox
+            if outbox is not None and outbox.pending:
+                # Metrics left after the last outcome: written once idle for a moment
+                # (longer and longer while Redis is away).
+                idle = min(5.0, METRICS_IDLE * 2**failures)
+                try:
+                    await asyncio.wait_for(self._pending.wait(), idle)
+                except TimeoutError:
+                    ok = await self.flush_metrics(raise_errors=False)
+                    failures = 0 if ok else min(failures + 1, 10)
+                    continue
+            else:
+                await self._pending.wait()
             await self.flush()
 
     async def wait_flushed(self) -> None:
@@ -135,10 +158,11 @@ class Acker:
             self._pending.clear()
             done, moves = self._done, self._moves
             self._done, self._moves = [], []
+            metrics = self._outbox.take() if self._outbox is not None else None
             batch = (done, moves)
             self._writing.append(batch)
             try:
-                removed = await self._write(done, moves)
+                removed = await self._write(done, moves, metrics)
             except BaseException as exc:
                 self._writing.remove(batch)
                 # Cancelled (shutdown) or failed: keep the batch, in front of anything
@@ -165,6 +189,8 @@ class Acker:
                 await asyncio.sleep(backoff.next())
                 continue
             self._writing.remove(batch)
+            if metrics is not None and self._outbox is not None:
+                self._outbox.sent()
             if self.written is not None and removed == len(done) + len(moves) // 4:
                 self.written.update(done, moves[0::4])
             self.batches += 1
@@ -179,8 +205,30 @@ class Acker:
         self._pending.clear()
         self._idle.set()
 
-    async def _write(self, done: list[bytes], moves: list[Any]) -> int:
-        """Write a batch; returns how many of its fields were still in flight."""
+    async def flush_metrics(self, *, raise_errors: bool = True) -> bool:
+        """Write the metrics not yet written (the worker is idle, or stops): one script
+        call, without outcomes. Errors are raised, or (``raise_errors=False``) logged
+        if a bug, and False is returned: the metrics stay, for the next call."""
+        outbox = self._outbox
+        if outbox is None:
+            return True
+        metrics = outbox.take(force=True)
+        if metrics is None:
+            return True
+        try:
+            await self._write([], [], metrics)
+        except Exception as exc:
+            if raise_errors:
+                raise
+            if await failed(self.health, "acker", exc, log, self.store):
+                await after_failure(self.store, exc, self.client)
+            return False
+        outbox.sent()
+        return True
+
+    async def _write(self, done: list[bytes], moves: list[Any], metrics: Unit | None = None) -> int:
+        """Write a batch (and metrics, in the same call); returns how many of its fields
+        were still in flight."""
         if self._landing:
             await self._ensure_landed([*done, *moves[0::4]])
         now = time.time()
@@ -188,7 +236,7 @@ class Acker:
         if batch.lean:
             today = dt.datetime.fromtimestamp(now, dt.UTC).date()
             return await self.store.done(
-                self._inflight, done, day=today, ttl=STATS_TTL, conn=self.client
+                self._inflight, done, day=today, ttl=STATS_TTL, conn=self.client, metrics=metrics
             )
         return await self.store.ack(
             self._inflight,
@@ -198,4 +246,5 @@ class Acker:
             ttl=STATS_TTL,
             conn=self.client,
             split=(batch.plain, batch.other),
+            metrics=metrics,
         )

@@ -41,6 +41,7 @@ from .._job import (
     set_progress_reporter,
 )
 from .._limits import OverLimit, reschedule_delay
+from .._metrics import DEAD, DISCARD, OK, RETRY
 from .._middleware import Chain, ServerMiddleware, run_server
 from .._payload import DECODE_ERRORS, DECODER, ENCODER, Lock, Payload, encode_backtrace
 from .._retry import BACKTRACE_LINES, decide, format_backtrace
@@ -198,6 +199,10 @@ class Executor:
         # to the head of their queue.
         self.stopping = False
         self.give_back: Callable[[bytes, bytes], None] | None = None
+        # App(metrics=True): the acker's Recorder.record (job, queue, run and dispatch latency
+        # in seconds, outcome), called before each outcome of a job that ran. None: off,
+        # and a job's path checks this one attribute.
+        self.measure: Callable[[str, str, float, float, int], None] | None = None
 
     def _chain(self) -> Sequence[ServerMiddleware]:
         own = self.middleware.entries
@@ -299,6 +304,11 @@ class Executor:
                 await self._timed_out(rec, payload, job, timeout)
                 return
             self.processed += 1
+            measure = self.measure
+            if measure is not None:  # App(metrics=True); inline: every job of it pays
+                start = rec.started_at
+                since = payload.at or payload.enqueued_at or start
+                measure(payload.job, payload.queue, time.time() - start, start - since, OK)
             self.sink.done(rec.field)
             if self._debug:
                 joblog.debug(
@@ -383,6 +393,8 @@ class Executor:
             await self._timed_out(rec, payload, job, timeout)
             return
         self.processed += 1
+        if self.measure is not None:  # App(metrics=True)
+            self._measure(rec, payload, OK)
         if tracked:
             if rec.reason is None:
                 rec.reason = "finishing"  # a cancel request now is too late
@@ -396,6 +408,15 @@ class Executor:
             joblog.debug(
                 "done %s jid=%s in %.3fs", payload.job, payload.jid, time.perf_counter() - t0
             )
+
+    def _measure(self, rec: Running, payload: Payload, outcome: int) -> None:
+        """Report a job's metrics (App(metrics=True)): execution time from its start,
+        dispatch latency from its entry into its queue (``enqueued_at``; a promoted
+        job's is its promotion) to its start."""
+        assert self.measure is not None
+        start = rec.started_at
+        since = payload.at or payload.enqueued_at or start
+        self.measure(payload.job, payload.queue, time.time() - start, start - since, outcome)
 
     # -- unique and expiring jobs ------------------------------------------------------
 
@@ -671,6 +692,8 @@ class Executor:
                 self.tasks.start_soon(
                     self._write_state, payload.jid, ENCODER.encode(state), name="status"
                 )
+            if self.measure is not None:
+                self._measure(rec, payload, RETRY)
             self.sink.move(rec.field, "retry", d.at, ENCODER.encode(failed))
             return
         target, reason = d.target, d.reason
@@ -699,6 +722,8 @@ class Executor:
                 short,
                 reason,
             )
+            if self.measure is not None:
+                self._measure(rec, payload, DISCARD)
             self.sink.move(rec.field, "drop", now, b"")
             if failed.unique is not None and failed.unique.until == "success":
                 self._release(failed)
@@ -711,6 +736,8 @@ class Executor:
                 short,
                 reason,
             )
+            if self.measure is not None:
+                self._measure(rec, payload, DEAD)
             self.sink.move(rec.field, "dead", now, ENCODER.encode(failed))
             if failed.unique is not None and failed.unique.until == "success":
                 self._release(failed)
@@ -778,6 +805,8 @@ class Executor:
         stored if tracked, the cancel handlers run."""
         joblog.warning("cancelled %s jid=%s", payload.job, payload.jid)
         await self._save(payload, job, "cancelled")
+        if self.measure is not None:
+            self._measure(rec, payload, OK)
         self.sink.done(rec.field)
         if payload.unique is not None and payload.unique.until in ("success", "start"):
             self._release(payload)

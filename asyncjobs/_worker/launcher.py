@@ -288,6 +288,7 @@ class Worker:
             inflight,
             on_retry=self.scheduler.notify,
             health=health,
+            metrics_key=store.keys.metrics_last(self.process_id) if app.metrics else None,
         )
         self.isolation = isolation = Isolation(self.requeue, self.tasks, health)
         self.capsules = [
@@ -304,6 +305,8 @@ class Worker:
         ]
         for c in self.capsules:
             c.executor.process_id = self.process_id  # a tracked job's "running" state
+            if acker.metrics is not None:  # App(metrics=True)
+                c.executor.measure = acker.metrics.record
         # The cancel channel (#14): a BRPOP of its own, so a cancel lands at once.
         canceller = Canceller(
             store, store.connection(), self.process_id, self.capsules, health=health
@@ -580,6 +583,7 @@ class Worker:
             try:
                 with anyio.fail_after(max(0.1, until - time.monotonic())):
                     await self.acker.flush()
+                    await self.acker.flush_metrics()  # App(metrics=True): the last ones
                     self.requeued += await self._requeue_inflight()
                     if self.heartbeat is not None:
                         await self.heartbeat.clear()

@@ -60,12 +60,26 @@ from ._stats import history as history
 from ._stats import reset_stats as reset_stats
 from ._stats import RedisInfo as RedisInfo
 from ._stats import redis_info as redis_info
+from ._metrics import JobMetrics as JobMetrics
+from ._metrics import MetricsPoint as MetricsPoint
+from ._metrics import MetricsReport as MetricsReport
+from ._metrics import MetricsTotals as MetricsTotals
+from ._metrics import MetricCounts as MetricCounts
+from ._metrics import MetricHistogram as MetricHistogram
+from ._metrics import job_metrics as job_metrics
+from ._metrics import metrics_totals as metrics_totals
 # isort: on
 
 __all__ = [
     "InvalidArgument",
     "DeadSet",
     "JobLocation",
+    "JobMetrics",
+    "MetricCounts",
+    "MetricHistogram",
+    "MetricsPoint",
+    "MetricsReport",
+    "MetricsTotals",
     "JobNotFound",
     "JobRecord",
     "Page",
@@ -90,8 +104,10 @@ __all__ = [
     "limiter_state",
     "limiters",
     "history",
+    "job_metrics",
     "job_status",
     "locate_job",
+    "metrics_totals",
     "pause_periodic",
     "pause_queue",
     "paused_queues",

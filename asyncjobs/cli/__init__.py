@@ -15,6 +15,7 @@ from . import jobs as jobs
 from . import processes as processes
 from . import check as check
 from . import tools as tools
+from . import observe as observe
 from . import limits as limits
 from . import periodic as periodic
 from . import outbox as outbox

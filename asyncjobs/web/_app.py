@@ -45,6 +45,11 @@ KINDS: dict[str, type[api.SortedSet]] = {
 PAGE_SIZE = 25
 # The history ranges the overview offers: a day, a week, a month, three and six months.
 HISTORY_DAYS = (1, 7, 30, 90, 180)
+# The windows the Metrics page offers, in hours (the per-minute metrics live 72 hours).
+METRICS_HOURS = (1, 2, 4, 8, 24, 48, 72)
+# Lines drawn on the Metrics page's chart: the busiest jobs.
+CHART_JOBS = 6
+CHART_W, CHART_H = 720.0, 180.0
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 # create_app(auth=...): who the request is from (a name, or True), or falsy to refuse it.
@@ -81,6 +86,44 @@ def _args(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _ms(value: float | None) -> str:
+    """A duration in milliseconds, short: 0.4 ms, 37 ms, 1.3 s, 2.5 min."""
+    if value is None:
+        return "–"
+    if value < 10:
+        return f"{value:.1f} ms"
+    if value < 1000:
+        return f"{value:.0f} ms"
+    if value < 120_000:
+        return f"{value / 1000:.1f} s"
+    return f"{value / 60_000:.1f} min"
+
+
+def _lines(report: api.MetricsReport, jobs: list[str], what: str) -> dict[str, Any]:
+    """SVG polylines of ``what`` (runs or seconds) per step for ``jobs``, scaled to the
+    chart's box, and the top of the scale."""
+    values = [[getattr(p, what).get(j, 0) for p in report.series] for j in jobs]
+    top = max([v for row in values for v in row] + [0]) or 1
+    n = max(1, len(report.series) - 1)
+    lines = []
+    for job, row in zip(jobs, values, strict=True):
+        points = " ".join(
+            f"{i * CHART_W / n:.1f},{CHART_H - v * CHART_H / top:.1f}" for i, v in enumerate(row)
+        )
+        lines.append({"job": job, "points": points, "total": sum(row)})
+    return {"lines": lines, "top": top, "w": CHART_W, "h": CHART_H}
+
+
+def _bars(counts: list[int], bounds: list[float]) -> list[dict[str, Any]]:
+    """A histogram's bars: label (upper bound), count, height in percent."""
+    top = max([*counts, 1])
+    labels = [_ms(b) for b in bounds] + [f"> {_ms(bounds[-1])}"]
+    return [
+        {"label": label, "count": c, "height": round(c * 100 / top, 1)}
+        for label, c in zip(labels, counts, strict=True)
+    ]
+
+
 def _rss(kib: int) -> str:
     return f"{kib / 1024:.0f} MiB" if kib else ""
 
@@ -100,7 +143,7 @@ class Dashboard:
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
         )
-        self.env.filters.update(ts=_ts, ago=_ago, duration=_duration, args=_args, rss=_rss)
+        self.env.filters.update(ts=_ts, ago=_ago, duration=_duration, args=_args, rss=_rss, ms=_ms)
 
     # -- CSRF: a nonce in a cookie, and the form's token is its HMAC with the secret ---
 
@@ -201,6 +244,68 @@ class Dashboard:
         data.pop("history")
         data["time"] = time.time()
         return JSONResponse(data)
+
+    def _hours(self, request: Request) -> int:
+        try:
+            hours = int(request.query_params.get("hours", "1"))
+        except ValueError:
+            hours = 1
+        return hours if hours in METRICS_HOURS else 1
+
+    async def metrics_page(self, request: Request) -> Response:
+        """Sidekiq 8's Metrics page: per job over a window, runs, failures, execution
+        time and dispatch latency (p50, p95, p99), and a chart of the busiest jobs."""
+        hours = self._hours(request)
+        what = "runs" if request.query_params.get("chart") == "runs" else "seconds"
+        report = await api.job_metrics(self.jobs, hours)
+        needle = request.query_params.get("filter", "").strip()
+        jobs = [j for j in report.jobs if needle.lower() in j.job.lower()]
+        chart = _lines(report, [j.job for j in jobs[:CHART_JOBS]], what)
+        return self.render(
+            request,
+            "metrics.html",
+            page="metrics",
+            report=report,
+            jobs=jobs,
+            hours=hours,
+            ranges=METRICS_HOURS,
+            chart=chart,
+            what=what,
+            needle=needle,
+            enabled=self.jobs.metrics,
+        )
+
+    async def metrics_job(self, request: Request) -> Response:
+        """One job's metrics: its histograms of execution time and dispatch latency."""
+        name = request.path_params["name"]
+        hours = self._hours(request)
+        report = await api.job_metrics(self.jobs, hours, job=name)
+        job = report.jobs[0] if report.jobs else None
+        return self.render(
+            request,
+            "metrics_job.html",
+            page="metrics",
+            name=name,
+            job=job,
+            report=report,
+            hours=hours,
+            ranges=METRICS_HOURS,
+            chart=_lines(report, [name], "runs"),
+            execution=_bars(job.histogram, report.bounds_ms) if job else [],
+            latency=_bars(job.latency_histogram, report.bounds_ms) if job else [],
+        )
+
+    async def prometheus(self, request: Request) -> Response:
+        """The Prometheus exposition, read from Redis now (asyncjobs.prometheus)."""
+        try:
+            from ..prometheus import CONTENT_TYPE_LATEST, render
+        except ImportError:
+            return Response(
+                "prometheus_client is not installed: pip install 'asyncjobs-redis[metrics]'\n",
+                status_code=501,
+                media_type="text/plain",
+            )
+        return Response(await render(self.jobs), media_type=CONTENT_TYPE_LATEST)
 
     async def busy(self, request: Request) -> Response:
         procs = await api.ProcessSet(self.jobs).list()
@@ -494,6 +599,9 @@ def create_app(
         route("/queues/{name}", dash.queue, "queue"),
         route("/queues/{name}/action", dash.queue_action, "queue_action", post=True),
         route("/periodic", dash.periodic, "periodic"),
+        route("/metrics", dash.prometheus, "prometheus"),
+        route("/metrics/jobs", dash.metrics_page, "metrics"),
+        route("/metrics/jobs/{name:path}", dash.metrics_job, "metrics_job"),
         route("/periodic/{name}/action", dash.periodic_action, "periodic_action", post=True),
         route("/job/{jid:path}", dash.job, "job"),
         route("/search", dash.search, "search"),

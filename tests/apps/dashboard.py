@@ -8,7 +8,8 @@ import redis.asyncio as aioredis
 
 import asyncjobs
 
-app = asyncjobs.App()
+# Per-job metrics on: the Metrics page shows these jobs' runs.
+app = asyncjobs.App(metrics=True)
 
 
 @app.job

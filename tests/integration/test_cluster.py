@@ -225,3 +225,43 @@ async def test_iterable_job_on_cluster(cluster: RedisCluster) -> None:
 
 async def _gone(client: AsyncCluster, key: str) -> bool:
     return not await client.exists(key)
+
+
+async def test_metrics_and_prometheus_on_cluster(cluster: RedisCluster) -> None:
+    """#12: the metrics keys carry the namespace's hash tag, so done.lua and ack.lua
+    write them on a cluster; the api and the Prometheus exposition read them there."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from asyncjobs.prometheus import render
+
+    app = asyncjobs.App(cluster.url, namespace="metered", metrics=True)
+    ran: list[int] = []
+
+    @app.job(name="work")
+    async def work(n: int) -> None:
+        ran.append(n)
+
+    @app.job(name="fails", retry=0)
+    async def fails() -> None:
+        raise RuntimeError("no")
+
+    async with app:
+        await work.defer_many([(i,) for i in range(50)])
+        await fails.defer()
+        async with app.run_worker(concurrency=10):
+            await wait_for(lambda: len(ran) == 50, timeout=10)
+
+            async def all_counted() -> bool:
+                return sum(j.runs for j in (await api.job_metrics(app, 1)).jobs) == 51
+
+            await wait_for(all_counted, timeout=10)
+        totals = await api.metrics_totals(app)
+        counts = {(c.queue, c.job): (c.runs, c.dead) for c in totals.counts}
+        assert counts == {("default", "work"): (50, 0), ("default", "fails"): (1, 1)}
+        families = {f.name: f for f in text_string_to_metric_families((await render(app)).decode())}
+        samples = {
+            tuple(sorted(s.labels.items())): s.value
+            for s in families["asyncjobs_jobs_processed"].samples
+            if s.name.endswith("_total")
+        }
+        assert samples[(("job", "work"), ("queue", "default"))] == 50

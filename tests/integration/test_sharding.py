@@ -341,3 +341,30 @@ async def test_hooks_and_periodic_entries_run_once_per_process(redis_url: str) -
         finally:
             await client.aclose()
     assert calls == {"startup": 1, "shutdown": 1, "quiet": 1, "heartbeat": 1, "exit": 1}
+
+
+@pytest.mark.timeout(60)
+async def test_metrics_add_up_every_shard(cluster: RedisCluster) -> None:
+    app = asyncjobs.App(cluster.url, shards=SHARDS, namespace="measured", metrics=True)
+    ran = [0]
+
+    @app.job(name="tick")
+    async def tick(n: int) -> None:
+        ran[0] += 1
+
+    async with app:
+        await tick.defer_many([(n,) for n in range(300)])
+        async with running(app.worker(concurrency=12)):
+            await wait_for(lambda: ran >= [300], timeout=30)
+        # Each shard's workers wrote the metrics of its jobs in its own slot.
+        stores = await app.open_stores()
+        client = await _client(cluster)
+        try:
+            written = [await client.exists(s.keys.metrics_total) for s in stores]
+        finally:
+            await client.aclose()
+        assert written == [1] * SHARDS
+        metrics = await api.job_metrics(app, hours=1)
+        totals = await api.metrics_totals(app)
+    assert sum(m.runs for m in metrics.jobs if m.job == "tick") == 300
+    assert sum(c.runs for c in totals.counts if c.job == "tick") == 300

@@ -182,6 +182,25 @@ async def test_click_through(
         await expect(page.locator("tr[data-periodic='nightly-mark']")).to_contain_text("0 3 * * *")
         await shot("periodic")
 
+        # Metrics (the worker's app has metrics=True): the jobs that ran, their chart,
+        # and one job's histograms; light and dark.
+        await page.click("nav >> text=Metrics")
+        table = page.locator("table.metrics")
+        await expect(table).to_contain_text("tests.apps.dashboard.mark")
+        await expect(table).to_contain_text("tests.apps.dashboard.boom")
+        await expect(page.locator("svg.lines polyline").first).to_be_attached()
+        await expect(page.locator(".legend")).to_contain_text("tests.apps.dashboard.mark")
+        await shot("metrics")
+        await page.emulate_media(color_scheme="dark")
+        await shot("metrics-dark")
+        await page.emulate_media(color_scheme="light")
+        await page.click("a.tab >> text=24 h")
+        await expect(page.locator("h1 a.tab.active")).to_have_text("24 h")
+        await page.click("table.metrics >> text=tests.apps.dashboard.mark")
+        await expect(page.locator("h1")).to_contain_text("tests.apps.dashboard.mark")
+        await expect(page.locator(".hist").first).to_be_visible()
+        await shot("metrics-job")
+
         # Search by jid from the header: the failing job's page, error and backtrace.
         await page.fill("header input[name=jid]", failing)
         await page.press("header input[name=jid]", "Enter")
