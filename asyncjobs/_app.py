@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 import anyio
 import msgspec
 
+from ._batch import BatchStatus, scope_var
+from ._batching import Batch, Callback, chain, read_status, register_steps
 from ._conn import FastRedis
 from ._errors import ConfigError, EnqueueError, UniqueConflict
 from ._job import Job, OnExhausted, RetryIn
@@ -418,11 +420,16 @@ class App(Registry):
         lock = payload.unique
         if lock is not None and lock.until != "executing":
             pushed = await store.push_unique(payload.queue, payload.at, data, lock, payload.jid)
-            return self._unique_outcome(payload, pushed.enqueued, pushed.holder, pushed.removed)
+            jid = self._unique_outcome(payload, pushed.enqueued, pushed.holder, pushed.removed)
+            if jid is not None and payload.bid is not None:  # batches (#14)
+                _count_added([payload])
+            return jid
         if payload.at is None:
             await store.push(payload.queue, data)
         else:
             await store.schedule(payload.queue, payload.at, data)
+        if payload.bid is not None:  # a batch job (#14): counted when its block exits
+            _count_added([payload])
         return payload.jid
 
     async def _enqueue_many(self, payloads: Sequence[Payload]) -> list[str | None]:
@@ -475,8 +482,13 @@ class App(Registry):
             store = self.store
             assert store is not None
         if unique:
-            return await self._push_many_unique(store, payloads, now_by_queue, scheduled, unique)
+            jids = await self._push_many_unique(store, payloads, now_by_queue, scheduled, unique)
+            if payloads[0].bid is not None:  # batches (#14)
+                _count_added([p for p, j in zip(payloads, jids, strict=True) if j is not None])
+            return jids
         await store.push_many(now_by_queue, scheduled)
+        if payloads[0].bid is not None:  # batches (#14)
+            _count_added(payloads)
         return [p.jid for p in payloads]
 
     async def _push_many_unique(
@@ -621,6 +633,46 @@ class App(Registry):
             await store.save_result(jid, ENCODER.encode(out), keep)
         return "removed"
 
+    # -- batches and workflows (#14) ---------------------------------------------------
+
+    def batch(
+        self,
+        *,
+        description: str | None = None,
+        on_complete: Callback | None = None,
+        on_success: Callback | None = None,
+        on_death: Callback | None = None,
+        bid: str | None = None,
+    ) -> Batch:
+        """A batch of jobs: ``async with app.batch(on_success=notify.s(...)) as b:``;
+        every job deferred in the block joins it. Callbacks are jobs, called with the
+        batch id first: ``on_complete`` once every job ran (failures counted),
+        ``on_success`` once every job succeeded, ``on_death`` when a job died. Made in
+        a batch block or a batch job, it is a child: its parent completes after it.
+        ``bid=``: reopen a batch to add jobs (from one of its jobs, or before it
+        completed). See docs/concepts/batches.md."""
+        return Batch(
+            self,
+            description=description,
+            callbacks={"complete": on_complete, "success": on_success, "death": on_death},
+            bid=bid,
+        )
+
+    async def batch_status(self, bid: str) -> BatchStatus:
+        """A batch's counts, failed jids and events now; :class:`~asyncjobs.BatchError`
+        if there is no such batch (or it expired)."""
+        return await read_status(self, bid)
+
+    async def chain(
+        self, *steps: Any, on_failure: str = "stop", description: str | None = None
+    ) -> str:
+        """A workflow: each step (``job.s(...)``, or a list of them run together) is
+        deferred once the step before succeeded, with its result as first argument when
+        its jobs keep results (``keep_result``; a list for a group). A death stops the
+        chain; ``on_failure="continue"`` goes on (the dead job's result is None).
+        Returns the first step's batch id."""
+        return await chain(self, steps, on_failure=on_failure, description=description)
+
     # -- worker ------------------------------------------------------------------
 
     def worker(
@@ -636,6 +688,7 @@ class App(Registry):
         """An in-process worker: ``await app.worker(...).run()``."""
         from ._worker.launcher import Worker
 
+        register_steps(self)  # workflows' next steps (app.chain) run on any worker
         if capsules is None:
             specs = [(q, 1) if isinstance(q, str) else (q[0], int(q[1])) for q in queues]
             capsules = [
@@ -678,3 +731,13 @@ class App(Registry):
                 yield worker
             finally:
                 worker.stop()
+
+
+def _count_added(payloads: Sequence[Payload]) -> None:
+    """Jobs of a batch now in Redis: counted by the open block they joined."""
+    scope = scope_var.get()
+    if scope is None:
+        return
+    for p in payloads:
+        if p.bid == scope.bid:
+            scope.added += 1

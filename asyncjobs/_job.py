@@ -23,6 +23,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 import msgspec
 
+from ._batch import Signature, scope_var
 from ._errors import ArgumentError, ConfigError, EnqueueError
 from ._limits import LimitSpec
 from ._payload import ENCODER, Payload, new_jid, valid_jid
@@ -118,6 +119,11 @@ class JobContext:
     def queue(self) -> str:
         """The queue the job was taken from."""
         return self._payload.queue
+
+    @property
+    def bid(self) -> str | None:
+        """The id of the batch the job belongs to, or None (``app.batch``)."""
+        return self._payload.bid
 
     @property
     def retry_count(self) -> int:
@@ -710,6 +716,7 @@ class Job(Generic[P, R]):
         if at is not None and at <= now:
             at = None
         unique = opts.unique
+        scope = scope_var.get()  # an open ``async with app.batch()``: the job joins it
         return Payload(
             jid=opts.jid or new_jid(),
             job=self.name,
@@ -724,7 +731,13 @@ class Job(Generic[P, R]):
             unique=None if unique is None else lock_for(self.name, opts.queue, raw, unique),
             # Counted from the due time: a job scheduled for later is not stale sooner.
             expires_at=None if opts.expires_in is None else (at or now) + opts.expires_in,
+            bid=None if scope is None else scope.bid,
         )
+
+    def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature:
+        """This job with these arguments, not deferred: a batch callback
+        (``on_success=job.s(...)``) or a step of ``app.chain(...)``."""
+        return Signature(self, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<Job {self.name} queue={self.queue!r}>"

@@ -299,8 +299,12 @@ class Scripts:
             "limit_window",
             "limit_bucket",
             "limit_read",
+            "batch",
         ):
             source = (root / f"{name}.lua").read_text()
+            if _INCLUDE in source:  # batches (#14): the shared bookkeeping, inlined
+                lib = (root / "batch_lib.lua").read_text()
+                source = source.replace(_INCLUDE, lib)
             setattr(self, name, Script(name, source))
 
     push: Script
@@ -321,8 +325,11 @@ class Scripts:
     limit_window: Script
     limit_bucket: Script
     limit_read: Script
+    batch: Script
 
 
+# A line of a script replaced by _scripts/batch_lib.lua (ack.lua, batch.lua).
+_INCLUDE = "--#include batch_lib"
 _SCRIPTS: Scripts | None = None
 
 

@@ -12,6 +12,51 @@
 -- stats TTL seconds.
 -- Only fields still in the hash count: a repeated ack (a retried pipeline) changes
 -- nothing.
+-- >>> batches (#14): a self-contained block, present only when the acker sends jobs
+-- of a batch. It takes its arguments off the END of ARGV (so what follows sees the
+-- layout above): ..., key prefix "{ns}:", batch TTL seconds, then per batch job
+-- (field, bid, outcome: done | retry | dead | drop | schedule), their count, 'batches'.
+-- A job counts only if its field is still in the in-flight hash (HEXISTS here, the
+-- HDEL below removes it in the same atomic step): a repeated or late ack, or a job the
+-- reaper gave back, changes no count, so every callback is pushed once.
+if ARGV[#ARGV] == 'batches' then
+  table.remove(ARGV)
+  local nb = tonumber(table.remove(ARGV))
+  local first = #ARGV - 3 * nb - 1
+  local BP, BTTL = ARGV[first], tonumber(ARGV[first + 1])
+  --#include batch_lib
+  local seen, touched, order = {}, {}, {}
+  for j = first + 2, #ARGV, 3 do
+    local field, bid, outcome = ARGV[j], ARGV[j + 1], ARGV[j + 2]
+    if not seen[field] and outcome ~= 'schedule' then
+      seen[field] = true
+      local key = bkey(bid)
+      if redis.call('HEXISTS', KEYS[1], field) == 1 and redis.call('EXISTS', key) == 1 then
+        if outcome == 'done' then
+          redis.call('HINCRBY', key, 'pending', -1)
+          redis.call('SREM', key .. ':failed', field)
+        else
+          redis.call('SADD', key .. ':failed', field)
+          if outcome == 'dead' then
+            bdeath(bid)
+          end
+        end
+        if not touched[bid] then
+          touched[bid] = true
+          order[#order + 1] = bid
+        end
+      end
+    end
+  end
+  for _, bid in ipairs(order) do
+    btouch(bkey(bid))
+    bcheck(bid)
+  end
+  for _ = first, #ARGV do
+    table.remove(ARGV)
+  end
+end
+-- <<< batches
 local d = tonumber(ARGV[2])
 local done = 0
 local fields = {}

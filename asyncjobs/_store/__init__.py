@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ._admin import Admin, Counters
 from ._base import QueuePairs, mapped
+from ._batch import BatchOps
 from ._enqueue import Enqueue, promote_on, trim_dead_on
 from ._limits import LimitOps
 from ._periodic import PeriodicOps
@@ -30,6 +31,6 @@ __all__ = [
 ]
 
 
-class Store(Enqueue, StatusOps, Admin, WorkerOps, UniqueOps, PeriodicOps, LimitOps):
+class Store(Enqueue, StatusOps, Admin, WorkerOps, UniqueOps, PeriodicOps, LimitOps, BatchOps):
     """One Redis deployment under one namespace. Build it with :meth:`Store.open`
     (connects), or from clients already made."""

@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from .._batch import BATCH_TTL
 from .._conn import FastRedis
 from .._payload import DECODE_ERRORS, DECODER
 from .._redis import Conn
@@ -138,11 +139,14 @@ class WorkerOps(StoreBase):
         ttl: int,
         conn: Conn,
         split: tuple[Sequence[bytes], Sequence[bytes]] | None = None,
+        batch: Sequence[Any] = (),
     ) -> int:
         """ack.lua: ``done`` fields and ``moves`` (flat groups of field, target,
         score, payload); trims the dead set by the store's limits. ``split``: ``done``
-        split already into jids and other fields (the acker's ``plan_ack``). Returns how
-        many fields it removed (those still in flight)."""
+        split already into jids and other fields (the acker's ``plan_ack``). ``batch``:
+        flat (field, bid, outcome) triples of the batch jobs among them, counted in
+        their batches by the same script (#14). Returns how many fields it removed
+        (those still in flight)."""
         k = self.keys
         today = dt.datetime.fromtimestamp(now, dt.UTC).date()
         keys = (
@@ -171,6 +175,8 @@ class WorkerOps(StoreBase):
             repr(now - self.dead_timeout),
             ttl,
         )
+        if batch:  # batches (#14): ack.lua's batch block takes these off the end
+            args = (*args, f"{k.prefix}:", BATCH_TTL, *batch, len(batch) // 3, "batches")
         res = await self.scripts.ack(conn, keys, args)
         return int(res[0]) + int(res[1])
 
