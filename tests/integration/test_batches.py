@@ -10,11 +10,11 @@ import redis.asyncio as aioredis
 
 import asyncjobs
 from asyncjobs._batch import BATCH_TTL
-from tests.conftest import running, wait_for
+from tests.conftest import running, text, wait_for
 
 
-def events_of(raw: list[bytes]) -> list[str]:
-    return [r.decode() for r in raw]
+def events_of(raw: list[bytes | str]) -> list[str]:
+    return [text(r) for r in raw]
 
 
 def recorder(app: asyncjobs.App, redis: aioredis.Redis) -> asyncjobs.Job[..., None]:
@@ -279,7 +279,7 @@ async def test_a_repeated_ack_counts_once(app: asyncjobs.App, redis: aioredis.Re
     store = await app.open_store()
     inflight = "{asyncjobs}:inflight:test"
     raw = await redis.rpop("{asyncjobs}:queue:default")
-    assert raw is not None
+    assert isinstance(raw, bytes)
     await redis.hset(inflight, jid, raw)
     for _ in range(2):
         await store.ack(
