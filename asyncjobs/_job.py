@@ -734,9 +734,12 @@ class Job(Generic[P, R]):
             bid=None if scope is None else scope.bid,
         )
 
-    def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature:
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
         """This job with these arguments, not deferred: a batch callback
-        (``on_success=job.s(...)``) or a step of ``app.chain(...)``."""
+        (``on_success=job.s(...)``: the batch id comes first, before these) or a step
+        of ``app.chain(...)`` (the step before's result first, when it keeps one). Not
+        checked against the signature until deferred, as what comes first is not known
+        here."""
         return Signature(self, args, kwargs)
 
     def __repr__(self) -> str:
