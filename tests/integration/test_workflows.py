@@ -1,0 +1,126 @@
+"""Workflows on batches (#14): chains, fan-in, results passed on, failures."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+
+import asyncjobs
+from tests.conftest import running, text, wait_for
+
+
+async def _got(redis: aioredis.Redis, n: int = 1) -> list[str]:
+    return [text(v) for v in await redis.lrange("got", 0, -1)][:n] if n else []
+
+
+@pytest.mark.timeout(30)
+async def test_chain_passes_results_on(app: asyncjobs.App, redis: aioredis.Redis) -> None:
+    @app.job(name="add", keep_result=60)
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.job(name="times", keep_result=60)
+    async def times(prev: int, k: int) -> int:
+        return prev * k
+
+    @app.job(name="report")
+    async def report(prev: int, label: str) -> None:
+        await redis.rpush("got", f"{label}={prev}")
+
+    bid = await app.chain(add.s(1, 2), times.s(k=10), report.s(label="total"))
+    assert (await app.batch_status(bid)).total == 1
+    async with running(app.worker()):
+        await wait_for(lambda: redis.llen("got"), 10)
+    assert await _got(redis) == ["total=30"]
+
+
+@pytest.mark.timeout(30)
+async def test_fan_in_gets_every_result(app: asyncjobs.App, redis: aioredis.Redis) -> None:
+    @app.job(name="square", keep_result=60)
+    async def square(x: int) -> int:
+        await asyncio.sleep(0.01 * x)
+        return x * x
+
+    @app.job(name="total")
+    async def total(results: list[int]) -> None:
+        await redis.rpush("got", f"{sorted(results)}")
+
+    await app.chain([square.s(x) for x in range(1, 5)], total.s())
+    async with running(app.worker(concurrency=4)):
+        await wait_for(lambda: redis.llen("got"), 10)
+    assert await _got(redis) == ["[1, 4, 9, 16]"]
+
+
+@pytest.mark.timeout(30)
+async def test_results_not_kept_pass_nothing(app: asyncjobs.App, redis: aioredis.Redis) -> None:
+    @app.job(name="first")
+    async def first() -> int:
+        await redis.rpush("got", "first")
+        return 1
+
+    @app.job(name="second")
+    async def second(tag: str) -> None:
+        await redis.rpush("got", f"second {tag}")
+
+    await app.chain(first.s(), second.s("x"))
+    async with running(app.worker()):
+        await wait_for(lambda: _has(redis, 2), 10)
+    assert await _got(redis, 2) == ["first", "second x"]
+
+
+async def _has(redis: aioredis.Redis, n: int) -> bool:
+    return bool(await redis.llen("got") >= n)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("on_failure", ["stop", "continue"])
+async def test_a_death_stops_the_chain_unless_continue(
+    app: asyncjobs.App, redis: aioredis.Redis, on_failure: str
+) -> None:
+    @app.job(name="breaks", retry=0, keep_result=60)
+    async def breaks() -> int:
+        await redis.rpush("got", "breaks")
+        raise RuntimeError("no")
+
+    @app.job(name="after")
+    async def after(prev: int | None) -> None:
+        await redis.rpush("got", f"after {prev}")
+
+    bid = await app.chain(breaks.s(), after.s(), on_failure=on_failure)
+    async with running(app.worker()):
+        await wait_for(lambda: _dead(app, bid), 10)
+        if on_failure == "continue":
+            await wait_for(lambda: _has(redis, 2), 10)
+        await asyncio.sleep(0.5)  # a next step, had one been deferred, would run now
+    expected = ["breaks"] if on_failure == "stop" else ["breaks", "after None"]
+    assert await _got(redis, 5) == expected
+
+
+async def _dead(app: asyncjobs.App, bid: str) -> bool:
+    return (await app.batch_status(bid)).dead
+
+
+@pytest.mark.timeout(30)
+async def test_chain_refuses_bad_steps(app: asyncjobs.App) -> None:
+    @app.job(name="a")
+    async def a() -> None:
+        pass
+
+    other = asyncjobs.App(app.redis_url)
+
+    @other.job(name="b")
+    async def b() -> None:
+        pass
+
+    with pytest.raises(asyncjobs.ConfigError, match="at least one step"):
+        await app.chain()
+    with pytest.raises(asyncjobs.ConfigError, match="a step is job.s"):
+        await app.chain(a.s(), "nope")
+    with pytest.raises(asyncjobs.ConfigError, match="not registered on this app"):
+        await app.chain(a.s(), b.s())
+    with pytest.raises(asyncjobs.ConfigError, match="'stop' or 'continue'"):
+        await app.chain(a.s(), on_failure="maybe")
+    with pytest.raises(asyncjobs.ArgumentError, match="cannot be encoded"):
+        await app.chain(a.s(), a.s(object()))
