@@ -17,6 +17,7 @@ from . import check as check
 from . import tools as tools
 from . import limits as limits
 from . import periodic as periodic
+from . import batches as batches
 
 # isort: on
 from ._base import app, fail, load_app, main, run_async, setup_logging

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 
 import pytest
 import redis.asyncio as aioredis
 
 import asyncjobs
 from asyncjobs._batch import BATCH_TTL
-from tests.conftest import running, text, wait_for
+from tests.conftest import cli, running, text, wait_for
 
 
 def events_of(raw: list[bytes | str]) -> list[str]:
@@ -321,3 +322,35 @@ async def test_plain_jobs_touch_no_batch_code(app: asyncjobs.App, redis: aioredi
 
 async def _is(redis: aioredis.Redis, key: str, n: int) -> bool:
     return int(await redis.get(key) or 0) >= n
+
+
+@pytest.mark.timeout(60)
+async def test_cli_batch(app: asyncjobs.App, redis: aioredis.Redis, redis_url: str) -> None:
+    @app.job(name="cli_job", retry=0)
+    async def cli_job(fail: bool) -> None:
+        if fail:
+            raise ValueError("no")
+
+    async with app.batch(description="nightly import") as batch:
+        dead = await cli_job.defer(True)
+        await cli_job.defer(False)
+    async with running(app.worker()):
+        await wait_for(lambda: _complete(app, batch.bid), 10)
+    out = await cli(redis_url, "batch", batch.bid)
+    assert out.returncode == 0, out.stderr
+    shown = out.stdout.decode()
+    assert "nightly import" in shown and f"failed jids:\n{dead}" in shown
+    out = await cli(redis_url, "batch", batch.bid, "--json")
+    data = json.loads(out.stdout)
+    assert (data["total"], data["pending"], data["failures"]) == (2, 1, 1)
+    assert data["complete"] and data["dead"] and not data["success"]
+    assert data["failed_jids"] == [dead]
+    out = await cli(redis_url, "batch", "nope")
+    assert out.returncode == 2
+    assert out.stderr.decode().strip().splitlines() == [
+        "asyncjobs: error: no batch nope (expired, or never made)"
+    ]
+
+
+async def _complete(app: asyncjobs.App, bid: str) -> bool:
+    return (await app.batch_status(bid)).complete

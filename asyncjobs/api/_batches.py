@@ -1,0 +1,31 @@
+"""Batches by bid (#14), for the CLI and the dashboard."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .._batch import BatchStatus
+from ._records import InvalidArgument
+
+if TYPE_CHECKING:
+    from .._app import App
+
+__all__ = ["batch_dict", "batch_status"]
+
+
+async def batch_status(app: App, bid: str) -> BatchStatus:
+    """``app.batch_status(bid)``: a batch's counts, failed jids and events;
+    :class:`~asyncjobs.BatchError` if there is none (or it expired)."""
+    if not isinstance(bid, str) or not bid:
+        raise InvalidArgument(f"a batch id is required, got {bid!r}: give the bid it was made with")
+    return await app.batch_status(bid)
+
+
+def batch_dict(status: BatchStatus) -> dict[str, Any]:
+    """The JSON shape of a batch status (``asyncjobs batch --json``): its fields,
+    times as ISO 8601, and the complete/success/dead flags."""
+    out: dict[str, Any] = msgspec.to_builtins(status)
+    out.update(complete=status.complete, success=status.success, dead=status.dead)
+    return out
