@@ -25,32 +25,46 @@ if ARGV[#ARGV] == 'batches' then
   local first = #ARGV - 3 * nb - 1
   local BP, BTTL = ARGV[first], tonumber(ARGV[first + 1])
   --#include batch_lib
-  local seen, touched, order = {}, {}, {}
+  -- Per job: one HEXISTS (and an SREM once the batch has failures); per batch in the
+  -- call: EXISTS, SCARD, one HINCRBY for all its successes, then the checks.
+  local seen, live, failures, succeeded, order = {}, {}, {}, {}, {}
   for j = first + 2, #ARGV, 3 do
     local field, bid, outcome = ARGV[j], ARGV[j + 1], ARGV[j + 2]
     if not seen[field] and outcome ~= 'schedule' then
       seen[field] = true
       local key = bkey(bid)
-      if redis.call('HEXISTS', KEYS[1], field) == 1 and redis.call('EXISTS', key) == 1 then
+      if live[bid] == nil then
+        live[bid] = redis.call('EXISTS', key) == 1 -- expired: nothing to count in
+        failures[bid] = live[bid] and redis.call('SCARD', key .. ':failed') or 0
+        succeeded[bid] = 0
+        order[#order + 1] = bid
+      end
+      if live[bid] and redis.call('HEXISTS', KEYS[1], field) == 1 then
         if outcome == 'done' then
-          redis.call('HINCRBY', key, 'pending', -1)
-          redis.call('SREM', key .. ':failed', field)
+          succeeded[bid] = succeeded[bid] + 1
+          if failures[bid] > 0 then -- a retry that succeeded leaves the failures
+            redis.call('SREM', key .. ':failed', field)
+          end
         else
-          redis.call('SADD', key .. ':failed', field)
+          if redis.call('SADD', key .. ':failed', field) == 1 then
+            failures[bid] = failures[bid] + 1
+          end
           if outcome == 'dead' then
             bdeath(bid)
           end
-        end
-        if not touched[bid] then
-          touched[bid] = true
-          order[#order + 1] = bid
         end
       end
     end
   end
   for _, bid in ipairs(order) do
-    btouch(bkey(bid))
-    bcheck(bid)
+    if live[bid] then
+      local key = bkey(bid)
+      if succeeded[bid] > 0 then
+        redis.call('HINCRBY', key, 'pending', -succeeded[bid])
+      end
+      btouch(key)
+      bcheck(bid)
+    end
   end
   for _ = first, #ARGV do
     table.remove(ARGV)
