@@ -260,17 +260,27 @@ class WorkerOps(StoreBase):
 
     @mapped
     async def reap(
-        self, process_id: str, moves: Sequence[tuple[bytes, str, bytes, str]], now: float
+        self,
+        process_id: str,
+        moves: Sequence[tuple[bytes, str, bytes, str]],
+        now: float,
+        *,
+        batch_deaths: Sequence[Any] = (),
     ) -> int:
         """reap.lua: give back a dead process's jobs, each ``(field, queue, payload,
-        target)`` with target ``queue`` or ``dead``. Returns how many moved, -1 if the
-        process is alive after all (its record came back)."""
+        target)`` with target ``queue`` or ``dead``. ``batch_deaths``: flat (field, bid)
+        pairs of the batch jobs it moves to the dead set, counted as deaths in their
+        batches (#14). Returns how many moved, -1 if the process is alive after all
+        (its record came back)."""
         k = self.keys
         inflight = k.inflight(process_id)
         pairs = QueuePairs(k, [inflight, k.process(process_id), k.processes, k.dead])
         args: list[Any] = [process_id]
         for field, queue, data, target in moves:
             args.extend((field, pairs.index(queue), data, target, repr(now)))
+        if batch_deaths:  # batches (#14): reap.lua's batch block takes these off the end
+            args.extend((f"{k.prefix}:", BATCH_TTL, *batch_deaths, len(batch_deaths) // 2))
+            args.append("batches")
         return int(await self.scripts.reap(self.client, pairs.keys, args))
 
     # -- scheduler -------------------------------------------------------------------

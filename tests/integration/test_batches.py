@@ -354,3 +354,35 @@ async def test_cli_batch(app: asyncjobs.App, redis: aioredis.Redis, redis_url: s
 
 async def _complete(app: asyncjobs.App, bid: str) -> bool:
     return (await app.batch_status(bid)).complete
+
+
+@pytest.mark.timeout(30)
+async def test_a_poison_pill_the_reaper_kills_counts_as_a_death(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    """reap.lua moving a batch job to the dead set (its worker died with it too often)
+    counts a death in its batch, so the batch still completes."""
+    record = recorder(app, redis)
+
+    @app.job(name="pill")
+    async def pill() -> None:
+        pass
+
+    async with app.batch(
+        on_complete=record.s(event="complete"), on_death=record.s(event="death")
+    ) as batch:
+        jid = await pill.defer()
+    raw = await redis.rpop("{asyncjobs}:queue:default")
+    assert isinstance(raw, bytes) and jid is not None
+    ghost = "ghost-host:1:abcdef"  # another host: presumed dead once its record is gone
+    await redis.hset(f"{{asyncjobs}}:inflight:{ghost}", jid, raw)
+    await redis.sadd("{asyncjobs}:processes", ghost)
+    async with running(app.worker(max_recoveries=1)):
+        await wait_for(lambda: _n(redis, 2), 10)
+    assert sorted(events_of(await redis.lrange("events", 0, -1))) == [
+        f"complete:{batch.bid}",
+        f"death:{batch.bid}",
+    ]
+    status = await app.batch_status(batch.bid)
+    assert status.failed_jids == [jid] and status.dead and status.complete
+    assert await redis.zcard("{asyncjobs}:dead") == 1
