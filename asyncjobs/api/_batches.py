@@ -24,8 +24,11 @@ async def batch_status(app: App, bid: str) -> BatchStatus:
 
 
 def batch_dict(status: BatchStatus) -> dict[str, Any]:
-    """The JSON shape of a batch status (``asyncjobs batch --json``): its fields,
-    times as ISO 8601, and the complete/success/dead flags."""
+    """The JSON shape of a batch status (``asyncjobs batch --json``): its fields, times
+    as Unix seconds (as every ``--json`` output), and the complete/success/dead flags."""
     out: dict[str, Any] = msgspec.to_builtins(status)
+    for name in ("created_at", "complete_at", "success_at", "death_at"):
+        when = getattr(status, name)
+        out[name] = None if when is None else when.timestamp()
     out.update(complete=status.complete, success=status.success, dead=status.dead)
     return out
