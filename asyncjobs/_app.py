@@ -16,7 +16,7 @@ import anyio
 import msgspec
 
 from ._batch import BatchStatus, scope_var
-from ._batching import Batch, Callback, chain, read_status, register_steps
+from ._batching import Batch, Callback, chain, defer_after, read_status, register_steps
 from ._conn import FastRedis
 from ._errors import ConfigError, EnqueueError, UniqueConflict
 from ._job import Job, OnExhausted, RetryIn
@@ -657,6 +657,9 @@ class App(Registry):
             callbacks={"complete": on_complete, "success": on_success, "death": on_death},
             bid=bid,
         )
+
+    async def _defer_after(self, payload: Payload, after: tuple[str, ...]) -> str:
+        return await defer_after(self, payload, after)
 
     async def batch_status(self, bid: str) -> BatchStatus:
         """A batch's counts, failed jids and events now; :class:`~asyncjobs.BatchError`

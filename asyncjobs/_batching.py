@@ -21,14 +21,22 @@ import msgspec
 from ._batch import BatchStatus, Scope, Signature, scope_var, status_from
 from ._errors import ArgumentError, BatchError, ConfigError
 from ._job import Job, current_payload
-from ._payload import new_jid
+from ._payload import Payload, new_jid
 from ._status import JobFailed
 
 if TYPE_CHECKING:
     from ._app import App
     from ._store import Store
 
-__all__ = ["Batch", "Callback", "chain", "read_status", "STEP_JOB", "register_steps"]
+__all__ = [
+    "STEP_JOB",
+    "Batch",
+    "Callback",
+    "chain",
+    "defer_after",
+    "read_status",
+    "register_steps",
+]
 
 Callback = Job[Any, Any] | Signature
 EVENTS = ("complete", "success", "death")
@@ -163,6 +171,26 @@ async def read_status(app: App, bid: str) -> BatchStatus:
 
 
 # -- workflows ---------------------------------------------------------------------------
+
+
+async def defer_after(app: App, payload: Payload, after: tuple[str, ...]) -> str:
+    """``configure(after=[...]).defer(...)``: a gate batch waits for the jobs ``after``
+    names (tracked jobs: their outcome, stored by result.lua, is what it counts) and
+    pushes ``payload`` when all of them succeeded. Returns the job's jid."""
+    store = await app._open()
+    if store is None:
+        raise ConfigError("after= needs Redis: it is not available in a test mode")
+    gate = new_jid()
+    payload = msgspec.structs.replace(payload, bid=None, enqueued_at=None)
+    desc = f"{payload.job} jid={payload.jid} after {', '.join(after)}"
+    missing = await store.batch_after(gate, app._encode(payload), payload.queue, desc, after)
+    if missing is not None:
+        raise ConfigError(
+            f"after=: jid {missing} has no status or outcome (not a job with keep_result= "
+            "or track_status=True, or its record expired); nothing was enqueued"
+        )
+    return payload.jid
+
 
 Step = Signature | Sequence[Signature]
 

@@ -68,6 +68,8 @@ class Client(Protocol):
 
     async def cancel(self, jid: str) -> str: ...
 
+    async def _defer_after(self, payload: Payload, after: tuple[str, ...]) -> str: ...
+
 
 _current: ContextVar[Payload] = ContextVar("asyncjobs.job")
 
@@ -245,6 +247,25 @@ class _Options(msgspec.Struct, frozen=True):
     jid: str | None = None
     unique: Unique | None = None
     expires_in: float | None = None
+    after: tuple[str, ...] = ()  # jids to wait for (configure(after=...), #14)
+
+
+def _check_after(after: object) -> tuple[str, ...]:
+    """``after=``: a non-empty list of jids (a ``JobHandle`` is one) of tracked jobs."""
+    if isinstance(after, str) or not isinstance(after, Sequence) or not after:
+        raise ConfigError("after= takes a non-empty list of job handles or jids")
+    out: list[str] = []
+    for item in after:
+        if not isinstance(item, str) or not valid_jid(item):
+            raise ConfigError(f"after=: {item!r} is not a job handle or jid")
+        job = getattr(item, "_job", None)
+        if job is not None and not job.track_status:
+            raise ConfigError(
+                f"after=: job {job.name} keeps no status, so its end cannot be waited for: "
+                "register it with keep_result= or track_status=True"
+            )
+        out.append(str.__str__(item))
+    return tuple(dict.fromkeys(out))
 
 
 def _check_limits(limits: object, name: str) -> tuple[Any, ...]:
@@ -623,8 +644,13 @@ class Job(Generic[P, R]):
         jid: str | None = None,
         unique: Unique | bool | None = None,
         expires_in: float | dt.timedelta | None = None,
+        after: Sequence[str] | None = None,
     ) -> Deferrer[P, R]:
-        """Per-call overrides: ``await job.configure(delay=60).defer(...)``."""
+        """Per-call overrides: ``await job.configure(delay=60).defer(...)``.
+
+        ``after=[handle, jid, ...]``: enqueue the job only once all those jobs (tracked:
+        ``keep_result`` or ``track_status``) have succeeded; never if one fails for
+        good (see docs/concepts/batches.md, Workflows)."""
         if delay is not None and at is not None:
             raise ConfigError("give either delay= or at=, not both")
         changes: dict[str, Any] = {}
@@ -650,6 +676,10 @@ class Job(Generic[P, R]):
             changes["unique"] = self._check_unique(resolve(unique, f"job {self.name}"))
         if expires_in is not None:
             changes["expires_in"] = _expires(expires_in)
+        if after is not None:
+            changes["after"] = _check_after(after)
+            if delay is not None or at is not None:
+                raise ConfigError("after= cannot be combined with delay= or at=")
         return Deferrer(self, msgspec.structs.replace(self._opts, **changes))
 
     async def defer(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R] | None:
@@ -759,7 +789,10 @@ class Deferrer(Generic[P, R]):
         """Enqueue one run with these options; returns its jid (``None`` when a client
         middleware stopped it)."""
         job = self._job
-        return await job._handle(job._build(self._opts, args, kwargs, time.time()))
+        payload = job._build(self._opts, args, kwargs, time.time())
+        if self._opts.after:  # a gate waits for them, then pushes the job (#14)
+            return JobHandle(await job.app._defer_after(payload, self._opts.after), job)
+        return await job._handle(payload)
 
     async def defer_many(
         self,
@@ -773,6 +806,8 @@ class Deferrer(Generic[P, R]):
         now = time.time()
         if self._opts.jid is not None:
             raise EnqueueError("defer_many cannot use a fixed jid= for many jobs")
+        if self._opts.after:
+            raise EnqueueError("defer_many cannot wait for jobs (after=): defer each job")
         due: list[_Options] | None = None
         if at is not None:
             items = list(items)

@@ -44,6 +44,23 @@ class BatchOps(StoreBase):
         return await self._batch_call(bid, "close", added) == 1
 
     @mapped
+    async def batch_after(
+        self, gate: str, payload: bytes, queue: str, desc: str, jids: Sequence[str]
+    ) -> str | None:
+        """A gate for ``configure(after=...)``: pushes ``payload`` once every job of
+        ``jids`` succeeded. None, or the first jid with neither status nor outcome
+        (then nothing was written)."""
+        prefix = f"{self.keys.prefix}:"
+        res = await self.scripts.batch(
+            self.client,
+            (self.batch_key(gate),),
+            (prefix, BATCH_TTL, gate, "after", payload, queue, desc, *jids),
+        )
+        if res == 1:
+            return None
+        return res.decode() if isinstance(res, bytes) else str(res)
+
+    @mapped
     async def batch_read(self, bid: str) -> tuple[dict[bytes, bytes], list[bytes]]:
         """A batch's hash and failed jids: one round trip."""
         key = self.batch_key(bid)

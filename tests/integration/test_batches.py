@@ -185,11 +185,17 @@ async def test_nested_parent_completes_after_child(
     assert (await app.batch_status(parent.bid)).children == 1
     async with running(app.worker(concurrency=4)):
         await wait_for(lambda: _n(redis, 2), 10)
-    assert events_of(await redis.lrange("events", 0, -1)) == [
+    # Both callbacks are pushed by one script, the child's first; they may run in
+    # either order (concurrency 4), so the order is read from the batches' times.
+    assert sorted(events_of(await redis.lrange("events", 0, -1))) == [
         f"child:{child.bid}",
         f"parent:{parent.bid}",
     ]
-    assert (await app.batch_status(child.bid)).parent == parent.bid
+    child_status = await app.batch_status(child.bid)
+    parent_status = await app.batch_status(parent.bid)
+    assert child_status.parent == parent.bid
+    assert child_status.success_at and parent_status.success_at
+    assert child_status.success_at <= parent_status.success_at
     assert (await app.batch_status(parent.bid)).children == 0
 
 
@@ -212,7 +218,13 @@ async def test_child_made_by_a_batch_job(app: asyncjobs.App, redis: aioredis.Red
     async with running(app.worker(concurrency=4)):
         await wait_for(lambda: _n(redis, 3), 10)
     got = events_of(await redis.lrange("events", 0, -1))
-    assert got[0] == "leaf" and got[1].startswith("child:") and got[2] == f"parent:{parent.bid}"
+    assert got[0] == "leaf"  # the child's job ran before either callback was pushed
+    [child] = [e.split(":")[1] for e in got[1:] if e.startswith("child:")]
+    assert sorted(got[1:]) == [f"child:{child}", f"parent:{parent.bid}"]
+    child_status = await app.batch_status(child)
+    assert child_status.parent == parent.bid and child_status.success_at is not None
+    parent_success = (await app.batch_status(parent.bid)).success_at
+    assert parent_success is not None and child_status.success_at <= parent_success
 
 
 @pytest.mark.timeout(30)

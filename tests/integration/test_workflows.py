@@ -124,3 +124,87 @@ async def test_chain_refuses_bad_steps(app: asyncjobs.App) -> None:
         await app.chain(a.s(), on_failure="maybe")
     with pytest.raises(asyncjobs.ArgumentError, match="cannot be encoded"):
         await app.chain(a.s(), a.s(object()))
+
+
+@pytest.mark.timeout(30)
+async def test_after_waits_for_every_job(app: asyncjobs.App, redis: aioredis.Redis) -> None:
+    """configure(after=[...]): the job is enqueued once all of them succeeded, even
+    those that had ended before it was deferred."""
+
+    @app.job(name="fetch", track_status=True)
+    async def fetch(source: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await redis.rpush("got", f"fetched {source}")
+
+    @app.job(name="merge")
+    async def merge(label: str) -> None:
+        await redis.rpush("got", f"merge {label}")
+
+    async with running(app.worker(concurrency=4)):
+        early = await fetch.defer("early", 0.0)
+        assert early is not None
+        await wait_for(lambda: _has(redis, 1), 5)  # ended before merge is deferred
+        slow = await fetch.defer("slow", 0.3)
+        quick = await fetch.defer("quick", 0.0)
+        assert slow is not None and quick is not None
+        handle = await merge.configure(after=[early, slow, quick]).defer("all")
+        assert handle is not None and len(handle) == 24
+        await wait_for(lambda: _has(redis, 4), 10)
+        await asyncio.sleep(0.3)
+    assert await _got(redis, 5) == [
+        "fetched early",
+        "fetched quick",
+        "fetched slow",
+        "merge all",
+    ]
+
+
+@pytest.mark.timeout(30)
+async def test_after_a_death_never_runs(app: asyncjobs.App, redis: aioredis.Redis) -> None:
+    @app.job(name="shaky", keep_result=60, retry=0)
+    async def shaky() -> None:
+        raise RuntimeError("no")
+
+    @app.job(name="never")
+    async def never() -> None:
+        await redis.rpush("got", "never")
+
+    bad = await shaky.defer()
+    assert bad is not None
+    await never.configure(after=[bad]).defer()
+    async with running(app.worker()):
+        await wait_for(lambda: _state(app, bad, "dead"), 10)
+        await asyncio.sleep(0.5)
+    assert await redis.llen("got") == 0
+    assert await redis.llen("{asyncjobs}:queue:default") == 0
+    [gate] = [text(k) for k in await redis.keys("{asyncjobs}:batch:*") if b":failed" not in k]
+    status = await app.batch_status(gate.rsplit(":", 1)[1])
+    assert status.dead and status.failed_jids == [bad] and not status.success
+
+
+async def _state(app: asyncjobs.App, jid: str, state: str) -> bool:
+    return (await app.status(jid)).state == state
+
+
+@pytest.mark.timeout(30)
+async def test_after_refuses_what_it_cannot_wait_for(app: asyncjobs.App) -> None:
+    @app.job(name="untracked")
+    async def untracked() -> None:
+        pass
+
+    @app.job(name="tracked", track_status=True)
+    async def tracked() -> None:
+        pass
+
+    handle = await untracked.defer()
+    assert handle is not None
+    with pytest.raises(asyncjobs.ConfigError, match="keeps no status"):
+        untracked.configure(after=[handle])
+    with pytest.raises(asyncjobs.ConfigError, match="has no status or outcome"):
+        await tracked.configure(after=[str(handle)]).defer()
+    with pytest.raises(asyncjobs.ConfigError, match="non-empty list"):
+        tracked.configure(after=[])
+    with pytest.raises(asyncjobs.ConfigError, match="delay"):
+        tracked.configure(after=["abc"], delay=5)
+    with pytest.raises(asyncjobs.EnqueueError, match="defer each job"):
+        await tracked.configure(after=["abc"]).defer_many([()])
