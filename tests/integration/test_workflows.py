@@ -208,3 +208,32 @@ async def test_after_refuses_what_it_cannot_wait_for(app: asyncjobs.App) -> None
         tracked.configure(after=["abc"], delay=5)
     with pytest.raises(asyncjobs.EnqueueError, match="defer each job"):
         await tracked.configure(after=["abc"]).defer_many([()])
+
+
+@pytest.mark.timeout(30)
+async def test_after_counts_a_repeated_outcome_once(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    """result.lua deletes the set of gates as it counts a job in them: the outcome of a
+    job stored twice (a rerun after its worker died before the ack) counts once, and
+    cannot stand in for the other job waited for."""
+
+    @app.job(name="part", track_status=True)
+    async def part(n: int) -> None:
+        pass
+
+    @app.job(name="whole")
+    async def whole() -> None:
+        pass
+
+    a, b = await part.defer(1), await part.defer(2)
+    assert a is not None and b is not None
+    await redis.delete("{asyncjobs}:queue:default")  # they will not run: outcomes by hand
+    await whole.configure(after=[a, b]).defer()
+    store = await app.open_store()
+    out = b'{"state":"succeeded","at":1.0,"job":"part"}'
+    for _ in range(2):
+        await store.save_result(a, out, 60)
+    assert await redis.llen("{asyncjobs}:queue:default") == 0  # still waits for b
+    await store.save_result(b, out, 60)
+    assert await redis.llen("{asyncjobs}:queue:default") == 1
