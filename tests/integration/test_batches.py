@@ -398,3 +398,17 @@ async def test_a_poison_pill_the_reaper_kills_counts_as_a_death(
     status = await app.batch_status(batch.bid)
     assert status.failed_jids == [jid] and status.dead and status.complete
     assert await redis.zcard("{asyncjobs}:dead") == 1
+
+
+@pytest.mark.timeout(30)
+async def test_no_batches_in_test_modes(app: asyncjobs.App) -> None:
+    from asyncjobs import testing
+
+    @app.job(name="tm")
+    async def tm() -> None:
+        pass
+
+    with testing.capture(app):
+        with pytest.raises(asyncjobs.ConfigError, match="not available in a test mode"):
+            async with app.batch():
+                pass
