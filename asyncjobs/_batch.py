@@ -56,12 +56,20 @@ class Signature:
     """A job and its arguments, not yet deferred: ``job.s(...)``. A callback of a batch,
     or a step of a workflow (``app.chain``)."""
 
-    __slots__ = ("args", "job", "kwargs")
+    __slots__ = ("args", "job", "kwargs", "opts")
 
-    def __init__(self, job: Job[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]):
+    def __init__(
+        self,
+        job: Job[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        opts: Any = None,
+    ) -> None:
         self.job = job
         self.args = args
         self.kwargs = dict(kwargs)
+        # Per-call options (``job.configure(queue=...).s(...)``); None: the job's own.
+        self.opts = opts
 
     def __repr__(self) -> str:
         return f"<Signature {self.job.name} args={self.args!r} kwargs={self.kwargs!r}>"

@@ -16,13 +16,15 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import msgspec
 
 from ._batch import BatchStatus, Scope, Signature, scope_var, status_from
 from ._errors import ArgumentError, BatchError, ConfigError
-from ._job import Job, current_payload
+from ._job import Deferrer, Job, current_payload
 from ._payload import Payload, new_jid
 from ._status import JobFailed
+from ._unique import Unique
 
 if TYPE_CHECKING:
     from ._app import App
@@ -129,7 +131,10 @@ class Batch:
         # counting them keeps the callbacks right (an unclosed batch never completes).
         scope_var.reset(self._token)
         assert self._store is not None and self._scope is not None
-        await self._store.batch_close(self.bid, self._scope.added)
+        # Shielded: a block cancelled now (a web request gone) still releases its hold,
+        # or the batch would never complete.
+        with anyio.CancelScope(shield=True):
+            await self._store.batch_close(self.bid, self._scope.added)
 
     @property
     def added(self) -> int:
@@ -149,8 +154,14 @@ def _callback_payload(app: App, cb: Callback, bid: str, event: str) -> tuple[str
     batch id first, then its own arguments. Not a member of any batch itself."""
     sig = cb if isinstance(cb, Signature) else Signature(cb, (), {})
     job = sig.job
+    opts = sig.opts if sig.opts is not None else job._opts
+    if opts.after or opts.at is not None or opts.delay is not None or opts.jid is not None:
+        raise ConfigError(
+            f"on_{event}: a callback runs when its event comes: it takes no after=, "
+            "delay=, at= or jid="
+        )
     try:
-        payload = job._build(job._opts, (bid, *sig.args), sig.kwargs, time.time())
+        payload = job._build(opts, (bid, *sig.args), sig.kwargs, time.time())
     except ArgumentError as exc:
         raise ArgumentError(
             job.name,
@@ -220,7 +231,10 @@ def _encode_step(group: list[Signature]) -> list[dict[str, Any]]:
             raise ArgumentError(
                 sig.job.name, None, f"job {sig.job.name}: arguments cannot be encoded: {exc}"
             ) from None
-        out.append({"job": sig.job.name, "args": list(sig.args), "kwargs": sig.kwargs})
+        entry: dict[str, Any] = {"job": sig.job.name, "args": list(sig.args), "kwargs": sig.kwargs}
+        if sig.opts is not None:
+            entry["opts"] = msgspec.to_builtins(sig.opts)
+        out.append(entry)
     return out
 
 
@@ -266,8 +280,22 @@ async def _run_step(
     desc = f"{description or 'chain'}: step {number}"
     async with Batch(app, description=desc, callbacks=callbacks, bid=None) as batch:
         for jid, sig in zip(jids, group, strict=True):
-            await sig.job.configure(jid=jid).defer(*prev, *sig.args, **sig.kwargs)
+            opts = msgspec.structs.replace(sig.opts or sig.job._opts, jid=jid)
+            await Deferrer(sig.job, opts).defer(*prev, *sig.args, **sig.kwargs)
     return batch.bid
+
+
+def _opts_from(job: Job[Any, Any], stored: dict[str, Any]) -> Any:
+    """A step's per-call options as ``_encode_step`` stored them (builtins)."""
+    d = dict(stored)
+    unique = d.pop("unique", None)
+    after = tuple(d.pop("after", ()))
+    return msgspec.structs.replace(
+        job._opts,
+        **d,
+        after=after,
+        unique=None if unique is None else Unique(**unique),
+    )
 
 
 def register_steps(app: App) -> None:
@@ -300,7 +328,15 @@ def register_steps(app: App) -> None:
         prev: list[Any] = []
         if keep and results:
             prev = [results[0] if len(results) == 1 else results]
-        group = [Signature(app.jobs[s["job"]], tuple(s["args"]), s["kwargs"]) for s in rest[0]]
+        group = [
+            Signature(
+                app.jobs[s["job"]],
+                tuple(s["args"]),
+                s["kwargs"],
+                _opts_from(app.jobs[s["job"]], s["opts"]) if "opts" in s else None,
+            )
+            for s in rest[0]
+        ]
         await _run_step(app, group, rest[1:], on_failure, prev, None, number)
 
     app.job(name=STEP_JOB, retry=5)(step)

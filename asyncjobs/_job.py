@@ -794,6 +794,10 @@ class Deferrer(Generic[P, R]):
             return JobHandle(await job.app._defer_after(payload, self._opts.after), job)
         return await job._handle(payload)
 
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """This job with these options and arguments, not deferred (``Job.s``)."""
+        return Signature(self._job, args, kwargs, self._opts)
+
     async def defer_many(
         self,
         items: Iterable[tuple[Any, ...] | Mapping[str, Any]],

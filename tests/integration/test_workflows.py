@@ -237,3 +237,36 @@ async def test_after_counts_a_repeated_outcome_once(
     assert await redis.llen("{asyncjobs}:queue:default") == 0  # still waits for b
     await store.save_result(b, out, 60)
     assert await redis.llen("{asyncjobs}:queue:default") == 1
+
+
+@pytest.mark.timeout(30)
+async def test_per_call_options_travel_with_signatures(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    """``job.configure(queue=...).s(...)``: a chain's later step and a batch callback
+    are deferred with the options they were given."""
+
+    @app.job(name="first_step", keep_result=60)
+    async def first_step() -> int:
+        return 7
+
+    @app.job(name="second_step")
+    async def second_step(prev: int, tag: str) -> None:
+        await redis.rpush("got", f"{asyncjobs.current_job().queue} {prev} {tag}")
+
+    @app.job(name="on_done")
+    async def on_done(bid: str) -> None:
+        await redis.rpush("got", f"callback on {asyncjobs.current_job().queue}")
+
+    await app.chain(
+        first_step.s(),
+        second_step.configure(queue="slow", retry=1, unique=asyncjobs.Unique()).s(tag="t"),
+    )
+    async with app.batch(on_success=on_done.configure(queue="callbacks").s()):
+        pass
+    async with running(app.worker(queues=["default", "slow", "callbacks"])):
+        await wait_for(lambda: _has(redis, 2), 10)
+    assert sorted(await _got(redis, 5)) == ["callback on callbacks", "slow 7 t"]
+    with pytest.raises(asyncjobs.ConfigError, match="takes no after="):
+        async with app.batch(on_success=on_done.configure(delay=5).s()):
+            pass
