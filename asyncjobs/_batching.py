@@ -273,7 +273,13 @@ async def _run_step(
     if rest:
         step_job = app.jobs[STEP_JOB]
         ran = [[jid, sig.job.name] for jid, sig in zip(jids, group, strict=True)]
-        nxt = step_job.s(ran=ran, rest=rest, on_failure=on_failure, number=number + 1)
+        nxt = step_job.s(
+            ran=ran,
+            rest=rest,
+            on_failure=on_failure,
+            number=number + 1,
+            description=description,
+        )
         callbacks["success"] = nxt
         if on_failure == "continue":
             callbacks["death"] = nxt
@@ -310,6 +316,7 @@ def register_steps(app: App) -> None:
         rest: list[list[dict[str, Any]]],
         on_failure: str = "stop",
         number: int = 2,
+        description: str | None = None,
     ) -> None:
         """A workflow's next step: its jobs are deferred, each with the results of the
         step before (when its jobs keep results) as first argument: one job's result,
@@ -337,6 +344,6 @@ def register_steps(app: App) -> None:
             )
             for s in rest[0]
         ]
-        await _run_step(app, group, rest[1:], on_failure, prev, None, number)
+        await _run_step(app, group, rest[1:], on_failure, prev, description, number)
 
     app.job(name=STEP_JOB, retry=5)(step)

@@ -29,11 +29,17 @@ async def test_chain_passes_results_on(app: asyncjobs.App, redis: aioredis.Redis
     async def report(prev: int, label: str) -> None:
         await redis.rpush("got", f"{label}={prev}")
 
-    bid = await app.chain(add.s(1, 2), times.s(k=10), report.s(label="total"))
-    assert (await app.batch_status(bid)).total == 1
+    bid = await app.chain(add.s(1, 2), times.s(k=10), report.s(label="total"), description="sums")
+    first = await app.batch_status(bid)
+    assert (first.total, first.description) == (1, "sums: step 1")
     async with running(app.worker()):
         await wait_for(lambda: redis.llen("got"), 10)
     assert await _got(redis) == ["total=30"]
+    descriptions = set()
+    for key in await redis.keys("{asyncjobs}:batch:*"):
+        if not text(key).endswith(":failed"):
+            descriptions.add(text(await redis.hget(key, "desc") or b""))
+    assert descriptions == {"sums: step 1", "sums: step 2", "sums: step 3"}
 
 
 @pytest.mark.timeout(30)
