@@ -1,8 +1,12 @@
 """asyncjobs: asyncio-native background jobs on Redis, Sidekiq's model made for Python."""
 
 from ._app import App as App
+from ._batch import BatchStatus as BatchStatus
+from ._batch import Signature as Signature
+from ._batching import Batch as Batch
 from ._errors import ArgumentError as ArgumentError
 from ._errors import AsyncJobsError as AsyncJobsError
+from ._errors import BatchError as BatchError
 from ._errors import ConfigError as ConfigError
 from ._errors import DecryptionError as DecryptionError
 from ._errors import EnqueueError as EnqueueError
@@ -41,6 +45,9 @@ __all__ = [
     "App",
     "ArgumentError",
     "AsyncJobsError",
+    "Batch",
+    "BatchError",
+    "BatchStatus",
     "CapsuleSpec",
     "Chain",
     "ConfigError",
@@ -67,6 +74,7 @@ __all__ = [
     "Progress",
     "RedisRefused",
     "RedisUnavailable",
+    "Signature",
     "Unique",
     "UniqueConflict",
     "UnknownJobError",

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 import anyio
 import msgspec
 
+from ._batch import BatchStatus, scope_var
+from ._batching import Batch, Callback, chain, defer_after, read_status, register_steps
 from ._conn import FastRedis
 from ._errors import ConfigError, EnqueueError, UniqueConflict
 from ._job import Job, OnExhausted, RetryIn
@@ -477,7 +479,11 @@ class App(Registry):
 
     def _shard(self, payload: Payload) -> int:
         """The shard of a job: by its unique lock's key (so that every copy of a unique
-        job meets its lock), else by its jid; a hash every client agrees on."""
+        job meets its lock), else by its jid; a hash every client agrees on. A job of a
+        batch goes to shard 0, where its batch lives: the script that acknowledges it
+        counts it in its batch, in one slot."""
+        if payload.bid is not None:
+            return 0
         lock = payload.unique
         return shard_of(lock.key if lock is not None else payload.jid, self.shards)
 
@@ -557,11 +563,16 @@ class App(Registry):
         lock = payload.unique
         if lock is not None and lock.until != "executing":
             pushed = await store.push_unique(payload.queue, payload.at, data, lock, payload.jid)
-            return self._unique_outcome(payload, pushed.enqueued, pushed.holder, pushed.removed)
+            jid = self._unique_outcome(payload, pushed.enqueued, pushed.holder, pushed.removed)
+            if jid is not None and payload.bid is not None:  # batches (#14)
+                _count_added([payload])
+            return jid
         if payload.at is None:
             await store.push(payload.queue, data)
         else:
             await store.schedule(payload.queue, payload.at, data)
+        if payload.bid is not None:  # a batch job (#14): counted when its block exits
+            _count_added([payload])
         return payload.jid
 
     async def _enqueue_many(self, payloads: Sequence[Payload]) -> list[str | None]:
@@ -634,8 +645,13 @@ class App(Registry):
             store = self.store
             assert store is not None
         if unique:
-            return await self._push_many_unique(store, payloads, now_by_queue, scheduled, unique)
+            jids = await self._push_many_unique(store, payloads, now_by_queue, scheduled, unique)
+            if payloads[0].bid is not None:  # batches (#14)
+                _count_added([p for p, j in zip(payloads, jids, strict=True) if j is not None])
+            return jids
         await store.push_many(now_by_queue, scheduled)
+        if payloads[0].bid is not None:  # batches (#14)
+            _count_added(payloads)
         return [p.jid for p in payloads]
 
     async def _push_many_unique(
@@ -797,6 +813,49 @@ class App(Registry):
                 return store, process
         return None
 
+    # -- batches and workflows (#14) ---------------------------------------------------
+
+    def batch(
+        self,
+        *,
+        description: str | None = None,
+        on_complete: Callback | None = None,
+        on_success: Callback | None = None,
+        on_death: Callback | None = None,
+        bid: str | None = None,
+    ) -> Batch:
+        """A batch of jobs: ``async with app.batch(on_success=notify.s(...)) as b:``;
+        every job deferred in the block joins it. Callbacks are jobs, called with the
+        batch id first: ``on_complete`` once every job ran (failures counted),
+        ``on_success`` once every job succeeded, ``on_death`` when a job died. Made in
+        a batch block or a batch job, it is a child: its parent completes after it.
+        ``bid=``: reopen a batch to add jobs (from one of its jobs, or before it
+        completed). See docs/concepts/batches.md."""
+        return Batch(
+            self,
+            description=description,
+            callbacks={"complete": on_complete, "success": on_success, "death": on_death},
+            bid=bid,
+        )
+
+    async def _defer_after(self, payload: Payload, after: tuple[str, ...]) -> str:
+        return await defer_after(self, payload, after)
+
+    async def batch_status(self, bid: str) -> BatchStatus:
+        """A batch's counts, failed jids and events now; :class:`~asyncjobs.BatchError`
+        if there is no such batch (or it expired)."""
+        return await read_status(self, bid)
+
+    async def chain(
+        self, *steps: Any, on_failure: str = "stop", description: str | None = None
+    ) -> str:
+        """A workflow: each step (``job.s(...)``, or a list of them run together) is
+        deferred once the step before succeeded, with its result as first argument when
+        its jobs keep results (``keep_result``; a list for a group). A death stops the
+        chain; ``on_failure="continue"`` goes on (the dead job's result is None).
+        Returns the first step's batch id."""
+        return await chain(self, steps, on_failure=on_failure, description=description)
+
     # -- worker ------------------------------------------------------------------
 
     def worker(
@@ -812,6 +871,7 @@ class App(Registry):
         """An in-process worker: ``await app.worker(...).run()``."""
         from ._worker.launcher import Worker
 
+        register_steps(self)  # workflows' next steps (app.chain) run on any worker
         if capsules is None:
             specs = [(q, 1) if isinstance(q, str) else (q[0], int(q[1])) for q in queues]
             capsules = [
@@ -859,3 +919,13 @@ class App(Registry):
                 yield worker
             finally:
                 worker.stop()
+
+
+def _count_added(payloads: Sequence[Payload]) -> None:
+    """Jobs of a batch now in Redis: counted by the open block they joined."""
+    scope = scope_var.get()
+    if scope is None:
+        return
+    for p in payloads:
+        if p.bid == scope.bid:
+            scope.added += 1

@@ -26,6 +26,7 @@ from __future__ import annotations
 __all__ = [
     "ArgumentError",
     "AsyncJobsError",
+    "BatchError",
     "ConfigError",
     "DecryptionError",
     "EnqueueError",
@@ -74,6 +75,18 @@ class UniqueConflict(EnqueueError):
 
     def __reduce__(self) -> tuple[type[UniqueConflict], tuple[str, str, str]]:
         return type(self), (self.job, self.holder, str(self))
+
+
+class BatchError(AsyncJobsError, LookupError):
+    """A batch cannot be read or reopened: it does not exist (never made, or expired
+    after its TTL), or it completed already (``bid`` names it)."""
+
+    def __init__(self, bid: str, message: str) -> None:
+        self.bid = bid
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[BatchError], tuple[str, str]]:
+        return type(self), (self.bid, str(self))
 
 
 class PayloadError(AsyncJobsError):

@@ -23,6 +23,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 import msgspec
 
+from ._batch import Signature, scope_var
 from ._errors import ArgumentError, ConfigError, EnqueueError
 from ._limits import LimitSpec
 from ._payload import ENCODER, Payload, new_jid, valid_jid
@@ -70,6 +71,8 @@ class Client(Protocol):
     async def status(self, jid: str) -> JobStatus: ...
 
     async def cancel(self, jid: str) -> str: ...
+
+    async def _defer_after(self, payload: Payload, after: tuple[str, ...]) -> str: ...
 
 
 _current: ContextVar[Payload] = ContextVar("asyncjobs.job")
@@ -122,6 +125,11 @@ class JobContext:
     def queue(self) -> str:
         """The queue the job was taken from."""
         return self._payload.queue
+
+    @property
+    def bid(self) -> str | None:
+        """The id of the batch the job belongs to, or None (``app.batch``)."""
+        return self._payload.bid
 
     @property
     def retry_count(self) -> int:
@@ -243,6 +251,25 @@ class _Options(msgspec.Struct, frozen=True):
     jid: str | None = None
     unique: Unique | None = None
     expires_in: float | None = None
+    after: tuple[str, ...] = ()  # jids to wait for (configure(after=...), #14)
+
+
+def _check_after(after: object) -> tuple[str, ...]:
+    """``after=``: a non-empty list of jids (a ``JobHandle`` is one) of tracked jobs."""
+    if isinstance(after, str) or not isinstance(after, Sequence) or not after:
+        raise ConfigError("after= takes a non-empty list of job handles or jids")
+    out: list[str] = []
+    for item in after:
+        if not isinstance(item, str) or not valid_jid(item):
+            raise ConfigError(f"after=: {item!r} is not a job handle or jid")
+        job = getattr(item, "_job", None)
+        if job is not None and not job.track_status:
+            raise ConfigError(
+                f"after=: job {job.name} keeps no status, so its end cannot be waited for: "
+                "register it with keep_result= or track_status=True"
+            )
+        out.append(str.__str__(item))
+    return tuple(dict.fromkeys(out))
 
 
 def _check_limits(limits: object, name: str) -> tuple[Any, ...]:
@@ -652,8 +679,13 @@ class Job(Generic[P, R]):
         jid: str | None = None,
         unique: Unique | bool | None = None,
         expires_in: float | dt.timedelta | None = None,
+        after: Sequence[str] | None = None,
     ) -> Deferrer[P, R]:
-        """Per-call overrides: ``await job.configure(delay=60).defer(...)``."""
+        """Per-call overrides: ``await job.configure(delay=60).defer(...)``.
+
+        ``after=[handle, jid, ...]``: enqueue the job only once all those jobs (tracked:
+        ``keep_result`` or ``track_status``) have succeeded; never if one fails for
+        good (see docs/concepts/batches.md, Workflows)."""
         if delay is not None and at is not None:
             raise ConfigError("give either delay= or at=, not both")
         changes: dict[str, Any] = {}
@@ -679,6 +711,10 @@ class Job(Generic[P, R]):
             changes["unique"] = self._check_unique(resolve(unique, f"job {self.name}"))
         if expires_in is not None:
             changes["expires_in"] = _expires(expires_in)
+        if after is not None:
+            changes["after"] = _check_after(after)
+            if delay is not None or at is not None:
+                raise ConfigError("after= cannot be combined with delay= or at=")
         return Deferrer(self, msgspec.structs.replace(self._opts, **changes))
 
     async def defer(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R] | None:
@@ -751,6 +787,7 @@ class Job(Generic[P, R]):
             stored = self._packer.pack(
                 raw, self.name, jid, seal=self.encrypt, compress_over=self.compress_over
             )
+        scope = scope_var.get()  # an open ``async with app.batch()``: the job joins it
         return Payload(
             jid=jid,
             job=self.name,
@@ -765,7 +802,16 @@ class Job(Generic[P, R]):
             unique=None if unique is None else lock_for(self.name, opts.queue, raw, unique),
             # Counted from the due time: a job scheduled for later is not stale sooner.
             expires_at=None if opts.expires_in is None else (at or now) + opts.expires_in,
+            bid=None if scope is None else scope.bid,
         )
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """This job with these arguments, not deferred: a batch callback
+        (``on_success=job.s(...)``: the batch id comes first, before these) or a step
+        of ``app.chain(...)`` (the step before's result first, when it keeps one). Not
+        checked against the signature until deferred, as what comes first is not known
+        here."""
+        return Signature(self, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<Job {self.name} queue={self.queue!r}>"
@@ -784,7 +830,14 @@ class Deferrer(Generic[P, R]):
         """Enqueue one run with these options; returns its jid (``None`` when a client
         middleware stopped it)."""
         job = self._job
-        return await job._handle(job._build(self._opts, args, kwargs, time.time()))
+        payload = job._build(self._opts, args, kwargs, time.time())
+        if self._opts.after:  # a gate waits for them, then pushes the job (#14)
+            return JobHandle(await job.app._defer_after(payload, self._opts.after), job)
+        return await job._handle(payload)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """This job with these options and arguments, not deferred (``Job.s``)."""
+        return Signature(self._job, args, kwargs, self._opts)
 
     async def defer_many(
         self,
@@ -813,6 +866,8 @@ class Deferrer(Generic[P, R]):
         now = time.time()
         if self._opts.jid is not None:
             raise EnqueueError("defer_many cannot use a fixed jid= for many jobs")
+        if self._opts.after:
+            raise EnqueueError("defer_many cannot wait for jobs (after=): defer each job")
         due: list[_Options] | None = None
         if at is not None:
             items = list(items)

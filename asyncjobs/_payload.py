@@ -72,6 +72,7 @@ class Payload(msgspec.Struct, omit_defaults=True, kw_only=True):
     unique: Lock | None = None  # a unique job's lock (_unique.py)
     expires_at: float | None = None  # Sidekiq Pro's expires_in: not started by then, dropped
     limited: int | None = None  # times rescheduled over a rate limit (not retries)
+    bid: str | None = None  # the batch the job belongs to (_batch.py, #14)
 
 
 # What decoding stored bytes can raise: garbage, wrong fields, and nesting so deep that

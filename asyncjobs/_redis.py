@@ -399,8 +399,12 @@ class Scripts:
             "limit_bucket",
             "limit_read",
             "iteration",
+            "batch",
         ):
             source = (root / f"{name}.lua").read_text()
+            if _INCLUDE in source:  # batches (#14): the shared bookkeeping, inlined
+                lib = (root / "batch_lib.lua").read_text()
+                source = source.replace(_INCLUDE, lib)
             setattr(self, name, Script(name, source))
 
     push: Script
@@ -422,8 +426,11 @@ class Scripts:
     limit_bucket: Script
     limit_read: Script
     iteration: Script
+    batch: Script
 
 
+# A line of a script replaced by _scripts/batch_lib.lua (ack.lua, batch.lua).
+_INCLUDE = "--#include batch_lib"
 _SCRIPTS: Scripts | None = None
 
 

@@ -160,6 +160,9 @@ class _NoSink:
     def move(self, field: bytes, target: str, at: float, data: bytes) -> None:
         pass
 
+    def batch(self, field: bytes, bid: str) -> None:
+        pass
+
 
 class Inline(_Mode):
     """The state of an :func:`inline` block.

@@ -12,6 +12,65 @@
 -- entries, dead min score (older is trimmed), stats TTL seconds.
 -- Only fields still in the hash count: a repeated ack (a retried pipeline) changes
 -- nothing.
+-- >>> batches (#14): a self-contained block, present only when the acker sends jobs
+-- of a batch. It takes its arguments off the END of ARGV, after the metrics ones (so
+-- what follows, the metrics block included, sees the layout above): ..., key prefix "{ns}:", batch TTL seconds, then per batch job
+-- (field, bid, outcome: done | retry | dead | drop | schedule), their count, 'batches'.
+-- A job counts only if its field is still in the in-flight hash (HEXISTS here, the
+-- HDEL below removes it in the same atomic step): a repeated or late ack, or a job the
+-- reaper gave back, changes no count, so every callback is pushed once.
+if ARGV[#ARGV] == 'batches' then
+  table.remove(ARGV)
+  local nb = tonumber(table.remove(ARGV))
+  local first = #ARGV - 3 * nb - 1
+  local BP, BTTL = ARGV[first], tonumber(ARGV[first + 1])
+  --#include batch_lib
+  -- Per job: one HEXISTS (and an SREM once the batch has failures); per batch in the
+  -- call: EXISTS, SCARD, one HINCRBY for all its successes, then the checks.
+  local seen, live, failures, succeeded, order = {}, {}, {}, {}, {}
+  for j = first + 2, #ARGV, 3 do
+    local field, bid, outcome = ARGV[j], ARGV[j + 1], ARGV[j + 2]
+    if not seen[field] and outcome ~= 'schedule' then
+      seen[field] = true
+      local key = bkey(bid)
+      if live[bid] == nil then
+        live[bid] = redis.call('EXISTS', key) == 1 -- expired: nothing to count in
+        failures[bid] = live[bid] and redis.call('SCARD', key .. ':failed') or 0
+        succeeded[bid] = 0
+        order[#order + 1] = bid
+      end
+      if live[bid] and redis.call('HEXISTS', KEYS[1], field) == 1 then
+        if outcome == 'done' then
+          succeeded[bid] = succeeded[bid] + 1
+          if failures[bid] > 0 then -- a retry that succeeded leaves the failures
+            redis.call('SREM', key .. ':failed', field)
+          end
+        else
+          if redis.call('SADD', key .. ':failed', field) == 1 then
+            failures[bid] = failures[bid] + 1
+          end
+          if outcome == 'dead' then
+            bdeath(bid)
+          end
+        end
+      end
+    end
+  end
+  for _, bid in ipairs(order) do
+    if live[bid] then
+      local key = bkey(bid)
+      if succeeded[bid] > 0 then
+        redis.call('HINCRBY', key, 'pending', -succeeded[bid])
+      end
+      btouch(key)
+      bcheck(bid)
+    end
+  end
+  for _ = first, #ARGV do
+    table.remove(ARGV)
+  end
+end
+-- <<< batches
 local MK = 9
 
 -- ---- metrics (App(metrics=True); _metrics.py) --------------------------------------

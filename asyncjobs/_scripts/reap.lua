@@ -8,6 +8,31 @@
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return -1
 end
+-- >>> batches (#14): present only when a batch job goes to the dead set (a poison
+-- pill): ..., key prefix, batch TTL, (field, bid) pairs, their count, 'batches', taken
+-- off the END of ARGV. A job counts only if its field is still in the hash (the HDEL
+-- below removes it in the same step): a death of its batch, once.
+if ARGV[#ARGV] == 'batches' then
+  table.remove(ARGV)
+  local nb = tonumber(table.remove(ARGV))
+  local first = #ARGV - 2 * nb - 1
+  local BP, BTTL = ARGV[first], tonumber(ARGV[first + 1])
+  --#include batch_lib
+  for j = first + 2, #ARGV, 2 do
+    local field, bid = ARGV[j], ARGV[j + 1]
+    local key = bkey(bid)
+    if redis.call('HEXISTS', KEYS[1], field) == 1 and redis.call('EXISTS', key) == 1 then
+      redis.call('SADD', key .. ':failed', field)
+      bdeath(bid)
+      btouch(key)
+      bcheck(bid)
+    end
+  end
+  for _ = first, #ARGV do
+    table.remove(ARGV)
+  end
+end
+-- <<< batches
 local n = 0
 for j = 2, #ARGV, 5 do
   if redis.call('HDEL', KEYS[1], ARGV[j]) == 1 then

@@ -12,6 +12,7 @@ from __future__ import annotations
 from .._keys import Keys, shard_tags
 from ._admin import Admin, Counters
 from ._base import QueuePairs, mapped
+from ._batch import BatchOps
 from ._enqueue import Enqueue, promote_on, trim_dead_on
 from ._iteration import IterationOps
 from ._limits import LimitOps
@@ -47,6 +48,7 @@ class Store(
     IterationOps,
     OutboxOps,
     MetricsOps,
+    BatchOps,
 ):
     """One Redis deployment under one namespace. Build it with :meth:`Store.open`
     (connects), or from clients already made."""

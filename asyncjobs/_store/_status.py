@@ -12,6 +12,7 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 
+from .._batch import BATCH_TTL
 from .._redis import STORE_ERRORS, Conn
 from ._admin import Admin
 from ._base import mapped
@@ -50,7 +51,12 @@ class StatusOps(Admin):
         """Store a tracked job's outcome and wake its waiters (result.lua)."""
         k = self.keys
         keys = [k.result(jid), k.result_ready(jid), k.status(jid), k.progress(jid)]
-        args = [data, max(1, int(ttl * 1000))]
+        args: list[Any] = [data, max(1, int(ttl * 1000))]
+        # configure(after=...) (#14): the gates waiting for this job learn its outcome.
+        # Like the status and result keys, and the batches, they live on shard 0 (home).
+        home = k.home.prefix
+        keys.append(f"{home}:after:{jid}")
+        args += [f"{home}:", BATCH_TTL]
         try:
             await self.scripts.result(self.client, keys, args)
         except STORE_ERRORS as exc:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from .._batch import BATCH_TTL
 from .._conn import FastRedis
 from .._payload import DECODE_ERRORS, DECODER
 from .._redis import Conn
@@ -150,11 +151,14 @@ class WorkerOps(StoreBase):
         conn: Conn,
         split: tuple[Sequence[bytes], Sequence[bytes]] | None = None,
         metrics: tuple[list[str], list[Any]] | None = None,
+        batch: Sequence[Any] = (),
     ) -> int:
         """ack.lua: ``done`` fields and ``moves`` (flat groups of field, target,
         score, payload); trims the dead set by the store's limits. ``split``: ``done``
-        split already into jids and other fields (the acker's ``plan_ack``). Returns how
-        many fields it removed (those still in flight)."""
+        split already into jids and other fields (the acker's ``plan_ack``). ``batch``:
+        flat (field, bid, outcome) triples of the batch jobs among them, counted in
+        their batches by the same script (#14). Returns how many fields it removed
+        (those still in flight)."""
         k = self.keys
         today = dt.datetime.fromtimestamp(now, dt.UTC).date()
         keys: tuple[str, ...] = (
@@ -186,6 +190,8 @@ class WorkerOps(StoreBase):
         if metrics is not None:
             keys = (*keys, *metrics[0])
             args = (*args, *metrics[1])
+        if batch:  # batches (#14): ack.lua's batch block takes these off the end
+            args = (*args, f"{k.prefix}:", BATCH_TTL, *batch, len(batch) // 3, "batches")
         res = await self.scripts.ack(conn, keys, args)
         return int(res[0]) + int(res[1])
 
@@ -269,17 +275,27 @@ class WorkerOps(StoreBase):
 
     @mapped
     async def reap(
-        self, process_id: str, moves: Sequence[tuple[bytes, str, bytes, str]], now: float
+        self,
+        process_id: str,
+        moves: Sequence[tuple[bytes, str, bytes, str]],
+        now: float,
+        *,
+        batch_deaths: Sequence[Any] = (),
     ) -> int:
         """reap.lua: give back a dead process's jobs, each ``(field, queue, payload,
-        target)`` with target ``queue`` or ``dead``. Returns how many moved, -1 if the
-        process is alive after all (its record came back)."""
+        target)`` with target ``queue`` or ``dead``. ``batch_deaths``: flat (field, bid)
+        pairs of the batch jobs it moves to the dead set, counted as deaths in their
+        batches (#14). Returns how many moved, -1 if the process is alive after all
+        (its record came back)."""
         k = self.keys
         inflight = k.inflight(process_id)
         pairs = QueuePairs(k, [inflight, k.process(process_id), k.processes, k.dead])
         args: list[Any] = [process_id]
         for field, queue, data, target in moves:
             args.extend((field, pairs.index(queue), data, target, repr(now)))
+        if batch_deaths:  # batches (#14): reap.lua's batch block takes these off the end
+            args.extend((f"{k.prefix}:", BATCH_TTL, *batch_deaths, len(batch_deaths) // 2))
+            args.append("batches")
         return int(await self.scripts.reap(self.client, pairs.keys, args))
 
     # -- scheduler -------------------------------------------------------------------

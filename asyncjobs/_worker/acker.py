@@ -63,6 +63,9 @@ class Acker:
         # it failed and went back to _done/_moves), so a reconcile that reads the
         # in-flight hash meanwhile does not take their fields for orphans.
         self._writing: list[tuple[list[bytes], list[Any]]] = []
+        # Batches (#14): field -> bid of the jobs of a batch whose outcome is pending;
+        # only they take ack.lua's batch block (plain jobs never fill this).
+        self._bids: dict[bytes, str] = {}
         # While not None, the fields of batches whose every field this process removed
         # itself (the heartbeat asks, to tell its own acks from jobs a reaper took).
         self.written: set[bytes] | None = None
@@ -91,6 +94,25 @@ class Acker:
         if not self._pending.is_set():
             self._pending.set()
             self._idle.clear()
+
+    def batch(self, field: bytes, bid: str) -> None:
+        """A job of batch ``bid`` (#14): its outcome, reported next, is counted there by
+        the script that writes it."""
+        self._bids[field] = bid
+
+    def _batch_args(self, done: list[bytes], moves: list[Any]) -> list[Any]:
+        """(field, bid, outcome) triples for the batch jobs of a write."""
+        bids = self._bids
+        out: list[Any] = []
+        for f in done:
+            bid = bids.get(f)
+            if bid is not None:
+                out.extend((f, bid, "done"))
+        for i in range(0, len(moves), 4):
+            bid = bids.get(moves[i])
+            if bid is not None:
+                out.extend((moves[i], bid, moves[i + 1]))
+        return out
 
     def landing(self, field: bytes, landing_key: str, sent: asyncio.Future[Any] | None) -> None:
         """A job an idle fetcher took with BLMOVE: ``sent`` is the reply of the land
@@ -232,6 +254,21 @@ class Acker:
         if self._landing:
             await self._ensure_landed([*done, *moves[0::4]])
         now = time.time()
+        if self._bids:  # batches (#14): ack.lua counts them in the same step
+            triples = self._batch_args(done, moves)
+            if triples:
+                removed = await self.store.ack(
+                    self._inflight,
+                    done,
+                    moves,
+                    now=now,
+                    ttl=STATS_TTL,
+                    conn=self.client,
+                    batch=triples,
+                )
+                for f in triples[0::3]:
+                    self._bids.pop(f, None)
+                return removed
         batch = plan_ack(done, len(moves))
         if batch.lean:
             today = dt.datetime.fromtimestamp(now, dt.UTC).date()

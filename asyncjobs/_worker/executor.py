@@ -71,6 +71,9 @@ class Sink(Protocol):
 
     def move(self, field: bytes, target: str, at: float, data: bytes) -> None: ...
 
+    # A job of a batch (#14): its outcome, reported next, is counted in batch ``bid``.
+    def batch(self, field: bytes, bid: str) -> None: ...
+
 
 class Locks(Protocol):
     """Where unique jobs' locks and the expired counter live: the store (a test mode
@@ -262,6 +265,8 @@ class Executor:
                     self._dead(rec, payload, error_class, message)
                     return
             rec.payload = payload
+            if payload.bid is not None:  # a batch job (#14): the sink counts it there
+                self.sink.batch(rec.field, payload.bid)
             # A plain job (no status, limiter, expiry, lock, and not cancelled before it
             # started) checks one flag, two payload fields and its reason, and takes the
             # lean path below; the features take theirs (measured: each feature's checks
@@ -842,6 +847,8 @@ class Executor:
 
     def _dead(self, rec: Running, payload: Payload, error_class: str, message: str) -> None:
         self.failed += 1
+        if payload.bid is not None:  # its batch learns of the death (#14)
+            self.sink.batch(rec.field, payload.bid)
         log.error("dead jid=%s: %s: %s", payload.jid, error_class, message)
         now = time.time()
         dead = msgspec.structs.replace(

@@ -15,7 +15,7 @@ import os
 import random
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -117,6 +117,7 @@ class Reaper:
         moves: list[tuple[bytes, str, bytes, str]] = []
         now = time.time()
         dead = 0
+        deaths: list[Any] = []  # batches (#14): (field, bid) of batch jobs it kills
         for field, raw in entries.items():
             try:
                 p = DECODER.decode(raw)
@@ -139,10 +140,12 @@ class Reaper:
                     )
                 )
                 moves.append((field, p.queue, data, "dead"))
+                if p.bid is not None:
+                    deaths.extend((field, p.bid))
             else:
                 data = ENCODER.encode(msgspec.structs.replace(p, recoveries=n))
                 moves.append((field, p.queue, data, "queue"))
-        n = await store.reap(proc, moves, now)
+        n = await store.reap(proc, moves, now, batch_deaths=deaths)
         if dead:
             await store.trim_dead(now)
         if n > 0:

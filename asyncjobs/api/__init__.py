@@ -58,6 +58,8 @@ from ._limits import limiter_state as limiter_state
 from ._limits import limiters as limiters
 from ._stats import history as history
 from ._stats import reset_stats as reset_stats
+from ._batches import batch_dict as batch_dict
+from ._batches import batch_status as batch_status
 from ._stats import RedisInfo as RedisInfo
 from ._stats import redis_info as redis_info
 from ._metrics import JobMetrics as JobMetrics
@@ -72,6 +74,8 @@ from ._metrics import metrics_totals as metrics_totals
 
 __all__ = [
     "InvalidArgument",
+    "batch_dict",
+    "batch_status",
     "DeadSet",
     "JobLocation",
     "JobMetrics",

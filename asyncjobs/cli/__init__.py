@@ -19,6 +19,7 @@ from . import observe as observe
 from . import limits as limits
 from . import periodic as periodic
 from . import outbox as outbox
+from . import batches as batches
 
 # isort: on
 from ._base import app, fail, load_app, main, run_async, setup_logging

@@ -87,12 +87,18 @@ class WorkerProc:
     """One ``asyncjobs worker`` subprocess; its output goes to a log file."""
 
     def __init__(
-        self, url: str, config: Path, log: Path, *extra: str, prefix: Sequence[str] = ()
+        self,
+        url: str,
+        config: Path,
+        log: Path,
+        *extra: str,
+        prefix: Sequence[str] = (),
+        app: str = APP,
     ) -> None:
         self.log = log
         with open(log, "ab") as out:
             self.popen = subprocess.Popen(
-                [*prefix, *WORKER_CMD, "worker", APP, "--config", str(config), *extra],
+                [*prefix, *WORKER_CMD, "worker", app, "--config", str(config), *extra],
                 env=subprocess_env(url),
                 stdout=out,
                 stderr=subprocess.STDOUT,

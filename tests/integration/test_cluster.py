@@ -265,3 +265,35 @@ async def test_metrics_and_prometheus_on_cluster(cluster: RedisCluster) -> None:
             if s.name.endswith("_total")
         }
         assert samples[(("job", "work"), ("queue", "default"))] == 50
+
+
+async def test_batches_on_cluster(cluster: RedisCluster) -> None:
+    """#14: batch.lua (declared key: the batch hash), and ack.lua's batch block, whose
+    batch keys are built from the namespace prefix: one hash slot, so they run there."""
+    app = asyncjobs.App(cluster.url, namespace="batches")
+    events: list[str] = []
+
+    @app.job
+    async def item(n: int, fail: bool = False) -> None:
+        if fail:
+            raise RuntimeError("no")
+
+    @app.job
+    async def noted(bid: str, event: str) -> None:
+        events.append(event)
+
+    async with app:
+        async with app.batch(
+            on_complete=noted.s(event="complete"), on_death=noted.s(event="death")
+        ) as batch:
+            await item.defer_many([(i,) for i in range(50)])
+            await item.configure(retry=0).defer(50, fail=True)
+        worker = app.worker(concurrency=10)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await wait_for(lambda: len(events) == 2, timeout=10)
+            await worker.wait_idle()
+            worker.stop()
+        status = await app.batch_status(batch.bid)
+        assert sorted(events) == ["complete", "death"]
+        assert (status.total, status.pending, status.failures) == (51, 1, 1)

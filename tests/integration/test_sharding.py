@@ -368,3 +368,30 @@ async def test_metrics_add_up_every_shard(cluster: RedisCluster) -> None:
         totals = await api.metrics_totals(app)
     assert sum(m.runs for m in metrics.jobs if m.job == "tick") == 300
     assert sum(c.runs for c in totals.counts if c.job == "tick") == 300
+
+
+@pytest.mark.timeout(60)
+async def test_a_batch_on_a_sharded_app_completes_once(cluster: RedisCluster) -> None:
+    app = asyncjobs.App(cluster.url, shards=SHARDS, namespace="batched")
+    ran = [0]
+    callbacks: list[str] = []
+
+    @app.job(name="part")
+    async def part(n: int) -> None:
+        ran[0] += 1
+
+    @app.job(name="finished")
+    async def finished(bid: str) -> None:
+        callbacks.append(bid)
+
+    async with app:
+        async with app.batch(on_success=finished) as batch:
+            await part.defer_many([(n,) for n in range(60)])
+            for n in range(60, 90):
+                await part.defer(n)
+        async with running(app.worker(concurrency=12)):
+            await wait_for(lambda: callbacks, timeout=30)
+        status = await app.batch_status(batch.bid)
+    assert ran == [90]
+    assert callbacks == [batch.bid]
+    assert (status.total, status.pending, status.failures) == (90, 0, 0)

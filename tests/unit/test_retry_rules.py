@@ -29,6 +29,9 @@ class Recorder:
     def move(self, field: bytes, target: str, at: float, data: bytes) -> None:
         self.moves.append((target, at, data))
 
+    def batch(self, field: bytes, bid: str) -> None:
+        pass
+
     def last(self) -> tuple[str, float, Payload | None]:
         target, at, data = self.moves[-1]
         return target, at, DECODER.decode(data) if data else None

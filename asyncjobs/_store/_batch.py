@@ -1,0 +1,71 @@
+"""Batches (#14): opening, reopening, closing and reading a batch. A batch job's
+outcome is counted by ack.lua, with the job's acknowledgement (``WorkerOps.ack``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .._batch import BATCH_TTL
+from ._base import StoreBase, mapped
+
+__all__ = ["BatchOps"]
+
+
+class BatchOps(StoreBase):
+    """A batch's hash ``{ns}:batch:<bid>`` and failed set, through ``batch.lua``."""
+
+    def batch_key(self, bid: str) -> str:
+        return f"{self.keys.prefix}:batch:{bid}"
+
+    async def _batch_call(self, bid: str, action: str, *args: Any) -> int:
+        prefix = f"{self.keys.prefix}:"
+        res = await self.scripts.batch(
+            self.client, (self.batch_key(bid),), (prefix, BATCH_TTL, bid, action, *args)
+        )
+        return int(res)
+
+    @mapped
+    async def batch_open(self, bid: str, parent: str | None, fields: Sequence[Any]) -> bool:
+        """Create a batch held open by one block (``fields``: flat field/value pairs);
+        a child of ``parent`` if given. False if the parent is gone."""
+        return await self._batch_call(bid, "open", parent or "", *fields) == 1
+
+    @mapped
+    async def batch_reopen(self, bid: str, *, member: bool) -> int:
+        """Hold a batch open again to add jobs (``member``: the caller is a job of it).
+        1 done, 0 the batch is gone, -1 it completed already."""
+        return await self._batch_call(bid, "reopen", "1" if member else "0")
+
+    @mapped
+    async def batch_close(self, bid: str, added: int) -> bool:
+        """Count ``added`` jobs into the batch, release a hold and push the callbacks
+        its counters call for. False if the batch is gone (expired)."""
+        return await self._batch_call(bid, "close", added) == 1
+
+    @mapped
+    async def batch_after(
+        self, gate: str, payload: bytes, queue: str, desc: str, jids: Sequence[str]
+    ) -> str | None:
+        """A gate for ``configure(after=...)``: pushes ``payload`` once every job of
+        ``jids`` succeeded. None, or the first jid with neither status nor outcome
+        (then nothing was written)."""
+        prefix = f"{self.keys.prefix}:"
+        res = await self.scripts.batch(
+            self.client,
+            (self.batch_key(gate),),
+            (prefix, BATCH_TTL, gate, "after", payload, queue, desc, *jids),
+        )
+        if res == 1:
+            return None
+        return res.decode() if isinstance(res, bytes) else str(res)
+
+    @mapped
+    async def batch_read(self, bid: str) -> tuple[dict[bytes, bytes], list[bytes]]:
+        """A batch's hash and failed jids: one round trip."""
+        key = self.batch_key(bid)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(key)
+            pipe.smembers(f"{key}:failed")
+            fields, failed = await pipe.execute()
+        return dict(fields), list(failed)

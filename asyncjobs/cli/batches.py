@@ -1,0 +1,52 @@
+"""batch: a batch's counts, failed jids and callbacks fired (#14)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from ._admin import AppOpt, JsonOpt, NsOpt, UrlOpt, _run_admin
+from ._base import app
+from ._output import _print_json, _table
+
+
+@app.command()
+def batch(
+    bid: Annotated[str, typer.Argument(metavar="BID", help="The batch's id.")],
+    app_spec: AppOpt = None,
+    redis_url: UrlOpt = None,
+    namespace: NsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A batch (app.batch): its jobs (total, pending, failures), its failed jids, and
+    when it completed, succeeded or saw a death. Exit 2 if there is no such batch."""
+    from .. import api
+
+    status = _run_admin(app_spec, redis_url, namespace, lambda a: api.batch_status(a, bid))
+    if as_json:
+        _print_json(api.batch_dict(status))
+        return
+
+    def when(t: Any) -> str:
+        return "-" if t is None else t.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    rows: list[list[Any]] = [
+        ["bid", status.bid],
+        ["description", status.description or "-"],
+        ["created", when(status.created_at)],
+        ["total", status.total],
+        ["pending", status.pending],
+        ["failures", status.failures],
+        ["children", f"{status.children} not complete"],
+        ["parent", status.parent or "-"],
+        ["open", "yes (a block is adding jobs)" if status.open else "no"],
+        ["complete", when(status.complete_at)],
+        ["success", when(status.success_at)],
+        ["death", when(status.death_at)],
+    ]
+    _table(["", ""], rows, header=False)
+    if status.failed_jids:
+        typer.echo("\nfailed jids:")
+        for jid in status.failed_jids:
+            typer.echo(jid)
