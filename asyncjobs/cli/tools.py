@@ -48,14 +48,42 @@ def web(
     read_only: Annotated[
         bool, typer.Option("--read-only", help="Show everything, allow no action.")
     ] = False,
+    basic_auth: Annotated[
+        str | None,
+        typer.Option(
+            "--basic-auth",
+            envvar="ASYNCJOBS_WEB_AUTH",
+            help="USER:PASSWORD: HTTP Basic sign-in for the dashboard (or ASYNCJOBS_WEB_AUTH).",
+            show_default=False,
+        ),
+    ] = None,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="Serve the dashboard to anyone who can reach --bind, signed in or not.",
+        ),
+    ] = False,
 ) -> None:
-    """Serve the web dashboard (docs/guides/dashboard.md); needs the web extra. Its CSRF
-    secret is ASYNCJOBS_WEB_SECRET, else one made at start."""
+    """Serve the web dashboard (docs/guides/dashboard.md); needs the web extra. Give
+    --basic-auth USER:PASSWORD, or --no-auth. Its CSRF secret is ASYNCJOBS_WEB_SECRET,
+    else one made at start."""
     import os
 
+    if basic_auth is None and not no_auth:
+        fail(
+            "the dashboard needs --basic-auth USER:PASSWORD (or ASYNCJOBS_WEB_AUTH), or "
+            "--no-auth to let anyone who can reach --bind use it"
+        )
+    if basic_auth is not None and no_auth:
+        fail("give --basic-auth or --no-auth, not both")
+    user, colon, password = (basic_auth or "").partition(":")
+    if basic_auth is not None and (not colon or not user or not password):
+        fail("--basic-auth: give USER:PASSWORD, such as admin:s3cret")
     try:
         import uvicorn
 
+        from ..web import basic_auth as make_basic_auth
         from ..web import create_app
     except ImportError as exc:
         fail(
@@ -67,7 +95,10 @@ def web(
         fail(f"--bind {bind}: give HOST:PORT, such as 127.0.0.1:8080")
     application = _guard(lambda: _admin_app(app_spec, redis_url, namespace))
     dashboard = create_app(
-        application, secret=os.environ.get("ASYNCJOBS_WEB_SECRET"), read_only=read_only
+        application,
+        auth=None if no_auth else make_basic_auth(user, password),
+        secret=os.environ.get("ASYNCJOBS_WEB_SECRET"),
+        read_only=read_only,
     )
     uvicorn.run(dashboard, host=host.strip("[]"), port=int(port), log_level="info")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -27,7 +28,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import api
-from .._errors import AsyncJobsError
+from .._errors import AsyncJobsError, ConfigError
 
 if TYPE_CHECKING:
     from .._app import App
@@ -566,13 +567,51 @@ def _guarded(page: Endpoint, dash: Dashboard) -> Endpoint:
     return endpoint
 
 
+class _Required:
+    """The default of ``create_app(auth=...)``: not given, which is refused."""
+
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+REQUIRED: Any = _Required()
+
+
+def basic_auth(username: str, password: str, *, realm: str = "asyncjobs") -> Auth:
+    """An ``auth`` hook for HTTP Basic authentication with one user: a request without
+    these credentials gets 401 and the browser asks for them; the right ones let it
+    through as ``username`` (logged with each action). Compared in constant time. Serve
+    the dashboard over HTTPS (the password crosses the wire in every request)."""
+    if not username or ":" in username or not password:
+        raise ConfigError(
+            "basic_auth needs a user name without ':' and a non-empty password, "
+            "as basic_auth('admin', os.environ['DASHBOARD_PASSWORD'])"
+        )
+    expected = hashlib.sha256(f"{username}:{password}".encode()).digest()
+    challenge = {"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'}
+
+    def check(request: Request) -> str:
+        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+        given = b""
+        if scheme.lower() == "basic":
+            try:
+                given = base64.b64decode(encoded, validate=True)
+            except ValueError:
+                given = b""
+        if not hmac.compare_digest(hashlib.sha256(given).digest(), expected):
+            raise HTTPException(401, "sign in to see the dashboard", headers=challenge)
+        return username
+
+    return check
+
+
 def create_app(
     jobs_app: App,
     *,
+    auth: Auth | None = REQUIRED,
     secret: str | None = None,
     read_only: bool = False,
     poll_interval: float = 3.0,
-    auth: Auth | None = None,
     debug: bool = False,
 ) -> Starlette:
     """The dashboard of ``jobs_app`` as an ASGI app, to mount or to run alone.
@@ -581,9 +620,22 @@ def create_app(
     serving the dashboard (several uvicorn workers, several hosts); by default each
     process makes its own, which is fine for one. ``read_only=True`` hides every action
     and refuses every POST. ``poll_interval`` is how often (seconds) the overview's
-    counters refresh themselves. ``auth``, called with each request (sync or async),
+    counters refresh themselves.
+
+    ``auth`` is required: a callable, called with each request (sync or async), that
     says who it is from (a name for the log of actions, or True) or refuses it (a falsy
-    value: 403); the static files are not asked about."""
+    value: 403; or it raises an ``HTTPException``, as :func:`basic_auth` does for its
+    401); the static files are not asked about. ``auth=None`` serves the dashboard to
+    anyone who can reach it: say so only where the outer app or a proxy already
+    authenticates every request to it."""
+    if auth is REQUIRED:
+        raise ConfigError(
+            "create_app needs auth=: a callable that checks each request (such as "
+            "asyncjobs.web.basic_auth(user, password)), or auth=None to let anyone who "
+            "can reach the dashboard use it (when the outer app already authenticates)"
+        )
+    if auth is not None and not callable(auth):
+        raise ConfigError(f"auth must be a callable taking the request, or None; got {auth!r}")
     dash = Dashboard(jobs_app, secret, read_only, poll_interval, auth)
 
     def route(path: str, page: Endpoint, name: str, post: bool = False) -> Route:
@@ -612,7 +664,10 @@ def create_app(
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return dash.render(request, "error.html", status=exc.status_code, page="", error=exc.detail)
+        page = dash.render(request, "error.html", status=exc.status_code, page="", error=exc.detail)
+        if exc.headers:  # basic_auth's challenge, which makes the browser ask to sign in
+            page.headers.update(exc.headers)
+        return page
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

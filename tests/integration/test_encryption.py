@@ -314,7 +314,7 @@ async def test_api_cli_and_dashboard_show_encrypted_never_the_plaintext(
         [entry] = loads((await cli(redis_url, "dead", "--json")).stdout)
         assert entry["args"] == "<encrypted>"
         # Dashboard
-        web = create_app(app, secret="test-secret")
+        web = create_app(app, auth=None, secret="test-secret")
         transport = httpx.ASGITransport(app=web)
         async with httpx.AsyncClient(transport=transport, base_url="http://dash") as client:
             for path in ("/queues/default", "/dead", f"/job/{dead_jid}", f"/job/{queued_jid}"):

@@ -37,7 +37,7 @@ def dashboard_url(redis_url: str) -> Iterator[str]:
     from asyncjobs.web import create_app
 
     port = free_port()
-    web = create_app(asyncjobs.App(redis_url), secret="browser-test", poll_interval=0.5)
+    web = create_app(asyncjobs.App(redis_url), auth=None, secret="browser-test", poll_interval=0.5)
     server = uvicorn.Server(uvicorn.Config(web, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()

@@ -16,22 +16,24 @@ async def test_asyncjobs_web_serves_the_dashboard(redis_url: str) -> None:
     port = free_port()
     proc = await anyio.open_process(
         [*WORKER_CMD, "web", "--bind", f"127.0.0.1:{port}"],
-        env=subprocess_env(redis_url, ASYNCJOBS_WEB_SECRET="s3cret"),
+        env=subprocess_env(redis_url, ASYNCJOBS_WEB_SECRET="s3cret", ASYNCJOBS_WEB_AUTH="admin:pw"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+            signed_in = httpx.BasicAuth("admin", "pw")
 
             async def up() -> bool:
                 try:
-                    r = await c.get("/")
+                    r = await c.get("/", auth=signed_in)
                 except httpx.TransportError:
                     return False
                 return r.status_code == 200 and "Overview" in r.text
 
             await wait_for(up, timeout=15)
-            assert (await c.get("/queues")).status_code == 200
+            assert (await c.get("/queues", auth=signed_in)).status_code == 200
+            assert (await c.get("/queues")).status_code == 401  # ASYNCJOBS_WEB_AUTH
     finally:
         proc.terminate()
         with anyio.fail_after(10):
@@ -41,6 +43,6 @@ async def test_asyncjobs_web_serves_the_dashboard(redis_url: str) -> None:
 
 
 async def test_asyncjobs_web_bad_bind(redis_url: str) -> None:
-    r = await cli(redis_url, "web", "--bind", "8080")
+    r = await cli(redis_url, "web", "--bind", "8080", "--no-auth")
     assert r.returncode == 2
     assert "--bind 8080: give HOST:PORT" in text(r.stderr)

@@ -25,7 +25,7 @@ async def test_every_page_on_cluster() -> None:
             dead = await later.configure(delay=3600).defer(2)
             assert jid and dead
             await api.ScheduledSet(app).kill(dead, notify=False)
-            web = create_app(app)
+            web = create_app(app, auth=None)
             transport = httpx.ASGITransport(app=web)
             async with httpx.AsyncClient(transport=transport, base_url="http://d") as c:
                 for path in (

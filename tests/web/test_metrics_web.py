@@ -26,7 +26,7 @@ async def mapp(redis_url: str) -> AsyncIterator[asyncjobs.App]:
 
 @pytest.fixture
 async def client(mapp: asyncjobs.App) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(mapp, secret="s"))
+    transport = httpx.ASGITransport(app=create_app(mapp, auth=None, secret="s"))
     async with httpx.AsyncClient(transport=transport, base_url="http://dash") as c:
         yield c
 
@@ -78,7 +78,7 @@ async def test_metrics_page_lists_jobs_with_percentiles(
 
 
 async def test_metrics_page_without_metrics_says_how_to_turn_them_on(app: asyncjobs.App) -> None:
-    transport = httpx.ASGITransport(app=create_app(app, secret="s"))
+    transport = httpx.ASGITransport(app=create_app(app, auth=None, secret="s"))
     async with httpx.AsyncClient(transport=transport, base_url="http://dash") as c:
         r = await c.get("/metrics/jobs")
         assert r.status_code == 200

@@ -11,14 +11,15 @@ import pytest
 
 import asyncjobs
 from asyncjobs import api
-from asyncjobs.web import create_app
+from asyncjobs.web import basic_auth, create_app
+from tests.conftest import cli, text
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 async def client(app: asyncjobs.App) -> AsyncIterator[httpx.AsyncClient]:
-    web = create_app(app, secret="test-secret")
+    web = create_app(app, auth=None, secret="test-secret")
     transport = httpx.ASGITransport(app=web)
     async with httpx.AsyncClient(transport=transport, base_url="http://dash") as c:
         yield c
@@ -97,11 +98,12 @@ async def test_post_needs_csrf(app: asyncjobs.App, client: httpx.AsyncClient) ->
 async def test_csrf_token_is_bound_to_the_secret(app: asyncjobs.App) -> None:
     """A token from a dashboard with another secret is refused."""
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(app, secret="other")), base_url="http://d"
+        transport=httpx.ASGITransport(app=create_app(app, auth=None, secret="other")),
+        base_url="http://d",
     ) as other:
         token = csrf((await other.get("/queues")).text)
         cookie = other.cookies["asyncjobs_csrf"]
-    web = create_app(app, secret="test-secret")
+    web = create_app(app, auth=None, secret="test-secret")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=web), base_url="http://d") as c:
         c.cookies.set("asyncjobs_csrf", cookie)
         r = await c.post("/queues/default/action", data={"action": "clear", "csrf": token})
@@ -194,7 +196,7 @@ async def test_busy_lists_embedded_worker_and_refuses(
 
 
 async def test_read_only(app: asyncjobs.App) -> None:
-    web = create_app(app, read_only=True)
+    web = create_app(app, auth=None, read_only=True)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=web), base_url="http://d") as c:
         page = await c.get("/queues")
         assert "Clear" not in page.text
@@ -206,7 +208,7 @@ async def test_mounted_under_a_prefix(app: asyncjobs.App) -> None:
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    outer = Starlette(routes=[Mount("/jobs", create_app(app))])
+    outer = Starlette(routes=[Mount("/jobs", create_app(app, auth=None))])
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=outer), base_url="http://d"
     ) as c:
@@ -227,7 +229,7 @@ async def test_mounted_in_aiohttp(app: asyncjobs.App) -> None:
     hello, _ = _jobs(app)
     await hello.defer("a")
     outer = web.Application()
-    mount_aiohttp(outer, "/jobs", create_app(app, secret="s"))
+    mount_aiohttp(outer, "/jobs", create_app(app, auth=None, secret="s"))
     async with TestClient(TestServer(outer)) as c:
         r = await c.get("/jobs/queues")
         html = await r.text()
@@ -302,9 +304,57 @@ async def test_auth_hook(app: asyncjobs.App, caplog: pytest.LogCaptureFixture) -
         assert "dashboard pause queue default [] by ada" in caplog.text
 
 
+def test_auth_is_required() -> None:
+    """Without auth= the dashboard is refused, in one line that says what to pass."""
+    jobs_app = asyncjobs.App("redis://127.0.0.1:1/0")
+    with pytest.raises(asyncjobs.ConfigError, match="create_app needs auth=.*auth=None"):
+        create_app(jobs_app)
+    with pytest.raises(asyncjobs.ConfigError, match="auth must be a callable"):
+        create_app(jobs_app, auth="admin:secret")  # type: ignore[arg-type]
+
+
+async def test_basic_auth(app: asyncjobs.App, caplog: pytest.LogCaptureFixture) -> None:
+    """basic_auth: 401 with a challenge (the browser's prompt) without the right
+    credentials; through, and named in the log of actions, with them."""
+    web = create_app(app, auth=basic_auth("admin", "s3cret"), secret="s")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=web), base_url="http://d") as c:
+        r = await c.get("/")
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"].startswith('Basic realm="asyncjobs"')
+        assert (await c.get("/", auth=("admin", "wrong"))).status_code == 401
+        assert (await c.get("/", auth=("eve", "s3cret"))).status_code == 401
+        assert (await c.get("/", headers={"authorization": "Basic !!"})).status_code == 401
+        page = await c.get("/queues", auth=("admin", "s3cret"))
+        assert page.status_code == 200
+        with caplog.at_level("INFO", logger="asyncjobs.web"):
+            await c.post(
+                "/queues/default/action",
+                data={"action": "pause", "csrf": csrf(page.text)},
+                auth=("admin", "s3cret"),
+            )
+        assert "dashboard pause queue default [] by admin" in caplog.text
+    with pytest.raises(asyncjobs.ConfigError, match="basic_auth needs"):
+        basic_auth("admin", "")
+
+
+async def test_cli_web_needs_auth_or_no_auth(redis_url: str) -> None:
+    """asyncjobs web refuses to start without --basic-auth or --no-auth (exit 2, one
+    line), and refuses a malformed --basic-auth."""
+    out = await cli(redis_url, "web", "--bind", "127.0.0.1:1")
+    assert out.returncode == 2, out
+    assert text(out.stderr).strip().splitlines() == [
+        "asyncjobs: error: the dashboard needs --basic-auth USER:PASSWORD (or "
+        "ASYNCJOBS_WEB_AUTH), or --no-auth to let anyone who can reach --bind use it"
+    ]
+    out = await cli(redis_url, "web", "--basic-auth", "admin")
+    assert out.returncode == 2 and "give USER:PASSWORD" in text(out.stderr), out
+    out = await cli(redis_url, "web", "--basic-auth", "a:b", "--no-auth")
+    assert out.returncode == 2 and "not both" in text(out.stderr), out
+
+
 async def test_redis_unreachable_is_one_line() -> None:
     down = asyncjobs.App("redis://127.0.0.1:1/0")
-    web = create_app(down)
+    web = create_app(down, auth=None)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=web), base_url="http://d") as c:
         r = await c.get("/queues")
     assert r.status_code == 503 and "cannot reach Redis at redis://127.0.0.1:1/0" in r.text
@@ -357,7 +407,7 @@ async def test_mounted_in_fastapi(app: asyncjobs.App) -> None:
     from fastapi import FastAPI
 
     outer = FastAPI()
-    outer.mount("/jobs", create_app(app, secret="s"))
+    outer.mount("/jobs", create_app(app, auth=None, secret="s"))
     hello, _ = _jobs(app)
     jid = await hello.defer("a")
     async with httpx.AsyncClient(
