@@ -35,8 +35,13 @@ class StatusOps(Admin):
         self, jid: str, data: bytes, ttl: float, *, only_new: bool = False
     ) -> None:
         """Write a tracked job's state (``only_new``: unless one is there already, as a
-        worker that started the job before the client wrote ``queued``)."""
-        await self.client.set(self.keys.status(jid), data, px=int(ttl * 1000), nx=only_new)
+        worker that started the job before the client wrote ``queued``). On the lean
+        pipelined connection where there is one: a worker writes one per tracked job."""
+        key, ms = self.keys.status(jid), int(ttl * 1000)
+        if self.fast is not None:
+            await self.fast.execute("SET", key, data, "PX", ms, *(("NX",) if only_new else ()))
+            return
+        await self.client.set(key, data, px=ms, nx=only_new)
 
     @mapped
     async def set_statuses(self, entries: Sequence[tuple[str, bytes]], ttl: float) -> None:
@@ -57,14 +62,19 @@ class StatusOps(Admin):
         home = k.home.prefix
         keys.append(f"{home}:after:{jid}")
         args += [f"{home}:", BATCH_TTL]
+        conn = self.fast or self.client  # one call per tracked job: the lean connection
         try:
-            await self.scripts.result(self.client, keys, args)
+            await self.scripts.result(conn, keys, args)
         except STORE_ERRORS as exc:
-            await self._script_again(exc, self.scripts.result, keys, args, self.client)
+            await self._script_again(exc, self.scripts.result, keys, args, conn)
 
     @mapped
     async def set_progress(self, jid: str, data: bytes, ttl: float) -> None:
-        await self.client.set(self.keys.progress(jid), data, px=int(ttl * 1000))
+        key, ms = self.keys.progress(jid), int(ttl * 1000)
+        if self.fast is not None:
+            await self.fast.execute("SET", key, data, "PX", ms)
+            return
+        await self.client.set(key, data, px=ms)
 
     @mapped
     async def read_status(self, jid: str) -> tuple[bytes | None, bytes | None, bytes | None]:
