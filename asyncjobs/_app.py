@@ -24,6 +24,7 @@ from ._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
 from ._periodic import PeriodicEntry
 from ._redis import Client, mask_url
 from ._registry import Registry
+from ._sentinel import sentinel_url
 from ._settings import CapsuleSpec
 from ._status import (
     DEFAULT_KEEP,
@@ -99,6 +100,16 @@ class App(Registry):
         default_job_options: options every job registered afterwards starts from
             (``{"retry": 5, "backtrace": False}``, say); ``@app.job(...)`` overrides them.
             Also ``app.default_job_options``, Sidekiq's ``default_job_options``.
+        sentinel: Redis Sentinel addresses (``[("10.0.0.1", 26379), "10.0.0.2:26379"]``)
+            to find the master through, instead of a ``redis+sentinel://`` URL; then
+            ``redis_url``, if given, brings only the master's credentials and database
+            (``"redis://:secret@/0"``).
+        sentinel_master: the master's name the Sentinels monitor (with ``sentinel``).
+        sentinel_password: the Sentinels' own password, if they require one.
+        min_replicas: durable mode: ``defer`` returns once the job has reached this
+            many replicas (``WAIT``), so a failover cannot lose it; else it raises
+            :class:`~asyncjobs.NotReplicated`. 0 (the default): off.
+        replica_timeout: how long ``defer`` waits for those replicas (seconds).
     """
 
     def __init__(
@@ -111,6 +122,11 @@ class App(Registry):
         dead_max_jobs: int = 10_000,
         dead_timeout: float | dt.timedelta = dt.timedelta(days=180),
         default_job_options: Mapping[str, Any] | None = None,
+        sentinel: Sequence[str | tuple[str, int]] | None = None,
+        sentinel_master: str | None = None,
+        sentinel_password: str | None = None,
+        min_replicas: int = 0,
+        replica_timeout: float | dt.timedelta = 1.0,
     ) -> None:
         super().__init__(
             namespace=namespace,
@@ -119,8 +135,29 @@ class App(Registry):
             dead_timeout=dead_timeout,
             default_job_options=default_job_options,
         )
-        self.redis_url = resolve_url(redis_url)
+        if sentinel is not None:
+            self.redis_url = sentinel_url(
+                sentinel,
+                sentinel_master,
+                redis_url=redis_url,
+                sentinel_password=sentinel_password,
+            )
+        elif sentinel_master is not None or sentinel_password is not None:
+            raise ConfigError(
+                "sentinel_master= and sentinel_password= go with sentinel=, the Sentinels' "
+                "addresses"
+            )
+        else:
+            self.redis_url = resolve_url(redis_url)
         self.cluster = cluster
+        if isinstance(replica_timeout, dt.timedelta):
+            replica_timeout = replica_timeout.total_seconds()
+        if not isinstance(min_replicas, int) or isinstance(min_replicas, bool) or min_replicas < 0:
+            raise ConfigError(f"min_replicas={min_replicas!r}: expected a whole number >= 0")
+        if not isinstance(replica_timeout, int | float) or not replica_timeout > 0:
+            raise ConfigError(f"replica_timeout={replica_timeout!r}: expected seconds > 0")
+        self.min_replicas = min_replicas
+        self.replica_timeout = float(replica_timeout)
         # Every Redis read and write goes through the store, made at connect.
         self.store: Store | None = None
         self._redis: Client | None = None
@@ -331,6 +368,8 @@ class App(Registry):
                     cluster=self.cluster,
                     dead_max_jobs=self.dead_max_jobs,
                     dead_timeout=self.dead_timeout,
+                    min_replicas=self.min_replicas,
+                    replica_timeout=self.replica_timeout,
                 )
                 self.store = store
                 self._fast = store.fast

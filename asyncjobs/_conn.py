@@ -216,6 +216,29 @@ class FastRedis:
             self._timer = loop.call_at(deadline, self._watch)
         return await fut
 
+    async def execute_many(
+        self, commands: list[tuple[Any, ...]], *, block: float = 0.0
+    ) -> list[Any]:
+        """Send ``commands`` in one write, so all of them go out on one connection, and
+        wait for their replies: each one a value, or the exception of an error reply
+        (a lost connection fails them all alike). ``block``: as for :meth:`execute`,
+        the server-side blocking time of the last command (``WAIT``)."""
+        writer = self._writer or await self._connect()
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + self.reply_timeout + block
+        futures: list[asyncio.Future[Any]] = []
+        for _ in commands:
+            fut: asyncio.Future[Any] = loop.create_future()
+            futures.append(fut)
+            self._pending.append((fut, deadline))
+        try:
+            writer.write(b"".join(pack(args) for args in commands))
+        except RuntimeError as exc:
+            self._drop(rexc.ConnectionError(f"connection lost: {exc}"))
+        if self._timer is None:
+            self._timer = loop.call_at(self._pending[0][1], self._watch)
+        return await asyncio.gather(*futures, return_exceptions=True)
+
     def send_nowait(self, *args: Any) -> asyncio.Future[Any] | None:
         """Write a command now (ordered before anything sent later on this connection)
         and return the future of its reply; None when not connected."""

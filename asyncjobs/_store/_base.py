@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
 import redis.exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 
 from .._conn import FastRedis
-from .._errors import AsyncJobsError
+from .._errors import AsyncJobsError, ConfigError
 from .._keys import Keys
 from .._redis import (
     REPLY_TIMEOUT,
@@ -25,12 +25,16 @@ from .._redis import (
     Conn,
     Script,
     Scripts,
+    close_client,
     connect,
     is_readonly,
     map_error,
     reset_pool,
     scripts,
 )
+
+if TYPE_CHECKING:
+    from ._durable import Durable
 
 __all__ = ["QueuePairs", "StoreBase", "mapped"]
 
@@ -107,6 +111,8 @@ class StoreBase:
         self.dead_max_jobs = dead_max_jobs
         self.dead_timeout = dead_timeout
         self._queue_keys: dict[str, list[str]] = {}
+        # Durable enqueue (App(min_replicas=n)): see _durable.py; None when off.
+        self.durable: Durable | None = None
         k = keys
         self._schedule_keys = [k.schedule, k.queues, k.wake_scheduler]
 
@@ -119,11 +125,19 @@ class StoreBase:
         cluster: bool | None = None,
         dead_max_jobs: int = 10_000,
         dead_timeout: float = 180 * 86400.0,
+        min_replicas: int = 0,
+        replica_timeout: float = 1.0,
     ) -> S:
         """Connect to ``url`` (errors mapped) and build the store on it."""
         client = await connect(url, cluster=cluster)
+        if min_replicas and isinstance(client, RedisCluster):
+            await client.aclose()
+            raise ConfigError(
+                "App(min_replicas=...) needs a single master (or a Sentinel-managed one): "
+                "on a Redis Cluster, WAIT cannot follow a write to its node"
+            )
         fast = None if isinstance(client, RedisCluster) else FastRedis(client.connection_pool)
-        return cls(
+        store = cls(
             url,
             keys,
             client,
@@ -132,6 +146,11 @@ class StoreBase:
             dead_max_jobs=dead_max_jobs,
             dead_timeout=dead_timeout,
         )
+        if min_replicas:
+            from ._durable import Durable
+
+            store.durable = Durable(min_replicas, replica_timeout)
+        return store
 
     def fail(self, exc: BaseException) -> NoReturn:
         """Raise the asyncjobs error for ``exc`` (see ``_redis.map_error``), from it;
@@ -163,7 +182,7 @@ class StoreBase:
                 await fast.aclose()
         finally:
             try:
-                await self.client.aclose()
+                await close_client(self.client)
             except STORE_ERRORS:  # pragma: no cover - closing a dead connection
                 pass
 
