@@ -24,7 +24,13 @@ class SentinelProcess(RedisProcess):
     """``redis-server sentinel.conf --sentinel``: a Sentinel monitoring one master."""
 
     def __init__(
-        self, master_port: int, *, name: str = MASTER, quorum: int = 2, password: str | None = None
+        self,
+        master_port: int,
+        *,
+        name: str = MASTER,
+        quorum: int = 2,
+        password: str | None = None,
+        master_password: str | None = None,
     ) -> None:
         super().__init__("--sentinel")
         self.conf = self.dir / "sentinel.conf"
@@ -36,6 +42,8 @@ class SentinelProcess(RedisProcess):
         ]
         if password is not None:
             lines.append(f"requirepass {password}")
+        if master_password is not None:
+            lines.append(f"sentinel auth-pass {name} {master_password}")
         self.conf.write_text("\n".join(lines) + "\n")
 
     def command(self) -> list[str]:
@@ -59,11 +67,21 @@ class SentinelSetup:
     :meth:`start` (or ``with``), which returns once every Sentinel knows the replica
     and the other Sentinels, so a failover can happen."""
 
-    def __init__(self, *, name: str = MASTER, sentinel_password: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        name: str = MASTER,
+        sentinel_password: str | None = None,
+        master_password: str | None = None,
+    ) -> None:
         self.name = name
         self.sentinel_password = sentinel_password
-        self.master = RedisProcess()
-        self.replica = RedisProcess()
+        self.master_password = master_password
+        # Either server may be the master after a failover: both require the password
+        # and use it to replicate.
+        auth = ["--requirepass", master_password, "--masterauth", master_password]
+        self.master = RedisProcess(*(auth if master_password else []))
+        self.replica = RedisProcess(*(auth if master_password else []))
         self.sentinels: list[SentinelProcess] = []
 
     @property
@@ -75,7 +93,13 @@ class SentinelSetup:
         """``redis+sentinel://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3/mymaster/0``."""
         hosts = ",".join(f"{h}:{p}" for h, p in self.addresses)
         query = f"?sentinel_password={self.sentinel_password}" if self.sentinel_password else ""
-        return f"redis+sentinel://{hosts}/{self.name}/0{query}"
+        auth = f":{self.master_password}@" if self.master_password else ""
+        return f"redis+sentinel://{auth}{hosts}/{self.name}/0{query}"
+
+    def server_url(self, port: int) -> str:
+        """The ``redis://`` URL of one server (the master or the replica), by port."""
+        auth = f":{self.master_password}@" if self.master_password else ""
+        return f"redis://{auth}127.0.0.1:{port}/0"
 
     def start(self) -> Self:
         try:
@@ -84,7 +108,10 @@ class SentinelSetup:
             self.replica.start()
             for _ in range(3):
                 sentinel = SentinelProcess(
-                    self.master.port, name=self.name, password=self.sentinel_password
+                    self.master.port,
+                    name=self.name,
+                    password=self.sentinel_password,
+                    master_password=self.master_password,
                 )
                 self.sentinels.append(sentinel)
                 sentinel.start()
@@ -120,7 +147,7 @@ class SentinelSetup:
         while True:
             try:
                 infos = [self._info(i) for i in range(len(self.sentinels))]
-                link = redis_command(self.replica.port, "INFO", "replication")
+                link = self._server_command(self.replica.port, "INFO", "replication")
                 last = f"{infos} {link!r}"
                 if "master_link_status:up" in link and all(
                     i.get("status") == "ok" and i.get("slaves") == "1" and i.get("sentinels") == "3"
@@ -145,6 +172,11 @@ class SentinelSetup:
             if time.monotonic() - t0 > timeout:
                 raise RuntimeError(f"the Sentinels do not name {port} as master after {timeout}s")
             time.sleep(0.05)
+
+    def _server_command(self, port: int, *parts: str) -> str:
+        if self.master_password:
+            return _with_auth(port, self.master_password, *parts)
+        return redis_command(port, *parts)
 
     def stop(self) -> None:
         for process in [*self.sentinels, self.replica, self.master]:
