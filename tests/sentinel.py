@@ -79,9 +79,11 @@ class SentinelSetup:
         self.master_password = master_password
         # Either server may be the master after a failover: both require the password
         # and use it to replicate.
-        auth = ["--requirepass", master_password, "--masterauth", master_password]
-        self.master = RedisProcess(*(auth if master_password else []))
-        self.replica = RedisProcess(*(auth if master_password else []))
+        auth: list[str] = []
+        if master_password is not None:
+            auth = ["--requirepass", master_password, "--masterauth", master_password]
+        self.master = RedisProcess(*auth)
+        self.replica = RedisProcess(*auth)
         self.sentinels: list[SentinelProcess] = []
 
     @property
