@@ -157,6 +157,14 @@ class FastRedis:
             if self._writer is writer or self._writer is None:
                 self._drop(error)
 
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The (host, port) of the server this connection is open to, if it is."""
+        conn = self._conn
+        if self._writer is None or conn is None or not hasattr(conn, "port"):
+            return None
+        return conn.host, int(conn.port)
+
     def reset(self) -> None:
         """Drop the connection (callers waiting fail); the next command reconnects.
         After a ``READONLY`` reply: a failover may have moved the master."""

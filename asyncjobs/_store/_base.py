@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
 import redis.exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import SentinelConnectionPool
 
 from .._conn import FastRedis
 from .._errors import AsyncJobsError, ConfigError
@@ -173,6 +174,24 @@ class StoreBase:
         for c in (self.fast, conn):
             if isinstance(c, FastRedis):
                 c.reset()
+
+    async def follow_master(self) -> bool:
+        """Sentinel only: when the Sentinels name another master than the one the lean
+        connection is open to (a failover while the old master still answers), drop
+        the connections so that the next call reaches the new one; True if so."""
+        pool = getattr(self.client, "connection_pool", None)
+        fast = self.fast
+        if not isinstance(pool, SentinelConnectionPool) or fast is None:
+            return False
+        address = fast.address
+        try:
+            host, port = await pool.get_master_address()  # type: ignore[no-untyped-call]
+        except STORE_ERRORS:
+            return False
+        if address is None or address == (host, int(port)):
+            return False
+        await self.reset()
+        return True
 
     async def aclose(self) -> None:
         """Close the connections (nothing is raised: the sockets are gone either way)."""

@@ -77,6 +77,9 @@ class DurableOps(StoreBase):
         if isinstance(acked, BaseException):
             self.fail(acked)
         if int(acked) < durable.min_replicas:
+            # A failover may be the cause, the demoted master not told yet: then the
+            # next defer goes to the new one.
+            await self.follow_master()
             raise NotReplicated(
                 f"the job reached {int(acked)} replica(s) of the {durable.min_replicas} "
                 f"asked (App(min_replicas=...)) within {durable.timeout:g}s: it is "

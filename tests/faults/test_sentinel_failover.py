@@ -1,0 +1,167 @@
+"""Failovers under load, through Redis Sentinel: accepted jobs lost, duplicates, time
+to resume, with durable enqueue off and on.
+
+A master, a replica and three Sentinels (``tests.sentinel``); producers defer jobs
+continuously through a ``redis+sentinel://`` URL while an in-process worker runs them;
+then (a) ``SENTINEL FAILOVER`` (a planned switch), or (b) the master is SIGKILLed (and
+restarted once the Sentinels have promoted the replica, so that it comes back as a
+replica). A job is *accepted* when ``defer`` returned; it is *lost* if it never runs.
+
+Durable mode (``min_replicas=1``) must lose none: ``defer`` returned only once the
+replica had the job, and the replica is what the Sentinels promote. Without it, jobs the
+old master acknowledged but had not sent on yet are lost: the figures say how many.
+Either way, every job accepted once the new master is named runs, and the producers and
+the worker go on without a restart. Figures are printed (``pytest -s`` or ``-rA``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import anyio
+import pytest
+
+import asyncjobs
+from tests.conftest import running, wait_for
+from tests.faults._support import report
+from tests.sentinel import SentinelSetup
+
+pytestmark = pytest.mark.faults
+
+PRODUCERS = 4
+LOAD_BEFORE = 1.5  # seconds of load before the fault
+LOAD_AFTER = 1.5  # seconds of load once the new master defers jobs again
+
+
+@dataclass
+class Producer:
+    """Defers ``work(n)`` continuously; records what was accepted and what was not."""
+
+    job: asyncjobs.Job[..., None]
+    first: int
+    accepted: list[int] = field(default_factory=list)
+    accepted_at: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    last_error_at: float = 0.0
+    slowest: float = 0.0
+    stop: bool = False
+
+    async def run(self) -> None:
+        n = self.first
+        while not self.stop:
+            t0 = time.monotonic()
+            try:
+                await self.job.defer(n)
+            except asyncjobs.AsyncJobsError as exc:
+                # Not accepted: Redis away (RedisUnavailable), the old master demoted
+                # (RedisRefused readonly), or too few replicas (NotReplicated).
+                self.errors[type(exc).__name__] += 1
+                self.last_error_at = time.monotonic()
+                self.slowest = max(self.slowest, self.last_error_at - t0)
+                await anyio.sleep(0.02)
+            else:
+                self.accepted.append(n)
+                self.accepted_at.append(time.monotonic())
+                await anyio.sleep(0.002)
+            n += 1
+
+
+async def _scenario(fault: str, durable: bool) -> dict[str, object]:
+    with SentinelSetup() as setup:
+        app = asyncjobs.App(setup.url, min_replicas=1 if durable else 0, replica_timeout=0.5)
+        ran: list[int] = []
+        ran_at: list[float] = []
+
+        @app.job(name="work", retry=3)
+        async def work(n: int) -> None:
+            ran.append(n)
+            ran_at.append(time.monotonic())
+
+        producers = [Producer(work, first=i * 1_000_000) for i in range(PRODUCERS)]
+        try:
+            async with (
+                running(app.worker(concurrency=20, heartbeat_interval=0.5, heartbeat_ttl=5)),
+                anyio.create_task_group() as tg,
+            ):
+                for p in producers:
+                    tg.start_soon(p.run)
+                await anyio.sleep(LOAD_BEFORE)
+                old, new = setup.master, setup.replica
+                t_fault = time.monotonic()
+                if fault == "failover":
+                    assert setup.sentinel_command("SENTINEL", "FAILOVER", setup.name) == "OK"
+                else:
+                    old.kill()
+                switch = setup.wait_master(new.port)
+                if fault == "kill":
+                    # Back (empty, no persistence), after the promotion: the Sentinels
+                    # make it a replica of the new master.
+                    old.restart()
+                t_named = time.monotonic()
+
+                def accepted_since(t: float) -> int:
+                    return sum(1 for p in producers for a in p.accepted_at if a > t)
+
+                # Load goes on until every producer had jobs accepted at the new master.
+                await wait_for(lambda: accepted_since(t_named) >= 50, timeout=30)
+                await anyio.sleep(LOAD_AFTER)
+                for p in producers:
+                    p.stop = True
+            accepted = [n for p in producers for n in p.accepted]
+            after = {
+                n
+                for p in producers
+                for n, a in zip(p.accepted, p.accepted_at, strict=True)
+                if a > t_named
+            }
+            async with running(app.worker(concurrency=20)):
+                # Every job accepted at the new master runs; the others that will run,
+                # run in this time too (the worker's queue is drained first).
+                await wait_for(lambda: after <= set(ran), timeout=20)
+                await wait_for(lambda: set(accepted) <= set(ran), timeout=5 if not durable else 20)
+        except TimeoutError:
+            pass  # lost jobs: counted below (durable mode asserts none)
+        finally:
+            await app.aclose()
+        runs = Counter(ran)
+        lost = set(accepted) - set(runs)
+        first_ok = min(
+            (a for p in producers for a in p.accepted_at if a > t_fault and a > _last_error(p)),
+            default=float("nan"),
+        )
+        # The worker's outage: the longest time without a job run, from the fault on.
+        times = [t_fault, *sorted(t for t in ran_at if t > t_fault)]
+        gap = max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+        figures: dict[str, object] = {
+            "accepted": len(accepted),
+            "lost": len(lost),
+            "duplicates": sum(c - 1 for c in runs.values() if c > 1),
+            "not_accepted": dict(sum((p.errors for p in producers), Counter())),
+            "sentinels_switched_s": round(switch, 2),
+            "slowest_refused_defer_s": round(max(p.slowest for p in producers), 2),
+            "defer_resumed_s": round(first_ok - t_fault, 2),
+            "worker_longest_gap_s": round(gap, 2),
+        }
+        report(f"sentinel {fault} durable={'on' if durable else 'off'}", **figures)
+        assert after <= set(runs), f"jobs accepted by the new master did not run: {figures}"
+        if durable:
+            assert not lost, f"durable mode lost accepted jobs: {sorted(lost)[:10]} {figures}"
+        return figures
+
+
+def _last_error(p: Producer) -> float:
+    return p.last_error_at
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("durable", [False, True], ids=["durable-off", "durable-on"])
+async def test_sentinel_failover_under_load(durable: bool) -> None:
+    await _scenario("failover", durable)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("durable", [False, True], ids=["durable-off", "durable-on"])
+async def test_master_sigkilled_under_load(durable: bool) -> None:
+    await _scenario("kill", durable)
