@@ -9,6 +9,7 @@ store drops its connections and sends the call once more; a second failure is ra
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
@@ -36,6 +37,7 @@ from .._redis import (
 
 if TYPE_CHECKING:
     from ._durable import Durable
+    from ._failover import MasterWatch
 
 __all__ = ["QueuePairs", "StoreBase", "mapped"]
 
@@ -114,6 +116,10 @@ class StoreBase:
         self._queue_keys: dict[str, list[str]] = {}
         # Durable enqueue (App(min_replicas=n)): see _durable.py; None when off.
         self.durable: Durable | None = None
+        # Sentinel: the +switch-master watch (_failover.py), and the lean connections of
+        # blocking callers, dropped with the others when the master moves.
+        self.watch: MasterWatch | None = None
+        self._lean: weakref.WeakSet[FastRedis] = weakref.WeakSet()
         k = keys
         self._schedule_keys = [k.schedule, k.queues, k.wake_scheduler]
 
@@ -151,6 +157,12 @@ class StoreBase:
             from ._durable import Durable
 
             store.durable = Durable(min_replicas, replica_timeout)
+        pool = getattr(client, "connection_pool", None)
+        if isinstance(pool, SentinelConnectionPool):
+            from ._failover import MasterWatch
+
+            store.watch = MasterWatch(store, pool)
+            store.watch.start()
         return store
 
     def fail(self, exc: BaseException) -> NoReturn:
@@ -166,7 +178,9 @@ class StoreBase:
         client = self.client
         if isinstance(client, RedisCluster):
             return client
-        return FastRedis(client.connection_pool, reply_timeout=REPLY_TIMEOUT)
+        conn = FastRedis(client.connection_pool, reply_timeout=REPLY_TIMEOUT)
+        self._lean.add(conn)
+        return conn
 
     async def reset(self, conn: Any = None) -> None:
         """Drop every pooled connection (and ``conn``'s): the next call reconnects."""
@@ -174,6 +188,13 @@ class StoreBase:
         for c in (self.fast, conn):
             if isinstance(c, FastRedis):
                 c.reset()
+
+    async def reset_all(self) -> None:
+        """Drop every connection of this store, the blocking callers' too (the master
+        moved): each caller's next command reconnects."""
+        await self.reset()
+        for conn in list(self._lean):
+            conn.reset()
 
     async def follow_master(self) -> bool:
         """Sentinel only: when the Sentinels name another master than the one the lean
@@ -190,11 +211,19 @@ class StoreBase:
             return False
         if address is None or address == (host, int(port)):
             return False
-        await self.reset()
+        await self.reset_all()
         return True
 
     async def aclose(self) -> None:
         """Close the connections (nothing is raised: the sockets are gone either way)."""
+        watch, self.watch = self.watch, None
+        try:
+            if watch is not None:
+                await watch.aclose()
+        finally:
+            await self._close_connections()
+
+    async def _close_connections(self) -> None:
         fast, self.fast = self.fast, None
         try:
             if fast is not None:
