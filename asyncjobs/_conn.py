@@ -96,6 +96,9 @@ class FastRedis:
         self._connecting: asyncio.Lock | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        # Counts the connections opened: a command written at one generation and one
+        # written at another did not go out on the same socket.
+        self.generation = 0
 
     # -- connection ------------------------------------------------------------------
 
@@ -109,6 +112,7 @@ class FastRedis:
                 raise rexc.ConnectionError("connection closed")
             reader, writer, self._conn = await (self._opener or self._open)()
             self._writer = writer
+            self.generation += 1
             self._reader_task = asyncio.get_running_loop().create_task(
                 self._read_loop(reader, writer)
             )
@@ -247,15 +251,22 @@ class FastRedis:
             self._timer = loop.call_at(self._pending[0][1], self._watch)
         return await asyncio.gather(*futures, return_exceptions=True)
 
-    def send_nowait(self, *args: Any) -> asyncio.Future[Any] | None:
+    async def connected(self) -> int:
+        """Connect if not connected; the connection's generation."""
+        if self._writer is None:
+            await self._connect()
+        return self.generation
+
+    def send_nowait(self, *args: Any, block: float = 0.0) -> asyncio.Future[Any] | None:
         """Write a command now (ordered before anything sent later on this connection)
-        and return the future of its reply; None when not connected."""
+        and return the future of its reply; None when not connected. ``block``: as for
+        :meth:`execute`."""
         writer = self._writer
         if writer is None:
             return None
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((fut, time.monotonic() + self.reply_timeout))
+        self._pending.append((fut, time.monotonic() + self.reply_timeout + block))
         try:
             writer.write(pack(args))
         except RuntimeError as exc:

@@ -45,6 +45,7 @@ class MasterWatch:
         self.pool = pool
         self.name = str(pool.service_name)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.switches = 0
 
     def start(self) -> None:
@@ -52,19 +53,21 @@ class MasterWatch:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception as exc:  # pragma: no cover - _run outlives its errors
-                log.debug("sentinel watch ended with %r", exc)
+        self._stopping = True
+        if task is None:
+            return
+        task.cancel()
+        # A cancellation can be swallowed by a read timeout ending at the same moment
+        # (redis-py's pub/sub reads have one): the flag ends the loops then, within a
+        # read (a second); the store closes the Sentinel connections after anyway.
+        done, _ = await asyncio.wait({task}, timeout=2.0)
+        if done and not task.cancelled() and task.exception() is not None:
+            log.debug("sentinel watch ended with %r", task.exception())
 
     async def _run(self) -> None:
         sentinels: list[Any] = self.pool.sentinel_manager.sentinels
         i = 0
-        while True:
+        while not self._stopping:
             node = sentinels[i % len(sentinels)]
             try:
                 await self._follow(node, sentinels)
@@ -81,7 +84,7 @@ class MasterWatch:
             await pubsub.subscribe(SWITCH)
             await self.store.follow_master()  # a switch missed while not subscribed
             checked = time.monotonic()
-            while True:
+            while not self._stopping:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is not None:
                     await self._switched(message.get("data"), node, sentinels)
