@@ -26,7 +26,7 @@ import anyio
 import pytest
 
 import asyncjobs
-from tests.conftest import running, wait_for
+from tests.conftest import running, text, wait_for
 from tests.faults._support import client, report, where_are
 from tests.sentinel import SentinelSetup
 from tests.servers import redis_command
@@ -217,3 +217,44 @@ async def test_master_sigkilled_under_load(durable: bool) -> None:
 @pytest.mark.parametrize("durable", [False, True], ids=["durable-off", "durable-on"])
 async def test_master_sigkilled_while_its_replica_lags(durable: bool) -> None:
     await _scenario("lag-kill", durable)
+
+
+@pytest.mark.timeout(60)
+async def test_defers_follow_a_planned_failover_at_once() -> None:
+    """After ``SENTINEL FAILOVER`` the old master answers as a master for about ten more
+    seconds: a client that waited for an error to reconnect would write there, and lose
+    the jobs when it becomes a replica. The store follows ``+switch-master`` instead."""
+    with SentinelSetup() as setup:
+        app = asyncjobs.App(setup.url)
+
+        @app.job(name="work")
+        async def work(n: int) -> None:
+            pass
+
+        old, new = setup.master, setup.replica
+        on_new = client(setup.server_url(new.port))
+        try:
+            await work.defer(0)
+            assert app.store is not None and app.store.fast is not None
+            assert app.store.fast.address == ("127.0.0.1", old.port)
+            assert setup.sentinel_command("SENTINEL", "FAILOVER", setup.name) == "OK"
+            await anyio.to_thread.run_sync(setup.wait_master, new.port)
+            t_named = time.monotonic()
+            queue = app.keys.queue("default")
+            sent = 0
+
+            async def lands_on_new() -> bool:
+                nonlocal sent
+                sent += 1
+                try:
+                    jid = await work.defer(sent)
+                except asyncjobs.AsyncJobsError:
+                    return False
+                held = " ".join(text(x) for x in await on_new.lrange(queue, 0, -1))
+                return jid is not None and jid in held
+
+            await wait_for(lands_on_new, timeout=3, interval=0.05)
+            report("sentinel follows +switch-master", seconds=time.monotonic() - t_named)
+        finally:
+            await app.aclose()
+            await on_new.aclose()

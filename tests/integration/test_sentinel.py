@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 import asyncjobs
 from asyncjobs import api
 from asyncjobs._sentinel import parse_sentinel_url
-from tests.conftest import ROOT, WORKER_CMD, subprocess_env, wait_for
+from tests.conftest import ROOT, WORKER_CMD, subprocess_env, text, wait_for
 from tests.devserver import free_port
 from tests.sentinel import SentinelSetup
 
@@ -314,5 +314,75 @@ async def test_durable_mode_on_a_server_without_replicas(redis_url: str) -> None
         with pytest.raises(asyncjobs.NotReplicated):
             await work.configure(delay=5).defer(2)
         assert await client.zcard(app.keys.schedule) == 1
+    finally:
+        await app.aclose()
+
+
+@pytest.mark.timeout(60)
+async def test_concurrent_durable_defers_share_their_waits(
+    setup: SentinelSetup, master: aioredis.Redis, replica: aioredis.Redis
+) -> None:
+    app = asyncjobs.App(setup.url, min_replicas=1, replica_timeout=5)
+
+    @app.job(name="work")
+    async def work(n: int) -> None:
+        pass
+
+    queue = app.keys.queue("default")
+    try:
+        await work.defer(0)
+        before = await _commandstats(master)
+        missing: list[str] = []
+        reads = anyio.Semaphore(10)  # the test's own client: a few connections
+
+        async def one(n: int) -> None:
+            jid = await work.defer(n)
+            assert jid is not None
+            # Durable: the replica has this job already, though its WAIT was shared.
+            async with reads:
+                held = " ".join(text(x) for x in await replica.lrange(queue, 0, -1))
+            if jid not in held:
+                missing.append(jid)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(1, 201):
+                tg.start_soon(one, n)
+        after = await _commandstats(master)
+        assert await replica.llen(queue) == 201
+        assert not missing
+        waits = after.get("wait", 0) - before.get("wait", 0)
+        assert 1 <= waits < 100, waits  # grouped: far fewer than one per defer
+    finally:
+        await app.aclose()
+
+
+@pytest.mark.timeout(60)
+async def test_a_missing_replica_costs_concurrent_defers_one_timeout_not_one_each(
+    setup: SentinelSetup, master: aioredis.Redis
+) -> None:
+    app = asyncjobs.App(setup.url, min_replicas=2, replica_timeout=0.3)
+
+    @app.job(name="work")
+    async def work(n: int) -> None:
+        pass
+
+    refused: list[float] = []
+
+    async def one(n: int) -> None:
+        t0 = time.monotonic()
+        with pytest.raises(asyncjobs.NotReplicated):
+            await work.defer(n)
+        refused.append(time.monotonic() - t0)
+
+    try:
+        await app.connect()
+        t0 = time.monotonic()
+        async with anyio.create_task_group() as tg:
+            for n in range(10):
+                tg.start_soon(one, n)
+        # Ten WAITs of 0.3 s one after another on the shared connection would take 3 s.
+        assert len(refused) == 10
+        assert time.monotonic() - t0 < 1.5, refused
+        assert await master.llen(app.keys.queue("default")) == 10
     finally:
         await app.aclose()
