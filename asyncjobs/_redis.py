@@ -294,6 +294,7 @@ ACL_COMMANDS = (
     "get", "mget", "set", "pttl", "incrby", "expire", "pexpire", "exists", "del",
     "hexists",
     "time", "hmget", "zscore",
+    "wait",  # durable enqueue (App(min_replicas=...)) only
 )  # fmt: skip
 
 # Errors a background loop outlives by backing off: Redis is away. Catch them with

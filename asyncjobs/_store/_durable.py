@@ -83,6 +83,7 @@ class Durable:
         if fut is None:
             return None
         self._pending, self._pending_generation = fut, generation
+        fut.add_done_callback(_retrieve)
         fut.add_done_callback(self._answered)
         return fut
 
