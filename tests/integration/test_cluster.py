@@ -176,3 +176,14 @@ async def test_rate_limiters_on_cluster(cluster: RedisCluster) -> None:
             tg.start_soon(worker.run)
             await wait_for(lambda: len(ran) == 4, timeout=15)
             worker.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_durable_enqueue_is_refused_on_a_cluster(cluster: RedisCluster) -> None:
+    app = asyncjobs.App(cluster.url, min_replicas=1)
+    try:
+        with pytest.raises(asyncjobs.ConfigError, match="min_replicas.*single master") as info:
+            await app.connect()
+        assert "\n" not in str(info.value)
+    finally:
+        await app.aclose()
