@@ -8,6 +8,7 @@ where it belongs.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -386,3 +387,30 @@ async def test_a_missing_replica_costs_concurrent_defers_one_timeout_not_one_eac
         assert await master.llen(app.keys.queue("default")) == 10
     finally:
         await app.aclose()
+
+
+def _spawn_worker(url: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*WORKER_CMD, "worker", "tests.apps.results:app", "--redis-url", url, "-c", "5"],
+        env=subprocess_env(url),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.timeout(60)
+async def test_a_worker_process_runs_jobs_through_the_sentinels(setup: SentinelSetup) -> None:
+    from tests.apps.results import app, double
+
+    proc = _spawn_worker(setup.url)
+    saved, app.redis_url = app.redis_url, setup.url
+    try:
+        handles = [await double.defer(n) for n in range(5)]
+        assert [await h.result(timeout=30) for h in handles if h] == [0, 2, 4, 6, 8]
+    finally:
+        await app.aclose()
+        app.redis_url = saved
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]
