@@ -63,9 +63,10 @@ class SentinelProcess(RedisProcess):
 
 
 class SentinelSetup:
-    """A master, one replica of it and three Sentinels (quorum 2), all started by
-    :meth:`start` (or ``with``), which returns once every Sentinel knows the replica
-    and the other Sentinels, so a failover can happen."""
+    """A master, one replica of it (``replicas=2``: two) and three Sentinels (quorum
+    2), all started by :meth:`start` (or ``with``), which returns once every Sentinel
+    knows the replicas and the other Sentinels, so a failover can happen. ``replica``
+    is the first replica, ``more_replicas`` the others."""
 
     def __init__(
         self,
@@ -73,6 +74,7 @@ class SentinelSetup:
         name: str = MASTER,
         sentinel_password: str | None = None,
         master_password: str | None = None,
+        replicas: int = 1,
     ) -> None:
         self.name = name
         self.sentinel_password = sentinel_password
@@ -84,6 +86,7 @@ class SentinelSetup:
             auth = ["--requirepass", master_password, "--masterauth", master_password]
         self.master = RedisProcess(*auth)
         self.replica = RedisProcess(*auth)
+        self.more_replicas = [RedisProcess(*auth) for _ in range(replicas - 1)]
         self.sentinels: list[SentinelProcess] = []
 
     @property
@@ -106,8 +109,9 @@ class SentinelSetup:
     def start(self) -> Self:
         try:
             self.master.start()
-            self.replica.args += ["--replicaof", "127.0.0.1", str(self.master.port)]
-            self.replica.start()
+            for replica in [self.replica, *self.more_replicas]:
+                replica.args += ["--replicaof", "127.0.0.1", str(self.master.port)]
+                replica.start()
             for _ in range(3):
                 sentinel = SentinelProcess(
                     self.master.port,
@@ -149,10 +153,16 @@ class SentinelSetup:
         while True:
             try:
                 infos = [self._info(i) for i in range(len(self.sentinels))]
-                link = self._server_command(self.replica.port, "INFO", "replication")
-                last = f"{infos} {link!r}"
-                if "master_link_status:up" in link and all(
-                    i.get("status") == "ok" and i.get("slaves") == "1" and i.get("sentinels") == "3"
+                links = [
+                    self._server_command(r.port, "INFO", "replication")
+                    for r in [self.replica, *self.more_replicas]
+                ]
+                last = f"{infos} {links!r}"
+                count = str(1 + len(self.more_replicas))
+                if all("master_link_status:up" in link for link in links) and all(
+                    i.get("status") == "ok"
+                    and i.get("slaves") == count
+                    and i.get("sentinels") == "3"
                     for i in infos
                 ):
                     return
@@ -161,6 +171,25 @@ class SentinelSetup:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the Sentinel setup is not ready after {timeout}s: {last}")
             time.sleep(0.05)
+
+    def wait_new_master(self, old: int, timeout: float = 30.0) -> tuple[int, float]:
+        """Until every Sentinel names one master other than ``old``: its port, and the
+        seconds it took."""
+        t0 = time.monotonic()
+        while True:
+            try:
+                ports = {self.master_port(i) for i in range(len(self.sentinels))}
+            except (OSError, RuntimeError, KeyError, ValueError):
+                ports = set()
+            if len(ports) == 1 and old not in ports:
+                return ports.pop(), time.monotonic() - t0
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"the Sentinels still name {ports} after {timeout}s")
+            time.sleep(0.05)
+
+    def server(self, port: int) -> RedisProcess:
+        """The master or replica process listening on ``port``."""
+        return next(p for p in [self.master, self.replica, *self.more_replicas] if p.port == port)
 
     def wait_master(self, port: int, timeout: float = 30.0) -> float:
         """Until every Sentinel names ``port`` as the master; the seconds it took."""
@@ -181,7 +210,7 @@ class SentinelSetup:
         return redis_command(port, *parts)
 
     def stop(self) -> None:
-        for process in [*self.sentinels, self.replica, self.master]:
+        for process in [*self.sentinels, *self.more_replicas, self.replica, self.master]:
             process.close(graceful=False)
 
     def __enter__(self) -> Self:

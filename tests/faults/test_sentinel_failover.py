@@ -77,8 +77,8 @@ class Producer:
             n += 1
 
 
-async def _scenario(fault: str, durable: bool) -> dict[str, object]:
-    with SentinelSetup() as setup:
+async def _scenario(fault: str, durable: bool, replicas: int = 1) -> dict[str, object]:
+    with SentinelSetup(replicas=replicas) as setup:
         app = asyncjobs.App(setup.url, min_replicas=1 if durable else 0, replica_timeout=0.5)
         ran: list[int] = []
         ran_at: list[float] = []
@@ -116,7 +116,8 @@ async def _scenario(fault: str, durable: bool) -> dict[str, object]:
                     os.kill(new.pid, signal.SIGCONT)
                 # In a thread: the event loop goes on meanwhile (producers, worker,
                 # the store's watch of the Sentinels).
-                switch = await anyio.to_thread.run_sync(setup.wait_master, new.port)
+                port, switch = await anyio.to_thread.run_sync(setup.wait_new_master, old.port)
+                new = setup.server(port)  # with two replicas, either may be promoted
                 if fault != "failover":
                     # Back (empty, no persistence), after the promotion: the Sentinels
                     # make it a replica of the new master.
@@ -177,7 +178,10 @@ async def _scenario(fault: str, durable: bool) -> dict[str, object]:
         )
         figures["lost_by_master"] = dict(by)
         figures["lost_where_now"] = lost_where
-        report(f"sentinel {fault} durable={'on' if durable else 'off'}", **figures)
+        report(
+            f"sentinel {fault} durable={'on' if durable else 'off'} replicas={replicas}",
+            **figures,
+        )
         assert after <= set(runs), f"jobs accepted by the new master did not run: {figures}"
         if durable:
             assert not lost, f"durable mode lost accepted jobs: {sorted(lost)[:10]} {figures}"
@@ -217,6 +221,16 @@ async def test_master_sigkilled_under_load(durable: bool) -> None:
 @pytest.mark.parametrize("durable", [False, True], ids=["durable-off", "durable-on"])
 async def test_master_sigkilled_while_its_replica_lags(durable: bool) -> None:
     await _scenario("lag-kill", durable)
+
+
+@pytest.mark.timeout(90)
+async def test_durable_mode_with_two_replicas_resumes_at_the_switch() -> None:
+    """With one replica, durable defers are refused until the old master is back as a
+    replica and synced; with two, the other replica acknowledges as soon as it follows
+    the new master."""
+    figures = await _scenario("kill", durable=True, replicas=2)
+    assert isinstance(figures["defer_resumed_s"], float)
+    assert figures["defer_resumed_s"] < 10, figures
 
 
 @pytest.mark.timeout(60)
