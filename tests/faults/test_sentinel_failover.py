@@ -205,25 +205,25 @@ def _last_error(p: Producer) -> float:
     return p.last_error_at
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("durable", [False, True], ids=["durable-off", "durable-on"])
 async def test_sentinel_failover_under_load(durable: bool) -> None:
     await _scenario("failover", durable)
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("durable", [False, True], ids=["durable-off", "durable-on"])
 async def test_master_sigkilled_under_load(durable: bool) -> None:
     await _scenario("kill", durable)
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("durable", [False, True], ids=["durable-off", "durable-on"])
 async def test_master_sigkilled_while_its_replica_lags(durable: bool) -> None:
     await _scenario("lag-kill", durable)
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(60)
 async def test_durable_mode_with_two_replicas_resumes_at_the_switch() -> None:
     """With one replica, durable defers are refused until the old master is back as a
     replica and synced; with two, the other replica acknowledges as soon as it follows
