@@ -127,3 +127,18 @@ def test_sentinel_url_round_trips() -> None:
     assert spec.master == "m/x"
     assert spec.sentinel_password == "p&q"
     assert spec.sentinels == (("a", 1), ("b", 2))
+
+
+@pytest.mark.timeout(10)
+def test_not_replicated_keeps_its_counts_when_pickled() -> None:
+    import pickle
+
+    exc = asyncjobs.NotReplicated("the job reached 0 replica(s) of the 1 asked", 0, 1)
+    again = pickle.loads(pickle.dumps(exc))
+    assert (type(again), str(again), again.acked, again.wanted) == (
+        asyncjobs.NotReplicated,
+        str(exc),
+        0,
+        1,
+    )
+    assert isinstance(again, asyncjobs.AsyncJobsError)
