@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from ._errors import AsyncJobsError, ConfigError, RedisRefused, RedisUnavailable
@@ -225,6 +225,15 @@ def map_error(url: str, exc: BaseException) -> Exception:
             f"the server at {where} does not speak the Redis protocol ({exc}): "
             "check the host and port of the Redis URL"
         )
+    if isinstance(exc, MasterNotFoundError):
+        # Its text lists each Sentinel client's repr: long, and no help to the reader.
+        reached = " : " not in str(exc)
+        why = (
+            "the Sentinels name no master for it now (one is down, or a failover is under way)"
+            if reached
+            else "no Sentinel answered"
+        )
+        return RedisUnavailable(f"cannot reach Redis at {where}: {why}")
     if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
         return RedisUnavailable(f"cannot reach Redis at {where}: {exc}")
     if isinstance(exc, rexc.ClusterDownError | rexc.RedisClusterException):

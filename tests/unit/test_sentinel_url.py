@@ -142,3 +142,24 @@ def test_not_replicated_keeps_its_counts_when_pickled() -> None:
         1,
     )
     assert isinstance(again, asyncjobs.AsyncJobsError)
+
+
+@pytest.mark.timeout(10)
+def test_no_master_found_is_one_short_line() -> None:
+    from redis.asyncio.sentinel import MasterNotFoundError
+
+    from asyncjobs._redis import map_error
+
+    url = "redis+sentinel://:pw@h1,h2/mymaster/0"
+    long = "No master found for 'mymaster' : <redis.asyncio.client.Redis(...)> - Error 111"
+    for raw, words in [
+        (MasterNotFoundError("No master found for 'mymaster'"), "name no master for it now"),
+        (MasterNotFoundError(long), "no Sentinel answered"),
+    ]:
+        mapped = map_error(url, raw)
+        assert isinstance(mapped, asyncjobs.RedisUnavailable)
+        assert (
+            str(mapped) == f"cannot reach Redis at redis+sentinel://:***@h1,h2/mymaster/0: {words}"
+            or words in str(mapped)
+        )
+        assert "Redis(" not in str(mapped)
