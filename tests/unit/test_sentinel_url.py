@@ -153,7 +153,10 @@ def test_no_master_found_is_one_short_line() -> None:
     url = "redis+sentinel://:pw@h1,h2/mymaster/0"
     long = "No master found for 'mymaster' : <redis.asyncio.client.Redis(...)> - Error 111"
     for raw, words in [
-        (MasterNotFoundError("No master found for 'mymaster'"), "name no master for it now"),
+        (
+            MasterNotFoundError("No master found for 'mymaster'"),
+            "the Sentinels name no master for it now (one is down, or a failover is under way)",
+        ),
         (MasterNotFoundError(long), "no Sentinel answered"),
     ]:
         mapped = map_error(url, raw)
