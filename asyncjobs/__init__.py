@@ -11,6 +11,7 @@ from ._errors import ConfigError as ConfigError
 from ._errors import DecryptionError as DecryptionError
 from ._errors import EnqueueError as EnqueueError
 from ._errors import JobTimeout as JobTimeout
+from ._errors import NotReplicated as NotReplicated
 from ._errors import PayloadError as PayloadError
 from ._errors import RedisRefused as RedisRefused
 from ._errors import RedisUnavailable as RedisUnavailable
@@ -67,6 +68,7 @@ __all__ = [
     "Lease",
     "Limiter",
     "LimiterState",
+    "NotReplicated",
     "OverLimit",
     "Payload",
     "Permanent",

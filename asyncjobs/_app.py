@@ -29,6 +29,7 @@ from ._periodic import PeriodicEntry
 from ._redis import Client, mask_url
 from ._registry import Registry
 from ._seal import KEYS_ENV, Packer
+from ._sentinel import sentinel_url
 from ._settings import CapsuleSpec
 from ._status import (
     DEFAULT_KEEP,
@@ -140,6 +141,16 @@ class App(Registry):
             execution time and dispatch latency (the dashboard's Metrics page,
             Prometheus, ``asyncjobs top``); written with each acknowledgement, no
             extra round trip. Off by default.
+        sentinel: Redis Sentinel addresses (``[("10.0.0.1", 26379), "10.0.0.2:26379"]``)
+            to find the master through, instead of a ``redis+sentinel://`` URL; then
+            ``redis_url``, if given, brings only the master's credentials and database
+            (``"redis://:secret@/0"``).
+        sentinel_master: the master's name the Sentinels monitor (with ``sentinel``).
+        sentinel_password: the Sentinels' own password, if they require one.
+        min_replicas: durable mode: ``defer`` returns once the job has reached this
+            many replicas (``WAIT``), so a failover cannot lose it; else it raises
+            :class:`~asyncjobs.NotReplicated`. 0 (the default): off.
+        replica_timeout: how long ``defer`` waits for those replicas (seconds).
     """
 
     def __init__(
@@ -158,6 +169,11 @@ class App(Registry):
         compress_over: int | None = None,
         compression: str = "zlib",
         metrics: bool = False,
+        sentinel: Sequence[str | tuple[str, int]] | None = None,
+        sentinel_master: str | None = None,
+        sentinel_password: str | None = None,
+        min_replicas: int = 0,
+        replica_timeout: float | dt.timedelta = 1.0,
     ) -> None:
         if encryption_keys is not None:
             packer = Packer.configure(encryption_keys, compress_over, compression)
@@ -173,12 +189,33 @@ class App(Registry):
             packer=packer,
             metrics=metrics,
         )
-        self.redis_url = resolve_url(redis_url)
+        if sentinel is not None:
+            self.redis_url = sentinel_url(
+                sentinel,
+                sentinel_master,
+                redis_url=redis_url,
+                sentinel_password=sentinel_password,
+            )
+        elif sentinel_master is not None or sentinel_password is not None:
+            raise ConfigError(
+                "sentinel_master= and sentinel_password= go with sentinel=, the Sentinels' "
+                "addresses"
+            )
+        else:
+            self.redis_url = resolve_url(redis_url)
         self.cluster = cluster
         self.cluster_nodes = list(cluster_nodes)
         self.shards = resolve_shards(shards)
         # The store of each shard (sharing one client), shard 0 first; [store] unsharded.
         self.stores: list[Store] = []
+        if isinstance(replica_timeout, dt.timedelta):
+            replica_timeout = replica_timeout.total_seconds()
+        if not isinstance(min_replicas, int) or isinstance(min_replicas, bool) or min_replicas < 0:
+            raise ConfigError(f"min_replicas={min_replicas!r}: expected a whole number >= 0")
+        if not isinstance(replica_timeout, int | float) or not replica_timeout > 0:
+            raise ConfigError(f"replica_timeout={replica_timeout!r}: expected seconds > 0")
+        self.min_replicas = min_replicas
+        self.replica_timeout = float(replica_timeout)
         # Every Redis read and write goes through the store, made at connect.
         self.store: Store | None = None
         self._redis: Client | None = None
@@ -454,6 +491,8 @@ class App(Registry):
                     nodes=self.cluster_nodes,
                     dead_max_jobs=self.dead_max_jobs,
                     dead_timeout=self.dead_timeout,
+                    min_replicas=self.min_replicas,
+                    replica_timeout=self.replica_timeout,
                 )
                 self.store = store
                 self.stores = [store, *shard_stores(store, self.shards)]

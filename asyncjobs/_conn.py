@@ -96,6 +96,9 @@ class FastRedis:
         self._connecting: asyncio.Lock | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        # Counts the connections opened: a command written at one generation and one
+        # written at another did not go out on the same socket.
+        self.generation = 0
 
     # -- connection ------------------------------------------------------------------
 
@@ -109,6 +112,7 @@ class FastRedis:
                 raise rexc.ConnectionError("connection closed")
             reader, writer, self._conn = await (self._opener or self._open)()
             self._writer = writer
+            self.generation += 1
             self._reader_task = asyncio.get_running_loop().create_task(
                 self._read_loop(reader, writer)
             )
@@ -156,6 +160,14 @@ class FastRedis:
             # A newer connection may exist already (after a timeout drop): leave it be.
             if self._writer is writer or self._writer is None:
                 self._drop(error)
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The (host, port) of the server this connection is open to, if it is."""
+        conn = self._conn
+        if self._writer is None or conn is None or not hasattr(conn, "port"):
+            return None
+        return conn.host, int(conn.port)
 
     def reset(self) -> None:
         """Drop the connection (callers waiting fail); the next command reconnects.
@@ -216,15 +228,45 @@ class FastRedis:
             self._timer = loop.call_at(deadline, self._watch)
         return await fut
 
-    def send_nowait(self, *args: Any) -> asyncio.Future[Any] | None:
+    async def execute_many(
+        self, commands: list[tuple[Any, ...]], *, block: float = 0.0
+    ) -> list[Any]:
+        """Send ``commands`` in one write, so all of them go out on one connection, and
+        wait for their replies: each one a value, or the exception of an error reply
+        (a lost connection fails them all alike). ``block``: as for :meth:`execute`,
+        the server-side blocking time of the last command (``WAIT``)."""
+        writer = self._writer or await self._connect()
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + self.reply_timeout + block
+        futures: list[asyncio.Future[Any]] = []
+        for _ in commands:
+            fut: asyncio.Future[Any] = loop.create_future()
+            futures.append(fut)
+            self._pending.append((fut, deadline))
+        try:
+            writer.write(b"".join(pack(args) for args in commands))
+        except RuntimeError as exc:
+            self._drop(rexc.ConnectionError(f"connection lost: {exc}"))
+        if self._timer is None:
+            self._timer = loop.call_at(self._pending[0][1], self._watch)
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    async def connected(self) -> int:
+        """Connect if not connected; the connection's generation."""
+        if self._writer is None:
+            await self._connect()
+        return self.generation
+
+    def send_nowait(self, *args: Any, block: float = 0.0) -> asyncio.Future[Any] | None:
         """Write a command now (ordered before anything sent later on this connection)
-        and return the future of its reply; None when not connected."""
+        and return the future of its reply; None when not connected. ``block``: as for
+        :meth:`execute`."""
         writer = self._writer
         if writer is None:
             return None
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((fut, time.monotonic() + self.reply_timeout))
+        self._pending.append((fut, time.monotonic() + self.reply_timeout + block))
         try:
             writer.write(pack(args))
         except RuntimeError as exc:

@@ -10,6 +10,7 @@ AsyncJobsError
 ├── PayloadError        undecodable; the worker dead-sets it and goes on
 │   └── DecryptionError sealed arguments that cannot be opened (no key, tampered)
 ├── JobTimeout          a job ran past its timeout
+├── NotReplicated       durable mode: a deferred job reached too few replicas in time
 ├── RedisUnavailable    Redis unreachable: refused, reset, timed out, loading
 └── RedisRefused        Redis answered with an error: out of memory, a read-only
                         replica (READONLY), or another; the message names the fix
@@ -31,6 +32,7 @@ __all__ = [
     "DecryptionError",
     "EnqueueError",
     "JobTimeout",
+    "NotReplicated",
     "PayloadError",
     "RedisRefused",
     "RedisUnavailable",
@@ -114,6 +116,21 @@ class JobTimeout(AsyncJobsError, TimeoutError):
 
 class RedisUnavailable(AsyncJobsError, ConnectionError):
     """Redis could not be reached (connection refused, reset or timed out)."""
+
+
+class NotReplicated(AsyncJobsError):
+    """Durable mode (``App(min_replicas=n)``): the job was written to the master, but
+    fewer than ``n`` replicas acknowledged it within ``replica_timeout``. It is enqueued
+    and runs, unless a failover comes before a replica has it (which would lose it);
+    deferring it again may run it twice. ``acked``: how many replicas did."""
+
+    def __init__(self, message: str, acked: int = 0, wanted: int = 0) -> None:
+        self.acked = acked
+        self.wanted = wanted
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[NotReplicated], tuple[str, int, int]]:
+        return type(self), (str(self), self.acked, self.wanted)
 
 
 class RedisRefused(AsyncJobsError):

@@ -25,9 +25,11 @@ import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from ._errors import AsyncJobsError, ConfigError, RedisRefused, RedisUnavailable
+from ._sentinel import SentinelSpec, is_sentinel_url, mask_sentinel_url, parse_sentinel_url
 
 if TYPE_CHECKING:
     from ._conn import FastRedis
@@ -36,6 +38,7 @@ __all__ = [
     "STORE_ERRORS",
     "Client",
     "Scripts",
+    "close_client",
     "connect",
     "is_readonly",
     "map_error",
@@ -53,10 +56,15 @@ Conn: TypeAlias = "aioredis.Redis | RedisCluster | FastRedis"
 # hang a caller forever): `defer` against an unreachable Redis fails within these.
 CONNECT_TIMEOUT = 5.0
 REPLY_TIMEOUT = 10.0
+# A Sentinel answers from memory: a shorter deadline, so that one unreachable Sentinel
+# delays the search for the master (done at every new connection) by little.
+SENTINEL_TIMEOUT = 2.0
 
 
 def mask_url(url: str) -> str:
     """The URL with any password replaced by ``***`` (for logs, errors, CLI output)."""
+    if is_sentinel_url(url):
+        return mask_sentinel_url(url)
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -124,13 +132,17 @@ def unix_url(url: str) -> bool:
 
 
 def _check_url(url: str) -> None:
+    if is_sentinel_url(url):
+        parse_sentinel_url(url)
+        return
     try:
         scheme = urlsplit(url).scheme
     except ValueError:
         scheme = ""
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
-            f"invalid Redis URL {mask_url(url)!r}: expected redis://, rediss:// or unix://"
+            f"invalid Redis URL {mask_url(url)!r}: expected redis://, rediss://, unix:// "
+            "or redis+sentinel://"
         )
 
 
@@ -142,7 +154,13 @@ async def connect(url: str, *, cluster: bool | None = None, nodes: Sequence[Seed
     turn until one answers, so a dead node among them does not stop it.
     """
     _check_url(url)
-    first, seeds = seed_nodes(url, nodes)
+    sentinel = is_sentinel_url(url)  # its several hosts are Sentinels, not seed nodes
+    if sentinel and (cluster or nodes):
+        raise ConfigError(
+            f"{mask_url(url)} names a Sentinel-managed master, not a Redis Cluster: "
+            "leave cluster= and cluster_nodes= unset"
+        )
+    first, seeds = (url, []) if sentinel else seed_nodes(url, nodes)
     if seeds and unix_url(url):
         raise ConfigError("seed nodes (several hosts, cluster_nodes) need a redis:// URL")
     if len(seeds) > 1:
@@ -164,6 +182,8 @@ async def connect(url: str, *, cluster: bool | None = None, nodes: Sequence[Seed
         # its own backoff loops.
         "retry": Retry(NoBackoff(), 1, supported_errors=(rexc.ConnectionError,)),
     }
+    if sentinel:
+        return await _connect_sentinel(url, parse_sentinel_url(url), opts)
     if cluster is None:
         probe = aioredis.Redis.from_url(url, **opts)
         try:
@@ -208,6 +228,77 @@ async def _initialize(client: RedisCluster) -> None:
         await asyncio.sleep(0.2)
 
 
+async def _connect_sentinel(url: str, spec: SentinelSpec, opts: dict[str, Any]) -> Client:
+    """A client of the master the Sentinels name: each new connection asks them where
+    it is (redis-py's ``SentinelConnectionPool``), so a reconnect after a failover (a
+    lost connection, or ``READONLY``: the pool drops that connection) reaches the new
+    master. The lean connection (``_conn.py``) opens its sockets through the same pool.
+
+    The Sentinels are asked once now: none reachable is :class:`RedisUnavailable`, a
+    master name none of them monitors is a :class:`ConfigError`."""
+    sentinel_opts: dict[str, Any] = {
+        "socket_connect_timeout": SENTINEL_TIMEOUT,
+        "socket_timeout": SENTINEL_TIMEOUT,
+        "health_check_interval": 0,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if spec.sentinel_username:
+        sentinel_opts["username"] = spec.sentinel_username
+    if spec.sentinel_password:
+        sentinel_opts["password"] = spec.sentinel_password
+    sentinel = Sentinel(list(spec.sentinels), sentinel_kwargs=sentinel_opts)  # type: ignore[no-untyped-call]
+    try:
+        await _find_master(url, spec, sentinel)
+    except BaseException:
+        await sentinel.aclose()
+        raise
+    client: aioredis.Redis = sentinel.master_for(
+        spec.master, db=spec.db, username=spec.username, password=spec.password, **opts
+    )
+    return client
+
+
+async def _find_master(url: str, spec: SentinelSpec, sentinel: Sentinel) -> None:
+    where = mask_url(url)
+    errors: list[BaseException] = []
+    known: set[str] = set()
+    for node in sentinel.sentinels:
+        try:
+            masters = await node.sentinel_masters()
+        except STORE_ERRORS as exc:
+            errors.append(exc)
+            continue
+        found = set(masters) if isinstance(masters, dict) else {m.get("name") for m in masters}
+        if spec.master in found:
+            return
+        known.update(n for n in found if isinstance(n, str))
+    if len(errors) == len(sentinel.sentinels):
+        error = errors[0]
+        if isinstance(error, rexc.ResponseError) and not isinstance(
+            error, rexc.AuthenticationError | rexc.NoPermissionError
+        ):
+            raise ConfigError(
+                f"the servers of {where} are not Sentinels ({error}): give the Sentinels' "
+                "addresses (port 26379 by default), not the master's"
+            ) from error
+        raise map_error(url, error) from error
+    names = ", ".join(sorted(repr(n) for n in known)) or "none"
+    raise ConfigError(
+        f"no Sentinel of {where} monitors a master named {spec.master!r} (they monitor: "
+        f"{names}): check the name after the addresses"
+    )
+
+
+async def close_client(client: Client) -> None:
+    """Close a client made by :func:`connect`, with the Sentinel clients it asks."""
+    try:
+        await client.aclose()
+    finally:
+        pool = getattr(client, "connection_pool", None)
+        if isinstance(pool, SentinelConnectionPool):
+            await pool.sentinel_manager.aclose()
+
+
 def map_error(url: str, exc: BaseException) -> Exception:
     """The asyncjobs error for a redis-py error (the caller raises it ``from exc``);
     anything else, an asyncjobs error included, comes back as it is."""
@@ -226,6 +317,15 @@ def map_error(url: str, exc: BaseException) -> Exception:
             f"the server at {where} does not speak the Redis protocol ({exc}): "
             "check the host and port of the Redis URL"
         )
+    if isinstance(exc, MasterNotFoundError):
+        # Its text lists each Sentinel client's repr: long, and no help to the reader.
+        reached = " : " not in str(exc)
+        why = (
+            "the Sentinels name no master for it now (one is down, or a failover is under way)"
+            if reached
+            else "no Sentinel answered"
+        )
+        return RedisUnavailable(f"cannot reach Redis at {where}: {why}")
     if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
         return RedisUnavailable(f"cannot reach Redis at {where}: {exc}")
     if isinstance(exc, rexc.ClusterDownError | rexc.TryAgainError | rexc.RedisClusterException):
@@ -237,7 +337,10 @@ def map_error(url: str, exc: BaseException) -> Exception:
             # is passing, as for a cut connection; the caller reconnects and goes on.
             return RedisUnavailable(f"Redis at {where} ended a blocking call ({msg})")
         if "DB index is out of range" in msg or "invalid DB index" in msg:
-            db = urlsplit(url).path.lstrip("/") or "0"
+            if is_sentinel_url(url):
+                db = str(parse_sentinel_url(url).db)
+            else:
+                db = urlsplit(url).path.lstrip("/") or "0"
             return ConfigError(
                 f"Redis at {where} has no database {db} ({msg}): use a DB number below "
                 "its `databases` setting (16 by default)"
@@ -250,10 +353,14 @@ def map_error(url: str, exc: BaseException) -> Exception:
                 "oom",
             )
         if is_readonly(exc):
+            fix = (
+                "a failover is under way (the Sentinels still named the old master): retry shortly"
+                if is_sentinel_url(url)
+                else "point the URL at the master (after a failover, the new one, or a "
+                "name that follows it, such as a redis+sentinel:// URL)"
+            )
             return RedisRefused(
-                f"Redis at {where} is a read-only replica ({msg}): point the URL at the "
-                "master (after a failover, the new one, or a name that follows it)",
-                "readonly",
+                f"Redis at {where} is a read-only replica ({msg}): {fix}", "readonly"
             )
     if isinstance(exc, rexc.RedisError):
         return RedisRefused(f"Redis at {where} refused a command: {exc}")
@@ -290,6 +397,7 @@ ACL_COMMANDS = (
     "get", "mget", "set", "pttl", "incrby", "expire", "pexpire", "exists", "del",
     "hexists",
     "time", "hmget", "zscore",
+    "wait",  # durable enqueue (App(min_replicas=...)) only
 )  # fmt: skip
 
 # Errors a background loop outlives by backing off: Redis is away. Catch them with

@@ -9,14 +9,16 @@ store drops its connections and sends the call once more; a second failure is ra
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
 import redis.exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import SentinelConnectionPool
 
 from .._conn import FastRedis
-from .._errors import AsyncJobsError
+from .._errors import AsyncJobsError, ConfigError
 from .._keys import Keys
 from .._redis import (
     REPLY_TIMEOUT,
@@ -26,12 +28,17 @@ from .._redis import (
     Script,
     Scripts,
     Seed,
+    close_client,
     connect,
     is_readonly,
     map_error,
     reset_pool,
     scripts,
 )
+
+if TYPE_CHECKING:
+    from ._durable import Durable
+    from ._failover import MasterWatch
 
 __all__ = ["QueuePairs", "StoreBase", "mapped"]
 
@@ -108,6 +115,12 @@ class StoreBase:
         self.dead_max_jobs = dead_max_jobs
         self.dead_timeout = dead_timeout
         self._queue_keys: dict[str, list[str]] = {}
+        # Durable enqueue (App(min_replicas=n)): see _durable.py; None when off.
+        self.durable: Durable | None = None
+        # Sentinel: the +switch-master watch (_failover.py), and the lean connections of
+        # blocking callers, dropped with the others when the master moves.
+        self.watch: MasterWatch | None = None
+        self._lean: weakref.WeakSet[FastRedis] = weakref.WeakSet()
         k = keys
         self._schedule_keys = [k.schedule, k.queues, k.wake_scheduler]
 
@@ -121,12 +134,20 @@ class StoreBase:
         nodes: Sequence[Seed] = (),
         dead_max_jobs: int = 10_000,
         dead_timeout: float = 180 * 86400.0,
+        min_replicas: int = 0,
+        replica_timeout: float = 1.0,
     ) -> S:
         """Connect to ``url`` (errors mapped) and build the store on it; ``nodes``: more
         seed nodes of a Redis Cluster."""
         client = await connect(url, cluster=cluster, nodes=nodes)
+        if min_replicas and isinstance(client, RedisCluster):
+            await client.aclose()
+            raise ConfigError(
+                "App(min_replicas=...) needs a single master (or a Sentinel-managed one): "
+                "on a Redis Cluster, WAIT cannot follow a write to its node"
+            )
         fast = None if isinstance(client, RedisCluster) else FastRedis(client.connection_pool)
-        return cls(
+        store = cls(
             url,
             keys,
             client,
@@ -135,6 +156,17 @@ class StoreBase:
             dead_max_jobs=dead_max_jobs,
             dead_timeout=dead_timeout,
         )
+        if min_replicas:
+            from ._durable import Durable
+
+            store.durable = Durable(min_replicas, replica_timeout)
+        pool = getattr(client, "connection_pool", None)
+        if isinstance(pool, SentinelConnectionPool):
+            from ._failover import MasterWatch
+
+            store.watch = MasterWatch(store, pool)
+            store.watch.start()
+        return store
 
     def fail(self, exc: BaseException) -> NoReturn:
         """Raise the asyncjobs error for ``exc`` (see ``_redis.map_error``), from it;
@@ -149,7 +181,9 @@ class StoreBase:
         client = self.client
         if isinstance(client, RedisCluster):
             return client
-        return FastRedis(client.connection_pool, reply_timeout=REPLY_TIMEOUT)
+        conn = FastRedis(client.connection_pool, reply_timeout=REPLY_TIMEOUT)
+        self._lean.add(conn)
+        return conn
 
     async def reset(self, conn: Any = None) -> None:
         """Drop every pooled connection (and ``conn``'s): the next call reconnects."""
@@ -158,15 +192,48 @@ class StoreBase:
             if isinstance(c, FastRedis):
                 c.reset()
 
+    async def reset_all(self) -> None:
+        """Drop every connection of this store, the blocking callers' too (the master
+        moved): each caller's next command reconnects."""
+        await self.reset()
+        for conn in list(self._lean):
+            conn.reset()
+
+    async def follow_master(self) -> bool:
+        """Sentinel only: when the Sentinels name another master than the one the lean
+        connection is open to (a failover while the old master still answers), drop
+        the connections so that the next call reaches the new one; True if so."""
+        pool = getattr(self.client, "connection_pool", None)
+        fast = self.fast
+        if not isinstance(pool, SentinelConnectionPool) or fast is None:
+            return False
+        address = fast.address
+        try:
+            host, port = await pool.get_master_address()  # type: ignore[no-untyped-call]
+        except STORE_ERRORS:
+            return False
+        if address is None or address == (host, int(port)):
+            return False
+        await self.reset_all()
+        return True
+
     async def aclose(self) -> None:
         """Close the connections (nothing is raised: the sockets are gone either way)."""
+        watch, self.watch = self.watch, None
+        try:
+            if watch is not None:
+                await watch.aclose()
+        finally:
+            await self._close_connections()
+
+    async def _close_connections(self) -> None:
         fast, self.fast = self.fast, None
         try:
             if fast is not None:
                 await fast.aclose()
         finally:
             try:
-                await self.client.aclose()
+                await close_client(self.client)
             except STORE_ERRORS:  # pragma: no cover - closing a dead connection
                 pass
 

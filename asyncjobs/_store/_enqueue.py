@@ -13,7 +13,8 @@ from redis.asyncio.cluster import RedisCluster
 from .._keys import Keys
 from .._payload import DECODE_ERRORS, DECODER, ENCODER
 from .._redis import STORE_ERRORS, Client, Script, is_readonly
-from ._base import QueuePairs, StoreBase, mapped
+from ._base import QueuePairs, mapped
+from ._durable import DurableOps
 
 __all__ = ["Enqueue", "promote_on", "trim_dead_on"]
 
@@ -69,7 +70,7 @@ async def promote_on(
     return int(await script(client, pairs.keys, args))
 
 
-class Enqueue(StoreBase):
+class Enqueue(DurableOps):
     """Jobs into Redis: push, schedule, many at once; promote and kill."""
 
     # -- the hot path: defer ---------------------------------------------------------
@@ -79,6 +80,9 @@ class Enqueue(StoreBase):
     async def push(self, queue: str, data: bytes) -> None:
         """Enqueue one encoded job on ``queue`` now (push.lua)."""
         keys = self._queue_keys.get(queue) or self._keys_for(queue)
+        if self.durable is not None:
+            await self.durable_calls([(self.scripts.push, keys, (queue, data))])
+            return
         fast = self.fast
         try:
             if fast is not None:
@@ -95,6 +99,9 @@ class Enqueue(StoreBase):
     async def schedule(self, queue: str, at: float, data: bytes) -> None:
         """Add one encoded job to the schedule, due at ``at`` (schedule.lua)."""
         keys = self._schedule_keys
+        if self.durable is not None:
+            await self.durable_calls([(self.scripts.schedule, keys, (queue, at, data))])
+            return
         fast = self.fast
         try:
             if fast is not None:
@@ -124,6 +131,9 @@ class Enqueue(StoreBase):
             for queue, items in scheduled.items()
             for i in range(0, len(items), SCHEDULE_CHUNK)
         )
+        if self.durable is not None:
+            await self.durable_calls([(c[0], list(c[2:5]), c[5:]) for c in calls])
+            return
         try:
             failed = await self._send(calls)
         except STORE_ERRORS as exc:

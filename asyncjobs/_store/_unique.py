@@ -15,7 +15,8 @@ from redis.asyncio.cluster import RedisCluster
 
 from .._payload import Lock
 from .._redis import STORE_ERRORS
-from ._base import StoreBase, mapped
+from ._base import mapped
+from ._durable import DurableOps
 
 __all__ = ["Pushed", "UniqueOps"]
 
@@ -38,7 +39,7 @@ def _pushed(reply: Any) -> Pushed:
     return Pushed(True, holder, bool(int(reply[2])))
 
 
-class UniqueOps(StoreBase):
+class UniqueOps(DurableOps):
     """Locks of unique jobs, the expired counter, the paused set."""
 
     def _unique_call(
@@ -73,6 +74,9 @@ class UniqueOps(StoreBase):
         """Enqueue (``at`` None) or schedule one unique job and take its lock, in one
         script call (one round trip)."""
         keys, args = self._unique_call(queue, at, data, lock, jid)
+        if self.durable is not None:
+            [reply] = await self.durable_calls([(self.scripts.push_unique, keys, args)])
+            return _pushed(reply)
         return _pushed(await self.scripts.push_unique(self.fast or self.client, keys, args))
 
     @mapped
@@ -84,6 +88,9 @@ class UniqueOps(StoreBase):
         on a cluster."""
         script = self.scripts.push_unique
         calls = [self._unique_call(*item) for item in items]
+        if self.durable is not None:
+            replies = await self.durable_calls([(script, k, a) for k, a in calls])
+            return [_pushed(r) for r in replies]
         fast = self.fast
         if fast is not None and not isinstance(self.client, RedisCluster):
             replies = await asyncio.gather(

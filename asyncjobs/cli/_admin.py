@@ -16,7 +16,11 @@ AppOpt = Annotated[
 ]
 UrlOpt = Annotated[
     str | None,
-    typer.Option("--redis-url", "-r", help="Redis URL (else the app's, else the environment)."),
+    typer.Option(
+        "--redis-url",
+        "-r",
+        help="Redis URL, redis+sentinel:// too (else the app's, else the environment).",
+    ),
 ]
 NsOpt = Annotated[str | None, typer.Option("--namespace", "-n", help="Key namespace.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Stable JSON output (docs/cli.md).")]

@@ -77,7 +77,10 @@ def worker(
             "-r",
             envvar="ASYNCJOBS_REDIS_URL",
             metavar="URL",
-            help="Redis URL (overrides the settings file and the app's).",
+            help=(
+                "Redis URL: redis://, rediss://, unix:// or redis+sentinel:// "
+                "(overrides the settings file and the app's)."
+            ),
         ),
     ] = None,
     namespace: Annotated[

@@ -297,3 +297,13 @@ async def test_batches_on_cluster(cluster: RedisCluster) -> None:
         status = await app.batch_status(batch.bid)
         assert sorted(events) == ["complete", "death"]
         assert (status.total, status.pending, status.failures) == (51, 1, 1)
+
+
+async def test_durable_enqueue_is_refused_on_a_cluster(cluster: RedisCluster) -> None:
+    app = asyncjobs.App(cluster.url, min_replicas=1)
+    try:
+        with pytest.raises(asyncjobs.ConfigError, match="min_replicas.*single master") as info:
+            await app.connect()
+        assert "\n" not in str(info.value)
+    finally:
+        await app.aclose()
