@@ -59,6 +59,7 @@ def _collect_each_test() -> Iterator[None]:
         warnings.simplefilter("ignore", ResourceWarning)
         gc.collect()
 
+
 PRODUCERS = 4
 JOB_TIME = 0.01  # with 10 runners, fewer jobs run than are deferred: a backlog builds
 LOAD_BEFORE = 1.5  # seconds of load before the fault

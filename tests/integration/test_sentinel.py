@@ -180,7 +180,8 @@ async def test_no_sentinel_reachable_is_redis_unavailable() -> None:
 
 @pytest.mark.timeout(30)
 async def test_a_sentinel_url_is_not_a_cluster(setup: SentinelSetup) -> None:
-    with pytest.raises(asyncjobs.ConfigError, match="not a Redis Cluster: leave cluster= and cluster_nodes= unset"):
+    message = "not a Redis Cluster: leave cluster= and cluster_nodes= unset"
+    with pytest.raises(asyncjobs.ConfigError, match=message):
         await _connect(setup.url, cluster=True)
 
 
