@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import random
@@ -123,6 +124,10 @@ def cpu_seconds(pid: int) -> float:
         fields = data[data.rindex(b")") + 2 :].split()
         total += (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -379,7 +384,7 @@ class Curves:
                         adapter,
                         system,
                         k,
-                        lambda k=k, data=data: adapter.put_jobs("payload", [(data,)] * k),
+                        functools.partial(adapter.put_jobs, "payload", [(data,)] * k),
                     )
                 )
                 if outcome.status == "ok":
@@ -425,7 +430,7 @@ class Curves:
                         adapter,
                         system,
                         k,
-                        lambda k=k, queues=queues: adapter.put_jobs("noop", [()] * k, queues),
+                        functools.partial(adapter.put_jobs, "noop", [()] * k, queues),
                         queues=queues,
                     )
                 )
@@ -468,7 +473,7 @@ class Curves:
                         adapter,
                         system,
                         k,
-                        lambda args=args: adapter.put_jobs("io", args),
+                        functools.partial(adapter.put_jobs, "io", args),
                         concurrency=slots,
                     )
                 )
@@ -492,8 +497,9 @@ class Curves:
             return None
         tracks = {}
         for pid in firsts:
-            raw = await ctrl.lrange(probe.SERIES_PREFIX + pid.decode(), 0, -1)
-            pts = [tuple(map(float, item.split(b","))) for item in raw]
+            name = _text(pid)
+            raw = await ctrl.lrange(probe.SERIES_PREFIX + name, 0, -1)
+            pts = [tuple(map(float, _text(item).split(","))) for item in raw]
             if not pts or len(pts[0]) < 3:
                 return None
             tracks[pid] = (float(firsts[pid]), pts)
@@ -818,10 +824,10 @@ class Curves:
 
     def chart(self, curve: Curve, path: Path, header: str) -> bool:
         try:
-            import matplotlib
+            import matplotlib  # type: ignore[import-not-found,unused-ignore]
 
             matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+            import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
         except ImportError:
             return False
         key, label = curve.chart
