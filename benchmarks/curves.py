@@ -82,6 +82,20 @@ BIG_MEMORY = BIG | {"streaq"}
 #: + this): a list entry for a waiting job, a sorted-set entry (skiplist node and dict
 #: entry, Redis's encoding past 128 members) for a scheduled one
 FIXED_OVERHEAD = {"waiting": 64, "waiting-1KB": 64, "scheduled": 160}
+#: metrics charted on a log scale (they span orders of magnitude across systems)
+LOG_SCALE = frozenset(
+    {
+        "rate",
+        "mb_per_s",
+        "cmds_per_job",
+        "p50_ms",
+        "p99_ms",
+        "p999_ms",
+        "all_started_s",
+        "retry_p99_ms",
+        "total_us",
+    }
+)
 #: systems the cores curve runs besides the chosen ones
 CORES_EXTRA = ("asyncjobs-2p",)
 
@@ -104,6 +118,8 @@ class Curve:
     columns: list[tuple[str, str, str]]
     #: the metric the chart draws, and its axis label
     chart: tuple[str, str]
+    #: more panels beside it
+    more_charts: list[tuple[str, str]] = field(default_factory=list)
     results: list[Point] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -283,15 +299,15 @@ class Curves:
             ("bytes_per_job", "bytes per job in Redis"),
         )
         self.curves["memory"] = curve
-        admin = self.runner.sut_admin
 
         async def used() -> int:
-            info = await admin.info("memory")
+            info = await self.runner.sut_admin.info("memory")
             return int(info["used_memory"])
 
         async def payload_len(system: str) -> float | None:
             if system not in ("asyncjobs", "asyncjobs-2p"):
                 return None
+            admin = self.runner.sut_admin
             keys = [k async for k in admin.scan_iter(match="*:queue:*", count=1000)]
             if not keys:
                 keys = [k async for k in admin.scan_iter(match="*:schedule", count=1000)]
@@ -372,6 +388,7 @@ class Curves:
                 ("jobs", "jobs", ",.0f"),
             ],
             ("rate", "jobs/s (steady state)"),
+            [("mb_per_s", "MB/s of arguments")],
         )
         self.curves["payload"] = curve
 
@@ -402,6 +419,7 @@ class Curves:
             [str(c) for c in counts],
             [("rate", "jobs/s", ",.0f"), ("cmds_per_job", "cmds/job", ".2f")],
             ("rate", "jobs/s (steady state)"),
+            [("cmds_per_job", "Redis commands per job")],
         )
         self.curves["queues"] = curve
 
@@ -450,6 +468,7 @@ class Curves:
                 ("ideal_rate", "ideal jobs/s", ",.0f"),
             ],
             ("busy_pct", "slots busy while work is queued (%)"),
+            [("rate", "jobs/s (steady state)")],
         )
         self.curves["concurrency"] = curve
         ms = [10 + (i * 7919) % 41 for i in range(max(plan.values()))]
@@ -526,7 +545,8 @@ class Curves:
                 ("offered", "offered/s", ",.0f"),
                 ("achieved", "achieved/s", ",.0f"),
             ],
-            ("p99_ms", "p99 latency, ms"),
+            ("p50_ms", "p50 latency, ms"),
+            [("p99_ms", "p99 latency, ms"), ("p999_ms", "p99.9 latency, ms")],
         )
         self.curves["latency-load"] = curve
 
@@ -625,6 +645,7 @@ class Curves:
                 ("per_s", "jobs/s", ",.0f"),
             ],
             ("all_started_s", "seconds until all have started"),
+            [("p99_ms", "lateness p99, ms")],
         )
         self.curves["burst"] = curve
 
@@ -687,7 +708,8 @@ class Curves:
                 ("retry_p50_ms", "retry lateness p50 ms", ",.0f"),
                 ("retry_p99_ms", "retry lateness p99 ms", ",.0f"),
             ],
-            ("retry_p99_ms", "retry lateness p99, ms"),
+            ("rate", "jobs/s, first start to last success"),
+            [("retry_p99_ms", "retry lateness p99, ms")],
         )
         self.curves["retry-storm"] = curve
 
@@ -735,6 +757,7 @@ class Curves:
                 ("cores_used", "cores busy", ".2f"),
             ],
             ("total_us", "CPU µs per job (worker + redis-server)"),
+            [("rate", "jobs/s")],
         )
         self.curves["cores"] = curve
         systems = list(self.systems)
@@ -823,6 +846,8 @@ class Curves:
         }
 
     def chart(self, curve: Curve, path: Path, header: str) -> bool:
+        """One panel per charted metric: lines over the points, or bars where the curve
+        has a single point (or its points are not a scale, as memory's)."""
         try:
             import matplotlib  # type: ignore[import-not-found,unused-ignore]
 
@@ -830,62 +855,94 @@ class Curves:
             import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
         except ImportError:
             return False
-        key, label = curve.chart
-        fig, ax = plt.subplots(figsize=(9, 5))
+        panels = [curve.chart, *curve.more_charts]
+        fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), squeeze=False)
         systems = list(dict.fromkeys(p.system for p in curve.results))
-        if len(curve.points) == 1 or curve.name == "memory":
-            # bars: one group per point, a bar per system
+        found = {(p.system, p.point): p.outcome for p in curve.results}
+
+        def value(system: str, point: str, key: str) -> float | None:
+            o = found.get((system, point))
+            if o is None or o.status != "ok" or key not in o.metrics:
+                return None
+            v = o.metrics[key]
+            return None if math.isnan(v) else v
+
+        bars = len(curve.points) == 1 or curve.name == "memory"
+        for ax, (key, label) in zip(axes[0], panels, strict=True):
             width = 0.8 / max(1, len(systems))
             for si, system in enumerate(systems):
                 xs, ys = [], []
                 for pi, point in enumerate(curve.points):
-                    o = next(
-                        (
-                            p.outcome
-                            for p in curve.results
-                            if (p.system, p.point) == (system, point)
-                        ),
-                        None,
-                    )
-                    if o is not None and o.status == "ok" and key in o.metrics:
-                        xs.append(pi + si * width)
-                        ys.append(o.metrics[key])
-                ax.bar(xs, ys, width, label=system)
-            ax.set_xticks([i + 0.4 - width / 2 for i in range(len(curve.points))])
-            ax.set_xticklabels(curve.points)
-        else:
-            for system in systems:
-                xs, ys = [], []
-                for pi, point in enumerate(curve.points):
-                    o = next(
-                        (
-                            p.outcome
-                            for p in curve.results
-                            if (p.system, p.point) == (system, point)
-                        ),
-                        None,
-                    )
-                    if o is not None and o.status == "ok" and key in o.metrics:
-                        xs.append(pi)
-                        ys.append(o.metrics[key])
-                if xs:
+                    v = value(system, point, key)
+                    if v is not None:
+                        xs.append(pi + si * width if bars else pi)
+                        ys.append(v)
+                if bars:
+                    ax.bar(xs, ys, width, label=system)
+                elif xs:
                     ax.plot(
                         xs,
                         ys,
                         marker="o",
                         label=system,
-                        linewidth=2 if system == "asyncjobs" else 1,
+                        linewidth=2.5 if system == "asyncjobs" else 1,
                     )
-            ax.set_xticks(range(len(curve.points)))
+            ticks = [i + (0.4 - width / 2 if bars else 0) for i in range(len(curve.points))]
+            ax.set_xticks(ticks)
             ax.set_xticklabels(curve.points)
-        if curve.name in ("payload", "queues", "latency-load", "burst", "retry-storm"):
-            ax.set_yscale("log")
-        ax.set_ylabel(label)
-        ax.set_title(f"{curve.title}\n{header}", fontsize=9)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+            if key in LOG_SCALE:
+                ax.set_yscale("log")
+            ax.set_ylabel(label)
+            ax.grid(True, alpha=0.3)
+        axes[0][0].legend(fontsize=8)
+        fig.suptitle(f"{curve.title}\n{header}", fontsize=10)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=100)
         plt.close(fig)
         return True
+
+
+def replot(src: Path, dst: Path, drop: Sequence[str] = ()) -> None:
+    """Redraw a curve's chart from its JSON (``drop``: systems to leave out)."""
+    import json
+
+    data = json.loads(src.read_text())
+    name = data["curve"]
+    shell = Curves.__new__(Curves)
+    shell.curves, shell.systems, shell.scale = {}, [], 1.0
+
+    async def nothing(*_args: Any, **_kwargs: Any) -> None:
+        return None
+
+    shell.each_system = nothing  # type: ignore[method-assign]
+    asyncio.run(getattr(shell, "curve_" + name.replace("-", "_"))())  # defines the curve
+    curve = shell.curves[name]
+    curve.notes = []
+    curve.results = [
+        Point(r["system"], r["point"], Outcome(r["status"], r["reason"], r["metrics"]))
+        for r in data["results"]
+        if r["system"] not in drop
+    ]
+    machine = data["machine"]
+    header = (
+        f"{name} · {machine['cpu_count']} CPU · Python {machine['python'].split()[0]} · "
+        f"redis-server {machine['redis_server']} · {data['started'][:16].replace('T', ' ')} UTC"
+    )
+    shell.chart(curve, dst, header)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.curves",
+        description="Redraw a curve's chart from the JSON of its run.",
+    )
+    ap.add_argument("json", type=Path)
+    ap.add_argument("png", type=Path, nargs="?")
+    ap.add_argument("--drop", default="", help="comma-separated systems to leave out")
+    ns = ap.parse_args()
+    out = ns.png or ns.json.with_suffix(".png")
+    replot(ns.json, out, [s for s in ns.drop.split(",") if s])
+    print(out)
