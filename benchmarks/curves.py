@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import probe
-from benchmarks.adapters import FLOORS, load_adapter
+from benchmarks.adapters import FLOORS, SYSTEMS, load_adapter
 from benchmarks.adapters.base import Adapter, NotSupported
 from benchmarks.runner import Outcome, Runner, ScenarioError, WorkerProcs, percentile
 
@@ -536,7 +536,8 @@ class Curves:
         loads = (0.25, 0.5, 0.9)
         curve = Curve(
             "latency-load",
-            "defer -> first line under open-loop (Poisson) load, % of the drain capacity",
+            "defer -> first line under open-loop (Poisson) load, % of the capacity"
+            " (the drain rate, or what one producer can send if less)",
             [f"{round(f * 100)}%" for f in loads],
             [
                 ("p50_ms", "p50 ms", ".2f"),
@@ -544,6 +545,8 @@ class Curves:
                 ("p999_ms", "p99.9 ms", ".2f"),
                 ("offered", "offered/s", ",.0f"),
                 ("achieved", "achieved/s", ",.0f"),
+                ("capacity", "drain capacity/s", ",.0f"),
+                ("producer_max", "producer max/s", ",.0f"),
             ],
             ("p50_ms", "p50 latency, ms"),
             [("p99_ms", "p99 latency, ms"), ("p999_ms", "p99.9 latency, ms")],
@@ -565,19 +568,26 @@ class Curves:
             await self.fresh(adapter)
             worker = await self.worker_ready(adapter, system, adapter.curve_worker(None))
             try:
+                # what one producer can send at most, flat out (with the worker running):
+                # a load it cannot send would measure the producer, not the system
+                flat = await self.open_loop(adapter, capacity, duration=2.0)
+                producer = flat.metrics["achieved"]
+                basis = min(capacity, producer)
                 for frac, point in zip(loads, curve.points, strict=True):
-                    outcome = await self.guarded(self.open_loop(adapter, capacity * frac))
-                    outcome.metrics["capacity"] = capacity
+                    outcome = await self.guarded(self.open_loop(adapter, basis * frac))
+                    outcome.metrics.update(capacity=capacity, producer_max=producer, basis=basis)
                     self.record(curve, system, point, outcome)
             finally:
                 worker.stop()
 
         await self.each_system(curve, body)
 
-    async def open_loop(self, adapter: Adapter, rate: float) -> Outcome:
+    async def open_loop(
+        self, adapter: Adapter, rate: float, duration: float | None = None
+    ) -> Outcome:
         """Send latency jobs at Poisson arrivals of ``rate``/s, never waiting for one to
         run; a producer that falls behind sends at once (its achieved rate says so)."""
-        duration = min(8.0, max(2.0, 3000 / rate))
+        duration = duration or min(8.0, max(2.0, 3000 / rate))
         rng = random.Random(16)
         meter = self.runner.meter()
         start = time.perf_counter()
@@ -867,34 +877,60 @@ class Curves:
             v = o.metrics[key]
             return None if math.isnan(v) else v
 
-        bars = len(curve.points) == 1 or curve.name == "memory"
+        palette = plt.get_cmap("tab10").colors
+        # by position in the suite's order, the floors and asyncjobs-2p skipped: the same
+        # colour for a system in every curve's chart
+        order = [s for s in SYSTEMS if s not in FLOORS and s not in CORES_EXTRA]
+        order += [s for s in systems if s not in order]
+        color = {s: palette[order.index(s) % len(palette)] for s in systems}
+        single = len(curve.points) == 1
+        bars = single or curve.name == "memory"
         for ax, (key, label) in zip(axes[0], panels, strict=True):
-            width = 0.8 / max(1, len(systems))
-            for si, system in enumerate(systems):
-                xs, ys = [], []
-                for pi, point in enumerate(curve.points):
-                    v = value(system, point, key)
-                    if v is not None:
-                        xs.append(pi + si * width if bars else pi)
-                        ys.append(v)
-                if bars:
-                    ax.bar(xs, ys, width, label=system)
-                elif xs:
-                    ax.plot(
-                        xs,
-                        ys,
-                        marker="o",
-                        label=system,
-                        linewidth=2.5 if system == "asyncjobs" else 1,
-                    )
-            ticks = [i + (0.4 - width / 2 if bars else 0) for i in range(len(curve.points))]
-            ax.set_xticks(ticks)
-            ax.set_xticklabels(curve.points)
+            if single:  # a bar per system that ran, named with its number of jobs
+                point = curve.points[0]
+                ran = [s for s in systems if value(s, point, key) is not None]
+                ax.bar(
+                    range(len(ran)),
+                    [value(s, point, key) for s in ran],
+                    color=[color[s] for s in ran],
+                )
+                names = []
+                for s in ran:
+                    jobs = value(s, point, "jobs")
+                    names.append(f"{s}\n{jobs:,.0f} jobs" if jobs else s)
+                ax.set_xticks(range(len(ran)))
+                ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+            else:
+                width = 0.8 / max(1, len(systems))
+                for si, system in enumerate(systems):
+                    xs, ys = [], []
+                    for pi, point in enumerate(curve.points):
+                        v = value(system, point, key)
+                        if v is not None:
+                            xs.append(pi + si * width if bars else pi)
+                            ys.append(v)
+                    if not xs:
+                        continue
+                    if bars:
+                        ax.bar(xs, ys, width, label=system, color=color[system])
+                    else:
+                        ax.plot(
+                            xs,
+                            ys,
+                            marker="o",
+                            label=system,
+                            color=color[system],
+                            linewidth=2.5 if system == "asyncjobs" else 1,
+                        )
+                ticks = [i + (0.4 - width / 2 if bars else 0) for i in range(len(curve.points))]
+                ax.set_xticks(ticks)
+                ax.set_xticklabels(curve.points)
             if key in LOG_SCALE:
                 ax.set_yscale("log")
             ax.set_ylabel(label)
             ax.grid(True, alpha=0.3)
-        axes[0][0].legend(fontsize=8)
+        if not single:
+            axes[0][0].legend(fontsize=8)
         fig.suptitle(f"{curve.title}\n{header}", fontsize=10)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
