@@ -795,6 +795,7 @@ class Curves:
         def worker_cpu() -> float:
             return sum(cpu_seconds(pid) for pid in worker.members())
 
+        meter = runner.meter()
         worker = runner.spawn(adapter, system, "cores", spec=spec)
         ctrl = runner.ctrl_client
         try:
@@ -809,6 +810,7 @@ class Curves:
             w0, r0, t0 = worker_cpu(), cpu_seconds(sut_pid), time.monotonic()
             count = await runner.wait_count(worker, k, 120.0)
             w1, r1, t1 = worker_cpu(), cpu_seconds(sut_pid), time.monotonic()
+            cpu = meter.stop(worker)
         finally:
             worker.stop()
         jobs = max(count - c0, 1)
@@ -824,7 +826,7 @@ class Curves:
                 "total_us": (worker_s + redis_s) / jobs * 1e6,
                 "cores_used": (worker_s + redis_s) / max(t1 - t0, 1e-6),
             },
-            extra={"worker": spec.description},
+            extra={"worker": spec.description, "cpu": cpu},
         )
 
     # -- output -----------------------------------------------------------------------
