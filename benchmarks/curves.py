@@ -82,6 +82,8 @@ BIG_MEMORY = BIG | {"streaq"}
 #: + this): a list entry for a waiting job, a sorted-set entry (skiplist node and dict
 #: entry, Redis's encoding past 128 members) for a scheduled one
 FIXED_OVERHEAD = {"waiting": 64, "waiting-1KB": 64, "scheduled": 160}
+#: the latency-load curve's load common to all systems (jobs/s)
+COMMON_RATE = 500
 #: metrics charted on a log scale (they span orders of magnitude across systems)
 LOG_SCALE = frozenset(
     {
@@ -120,6 +122,8 @@ class Curve:
     chart: tuple[str, str]
     #: more panels beside it
     more_charts: list[tuple[str, str]] = field(default_factory=list)
+    #: the last points are not on the curve's scale: markers without a line to them
+    detached: int = 0
     results: list[Point] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -537,8 +541,9 @@ class Curves:
         curve = Curve(
             "latency-load",
             "defer -> first line under open-loop (Poisson) load, % of the capacity"
-            " (the drain rate, or what one producer can send if less)",
-            [f"{round(f * 100)}%" for f in loads],
+            f" (the drain rate, or what one producer can send if less), and {COMMON_RATE}/s"
+            " for all",
+            [*(f"{round(f * 100)}%" for f in loads), f"{COMMON_RATE}/s"],
             [
                 ("p50_ms", "p50 ms", ".2f"),
                 ("p99_ms", "p99 ms", ".2f"),
@@ -550,6 +555,7 @@ class Curves:
             ],
             ("p50_ms", "p50 latency, ms"),
             [("p99_ms", "p99 latency, ms"), ("p999_ms", "p99.9 latency, ms")],
+            detached=1,
         )
         self.curves["latency-load"] = curve
 
@@ -573,10 +579,19 @@ class Curves:
                 flat = await self.open_loop(adapter, capacity, duration=2.0)
                 producer = flat.metrics["achieved"]
                 basis = min(capacity, producer)
-                for frac, point in zip(loads, curve.points, strict=True):
+                for frac, point in zip(loads, curve.points[: len(loads)], strict=True):
                     outcome = await self.guarded(self.open_loop(adapter, basis * frac))
                     outcome.metrics.update(capacity=capacity, producer_max=producer, basis=basis)
                     self.record(curve, system, point, outcome)
+                # the same load for every system that can take it
+                common = curve.points[-1]
+                if COMMON_RATE > 0.9 * basis:
+                    reason = f"n/a: {COMMON_RATE}/s is over 90% of its capacity ({basis:,.0f}/s)"
+                    self.record(curve, system, common, Outcome("n/a", reason))
+                else:
+                    outcome = await self.guarded(self.open_loop(adapter, COMMON_RATE))
+                    outcome.metrics.update(capacity=capacity, producer_max=producer, basis=basis)
+                    self.record(curve, system, common, outcome)
             finally:
                 worker.stop()
 
@@ -916,13 +931,22 @@ class Curves:
                     if bars:
                         ax.bar(xs, ys, width, label=system, color=color[system])
                     else:
+                        on = [i for i, x in enumerate(xs) if x < len(curve.points) - curve.detached]
+                        off = [i for i in range(len(xs)) if i not in on]
                         ax.plot(
-                            xs,
-                            ys,
+                            [xs[i] for i in on],
+                            [ys[i] for i in on],
                             marker="o",
                             label=system,
                             color=color[system],
                             linewidth=2.5 if system == "asyncjobs" else 1,
+                        )
+                        ax.plot(
+                            [xs[i] for i in off],
+                            [ys[i] for i in off],
+                            marker="D",
+                            linestyle="none",
+                            color=color[system],
                         )
                 ticks = [i + (0.4 - width / 2 if bars else 0) for i in range(len(curve.points))]
                 ax.set_xticks(ticks)
