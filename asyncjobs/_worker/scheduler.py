@@ -24,9 +24,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("asyncjobs.scheduler")
 
 BATCH = 100
-#: the most entries read and promoted at once: while whole batches keep coming due (a
-#: burst of jobs due at the same second), each next batch is 4 times the last, up to this
-MAX_BATCH = 5_000
 
 
 def next_wait(
@@ -49,11 +46,6 @@ class Scheduler:
         self.poll = poll
         self.processes = 1
         self.promoted = 0
-        #: promote round trips so far (one per set with due entries in a batch)
-        self.promote_calls = 0
-        #: entries to read next: BATCH, more during a burst
-        self.batch = BATCH
-        self._read_full = False
         self.quiet = False
         self.health = health or Health()
         self._wake = asyncio.Event()
@@ -103,9 +95,6 @@ class Scheduler:
                         # Read again afterwards: entries added meanwhile between two we
                         # know of sent no hint (they were not the soonest).
                         await self.promote_entries(due, now)
-                        # All of a full read was due: a burst, read more at once.
-                        burst = self._read_full and len(due) == len(upcoming)
-                        self.batch = min(self.batch * 4, MAX_BATCH) if burst else BATCH
                         break
                     earliest = upcoming[0][0] if upcoming else None
                     wait = next_wait(now, earliest, self.poll, self.processes, self._rng)
@@ -131,20 +120,17 @@ class Scheduler:
         return True
 
     async def read_upcoming(self) -> list[tuple[float, bytes, str]]:
-        """The earliest ``self.batch`` entries of the schedule and retry sets, by due
-        time."""
+        """The earliest ``BATCH`` entries of the schedule and retry sets, by due time."""
         k = self.store.keys
-        n = self.batch
-        first_s, first_r = await self.store.upcoming(n)
+        first_s, first_r = await self.store.upcoming(BATCH)
         entries = [(float(sc), m, k.schedule) for m, sc in first_s]
         entries += [(float(sc), m, k.retry) for m, sc in first_r]
         entries.sort(key=lambda e: e[0])
-        self._read_full = len(first_s) == n or len(first_r) == n
-        if self._read_full:
+        if len(first_s) == BATCH or len(first_r) == BATCH:
             # The list is complete only up to the earlier of the two last scores.
             horizon = min(
-                float(first_s[-1][1]) if len(first_s) == n else float("inf"),
-                float(first_r[-1][1]) if len(first_r) == n else float("inf"),
+                float(first_s[-1][1]) if len(first_s) == BATCH else float("inf"),
+                float(first_r[-1][1]) if len(first_r) == BATCH else float("inf"),
             )
             entries = [e for e in entries if e[0] <= horizon]
         return entries
@@ -152,5 +138,4 @@ class Scheduler:
     async def promote_entries(self, due: list[tuple[float, bytes, str]], now: float) -> None:
         for zset in {z for _, _, z in due}:
             members = [m for _, m, z in due if z == zset]
-            self.promote_calls += 1
             self.promoted += await self.store.promote(zset, members, now)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import Counter
 
 import anyio
-import pytest
 import redis.asyncio as aioredis
 
 import asyncjobs
@@ -176,28 +174,3 @@ async def test_two_processes_promote_1000_scheduled_jobs_exactly_once(
 
 async def _ran(redis: aioredis.Redis, n: int) -> bool:
     return int(await redis.llen("test:ran")) >= n
-
-
-@pytest.mark.timeout(60)
-async def test_a_burst_of_due_jobs_is_promoted_in_growing_batches(app: asyncjobs.App) -> None:
-    # 20,000 jobs due at the same instant (the benchmarks' burst curve): read and
-    # promoted 100 at a time they took 200 round trips, a quarter of the drain rate;
-    # batches that grow while they are all due take a handful.
-    done: list[int] = []
-
-    @app.job(name="burst.mark")
-    async def mark(i: int) -> None:
-        done.append(i)
-
-    n = 20_000
-    due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.5)
-    for start in range(0, n, 5_000):
-        await mark.defer_many([(i,) for i in range(start, start + 5_000)], at=[due] * 5_000)
-    worker = app.worker(concurrency=200)
-    async with running(worker):
-        await wait_for(lambda: len(done) == n, timeout=40)
-    assert sorted(done) == list(range(n))  # each once
-    assert worker.scheduler is not None
-    assert worker.scheduler.promoted == n
-    assert worker.scheduler.promote_calls <= 12
-    assert await api.ScheduledSet(app).size() == 0
