@@ -88,12 +88,16 @@ def _flusher(pid: str) -> None:
         pipe = client.pipeline(transaction=False)
         pending = False
         if value is not None:
-            pipe.rpush(STAMPS_KEY, repr(value))
+            values = [repr(value)]
             while True:  # drain what else arrived
                 try:
-                    pipe.rpush(STAMPS_KEY, repr(_stamps.get_nowait()))
+                    values.append(repr(_stamps.get_nowait()))
                 except queue.Empty:
                     break
+            # one RPUSH of many values: a command per stamp would cost the worker's
+            # process more GIL time than a fast runner spends on the job itself
+            for i in range(0, len(values), 10_000):
+                pipe.rpush(STAMPS_KEY, *values[i : i + 10_000])
             pending = True
         n = len(_hits)
         if n != sent:
