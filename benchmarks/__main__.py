@@ -24,8 +24,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from benchmarks import report
 from benchmarks.adapters import DEFAULT_SYSTEMS, SYSTEMS, load_adapter
+from benchmarks.curves import CURVES
 from benchmarks.runner import SCENARIOS, Runner, Settings, machine_facts
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -124,6 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
         " benchmarks/results/ (the figures of a profiled run are slower: use it with"
         " --scenarios drain to find where the time goes, not to compare)",
     )
+    parser.add_argument(
+        "--curves",
+        default=None,
+        help="run these curves instead of the scenarios (comma-separated, or 'all'): "
+        + ", ".join(CURVES)
+        + "; a table per curve, JSON and a PNG per curve under benchmarks/results/",
+    )
+    parser.add_argument(
+        "--curve-scale",
+        type=float,
+        default=1.0,
+        help="multiply every curve's number of jobs by this (default 1)",
+    )
     parser.add_argument("--list", action="store_true", help="list systems and exit")
     return parser
 
@@ -201,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = parse_list(args.scenarios, SCENARIOS, "scenario")
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
+    curves: list[str] = []
+    if args.curves is not None:
+        try:
+            curves = parse_list(args.curves, CURVES, "curve")
+        except argparse.ArgumentTypeError as exc:
+            parser.error(str(exc))
     quick = args.quick
     settings = Settings(
         systems=systems,
@@ -218,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncjobs_launch=args.asyncjobs_launch,
         log_dir=args.log_dir,
     )
+    if curves:
+        return run_curves(args, settings, curves)
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
     # progress steps: one per scenario per system per round
@@ -294,6 +318,66 @@ def main(argv: list[str] | None = None) -> int:
             print(f"chart: {chart_path}")
         else:
             print("chart: skipped (matplotlib not installed)")
+    return 0
+
+
+def run_curves(args: argparse.Namespace, settings: Settings, names: list[str]) -> int:
+    """``--curves``: each curve's table, and its JSON and PNG under benchmarks/results/."""
+    from benchmarks.curves import Curves
+
+    started = dt.datetime.now(dt.UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    t0 = time.monotonic()
+    with Runner(settings) as runner, progress_display(0) as progress:
+        runner.progress = progress
+        curves = Curves(runner, settings.systems, args.curve_scale)
+
+        async def main() -> None:
+            runner.sut_admin = aioredis.Redis.from_url(runner.sut.url)
+            runner.ctrl_client = aioredis.Redis.from_url(runner.ctrl.url)
+            try:
+                await curves.run(names)
+            finally:
+                await runner.sut_admin.aclose()
+                await runner.ctrl_client.aclose()
+
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
+            loop_runner.run(main())
+        redis_version = runner.redis_version
+    facts = machine_facts(redis_version)
+    for curve in curves.curves.values():
+        header = (
+            f"{curve.name} · {facts['cpu_count']} CPU · Python {sys.version.split()[0]} · "
+            f"redis-server {redis_version} · {started:%Y-%m-%d %H:%M} UTC"
+        )
+        print(f"\n## {curve.name}: {curve.title}\n")
+        print(curves.table(curve))
+        for note in curve.notes:
+            print(f"- {note}")
+        if args.no_files:
+            continue
+        base = RESULTS_DIR / f"curve-{curve.name}-{stamp}"
+        report.write_json(
+            base.with_suffix(".json"),
+            {
+                "started": started.isoformat(),
+                "curve": curve.name,
+                "scale": args.curve_scale,
+                "machine": facts,
+                "versions": versions(settings.systems),
+                "systems": {
+                    s: {"label": runner.labels.get(s, ""), "worker": runner.workers_desc.get(s, "")}
+                    for s in settings.systems
+                },
+                **curves.as_json(curve),
+            },
+        )
+        print(f"JSON: {base.with_suffix('.json')}")
+        if curves.chart(curve, base.with_suffix(".png"), header):
+            print(f"chart: {base.with_suffix('.png')}")
+    print(f"\n{time.monotonic() - t0:.0f}s")
     return 0
 
 

@@ -5,10 +5,12 @@ uvloop's policy is installed at import, so the loop arq's CLI creates is uvloop'
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
 from arq.connections import RedisSettings
+from arq.worker import Retry, func
 
 from benchmarks import _uvloop, probe
 
@@ -33,9 +35,29 @@ async def stamp(ctx: dict[str, Any], ts: float) -> None:
     probe.stamp(ts)
 
 
+async def io(ctx: dict[str, Any], ms: int) -> None:
+    probe.io_begin()
+    await asyncio.sleep(ms / 1000)
+    probe.io_end()
+    probe.hit()
+
+
+async def payload(ctx: dict[str, Any], data: str) -> None:
+    probe.hit()
+
+
+async def flaky(ctx: dict[str, Any], i: int) -> None:
+    try:
+        probe.flaky(i)
+    except probe.FlakyError as exc:
+        raise Retry(defer=probe.FLAKY_BACKOFF) from exc
+
+
 class WorkerSettings:
-    functions = [noop, stamp]
+    functions = [noop, stamp, io, payload, func(flaky, max_tries=3)]
     redis_settings = REDIS
     max_jobs = int(os.environ.get("BENCH_CONCURRENCY", "100"))
     poll_delay = 0.01
     max_tries = 1
+    # the queues curve runs one worker process per queue
+    queue_name = os.environ.get("BENCH_QUEUE", "arq:queue")

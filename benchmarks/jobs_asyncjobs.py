@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import asyncjobs
@@ -18,6 +19,31 @@ async def noop() -> None:
 @app.job(retry=0)
 async def stamp(ts: float) -> None:
     probe.stamp(ts)
+
+
+# -- the curves' jobs (benchmarks/curves.py) ---------------------------------------
+
+
+@app.job(retry=0)
+async def io(ms: int) -> None:
+    probe.io_begin()
+    await asyncio.sleep(ms / 1000)
+    probe.io_end()
+    probe.hit()
+
+
+@app.job(retry=0)
+async def payload(data: str) -> None:
+    probe.hit()
+
+
+def _flaky_backoff(count: int, exc: BaseException) -> float:
+    return probe.FLAKY_BACKOFF
+
+
+@app.job(retry=2, retry_in=_flaky_backoff, dead=False, backtrace=False)
+async def flaky(i: int) -> None:
+    probe.flaky(i)
 
 
 def run_inprocess() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from typing import Any
 
 from celery import Celery
 
@@ -25,3 +27,24 @@ def noop() -> None:
 @app.task(name="stamp")
 def stamp(ts: float) -> None:
     probe.stamp(ts)
+
+
+@app.task(name="io")
+def io(ms: int) -> None:
+    probe.io_begin()
+    time.sleep(ms / 1000)
+    probe.io_end()
+    probe.hit()
+
+
+@app.task(name="payload")
+def payload(data: str) -> None:
+    probe.hit()
+
+
+@app.task(name="flaky", bind=True, max_retries=2)
+def flaky(self: Any, i: int) -> None:
+    try:
+        probe.flaky(i)
+    except probe.FlakyError as exc:
+        raise self.retry(exc=exc, countdown=probe.FLAKY_BACKOFF) from exc

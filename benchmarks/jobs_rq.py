@@ -6,6 +6,8 @@ rq's default worker forks a child per job, so its workers run with
 
 from __future__ import annotations
 
+import time
+
 from benchmarks import probe
 
 
@@ -15,3 +17,18 @@ def noop() -> None:
 
 def stamp(ts: float) -> None:
     probe.stamp(ts)
+
+
+def io(ms: int) -> None:
+    probe.io_begin()
+    time.sleep(ms / 1000)
+    probe.io_end()
+    probe.hit()
+
+
+def payload(data: str) -> None:
+    probe.hit()
+
+
+def flaky(i: int) -> None:
+    probe.flaky(i)  # Retry(max=2, interval=FLAKY_BACKOFF) is set at enqueue

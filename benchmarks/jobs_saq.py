@@ -5,6 +5,7 @@ uvloop's policy is installed at import, so the loop saq's CLI creates is uvloop'
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -14,7 +15,11 @@ from benchmarks import _uvloop, probe
 
 _uvloop.install()
 
-queue = Queue.from_url(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"), name="bench")
+# the queues curve runs one worker process per queue
+queue = Queue.from_url(
+    os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    name=os.environ.get("BENCH_QUEUE", "bench"),
+)
 
 
 async def noop(ctx: dict[str, Any]) -> None:
@@ -25,8 +30,23 @@ async def stamp(ctx: dict[str, Any], *, ts: float) -> None:
     probe.stamp(ts)
 
 
+async def io(ctx: dict[str, Any], *, ms: int) -> None:
+    probe.io_begin()
+    await asyncio.sleep(ms / 1000)
+    probe.io_end()
+    probe.hit()
+
+
+async def payload(ctx: dict[str, Any], *, data: str) -> None:
+    probe.hit()
+
+
+async def flaky(ctx: dict[str, Any], *, i: int) -> None:
+    probe.flaky(i)  # retries=3, retry_delay=FLAKY_BACKOFF are set at enqueue
+
+
 settings: dict[str, Any] = {
     "queue": queue,
-    "functions": [noop, stamp],
+    "functions": [noop, stamp, io, payload, flaky],
     "concurrency": int(os.environ.get("BENCH_CONCURRENCY", "100")),
 }

@@ -32,11 +32,18 @@ LAST_KEY = "bench:last"
 STAMPS_KEY = "bench:stamps"
 PER_PROCESS_KEY = "bench:per-process"
 SERIES_PREFIX = "bench:series:"  # + pid: "time,jobs done" at each flush
+FLAKY_TRIES_KEY = "bench:flaky:tries"  # hash: job number -> runs so far
+FLAKY_FAILED_KEY = "bench:flaky:failed"  # hash: job number -> time of its last failure
+#: the backoff every system is configured with for the retry storm's failing jobs
+FLAKY_BACKOFF = 1.0
 FLUSH_INTERVAL = 0.002
 
 _DIRECT = os.environ.get("BENCH_PROBE_MODE") == "direct"
 
 _hits: list[float] = []
+#: jobs of the I/O curve sleeping right now in this process (``io_begin``/``io_end``)
+_inflight = [0]
+_inflight_lock = threading.Lock()
 _stamps: queue.SimpleQueue[float] = queue.SimpleQueue()
 _lock = threading.Lock()
 _running = False  # a flusher thread runs in this process
@@ -81,12 +88,16 @@ def _flusher(pid: str) -> None:
         pipe = client.pipeline(transaction=False)
         pending = False
         if value is not None:
-            pipe.rpush(STAMPS_KEY, repr(value))
+            values = [repr(value)]
             while True:  # drain what else arrived
                 try:
-                    pipe.rpush(STAMPS_KEY, repr(_stamps.get_nowait()))
+                    values.append(repr(_stamps.get_nowait()))
                 except queue.Empty:
                     break
+            # one RPUSH of many values: a command per stamp would cost the worker's
+            # process more GIL time than a fast runner spends on the job itself
+            for i in range(0, len(values), 10_000):
+                pipe.rpush(STAMPS_KEY, *values[i : i + 10_000])
             pending = True
         n = len(_hits)
         if n != sent:
@@ -94,7 +105,7 @@ def _flusher(pid: str) -> None:
                 pipe.hset(FIRST_KEY, pid, repr(_hits[0]))
                 first_sent = True
             pipe.hset(LAST_KEY, pid, repr(_hits[n - 1]))
-            pipe.rpush(SERIES_PREFIX + pid, f"{_hits[n - 1]!r},{n}")
+            pipe.rpush(SERIES_PREFIX + pid, f"{_hits[n - 1]!r},{n},{_inflight[0]}")
             pipe.hincrby(PER_PROCESS_KEY, pid, n - sent)
             pipe.incrby(COUNT_KEY, n - sent)
             sent = n
@@ -143,6 +154,49 @@ def stamp(ts: float) -> None:
     if not _running:
         _ensure_flusher()
     _stamps.put(delta)
+
+
+def io_begin() -> None:
+    """An I/O-curve job starts its wait: one more slot busy (sampled at each flush)."""
+    with _inflight_lock:
+        _inflight[0] += 1
+
+
+def io_end() -> None:
+    """... and ends it; then the job calls ``hit()``."""
+    with _inflight_lock:
+        _inflight[0] -= 1
+
+
+class FlakyError(Exception):
+    """The planned failure of a retry-storm job."""
+
+
+def flaky(i: int) -> None:
+    """The body of the retry storm's job ``i``: one in ten (``i % 10 == 0``) fails on its
+    first two runs. Each retry reports, like ``stamp``, how late it started: now minus
+    (its previous failure + :data:`FLAKY_BACKOFF`). Every job ends with ``hit()``, so
+    the drain's count reaches the number of jobs once the last retry succeeded.
+
+    The failing tenth keep their state in the control Redis (a shared hash: the retry
+    may run in another process of the worker), three synchronous round trips per run,
+    the same for every system, none on the server under test.
+    """
+    if i % 10:
+        hit()
+        return
+    now = time.time()
+    client = _client_for_direct()
+    pipe = client.pipeline(transaction=False)
+    pipe.hincrby(FLAKY_TRIES_KEY, str(i), 1)
+    pipe.hget(FLAKY_FAILED_KEY, str(i))
+    tries, failed_at = pipe.execute()
+    if failed_at is not None:
+        client.rpush(STAMPS_KEY, repr(now - float(failed_at) - FLAKY_BACKOFF))
+    if tries <= 2:
+        client.hset(FLAKY_FAILED_KEY, str(i), repr(time.time()))
+        raise FlakyError(f"planned failure {tries} of job {i}")
+    hit()
 
 
 def start() -> None:

@@ -663,9 +663,14 @@ class Runner:
         return command_calls(cmd), int(stats.get("total_writes_processed", 0))
 
     def spawn(
-        self, adapter: Adapter, system: str, scenario: str, profile_to: Path | None = None
+        self,
+        adapter: Adapter,
+        system: str,
+        scenario: str,
+        profile_to: Path | None = None,
+        spec: WorkerSpec | None = None,
     ) -> WorkerProcs:
-        spec = adapter.worker()
+        spec = spec or adapter.worker()
         if profile_to is not None:
             spec = profiled(spec, self.settings.profiler or "pyinstrument", profile_to)
         self.workers_desc[system] = spec.description or " ; ".join(
@@ -710,9 +715,18 @@ class Runner:
             extra={"commandstats": calls, "cpu": cpu},
         )
 
-    async def drain(self, adapter: Adapter, system: str) -> Outcome:
+    async def drain(
+        self,
+        adapter: Adapter,
+        system: str,
+        spec: WorkerSpec | None = None,
+        jobs: int | None = None,
+        budget: float | None = None,
+    ) -> Outcome:
+        """The drain scenario; the curves pass their own worker (``spec``), number of jobs
+        (put in the queue by them: ``self.queued``) and time budget."""
         s = self.settings
-        n = s.jobs
+        n = jobs or s.jobs
         if self.queued != n:  # else the jobs of the enqueue scenario just before are used
             await self.flush()
             await adapter.reset()
@@ -724,11 +738,15 @@ class Runner:
             suffix = ".prof" if s.profiler == "cprofile" else ".txt"
             profile_to = self.profile_dir / f"profile-{system}-{int(time.time())}{suffix}"
         meter = self.meter()
-        worker = self.spawn(adapter, system, "drain", profile_to)
+        redis_ticks = _proc_cpu(self.sut.proc.pid) if self.sut.proc else 0
+        worker = self.spawn(adapter, system, "drain", profile_to, spec)
         try:
-            count = await self.wait_count(worker, n, s.drain_budget)
+            count = await self.wait_count(worker, n, budget or s.drain_budget)
             detected = time.time()
             cpu = meter.stop(worker)
+            if self.sut.proc:
+                hz = os.sysconf("SC_CLK_TCK")
+                cpu["redis_cpu_s"] = (_proc_cpu(self.sut.proc.pid) - redis_ticks) / hz
             calls, writes = await self.read_stats()
             rss, pss, nproc = worker.memory_mib()
             firsts = await self.ctrl_client.hgetall(probe.FIRST_KEY)

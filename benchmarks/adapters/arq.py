@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.adapters.base import Adapter, WorkerSpec
+from benchmarks.adapters.base import Adapter, WorkerSpec, per_queue
 
 
 class ArqAdapter(Adapter):
@@ -47,6 +48,41 @@ class ArqAdapter(Adapter):
         else:
             at = dt.datetime.fromtimestamp(due, tz=dt.UTC)
             await self.pool.enqueue_job("stamp", due, _defer_until=at)
+
+    max_queues = 10
+    queue_order = (
+        "one queue per worker process (arq's worker takes one queue): Q processes, "
+        "the slots split between them"
+    )
+
+    async def put_jobs(
+        self, job: str, args: Sequence[tuple[Any, ...]], queues: Sequence[str] | None = None
+    ) -> None:
+        enqueue = self.pool.enqueue_job
+        if not queues:
+            for a in args:
+                await enqueue(job, *a)
+            return
+        for i, a in enumerate(args):
+            await enqueue(job, *a, _queue_name=queues[i % len(queues)])
+
+    async def schedule_jobs(
+        self, job: str, args: Sequence[tuple[Any, ...]], dues: Sequence[float]
+    ) -> None:
+        enqueue = self.pool.enqueue_job
+        for a, due in zip(args, dues, strict=True):
+            await enqueue(job, *a, _defer_until=dt.datetime.fromtimestamp(due, tz=dt.UTC))
+
+    def curve_worker(
+        self, concurrency: int | None, queues: Sequence[str] | None = None
+    ) -> WorkerSpec:
+        spec = self.worker()
+        c = self.ctx.concurrency if concurrency is None else concurrency
+        spec.env["BENCH_CONCURRENCY"] = str(c)
+        spec.description = spec.description.replace(
+            f"max_jobs={self.ctx.concurrency}", f"max_jobs={c}"
+        )
+        return per_queue(spec, queues, c)
 
     def worker(self) -> WorkerSpec:
         argv = [

@@ -19,9 +19,13 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from benchmarks.adapters.base import Adapter, NotSupported, WorkerSpec
+
+#: jobs per defer_many call (one round trip each) when the curves fill the queues
+CHUNK = 5_000
 
 
 class AsyncjobsAdapter(Adapter):
@@ -58,6 +62,47 @@ class AsyncjobsAdapter(Adapter):
         else:
             at = dt.datetime.fromtimestamp(due, tz=dt.UTC)
             await self.jobs.stamp.configure(at=at).defer(due)
+
+    queue_order = "weighted, all weights 1 (-q NAME,1 per queue)"
+
+    async def put_jobs(
+        self, job: str, args: Sequence[tuple[Any, ...]], queues: Sequence[str] | None = None
+    ) -> None:
+        target = getattr(self.jobs, job)
+        if not queues:
+            for i in range(0, len(args), CHUNK):
+                await target.defer_many(args[i : i + CHUNK])
+            return
+        for qi, queue in enumerate(queues):
+            mine = args[qi :: len(queues)]
+            deferrer = target.configure(queue=queue)
+            for i in range(0, len(mine), CHUNK):
+                await deferrer.defer_many(mine[i : i + CHUNK])
+
+    async def schedule_jobs(
+        self, job: str, args: Sequence[tuple[Any, ...]], dues: Sequence[float]
+    ) -> None:
+        target = getattr(self.jobs, job)
+        for i in range(0, len(args), CHUNK):
+            at = [dt.datetime.fromtimestamp(d, tz=dt.UTC) for d in dues[i : i + CHUNK]]
+            await target.defer_many(args[i : i + CHUNK], at=at)
+
+    def curve_worker(
+        self, concurrency: int | None, queues: Sequence[str] | None = None
+    ) -> WorkerSpec:
+        c = self.ctx.concurrency if concurrency is None else concurrency
+        argv = ["worker", "benchmarks.jobs_asyncjobs:app", "-c", str(c)]
+        for queue in queues or ["default"]:
+            argv += ["-q", f"{queue},1"]
+        if self.processes != 1:
+            argv += ["--processes", str(self.processes)]
+        shown = argv[:4] + (
+            [f"-q q0,1 … -q q{len(queues) - 1},1"] if queues and len(queues) > 2 else argv[4:]
+        )
+        return WorkerSpec(
+            [self.python_module("asyncjobs", *argv)],
+            description="asyncjobs " + " ".join(shown),
+        )
 
     def use_cli(self) -> bool:
         mode = self.ctx.asyncjobs_launch

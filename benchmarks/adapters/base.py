@@ -21,6 +21,20 @@ benchmark process does nothing else meanwhile):
   argument is the due time the system was actually asked for.
 * ``reset()``: called after the runner flushed Redis between scenarios, for systems
   that keep state they need in Redis (a stream's consumer group).
+
+The curves (``benchmarks/curves.py``) drive three more methods, which raise
+:class:`NotSupported` unless the system can do what they ask:
+
+* ``put_jobs(job, args, queues)``: enqueue ``job(*a)`` for each ``a`` of ``args``, the
+  i-th on ``queues[i % len(queues)]`` (or the job's usual queue when ``queues`` is
+  ``None``), bulk where the system has a batch API. Untimed. The jobs are the ones of
+  every job module: ``noop()``, ``stamp(ts)``, ``io(ms)`` (sleeps ``ms`` then
+  ``probe.hit()``), ``payload(data)`` and ``flaky(i)`` (``probe.flaky``: one in ten
+  fails twice, retried after ``probe.FLAKY_BACKOFF``).
+* ``schedule_jobs(job, args, dues)``: the same, each job due at its epoch time.
+* ``curve_worker(concurrency, queues)``: the worker with that many slots in all
+  (``None``: the suite's setting for the system), on those queues (weighted alike where
+  the system weighs queues).
 """
 
 from __future__ import annotations
@@ -28,9 +42,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class NotSupported(Exception):
@@ -117,6 +132,30 @@ class Adapter:
     async def enqueue_stamp(self, due: float | None) -> None:
         raise NotSupported("no latency job driven here")
 
+    # -- curves (benchmarks/curves.py) ------------------------------------------------
+
+    #: the most queues ``curve_worker`` serves (None: any number)
+    max_queues: ClassVar[int | None] = None
+    #: the most slots ``curve_worker`` gives (None: any number), and why not more
+    max_concurrency: ClassVar[tuple[int, str] | None] = None
+    #: how the system orders its queues in the queues curve
+    queue_order: ClassVar[str] = ""
+
+    async def put_jobs(
+        self, job: str, args: Sequence[tuple[Any, ...]], queues: Sequence[str] | None = None
+    ) -> None:
+        raise NotSupported("n/a: not driven here")
+
+    async def schedule_jobs(
+        self, job: str, args: Sequence[tuple[Any, ...]], dues: Sequence[float]
+    ) -> None:
+        raise NotSupported("n/a: no delayed jobs")
+
+    def curve_worker(
+        self, concurrency: int | None, queues: Sequence[str] | None = None
+    ) -> WorkerSpec:
+        raise NotSupported("n/a: no worker")
+
     # -- server side ----------------------------------------------------------------
 
     def worker(self) -> WorkerSpec:
@@ -125,6 +164,20 @@ class Adapter:
     def python_module(self, module: str, *args: str) -> list[str]:
         """argv for ``python -m module args...`` with the benchmark's interpreter."""
         return [self.ctx.python, "-m", module, *args]
+
+
+def per_queue(spec: WorkerSpec, queues: Sequence[str] | None, concurrency: int) -> WorkerSpec:
+    """For a system whose worker takes one queue: one process per queue (its name in
+    ``BENCH_QUEUE``, read by the job module), the slots split between them."""
+    if not queues:
+        return spec
+    (argv,) = spec.commands
+    each = max(1, concurrency // len(queues))
+    return WorkerSpec(
+        [["env", f"BENCH_QUEUE={q}", f"BENCH_CONCURRENCY={each}", *argv] for q in queues],
+        env=spec.env,
+        description=f"{len(queues)} × ({spec.description}, one queue each, {each} slots)",
+    )
 
 
 def load_module(name: str) -> object:

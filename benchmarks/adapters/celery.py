@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from benchmarks.adapters.base import Adapter, WorkerSpec
@@ -42,6 +43,43 @@ class CeleryAdapter(Adapter):
         else:
             at = dt.datetime.fromtimestamp(due, tz=dt.UTC)
             self.jobs.stamp.apply_async((due,), eta=at)
+
+    max_concurrency = (10, "a prefork child process per slot")
+    queue_order = "kombu's round robin over the queues (-Q)"
+
+    async def put_jobs(
+        self, job: str, args: Sequence[tuple[Any, ...]], queues: Sequence[str] | None = None
+    ) -> None:
+        task = getattr(self.jobs, job)
+        if not queues:
+            for a in args:
+                task.apply_async(a)
+            return
+        for i, a in enumerate(args):
+            task.apply_async(a, queue=queues[i % len(queues)])
+
+    async def schedule_jobs(
+        self, job: str, args: Sequence[tuple[Any, ...]], dues: Sequence[float]
+    ) -> None:
+        task = getattr(self.jobs, job)
+        for a, due in zip(args, dues, strict=True):
+            task.apply_async(a, eta=dt.datetime.fromtimestamp(due, tz=dt.UTC))
+
+    def curve_worker(
+        self, concurrency: int | None, queues: Sequence[str] | None = None
+    ) -> WorkerSpec:
+        spec = self.worker()
+        argv = spec.commands[0]
+        if concurrency is not None:
+            argv[argv.index("-c") + 1] = str(concurrency)
+        if queues:
+            argv += ["-Q", ",".join(queues)]
+        spec.description = "celery " + " ".join(argv[3:])
+        if queues and len(queues) > 2:
+            spec.description = spec.description.replace(
+                ",".join(queues), f"q0,…,q{len(queues) - 1}"
+            )
+        return spec
 
     def worker(self) -> WorkerSpec:
         argv = [

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from benchmarks.adapters.base import Adapter, WorkerSpec
+from benchmarks.probe import FLAKY_BACKOFF
 
 WORKERS = 4
 
@@ -58,6 +60,54 @@ class RqAdapter(Adapter):
         else:
             at = dt.datetime.fromtimestamp(due, tz=dt.UTC)
             self.queue.enqueue_at(at, self.jobs.stamp, due)
+
+    max_concurrency = (10, "a worker process per slot")
+    queue_order = "strict order (rq takes queues in the order given)"
+
+    def _retry(self, job: str) -> Any:
+        if job != "flaky":
+            return None
+        from rq import Retry
+
+        return Retry(max=2, interval=int(FLAKY_BACKOFF))
+
+    async def put_jobs(
+        self, job: str, args: Sequence[tuple[Any, ...]], queues: Sequence[str] | None = None
+    ) -> None:
+        fn, retry = getattr(self.jobs, job), self._retry(job)
+        names = list(queues or ["bench"])
+        for qi, name in enumerate(names):
+            queue = self.Queue(name, connection=self.redis)
+            mine = args[qi :: len(names)]
+            for i in range(0, len(mine), 5_000):
+                queue.enqueue_many(
+                    [self.Queue.prepare_data(fn, a, retry=retry) for a in mine[i : i + 5_000]]
+                )
+
+    async def schedule_jobs(
+        self, job: str, args: Sequence[tuple[Any, ...]], dues: Sequence[float]
+    ) -> None:
+        fn = getattr(self.jobs, job)
+        for a, due in zip(args, dues, strict=True):
+            self.queue.enqueue_at(dt.datetime.fromtimestamp(due, tz=dt.UTC), fn, *a)
+
+    def curve_worker(
+        self, concurrency: int | None, queues: Sequence[str] | None = None
+    ) -> WorkerSpec:
+        argv = ["worker", "-u", self.ctx.redis_url, "--quiet", "--with-scheduler"]
+        if self.worker_class:
+            argv += ["-w", self.worker_class]
+        names = list(queues or ["bench"])
+        argv += names
+        shown = " ".join(argv[3 : -len(names)]) + (
+            f" q0 … q{len(names) - 1}" if len(names) > 2 else " " + " ".join(names)
+        )
+        procs = WORKERS if concurrency is None else concurrency
+        return WorkerSpec(
+            [self.python_module("rq.cli", *argv) for _ in range(procs)],
+            env={"BENCH_PROBE_MODE": "direct"},
+            description=f"{procs} × rq worker {shown}",
+        )
 
     worker_class: str | None = None
 

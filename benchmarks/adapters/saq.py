@@ -13,9 +13,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.adapters.base import Adapter, WorkerSpec
+from benchmarks.adapters.base import Adapter, WorkerSpec, per_queue
+from benchmarks.probe import FLAKY_BACKOFF
+
+#: saq passes job arguments by keyword
+ARG_NAMES = {"noop": (), "stamp": ("ts",), "io": ("ms",), "payload": ("data",), "flaky": ("i",)}
 
 
 class SaqAdapter(Adapter):
@@ -44,6 +49,55 @@ class SaqAdapter(Adapter):
         else:
             at = math.ceil(due)
             await self.queue.enqueue("stamp", ts=float(at), scheduled=at)
+
+    max_queues = 10
+    queue_order = (
+        "one queue per worker process (saq's worker takes one queue): Q processes, "
+        "the slots split between them"
+    )
+
+    def _kwargs(self, job: str, a: tuple[Any, ...]) -> dict[str, Any]:
+        kwargs: dict[str, Any] = dict(zip(ARG_NAMES[job], a, strict=True))
+        if job == "flaky":
+            kwargs.update(retries=3, retry_delay=FLAKY_BACKOFF, retry_backoff=False)
+        return kwargs
+
+    async def put_jobs(
+        self, job: str, args: Sequence[tuple[Any, ...]], queues: Sequence[str] | None = None
+    ) -> None:
+        if not queues:
+            enqueue = self.queue.enqueue
+            for a in args:
+                await enqueue(job, **self._kwargs(job, a))
+            return
+        from saq import Queue
+
+        for qi, name in enumerate(queues):
+            queue = Queue.from_url(self.ctx.redis_url, name=name)
+            await queue.connect()
+            try:
+                for a in args[qi :: len(queues)]:
+                    await queue.enqueue(job, **self._kwargs(job, a))
+            finally:
+                await queue.disconnect()
+
+    async def schedule_jobs(
+        self, job: str, args: Sequence[tuple[Any, ...]], dues: Sequence[float]
+    ) -> None:
+        enqueue = self.queue.enqueue
+        for a, due in zip(args, dues, strict=True):
+            await enqueue(job, scheduled=math.ceil(due), **self._kwargs(job, a))
+
+    def curve_worker(
+        self, concurrency: int | None, queues: Sequence[str] | None = None
+    ) -> WorkerSpec:
+        spec = self.worker()
+        c = self.ctx.concurrency if concurrency is None else concurrency
+        spec.env["BENCH_CONCURRENCY"] = str(c)
+        spec.description = spec.description.replace(
+            f"concurrency={self.ctx.concurrency}", f"concurrency={c}"
+        )
+        return per_queue(spec, queues, c)
 
     def worker(self) -> WorkerSpec:
         argv = ["benchmarks.jobs_saq.settings", "--quiet"]

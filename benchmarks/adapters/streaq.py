@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.adapters.base import Adapter, WorkerSpec
+from benchmarks.adapters.base import Adapter, WorkerSpec, per_queue
 
 
 class StreaqAdapter(Adapter):
@@ -47,6 +48,60 @@ class StreaqAdapter(Adapter):
         else:
             at = dt.datetime.fromtimestamp(due, tz=dt.UTC)
             await self.jobs.stamp.enqueue(due).start(schedule=at)
+
+    max_queues = 10
+    queue_order = (
+        "one queue per worker process (streaq's worker takes one queue): Q processes, "
+        "the slots split between them"
+    )
+
+    async def put_jobs(
+        self, job: str, args: Sequence[tuple[Any, ...]], queues: Sequence[str] | None = None
+    ) -> None:
+        if queues and len(queues) > 1:
+            await self._put_per_queue(job, args, queues)
+            return
+        enqueue = getattr(self.jobs, job).enqueue
+        for i in range(0, len(args), 5_000):
+            await self.jobs.worker.enqueue_many([enqueue(*a) for a in args[i : i + 5_000]])
+
+    async def _put_per_queue(
+        self, job: str, args: Sequence[tuple[Any, ...]], queues: Sequence[str]
+    ) -> None:
+        from streaq import Worker
+
+        fn_name = getattr(self.jobs, job).fn_name
+        for qi, name in enumerate(queues):
+            client = Worker(redis_url=self.ctx.redis_url, queue_name=name)
+            async with client:
+                mine = args[qi :: len(queues)]
+                for i in range(0, len(mine), 5_000):
+                    await client.enqueue_many(
+                        [client.enqueue_unsafe(fn_name, *a) for a in mine[i : i + 5_000]]
+                    )
+
+    async def schedule_jobs(
+        self, job: str, args: Sequence[tuple[Any, ...]], dues: Sequence[float]
+    ) -> None:
+        enqueue = getattr(self.jobs, job).enqueue
+        for i in range(0, len(args), 5_000):
+            await self.jobs.worker.enqueue_many(
+                [
+                    enqueue(*a).start(schedule=dt.datetime.fromtimestamp(due, tz=dt.UTC))
+                    for a, due in zip(args[i : i + 5_000], dues[i : i + 5_000], strict=True)
+                ]
+            )
+
+    def curve_worker(
+        self, concurrency: int | None, queues: Sequence[str] | None = None
+    ) -> WorkerSpec:
+        spec = self.worker()
+        c = self.ctx.concurrency if concurrency is None else concurrency
+        spec.env["BENCH_CONCURRENCY"] = str(c)
+        spec.description = spec.description.replace(
+            f"concurrency={self.ctx.concurrency}", f"concurrency={c}"
+        )
+        return per_queue(spec, queues if queues and len(queues) > 1 else None, c)
 
     def worker(self) -> WorkerSpec:
         return WorkerSpec(

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.adapters.base import Adapter, WorkerSpec
+from benchmarks.adapters.base import Adapter, NotSupported, WorkerSpec, per_queue
 
 
 class TaskiqStreamAdapter(Adapter):
@@ -53,6 +54,59 @@ class TaskiqStreamAdapter(Adapter):
 
     async def enqueue_stamp(self, due: float | None) -> None:
         await self.jobs.stamp.kiq(time.time())
+
+    max_queues = 10
+    queue_order = (
+        "one queue per worker process (a taskiq broker has one queue): Q processes "
+        "(--workers 1 each), the slots split between them"
+    )
+
+    async def put_jobs(
+        self, job: str, args: Sequence[tuple[Any, ...]], queues: Sequence[str] | None = None
+    ) -> None:
+        if job == "flaky":
+            raise NotSupported("n/a: no delayed retries with the taskiq-redis brokers")
+        if queues and len(queues) > 1:
+            await self._put_per_queue(job, args, queues)
+            return
+        kiq = getattr(self.jobs, job).kiq
+        for a in args:
+            await kiq(*a)
+
+    async def _put_per_queue(
+        self, job: str, args: Sequence[tuple[Any, ...]], queues: Sequence[str]
+    ) -> None:
+        from taskiq.kicker import AsyncKicker
+        from taskiq_redis import ListQueueBroker, RedisStreamBroker
+
+        kind = ListQueueBroker if self.broker_kind == "list" else RedisStreamBroker
+        for qi, name in enumerate(queues):
+            broker = kind(self.ctx.redis_url, queue_name=name)
+            await broker.startup()
+            try:
+                kicker: Any = AsyncKicker(job, broker, {})
+                for a in args[qi :: len(queues)]:
+                    await kicker.kiq(*a)
+            finally:
+                await broker.shutdown()
+
+    def curve_worker(
+        self, concurrency: int | None, queues: Sequence[str] | None = None
+    ) -> WorkerSpec:
+        # two worker processes (taskiq's default), the slots split between them
+        spec = self.worker()
+        argv = spec.commands[0]
+        i = argv.index("--max-async-tasks")
+        c = self.ctx.concurrency if concurrency is None else concurrency
+        if queues and len(queues) > 1:  # one single-process worker per queue
+            argv[argv.index("--workers") + 1] = "1"
+            argv[i + 1] = str(max(1, c // len(queues)))
+            spec.description = "taskiq " + " ".join(argv[3:])
+            return per_queue(spec, queues, c)
+        if concurrency is not None:
+            argv[i + 1] = str(max(1, concurrency // 2))
+        spec.description = "taskiq " + " ".join(argv[3:])
+        return spec
 
     def worker(self) -> WorkerSpec:
         argv = [
