@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -118,6 +119,7 @@ async def _feature(url: str, shim: Any, feature: str, n: int, out: dict[str, Any
         await fill(count)
         worker = app.worker(queues=["default"], concurrency=100)
         before = await _stats(admin)
+        gc.collect()
         if measure:
             shim.cg_zero()
         task = asyncio.create_task(worker.run())
@@ -130,9 +132,14 @@ async def _feature(url: str, shim: Any, feature: str, n: int, out: dict[str, Any
             out[f"{feature}:{measure}"] = (after[0] - before[0], after[1] - before[1])
 
     await drain(WARMUP, None)
+    # As in benchmarks/instructions.py: the heap so far out of the collector's sight,
+    # and a collection before each phase, so a full collection does not land in one.
+    gc.collect()
+    gc.freeze()
     # defer: N calls, counted alone.
     await admin.flushall()
     before = await _stats(admin)
+    gc.collect()
     shim.cg_zero()
     async with scope():
         for _ in range(n):
