@@ -510,9 +510,9 @@ class Scripts:
             "batch",
         ):
             source = (root / f"{name}.lua").read_text()
-            if _INCLUDE in source:  # batches (#14): the shared bookkeeping, inlined
-                lib = (root / "batch_lib.lua").read_text()
-                source = source.replace(_INCLUDE, lib)
+            # "--#include NAME" lines: the shared code of _scripts/NAME.lua, inlined
+            # (batch_lib: the batch bookkeeping; metrics_lib: the per-job metrics).
+            source = _INCLUDE.sub(lambda m: (root / f"{m[1]}.lua").read_text(), source)
             setattr(self, name, Script(name, source))
 
     push: Script
@@ -537,8 +537,8 @@ class Scripts:
     batch: Script
 
 
-# A line of a script replaced by _scripts/batch_lib.lua (ack.lua, batch.lua).
-_INCLUDE = "--#include batch_lib"
+# A line of a script replaced by the named _scripts/*.lua (batch_lib, metrics_lib).
+_INCLUDE = re.compile(r"^[ \t]*--#include (\w+)[ \t]*$", re.M)
 _SCRIPTS: Scripts | None = None
 
 
