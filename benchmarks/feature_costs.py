@@ -21,14 +21,11 @@ import asyncio
 import gc
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.instructions import Failure, _totals, build_shim
+from benchmarks.instructions import Failure, run_under_callgrind
 
 N = 1000
 WARMUP = 200
@@ -156,7 +153,7 @@ async def _feature(url: str, shim: Any, feature: str, n: int, out: dict[str, Any
     await app.aclose()
 
 
-def inner(url: str, shim_path: str, features: list[str], n: int, out_path: str) -> None:
+def inner(url: str, shim_path: str, features: list[str], n: int) -> None:
     import ctypes
 
     shim = ctypes.CDLL(shim_path)
@@ -175,50 +172,18 @@ def inner(url: str, shim_path: str, features: list[str], n: int, out_path: str) 
     else:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(main())
-    Path(out_path).write_text(json.dumps(out))
+    print("COUNTS " + json.dumps(out), file=sys.stderr)
 
 
 # ------------------------------------------------------------------- outside
 
 
 def measure(features: list[str], n: int) -> dict[str, dict[str, float]]:
-    if shutil.which("valgrind") is None:
-        raise Failure("valgrind is not installed: apt-get install valgrind")
-    from benchmarks.runner import RedisServer
-
-    with tempfile.TemporaryDirectory(prefix="asyncjobs-features-") as tmp:
-        work = Path(tmp)
-        shim = build_shim(work)
-        server = RedisServer(work, "redis")
-        server.start()
-        counts = work / "counts.json"
-        try:
-            env = dict(os.environ, PYTHONHASHSEED="0")
-            root = Path(__file__).resolve().parent.parent
-            env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
-            cmd = [
-                "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                f"--callgrind-out-file={work}/cg.out.%p",
-                sys.executable,
-                "-m",
-                "benchmarks.feature_costs",
-                "--inner",
-                server.url,
-                str(shim),
-                ",".join(features),
-                str(n),
-                str(counts),
-            ]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
-            if proc.returncode != 0:
-                tail = "\n".join(proc.stderr.splitlines()[-15:])
-                raise Failure(f"the workload under valgrind exited {proc.returncode}:\n{tail}")
-        finally:
-            server.stop()
-        totals = _totals(work)
-        redis_side = json.loads(counts.read_text())
+    totals, stderr = run_under_callgrind(
+        "benchmarks.feature_costs", [",".join(features), str(n)], timeout=3600
+    )
+    (line,) = [line for line in stderr.splitlines() if line.startswith("COUNTS ")]
+    redis_side = json.loads(line.removeprefix("COUNTS "))
     table: dict[str, dict[str, float]] = {}
     for f in features:
         d, r1, r2 = (f"{f}:defer", f"{f}:run-1", f"{f}:run-2")
@@ -236,7 +201,7 @@ def measure(features: list[str], n: int) -> dict[str, dict[str, float]]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "--inner":
-        inner(args[1], args[2], args[3].split(","), int(args[4]), args[5])
+        inner(args[1], args[2], args[3].split(","), int(args[4]))
         return 0
     parser = argparse.ArgumentParser(prog="python -m benchmarks.feature_costs")
     parser.add_argument("--jobs", type=int, default=N)

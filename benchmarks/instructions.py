@@ -201,13 +201,18 @@ def _totals(out_dir: Path) -> dict[str, int]:
     return found
 
 
-def measure(n_defer: int = N_DEFER, n_run: int = N_RUN) -> dict[str, float]:
-    """Instructions per job: ``{"defer": ..., "run": ...}``."""
+def run_under_callgrind(
+    module: str, args: list[str], *, timeout: float
+) -> tuple[dict[str, int], str]:
+    """Run ``python -m MODULE --inner REDIS_URL SHIM ARGS...`` under callgrind (counting
+    from the workload's first ``cg_start``), against a private redis-server; return the
+    instructions of each dump by the name the workload gave it, and the workload's
+    stderr (where it prints what it measured besides)."""
     if shutil.which("valgrind") is None:
         raise Failure("valgrind is not installed: apt-get install valgrind")
     from benchmarks.runner import RedisServer
 
-    with tempfile.TemporaryDirectory(prefix="asyncjobs-instr-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="asyncjobs-callgrind-") as tmp:
         work = Path(tmp)
         shim = build_shim(work)
         server = RedisServer(work, "redis")
@@ -223,25 +228,31 @@ def measure(n_defer: int = N_DEFER, n_run: int = N_RUN) -> dict[str, float]:
                 f"--callgrind-out-file={work}/cg.out.%p",
                 sys.executable,
                 "-m",
-                "benchmarks.instructions",
+                module,
                 "--inner",
                 server.url,
                 str(shim),
-                str(n_defer),
-                str(n_run),
+                *args,
             ]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
             if proc.returncode != 0:
                 tail = "\n".join(proc.stderr.splitlines()[-15:])
                 raise Failure(f"the workload under valgrind exited {proc.returncode}:\n{tail}")
-            calls = {
-                line.split()[1]: int(line.split()[2])
-                for line in proc.stderr.splitlines()
-                if line.startswith("CALLS ")
-            }
         finally:
             server.stop()
-        totals = _totals(work)
+        return _totals(work), proc.stderr
+
+
+def measure(n_defer: int = N_DEFER, n_run: int = N_RUN) -> dict[str, float]:
+    """Instructions per job: ``{"defer": ..., "run": ...}``."""
+    totals, stderr = run_under_callgrind(
+        "benchmarks.instructions", [str(n_defer), str(n_run)], timeout=1800
+    )
+    calls = {
+        line.split()[1]: int(line.split()[2])
+        for line in stderr.splitlines()
+        if line.startswith("CALLS ")
+    }
     missing = {"lpush", "defer", "run-1", "run-2"} - totals.keys()
     if missing:
         raise Failure(f"callgrind wrote no dump for {sorted(missing)}")
