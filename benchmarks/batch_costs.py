@@ -12,17 +12,14 @@ pipeline) and the server CPU time of those script calls.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
 
 import asyncjobs
+from benchmarks.runner import private_redis
 
 CHUNK = 5000
 
@@ -91,27 +88,6 @@ async def measure(url: str, label: str, n: int, batched: bool) -> None:
     print(f"{label:6} run, evalsha server usec per job: {_usec(s1, s2, n)}")
 
 
-@contextlib.contextmanager
-def _server() -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-                break
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait()
-
-
 async def main(url: str, n: int) -> None:
     await measure(url, "plain", n, batched=False)
     await measure(url, "batch", n, batched=True)
@@ -123,5 +99,5 @@ if __name__ == "__main__":
     if url is not None:
         asyncio.run(main(url, count))
     else:
-        with _server() as server_url:
+        with private_redis() as server_url:
             asyncio.run(main(server_url, count))

@@ -9,18 +9,14 @@ and for the runs (commands run inside scripts included; rare ones left out).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
 
 import asyncjobs
 from asyncjobs import Unique
+from benchmarks.runner import private_redis
 
 N = 1000
 
@@ -62,27 +58,6 @@ async def measure(url: str, label: str, **options: Any) -> None:
     print(f"{label:10} run:   {_per_job(s1, s2)}")
 
 
-@contextlib.contextmanager
-def _server() -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-                break
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait()
-
-
 async def main(url: str) -> None:
     await measure(url, "plain")
     await measure(url, "unique", unique=True)
@@ -95,5 +70,5 @@ if __name__ == "__main__":
     if len(sys.argv) > 1:
         asyncio.run(main(sys.argv[1]))
     else:
-        with _server() as server_url:
+        with private_redis() as server_url:
             asyncio.run(main(server_url))

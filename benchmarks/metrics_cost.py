@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import socket
 import statistics
-import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
 
 import asyncjobs
+from benchmarks.runner import private_redis
 
 
 async def _stats(r: aioredis.Redis) -> tuple[dict[str, int], float]:
@@ -85,27 +82,6 @@ async def drain(url: str, n: int, concurrency: int, metrics: bool) -> dict[str, 
     }
 
 
-@contextlib.contextmanager
-def _server() -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-                break
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait()
-
-
 async def main(url: str, jobs: int, rounds: int, concurrency: int, modes: list[str]) -> None:
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     for i in range(rounds):
@@ -156,5 +132,5 @@ if __name__ == "__main__":
     if a.url:
         _run(main(a.url, a.jobs, a.rounds, a.concurrency, modes))
     else:
-        with _server() as server_url:
+        with private_redis() as server_url:
             _run(main(server_url, a.jobs, a.rounds, a.concurrency, modes))

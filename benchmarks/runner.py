@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,6 +182,19 @@ class RedisServer:
     def version(self) -> str:
         info = redis.Redis(port=self.port).info("server")
         return str(info.get("redis_version", "?"))
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """A :class:`RedisServer` for the life of the block, in a directory of its own: its
+    URL. The per-feature cost scripts (``benchmarks/*_cost*.py``) run on one."""
+    with tempfile.TemporaryDirectory(prefix="asyncjobs-bench-") as tmp:
+        server = RedisServer(Path(tmp), "redis")
+        server.start()
+        try:
+            yield server.url
+        finally:
+            server.stop()
 
 
 # --------------------------------------------------------------------------- workers
