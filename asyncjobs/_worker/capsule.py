@@ -217,22 +217,29 @@ class Capsule:
         self._spawn(batch)
         self._idle.clear()
 
-    def _spawn(self, batch: list[Running]) -> None:
-        task = asyncio.get_running_loop().create_task(self._runner(batch))
+    def _spawn(self, batch: list[Running], start: int = 0) -> None:
+        asyncio.get_running_loop().create_task(self._runner(batch, start))
+
+    async def _runner(self, batch: list[Running], start: int = 0) -> None:
+        """Run ``batch[start:]``. A job's task and start are set as the runner reaches
+        it, so handing the rest of a batch on is O(1) (a runner per waiting job, the
+        same list and the next index), not a pass over the jobs still waiting: with a
+        fetch of a few thousand jobs that each wait, that pass was quadratic. Until
+        then a job has no task: nothing can interrupt it but the reason it is marked
+        with, which the runner reads before it starts it."""
+        task = asyncio.current_task()
         # The wall-clock start `asyncjobs processes` shows: one clock read per runner
         # (its jobs start back to back; the ones after a job that waits get a new one).
         now = time.time()
-        for rec in batch:
-            rec.task = task
-            rec.started_at = now
-
-    async def _runner(self, batch: list[Running]) -> None:
-        for i, rec in enumerate(batch):
+        for i in range(start, len(batch)):
+            rec = batch[i]
             # Cancelled by shutdown (or quiet) before it started; one app.cancel marked
             # runs, to report its outcome (#14).
             if rec.reason is not None and rec.reason != "cancel":
                 self._finished(rec)
                 continue
+            rec.task = task
+            rec.started_at = now
             coro = self.executor.run(rec)
             ctx = contextvars.copy_context()
             try:
@@ -245,7 +252,7 @@ class Capsule:
                 continue
             # The job waits: this task is its task now; the rest go to a new runner.
             if i + 1 < len(batch):
-                self._spawn(batch[i + 1 :])
+                self._spawn(batch, i + 1)
             await _resume(coro, yielded, ctx)
             return
 
@@ -344,7 +351,7 @@ class Capsule:
         if tasks and wait != 0:
             await asyncio.wait(tasks, timeout=wait)
         for rec in list(self.running.values()):
-            if rec.task is None or rec.task.done():  # its runner ended before it ran
+            if rec.task is None or rec.task.done():  # not started, or its task ended
                 self._finished(rec)
         return {t for t in tasks if not t.done()}
 
