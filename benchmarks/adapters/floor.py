@@ -30,7 +30,10 @@ CHUNK = 1_000
 
 class FloorAdapter(RedisPyAdapter):
     name = "floor"
-    label = "framework-free floor (batched RPOP, msgspec, task per job)"
+    label = (
+        "framework-free floor (batched RPOP, msgspec, task per job; in the latency-load"
+        " curve a BLMPOP loop, each job inline)"
+    )
     packages: ClassVar[tuple[str, ...]] = ("redis", "hiredis", "msgspec", "uvloop")
     modules: ClassVar[tuple[str, ...]] = ("redis", "hiredis", "msgspec")
     unsupported = {
