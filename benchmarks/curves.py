@@ -32,7 +32,11 @@ size.
 * ``latency-load``: capacity = the system's drain rate of 20,000 no-op jobs in this
   run; then one producer sends latency jobs with Poisson arrivals at 25%, 50% and 90%
   of it, without waiting for completions, for 2-8 s each; p50/p99/p99.9 of (job's first
-  line - ``time.time()`` taken before its enqueue call), and the rate it achieved.
+  line - ``time.time()`` taken before its enqueue call), and the rate it achieved. The
+  ``floor`` system (when chosen, as by default) runs too, right after asyncjobs and at
+  asyncjobs' rates: a ``BLMPOP`` loop with no framework, the latency that Redis and this
+  machine allow (a reference row, not a peer). The curve starts by measuring the
+  machine's idle timer jitter: the overshoot of 2,000 ``time.sleep(0.001)`` calls.
 * ``burst``: 100,000 jobs scheduled for the same instant, put in before the worker
   starts; once it runs and is warm, the instant comes: lateness p50/p99 and the time
   until the last one started.
@@ -50,9 +54,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import math
 import os
 import random
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -100,6 +107,21 @@ LOG_SCALE = frozenset(
 )
 #: systems the cores curve runs besides the chosen ones
 CORES_EXTRA = ("asyncjobs-2p",)
+#: floors the latency-load curve runs when chosen (at asyncjobs' rates), as references
+LATENCY_FLOORS = ("floor",)
+#: how the table names a floor's row
+FLOOR_ROW = "{} (reference)"
+#: idle timer jitter: the overshoot of this many ``time.sleep(0.001)``, in a subprocess
+JITTER_SLEEPS = 2_000
+JITTER_SCRIPT = f"""
+import json, time
+over = []
+for _ in range({JITTER_SLEEPS}):
+    t0 = time.perf_counter()
+    time.sleep(0.001)
+    over.append((time.perf_counter() - t0 - 0.001) * 1000)
+print(json.dumps(over))
+"""
 
 
 @dataclass
@@ -126,6 +148,8 @@ class Curve:
     detached: int = 0
     results: list[Point] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: measurements of the machine that go with the curve's JSON
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -146,6 +170,29 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+async def timer_jitter() -> dict[str, float]:
+    """The machine's idle timer jitter: how much longer than 1 ms each of
+    :data:`JITTER_SLEEPS` ``time.sleep(0.001)`` calls took, in a fresh subprocess (ms)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        JITTER_SCRIPT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(err.decode(errors="replace")[-400:])
+    over = [float(v) for v in json.loads(out)]
+    return {
+        "sleeps": len(over),
+        "p50_ms": percentile(over, 50),
+        "p99_ms": percentile(over, 99),
+        "p999_ms": percentile(over, 99.9),
+        "max_ms": max(over),
+    }
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -159,8 +206,10 @@ def _fmt(value: float | None, spec: str) -> str:
 class Curves:
     def __init__(self, runner: Runner, systems: Sequence[str], scale: float = 1.0) -> None:
         self.runner = runner
-        # the floors have no job API to drive; asyncjobs-2p only matters to the cores curve
+        # the floors have no job API to drive (but the latency floor, for its curve);
+        # asyncjobs-2p only matters to the cores curve
         self.systems = [s for s in systems if s not in FLOORS and s not in CORES_EXTRA]
+        self.latency_floors = [s for s in systems if s in LATENCY_FLOORS]
         self.scale = scale
         self.curves: dict[str, Curve] = {}
 
@@ -558,6 +607,17 @@ class Curves:
             detached=1,
         )
         self.curves["latency-load"] = curve
+        jitter = await self.guarded_jitter()
+        if jitter:
+            curve.facts["timer_jitter"] = jitter
+            curve.notes.append(
+                f"idle timer jitter (overshoot of {jitter['sleeps']:,} time.sleep(1 ms) in a"
+                f" subprocess, before the loads): p50 {jitter['p50_ms']:.3f} ms, p99"
+                f" {jitter['p99_ms']:.3f}, p99.9 {jitter['p999_ms']:.3f}, max"
+                f" {jitter['max_ms']:.3f}"
+            )
+        #: the rates asyncjobs was offered (the floors run at them)
+        ours: dict[str, float] = {}
 
         async def body(adapter: Adapter, system: str) -> None:
             k = self.size(system, 20_000, big=False)
@@ -579,9 +639,13 @@ class Curves:
                 flat = await self.open_loop(adapter, capacity, duration=2.0)
                 producer = flat.metrics["achieved"]
                 basis = min(capacity, producer)
+                floor = system in LATENCY_FLOORS
                 for frac, point in zip(loads, curve.points[: len(loads)], strict=True):
-                    outcome = await self.guarded(self.open_loop(adapter, basis * frac))
+                    rate = ours.get(point, basis * frac) if floor else basis * frac
+                    outcome = await self.guarded(self.open_loop(adapter, rate))
                     outcome.metrics.update(capacity=capacity, producer_max=producer, basis=basis)
+                    if system == "asyncjobs":
+                        ours[point] = rate
                     self.record(curve, system, point, outcome)
                 # the same load for every system that can take it
                 common = curve.points[-1]
@@ -595,7 +659,48 @@ class Curves:
             finally:
                 worker.stop()
 
-        await self.each_system(curve, body)
+        systems = list(self.systems)
+        # the floor right after asyncjobs (the rates it runs at are known then)
+        at = systems.index("asyncjobs") + 1 if "asyncjobs" in systems else 0
+        systems[at:at] = self.latency_floors
+        await self.each_system(curve, body, systems)
+        for floor in self.latency_floors:
+            curve.notes.extend(self.floor_notes(curve, floor, bool(ours)))
+
+    def floor_notes(self, curve: Curve, floor: str, at_ours: bool) -> list[str]:
+        """What the floor is, and asyncjobs' latency against it at each load."""
+        notes = [
+            f"{FLOOR_ROW.format(floor)}: not a job runner; one BLMPOP ... COUNT 100 loop"
+            " running each job inline, the producer's LPUSH on one pipelined connection:"
+            " the latency Redis and this machine allow. "
+            + (
+                "Its loads are asyncjobs' rates (its own capacity shown for scale)."
+                if at_ours
+                else "Its loads are shares of its own capacity (asyncjobs did not run)."
+            )
+        ]
+        found = {(p.system, p.point): p.outcome for p in curve.results}
+        for point in curve.points:
+            a, f = found.get(("asyncjobs", point)), found.get((floor, point))
+            if a is None or f is None or a.status != "ok" or f.status != "ok":
+                continue
+            cells = []
+            for key, name in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
+                am, fm = a.metrics[key], f.metrics[key]
+                cells.append(f"{name} {am:.2f} vs {fm:.2f} ms ({am - fm:+.2f})")
+            notes.append(
+                f"asyncjobs vs the floor at {point} ({a.metrics['achieved']:,.0f} vs"
+                f" {f.metrics['achieved']:,.0f} jobs/s sent): " + ", ".join(cells)
+            )
+        return notes
+
+    async def guarded_jitter(self) -> dict[str, float] | None:
+        """:func:`timer_jitter`, or ``None`` (the curve runs without it) if it fails."""
+        try:
+            return await timer_jitter()
+        except Exception as exc:
+            self.runner.progress(f"timer jitter not measured: {type(exc).__name__}: {exc}", False)
+            return None
 
     async def open_loop(
         self, adapter: Adapter, rate: float, duration: float | None = None
@@ -859,7 +964,8 @@ class Curves:
                 noise = cpu.get("foreign_pct")
                 cells = [_fmt(o.metrics.get(k), f) for k, _h, f in curve.columns]
                 cells.append(_fmt(noise, ".0f") if noise is not None else "-")
-            lines.append("| " + " | ".join([p.system, p.point, *cells]) + " |")
+            name = FLOOR_ROW.format(p.system) if p.system in FLOORS else p.system
+            lines.append("| " + " | ".join([name, p.point, *cells]) + " |")
         return "\n".join(lines)
 
     def as_json(self, curve: Curve) -> dict[str, Any]:
@@ -867,6 +973,7 @@ class Curves:
             "title": curve.title,
             "points": curve.points,
             "notes": curve.notes,
+            **curve.facts,
             "results": [
                 {"system": p.system, "point": p.point, **p.outcome.as_json()} for p in curve.results
             ],
@@ -900,6 +1007,7 @@ class Curves:
         order = [s for s in SYSTEMS if s not in FLOORS and s not in CORES_EXTRA]
         order += [s for s in systems if s not in order]
         color = {s: palette[order.index(s) % len(palette)] for s in systems}
+        color.update({s: "black" for s in systems if s in FLOORS})
         single = len(curve.points) == 1
         bars = single or curve.name == "memory"
         for ax, (key, label) in zip(axes[0], panels, strict=True):
@@ -937,9 +1045,10 @@ class Curves:
                             [xs[i] for i in on],
                             [ys[i] for i in on],
                             marker="o",
-                            label=system,
+                            label=FLOOR_ROW.format(system) if system in FLOORS else system,
                             color=color[system],
                             linewidth=2.5 if system == "asyncjobs" else 1,
+                            linestyle="--" if system in FLOORS else "-",
                         )
                         ax.plot(
                             [xs[i] for i in off],
@@ -967,17 +1076,16 @@ class Curves:
 
 def replot(src: Path, dst: Path, drop: Sequence[str] = ()) -> None:
     """Redraw a curve's chart from its JSON (``drop``: systems to leave out)."""
-    import json
-
     data = json.loads(src.read_text())
     name = data["curve"]
     shell = Curves.__new__(Curves)
-    shell.curves, shell.systems, shell.scale = {}, [], 1.0
+    shell.curves, shell.systems, shell.latency_floors, shell.scale = {}, [], [], 1.0
 
     async def nothing(*_args: Any, **_kwargs: Any) -> None:
         return None
 
     shell.each_system = nothing  # type: ignore[method-assign]
+    shell.guarded_jitter = nothing  # type: ignore[method-assign]
     asyncio.run(getattr(shell, "curve_" + name.replace("-", "_"))())  # defines the curve
     curve = shell.curves[name]
     curve.notes = []

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from benchmarks.adapters.base import Adapter, WorkerSpec
 
@@ -20,8 +20,8 @@ from benchmarks.adapters.base import Adapter, WorkerSpec
 class RedisPyAdapter(Adapter):
     name = "redis-py"
     label = "bare redis-py (LPUSH loop; BRPOP)"
-    packages = ("redis", "hiredis", "msgspec")
-    modules = ("redis", "msgspec")
+    packages: ClassVar[tuple[str, ...]] = ("redis", "hiredis", "msgspec")
+    modules: ClassVar[tuple[str, ...]] = ("redis", "msgspec")
     unsupported = {
         "drain": "n/a: see the framework-free floor",
         "scheduled": "n/a: no delayed jobs",
