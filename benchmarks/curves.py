@@ -454,17 +454,17 @@ class Curves:
                         budget=QUEUES_BUDGET,
                     )
                 )
+                at = f"{system} at {count:,} queue{'s' if count > 1 else ''}"
                 if outcome.status == "ok" and outcome.metrics.get("partial"):
                     curve.notes.append(
-                        f"{system} at {count:,} queues: stopped at the drain's time budget "
+                        f"{at}: stopped at the drain's time budget "
                         f"({QUEUES_BUDGET:.0f} s after the first job) with "
                         f"{outcome.metrics['jobs']:,.0f} of {k:,} jobs done; the rate is "
                         f"of those"
                     )
                 worker = outcome.extra.get("worker")
                 if adapter.one_queue_worker and worker:
-                    queues_s = "queue" if count == 1 else "queues"
-                    curve.notes.append(f"{system} at {count:,} {queues_s}: {worker}")
+                    curve.notes.append(f"{at}: {worker}")
                 self.record(curve, system, str(count), outcome)
 
         await self.each_system(curve, body)
