@@ -24,7 +24,9 @@ size.
   (10,000, 10,000 and 200 jobs); jobs/s at steady state and MB/s of arguments.
 * ``queues``: 20,000 no-op jobs spread evenly over 1, 10, 100 and 1,000 queues, one worker
   on all of them, weighted alike where the system weighs queues; jobs/s and Redis
-  commands per job.
+  commands per job. A peer whose worker takes one queue (arq, saq, streaq, taskiq) runs
+  one worker process per queue up to 10 queues, and above that one worker object per
+  queue in 2 processes (``adapters.base.grouped_queues``); the notes say how, per point.
 * ``concurrency``: jobs that sleep 10-50 ms (30 ms on average) then ``probe.hit()``,
   with 10, 100, 1,000 and 10,000 slots (2,000 / 10,000 / 30,000 / 60,000 jobs); jobs/s
   and *slots busy*: the jobs sleeping at each probe flush (every 2 ms), summed over the
@@ -105,6 +107,9 @@ LOG_SCALE = frozenset(
         "total_us",
     }
 )
+#: the queues curve's drain budget: seconds after the first job, then the rate of the jobs
+#: done so far is reported (a peer that crawls at 1,000 queues cannot stall the run)
+QUEUES_BUDGET = 20.0
 #: systems the cores curve runs besides the chosen ones
 CORES_EXTRA = ("asyncjobs-2p",)
 #: floors the latency-load curve runs when chosen (at asyncjobs' rates), as references
@@ -470,7 +475,13 @@ class Curves:
             "queues",
             f"Drain of {n:,} no-op jobs spread over N queues",
             [str(c) for c in counts],
-            [("rate", "jobs/s", ",.0f"), ("cmds_per_job", "cmds/job", ".2f")],
+            [
+                ("rate", "jobs/s", ",.0f"),
+                ("cmds_per_job", "cmds/job", ".2f"),
+                ("processes", "processes", ",.0f"),
+                ("rss_mib", "RSS MiB", ",.0f"),
+                ("redis_clients", "Redis clients", ",.0f"),
+            ],
             ("rate", "jobs/s (steady state)"),
             [("cmds_per_job", "Redis commands per job")],
         )
@@ -480,20 +491,6 @@ class Curves:
             if adapter.queue_order:
                 curve.notes.append(f"{system}: {adapter.queue_order}")
             for count in counts:
-                if adapter.max_queues is not None and count > adapter.max_queues:
-                    self.record(
-                        curve,
-                        system,
-                        str(count),
-                        Outcome(
-                            "n/a",
-                            f"n/a: its worker takes one queue; {count:,} worker processes"
-                            " not run on 2 cores"
-                            if adapter.max_queues > 1
-                            else "n/a: its worker takes one queue (several not driven here)",
-                        ),
-                    )
-                    continue
                 queues = [f"q{i}" for i in range(count)]
                 k = self.size(system, n, big=False)
                 outcome = await self.guarded(
@@ -503,8 +500,20 @@ class Curves:
                         k,
                         functools.partial(adapter.put_jobs, "noop", [()] * k, queues),
                         queues=queues,
+                        budget=QUEUES_BUDGET,
                     )
                 )
+                at = f"{system} at {count:,} queue{'s' if count > 1 else ''}"
+                if outcome.status == "ok" and outcome.metrics.get("partial"):
+                    curve.notes.append(
+                        f"{at}: stopped at the drain's time budget "
+                        f"({QUEUES_BUDGET:.0f} s after the first job) with "
+                        f"{outcome.metrics['jobs']:,.0f} of {k:,} jobs done; the rate is "
+                        f"of those"
+                    )
+                worker = outcome.extra.get("worker")
+                if adapter.one_queue_worker and worker:
+                    curve.notes.append(f"{at}: {worker}")
                 self.record(curve, system, str(count), outcome)
 
         await self.each_system(curve, body)

@@ -6,11 +6,13 @@ uvloop's policy is installed at import, so the loop arq's CLI creates is uvloop'
 from __future__ import annotations
 
 import asyncio
+import logging.config
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from arq.connections import RedisSettings
-from arq.worker import Retry, func
+from arq.worker import Retry, Worker, func
 
 from benchmarks import _uvloop, probe
 
@@ -54,10 +56,34 @@ async def flaky(ctx: dict[str, Any], i: int) -> None:
 
 
 class WorkerSettings:
-    functions = [noop, stamp, io, payload, func(flaky, max_tries=3)]
+    functions: list[Any] = [noop, stamp, io, payload, func(flaky, max_tries=3)]
     redis_settings = REDIS
     max_jobs = int(os.environ.get("BENCH_CONCURRENCY", "100"))
     poll_delay = 0.01
     max_tries = 1
-    # the queues curve runs one worker process per queue
+    # the queues curve runs one worker process per queue up to 10 queues
     queue_name = os.environ.get("BENCH_QUEUE", "arq:queue")
+
+
+def serve_queues(queues: Sequence[str], slots: int) -> None:
+    """One arq ``Worker`` per queue (``WorkerSettings`` with that ``queue_name`` and
+    ``max_jobs=slots``, each with its own connection pool, as arq makes it), all run
+    together with ``Worker.async_run()`` in one loop (``benchmarks.many_queues``)."""
+    logging.config.dictConfig(LOG_CONFIG)
+
+    async def main() -> None:
+        workers = [
+            Worker(
+                WorkerSettings.functions,
+                queue_name=q,
+                redis_settings=REDIS,
+                max_jobs=slots,
+                poll_delay=WorkerSettings.poll_delay,
+                max_tries=WorkerSettings.max_tries,
+                handle_signals=False,  # one loop, many workers: the runner SIGKILLs
+            )
+            for q in queues
+        ]
+        await asyncio.gather(*(w.async_run() for w in workers))
+
+    asyncio.run(main())

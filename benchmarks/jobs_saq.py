@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from typing import Any
 
-from saq import Queue
+from saq import Queue, Worker
 
 from benchmarks import _uvloop, probe
 
 _uvloop.install()
 
 # the queues curve runs one worker process per queue
-queue = Queue.from_url(
-    os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
-    name=os.environ.get("BENCH_QUEUE", "bench"),
-)
+_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+# the queues curve runs one worker process per queue (BENCH_QUEUE) up to 10 queues
+queue = Queue.from_url(_url, name=os.environ.get("BENCH_QUEUE", "bench"))
 
 
 async def noop(ctx: dict[str, Any]) -> None:
@@ -50,3 +50,20 @@ settings: dict[str, Any] = {
     "functions": [noop, stamp, io, payload, flaky],
     "concurrency": int(os.environ.get("BENCH_CONCURRENCY", "100")),
 }
+
+
+def serve_queues(queues: Sequence[str], slots: int) -> None:
+    """One saq ``Worker`` per queue (its own ``Queue.from_url``, ``concurrency=slots``,
+    default timers), connected and started as saq's CLI does, all in one loop
+    (``benchmarks.many_queues``)."""
+
+    async def one(name: str) -> None:
+        q = Queue.from_url(_url, name=name)
+        worker = Worker(q, settings["functions"], concurrency=slots)
+        await q.connect()
+        await worker.start()
+
+    async def main() -> None:
+        await asyncio.gather(*(one(name) for name in queues))
+
+    asyncio.run(main())

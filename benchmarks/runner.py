@@ -761,6 +761,7 @@ class Runner:
                 hz = os.sysconf("SC_CLK_TCK")
                 cpu["redis_cpu_s"] = (_proc_cpu(self.sut.proc.pid) - redis_ticks) / hz
             calls, writes = await self.read_stats()
+            clients = int((await self.sut_admin.info("clients"))["connected_clients"])
             rss, pss, nproc = worker.memory_mib()
             firsts = await self.ctrl_client.hgetall(probe.FIRST_KEY)
             lasts = await self.ctrl_client.hgetall(probe.LAST_KEY)
@@ -797,6 +798,9 @@ class Runner:
                 "rss_mib": rss,
                 "pss_mib": pss,
                 "processes": nproc,
+                # connections to the server under test as the drain ended (the worker's,
+                # plus the benchmark's own client and admin connections)
+                "redis_clients": clients,
                 "jobs": count,
                 "partial": float(count < n),
             },

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.adapters.base import Adapter, WorkerSpec, per_queue
+from benchmarks.adapters.base import Adapter, WorkerSpec, grouped_queues, one_queue_order
 
 
 class ArqAdapter(Adapter):
@@ -49,11 +49,8 @@ class ArqAdapter(Adapter):
             at = dt.datetime.fromtimestamp(due, tz=dt.UTC)
             await self.pool.enqueue_job("stamp", due, _defer_until=at)
 
-    max_queues = 10
-    queue_order = (
-        "one queue per worker process (arq's worker takes one queue): Q processes, "
-        "the slots split between them"
-    )
+    one_queue_worker = True
+    queue_order = one_queue_order("arq's Worker takes one queue")
 
     async def put_jobs(
         self, job: str, args: Sequence[tuple[Any, ...]], queues: Sequence[str] | None = None
@@ -82,7 +79,7 @@ class ArqAdapter(Adapter):
         spec.description = spec.description.replace(
             f"max_jobs={self.ctx.concurrency}", f"max_jobs={c}"
         )
-        return per_queue(spec, queues, c)
+        return grouped_queues(spec, queues, c, self.ctx.python, "benchmarks.jobs_arq")
 
     def worker(self) -> WorkerSpec:
         argv = [

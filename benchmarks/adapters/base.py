@@ -134,12 +134,12 @@ class Adapter:
 
     # -- curves (benchmarks/curves.py) ------------------------------------------------
 
-    #: the most queues ``curve_worker`` serves (None: any number)
-    max_queues: ClassVar[int | None] = None
     #: the most slots ``curve_worker`` gives (None: any number), and why not more
     max_concurrency: ClassVar[tuple[int, str] | None] = None
     #: how the system orders its queues in the queues curve
     queue_order: ClassVar[str] = ""
+    #: its worker takes one queue (``curve_worker`` runs one per queue: ``grouped_queues``)
+    one_queue_worker: ClassVar[bool] = False
 
     async def put_jobs(
         self, job: str, args: Sequence[tuple[Any, ...]], queues: Sequence[str] | None = None
@@ -177,6 +177,60 @@ def per_queue(spec: WorkerSpec, queues: Sequence[str] | None, concurrency: int) 
         [["env", f"BENCH_QUEUE={q}", f"BENCH_CONCURRENCY={each}", *argv] for q in queues],
         env=spec.env,
         description=f"{len(queues)} × ({spec.description}, one queue each, {each} slots)",
+    )
+
+
+#: the queues curve: up to this many queues a one-queue peer runs one worker process per
+#: queue (as it would be deployed; the figures at 1 and 10 queues stay comparable) ...
+PER_PROCESS_QUEUES = 10
+#: ... and above it, one worker object per queue in this many processes: one per core of
+#: the 2-core machine the published figures come from (100 or 1,000 processes would
+#: only fight over those two cores)
+GROUP_PROCESSES = 2
+
+
+def one_queue_order(why: str) -> str:
+    """The queues curve's note for a system whose worker takes one queue (``why``)."""
+    return (
+        f"one queue per worker ({why}): up to {PER_PROCESS_QUEUES} "
+        f"queues one worker process per queue; above that one worker object per queue, "
+        f"all in one event loop per process, in {GROUP_PROCESSES} processes; the slots "
+        f"split between the queues (at least 1 each)"
+    )
+
+
+def grouped_queues(
+    spec: WorkerSpec,
+    queues: Sequence[str] | None,
+    concurrency: int,
+    python: str,
+    job_module: str,
+) -> WorkerSpec:
+    """For a system whose worker takes one queue: :func:`per_queue` up to
+    ``PER_PROCESS_QUEUES`` queues; above it, one worker *object* per queue, run
+    concurrently in one event loop, in ``GROUP_PROCESSES`` processes
+    (``python -m benchmarks.many_queues JOB_MODULE``, which calls the job module's
+    ``serve_queues(queues, slots)``; the process's queues in ``BENCH_QUEUES``), the slots
+    split between the queues (at least 1 each)."""
+    if not queues or len(queues) <= PER_PROCESS_QUEUES:
+        return per_queue(spec, queues, concurrency)
+    each = max(1, concurrency // len(queues))
+    nproc = min(GROUP_PROCESSES, len(queues))
+    groups = [list(queues[i::nproc]) for i in range(nproc)]
+    argv = [python, "-m", "benchmarks.many_queues", job_module]
+    sizes = " or ".join(f"{k:,}" for k in sorted({len(g) for g in groups}, reverse=True))
+    return WorkerSpec(
+        [
+            ["env", f"BENCH_QUEUES={','.join(g)}", f"BENCH_CONCURRENCY={each}", *argv]
+            for g in groups
+        ],
+        env=spec.env,
+        description=(
+            f"{len(queues):,} worker objects (one per queue, {each} slot{'s' if each > 1 else ''} "
+            f"each) in {nproc} "
+            f"processes ({sizes} each): python -m benchmarks.many_queues "
+            f"{job_module}"
+        ),
     )
 
 

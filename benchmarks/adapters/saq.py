@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.adapters.base import Adapter, WorkerSpec, per_queue
+from benchmarks.adapters.base import Adapter, WorkerSpec, grouped_queues, one_queue_order
 from benchmarks.probe import FLAKY_BACKOFF
 
 #: saq passes job arguments by keyword
@@ -50,11 +50,8 @@ class SaqAdapter(Adapter):
             at = math.ceil(due)
             await self.queue.enqueue("stamp", ts=float(at), scheduled=at)
 
-    max_queues = 10
-    queue_order = (
-        "one queue per worker process (saq's worker takes one queue): Q processes, "
-        "the slots split between them"
-    )
+    one_queue_worker = True
+    queue_order = one_queue_order("saq's Worker takes one queue")
 
     def _kwargs(self, job: str, a: tuple[Any, ...]) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(zip(ARG_NAMES[job], a, strict=True))
@@ -97,7 +94,7 @@ class SaqAdapter(Adapter):
         spec.description = spec.description.replace(
             f"concurrency={self.ctx.concurrency}", f"concurrency={c}"
         )
-        return per_queue(spec, queues, c)
+        return grouped_queues(spec, queues, c, self.ctx.python, "benchmarks.jobs_saq")
 
     def worker(self) -> WorkerSpec:
         argv = ["benchmarks.jobs_saq.settings", "--quiet"]

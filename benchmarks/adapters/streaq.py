@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.adapters.base import Adapter, WorkerSpec, per_queue
+from benchmarks.adapters.base import Adapter, WorkerSpec, grouped_queues, one_queue_order
 
 
 class StreaqAdapter(Adapter):
@@ -49,11 +49,8 @@ class StreaqAdapter(Adapter):
             at = dt.datetime.fromtimestamp(due, tz=dt.UTC)
             await self.jobs.stamp.enqueue(due).start(schedule=at)
 
-    max_queues = 10
-    queue_order = (
-        "one queue per worker process (streaq's worker takes one queue): Q processes, "
-        "the slots split between them"
-    )
+    one_queue_worker = True
+    queue_order = one_queue_order("streaq's Worker takes one queue")
 
     async def put_jobs(
         self, job: str, args: Sequence[tuple[Any, ...]], queues: Sequence[str] | None = None
@@ -101,7 +98,13 @@ class StreaqAdapter(Adapter):
         spec.description = spec.description.replace(
             f"concurrency={self.ctx.concurrency}", f"concurrency={c}"
         )
-        return per_queue(spec, queues if queues and len(queues) > 1 else None, c)
+        return grouped_queues(
+            spec,
+            queues if queues and len(queues) > 1 else None,
+            c,
+            self.ctx.python,
+            "benchmarks.jobs_streaq",
+        )
 
     def worker(self) -> WorkerSpec:
         return WorkerSpec(

@@ -18,7 +18,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.adapters.base import Adapter, NotSupported, WorkerSpec, per_queue
+from benchmarks.adapters.base import (
+    Adapter,
+    NotSupported,
+    WorkerSpec,
+    grouped_queues,
+    one_queue_order,
+)
 
 
 class TaskiqStreamAdapter(Adapter):
@@ -55,11 +61,8 @@ class TaskiqStreamAdapter(Adapter):
     async def enqueue_stamp(self, due: float | None) -> None:
         await self.jobs.stamp.kiq(time.time())
 
-    max_queues = 10
-    queue_order = (
-        "one queue per worker process (a taskiq broker has one queue): Q processes "
-        "(--workers 1 each), the slots split between them"
-    )
+    one_queue_worker = True
+    queue_order = one_queue_order("a taskiq receiver takes one broker, a broker one queue")
 
     async def put_jobs(
         self, job: str, args: Sequence[tuple[Any, ...]], queues: Sequence[str] | None = None
@@ -102,7 +105,7 @@ class TaskiqStreamAdapter(Adapter):
             argv[argv.index("--workers") + 1] = "1"
             argv[i + 1] = str(max(1, c // len(queues)))
             spec.description = "taskiq " + " ".join(argv[3:])
-            return per_queue(spec, queues, c)
+            return grouped_queues(spec, queues, c, self.ctx.python, "benchmarks.jobs_taskiq")
         if concurrency is not None:
             argv[i + 1] = str(max(1, concurrency // 2))
         spec.description = "taskiq " + " ".join(argv[3:])
