@@ -88,6 +88,7 @@ class TcpProxy:
         self._links: set[_Link] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepted = 0  # connections accepted so far (handy in assertions)
+        self._refusing = False  # refuse(): every connection is reset as it comes
 
     @property
     def port(self) -> int:
@@ -156,6 +157,15 @@ class TcpProxy:
         """End a partition: forwarding resumes."""
         self._require_flowing().set()
 
+    def refuse(self) -> int:
+        """A server gone away: reset every current connection and every new one as
+        it comes (TCP RST), while still listening, so that each accepted connection is
+        closed by the proxy's own code. Unlike :meth:`stop`, a client reconnecting in
+        a tight loop cannot have a connection accepted as the listener closes and
+        left open by asyncio. Returns how many connections were reset."""
+        self._refusing = True
+        return self.reset()
+
     def reset(self) -> int:
         """Abort all current client connections with a TCP RST; return how many."""
         links = list(self._links)
@@ -171,6 +181,9 @@ class TcpProxy:
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        if self._refusing:
+            _abort(writer, rst=True)
+            return
         link = _Link(writer)
         self._links.add(link)
         task = asyncio.current_task()
@@ -334,6 +347,9 @@ class ThreadedTcpProxy:
 
     def reset(self) -> int:
         return self._call(self.proxy.reset)
+
+    def refuse(self) -> int:
+        return self._call(self.proxy.refuse)
 
     @property
     def connections(self) -> int:

@@ -9,6 +9,7 @@ store drops its connections and sends the call once more; a second failure is ra
 from __future__ import annotations
 
 import functools
+import os
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, NoReturn, ParamSpec, TypeVar
@@ -67,6 +68,29 @@ class QueuePairs:
         return idx
 
 
+_REDIS_CONNECTION = os.path.join("redis", "asyncio", "connection.py")
+_STREAMS = os.path.join("asyncio", "streams.py")
+
+
+def _torn(exc: BaseException) -> BaseException:
+    """A connection error for what redis-py raises from inside its connection code
+    when the server resets the connection in the middle of its handshake: uvloop's
+    ``RuntimeError`` (an operation on a closed transport) or an ``AttributeError`` on
+    the writer it has just dropped. Anything else is a bug and comes back as it is."""
+    last = ""  # the innermost frame that is neither asyncio's streams nor uvloop's
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if not name.endswith(_STREAMS) and "uvloop" not in name:
+            last = name
+        tb = tb.tb_next
+    if last.endswith(_REDIS_CONNECTION):
+        err = rexc.ConnectionError(f"connection lost: {exc}")
+        err.__cause__ = exc
+        return err
+    return exc
+
+
 def mapped(
     fn: Callable[Concatenate[S, P], Awaitable[R]],
 ) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
@@ -82,11 +106,15 @@ def mapped(
         except STORE_ERRORS as exc:
             if not is_readonly(exc):
                 self.fail(exc)
+        except (RuntimeError, AttributeError) as exc:
+            self.fail(_torn(exc))
         await self.reset(kwargs.get("conn"))
         try:
             return await fn(self, *args, **kwargs)
         except STORE_ERRORS as exc:
             self.fail(exc)
+        except (RuntimeError, AttributeError) as exc:
+            self.fail(_torn(exc))
 
     return call  # type: ignore[return-value]  # functools.wraps' _Wrapped is callable alike
 

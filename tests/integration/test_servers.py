@@ -279,6 +279,22 @@ def test_threaded_proxy_sync_api(server: RedisProcess) -> None:
         proxy.cut()
 
 
+def test_threaded_proxy_refuse_resets_current_and_new_connections(server: RedisProcess) -> None:
+    with ThreadedTcpProxy("127.0.0.1", server.port) as proxy:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            assert sock.recv(100) == b"+PONG\r\n"
+            assert proxy.refuse() == 1
+            with pytest.raises(ConnectionResetError):
+                sock.recv(100)
+        for _ in range(3):  # still listening, but every new connection is reset
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=2) as sock:
+                with pytest.raises(ConnectionResetError):
+                    sock.sendall(b"PING\r\n")
+                    sock.recv(100)
+        assert proxy.connections == 0
+
+
 async def test_threaded_proxy_from_async_test(server: RedisProcess) -> None:
     with ThreadedTcpProxy("127.0.0.1", server.port) as proxy:
         client = redis.asyncio.Redis.from_url(proxy.url, socket_timeout=0.3, retry=NO_RETRY)
