@@ -26,7 +26,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from benchmarks import report
+from benchmarks import _uvloop, report
 from benchmarks.adapters import DEFAULT_SYSTEMS, SYSTEMS, load_adapter
 from benchmarks.curves import CURVES
 from benchmarks.runner import SCENARIOS, Runner, Settings, machine_facts
@@ -248,13 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     total = settings.rounds * len(systems) * len(scenarios)
     with Runner(settings) as runner, progress_display(total) as progress:
         runner.progress = progress
-        try:
-            import uvloop
-        except ImportError:
-            asyncio.run(runner.run())
-        else:
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
-                loop_runner.run(runner.run())
+        _uvloop.run(runner.run())
         redis_version = runner.redis_version
     elapsed = time.monotonic() - t0
 

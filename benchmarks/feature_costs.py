@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks import _uvloop
 from benchmarks.instructions import Failure, run_under_callgrind
 
 N = 1000
@@ -165,13 +166,7 @@ def inner(url: str, shim_path: str, features: list[str], n: int) -> None:
         for feature in features:
             await _feature(url, shim, feature, n, out)
 
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main())
-    else:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(main())
+    _uvloop.run(main())
     print("COUNTS " + json.dumps(out), file=sys.stderr)
 
 

@@ -45,6 +45,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from benchmarks import _uvloop
+
 N_DEFER = 2000
 N_RUN = 2000
 WARMUP = 300
@@ -177,13 +179,7 @@ def inner(url: str, shim_path: str, n_defer: int, n_run: int) -> None:
 
     shim = ctypes.CDLL(shim_path)
     shim.cg_dump.argtypes = [ctypes.c_char_p]
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(_workload(url, shim, n_defer, n_run))
-    else:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_workload(url, shim, n_defer, n_run))
+    _uvloop.run(_workload(url, shim, n_defer, n_run))
 
 
 # ------------------------------------------------------------------- outside

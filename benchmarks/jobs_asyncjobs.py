@@ -6,7 +6,7 @@ import asyncio
 import os
 
 import asyncjobs
-from benchmarks import probe
+from benchmarks import _uvloop, probe
 
 app = asyncjobs.App(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
 
@@ -48,20 +48,12 @@ async def flaky(i: int) -> None:
 
 def run_inprocess() -> None:
     """Run ``app.worker(queues=["default"], concurrency=N).run()`` (no CLI needed)."""
-    import asyncio
-
     concurrency = int(os.environ.get("BENCH_CONCURRENCY", "100"))
 
     async def main() -> None:
         await app.worker(queues=["default"], concurrency=concurrency).run()
 
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main())
-    else:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(main())
+    _uvloop.run(main())
 
 
 if __name__ == "__main__":

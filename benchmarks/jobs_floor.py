@@ -37,7 +37,7 @@ import hiredis
 import msgspec
 import redis.asyncio as aioredis
 
-from benchmarks import probe
+from benchmarks import _uvloop, probe
 
 QUEUE = "bench:floor:queue"
 BATCH = 100
@@ -200,14 +200,7 @@ def main() -> None:
         job_loop = blmpop_main(url)
     else:
         job_loop = drain_main(url, concurrency)
-    coro = until_signal(job_loop)
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-    else:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(coro)
+    _uvloop.run(until_signal(job_loop))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 import asyncjobs
+from benchmarks import _uvloop
 from benchmarks.runner import private_redis
 
 
@@ -110,16 +111,6 @@ async def main(url: str, jobs: int, rounds: int, concurrency: int, modes: list[s
         print(f"metrics on / off: {won / woff - 1:+.1%} worker CPU per job")
 
 
-def _run(coro: Any) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-    else:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(coro)
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url", nargs="?")
@@ -130,7 +121,7 @@ if __name__ == "__main__":
     a = parser.parse_args()
     modes = a.modes.split(",")
     if a.url:
-        _run(main(a.url, a.jobs, a.rounds, a.concurrency, modes))
+        _uvloop.run(main(a.url, a.jobs, a.rounds, a.concurrency, modes))
     else:
         with private_redis() as server_url:
-            _run(main(server_url, a.jobs, a.rounds, a.concurrency, modes))
+            _uvloop.run(main(server_url, a.jobs, a.rounds, a.concurrency, modes))

@@ -19,6 +19,7 @@ import time
 import redis.asyncio as aioredis
 
 import asyncjobs
+from benchmarks import _uvloop
 from benchmarks.runner import private_redis
 
 
@@ -79,11 +80,5 @@ async def main(url: str, slots: int, rounds: int) -> None:
 if __name__ == "__main__":
     slots = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 2
-    try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
     with private_redis() as redis_url:
-        runner(main(redis_url, slots, rounds))
+        _uvloop.run(main(redis_url, slots, rounds))
