@@ -498,6 +498,7 @@ class Scripts:
             "reap",
             "move",
             "land",
+            "pickup",
             "push_unique",
             "unlock",
             "lock",
@@ -525,6 +526,7 @@ class Scripts:
     reap: Script
     move: Script
     land: Script
+    pickup: Script
     push_unique: Script
     unlock: Script
     lock: Script

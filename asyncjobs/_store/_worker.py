@@ -65,6 +65,30 @@ class WorkerOps(StoreBase):
         land = self.scripts.land
         return conn.send_nowait(b"EVAL", land.source, 2, landing_key, inflight_key, field, raw)
 
+    def pickup_nowait(
+        self,
+        keys: tuple[str, str, str, str],
+        field: bytes,
+        raw: bytes,
+        more: int,
+        *,
+        conn: FastRedis,
+    ) -> asyncio.Future[Any] | None:
+        """pickup.lua, written now on ``conn``: land one job taken with BLMOVE and take
+        up to ``more`` jobs from its queue into the in-flight hash. ``keys``: the landing
+        list, the in-flight hash, the queue and its wake list. The future of its reply
+        (read it with :meth:`picked`), None if ``conn`` is not connected; as for
+        :meth:`land_nowait`, the acker looks at its errors."""
+        script = self.scripts.pickup
+        return conn.send_nowait(b"EVAL", script.source, 4, *keys, field, raw, more)
+
+    @mapped
+    async def picked(self, sent: asyncio.Future[Any]) -> list[Any]:
+        """The jobs a :meth:`pickup_nowait` took besides the one it landed: the flat
+        list of (field, payload) pairs now in the in-flight hash."""
+        reply: list[Any] = await sent
+        return reply[1:]
+
     @mapped
     async def blmove(
         self, queue_key: str, landing_key: str, timeout: float, *, conn: FastRedis

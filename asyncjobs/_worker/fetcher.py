@@ -89,6 +89,9 @@ class Fetcher:
         self._settled = asyncio.Event()  # none is
         self._settled.set()
         self._empty = False  # the last fetch of the first lane found nothing
+        # The last BLMOVE pickup found its queue empty behind the job: the first lane
+        # blocks again without a fetch, the other lanes stay at rest (_picked_up).
+        self._trickle = False
         self._down = False  # Redis is unreachable
         self._resume = asyncio.Event()  # neither: the other lanes may fetch
         self._resume.set()
@@ -164,6 +167,13 @@ class Fetcher:
                 await self.settled()
                 await self.reconcile()
                 continue
+            if self._trickle and not lane:
+                # The last pickup found the queue empty: block for the next job now.
+                self._trickle = False
+                await self._wait_for_hint()
+                if not self._trickle:
+                    self._set(empty=False)
+                continue
             self._reserved += n
             self.fetching += 1
             self._settled.clear()
@@ -205,7 +215,8 @@ class Fetcher:
                 await self.settled()
                 if self._empty:  # no other lane found work meanwhile
                     await self._wait_for_hint()
-                    self._set(empty=False)
+                    if not self._trickle:
+                        self._set(empty=False)
 
     async def settled(self) -> None:
         """Wait until no fetch is on its way."""
@@ -379,6 +390,56 @@ class Fetcher:
             capsule.start(pairs)
             return len(pairs) // 2
 
+    async def _picked_up(self, raw: bytes) -> None:
+        """Start a job BLMOVE took, and land it in the in-flight hash. The land also
+        takes more jobs from the queue if there is room (pickup.lua): when it finds
+        none, the queue is trickling, and the first lane goes back to BLMOVE at once,
+        with no fetch in between that would find the queue empty. One exchange per
+        job fewer, and none per job for the other lanes, which stay at rest."""
+        capsule, store = self.capsule, self.store
+        assert isinstance(self.client, FastRedis)
+        field = inflight_field(raw)
+        capsule.start([field, raw])
+        self.fetches += 1
+        isolation = capsule.isolation
+        more = 0
+        if isolation is None or not isolation.blocking:
+            cap = lane_cap(capsule.concurrency, capsule.prefetch, self.lanes)
+            more = fetch_request(capsule.free, self._reserved, cap)
+        # Into the in-flight hash, written now on this (connected) connection; the
+        # job's ack waits for it (Acker.landing), without delaying the job.
+        if more:
+            keys = (self._landing, self._inflight, self._queue_keys[0], self._wake_keys[0])
+            sent = store.pickup_nowait(keys, field, raw, more, conn=self.client)
+        else:
+            sent = store.land_nowait(self._landing, self._inflight, field, raw, conn=self.client)
+        if sent is not None:
+            sent.add_done_callback(_consume)
+        capsule.acker.landing(field, self._landing, sent)
+        if not more or sent is None:
+            await asyncio.sleep(0)  # let the job's runner go first
+            return
+        self._reserved += more
+        self.fetching += 1
+        self._settled.clear()
+        try:
+            # Shielded: jobs the script moved into the in-flight hash must be received.
+            with anyio.CancelScope(shield=True):
+                # Let the job's runner go first: the reply can wait a loop turn, the
+                # job (which somebody may be waiting for) should not.
+                await asyncio.sleep(0)
+                pairs = await store.picked(sent)
+        finally:
+            self._reserved -= more
+            self.fetching -= 1
+            if not self.fetching:
+                self._settled.set()
+            capsule.poke()
+        if pairs:
+            capsule.start(pairs)
+        else:
+            self._trickle = True
+
     async def _wait_for_hint(self) -> None:
         # A failover ends a blocked call with UNBLOCKED: the store raises it as
         # RedisUnavailable, an outage the first lane backs off from like any other.
@@ -397,20 +458,7 @@ class Fetcher:
                 self._queue_keys[0], self._landing, IDLE_POLL, conn=self.client
             )
             if raw is not None:
-                field = inflight_field(raw)
-                # Into the in-flight hash, written now on this (connected) connection;
-                # the job's ack waits for it (Acker.landing), without delaying the job.
-                sent = store.land_nowait(
-                    self._landing, self._inflight, field, raw, conn=self.client
-                )
-                if sent is not None:
-                    sent.add_done_callback(_consume)
-                self.capsule.acker.landing(field, self._landing, sent)
-                self.capsule.start([field, raw])
-                self.fetches += 1
-                # Let the job's runner go first: the next fetch can wait a loop turn,
-                # the job (which somebody may be waiting for) should not.
-                await asyncio.sleep(0)
+                await self._picked_up(raw)
             return
         order, _ = self.capsule.order.draw(0)
         await store.wait_wake([self._wake_keys[i] for i in order], IDLE_POLL, conn=self.client)

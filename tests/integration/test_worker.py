@@ -242,6 +242,50 @@ async def test_idle_worker_picks_up_within_milliseconds(app: asyncjobs.App) -> N
     assert started[10] < 0.1
 
 
+async def test_trickling_queue_costs_no_fetch_between_pickups(app: asyncjobs.App) -> None:
+    """An idle worker on one queue takes each job with BLMOVE; the land that follows
+    also looks for more (pickup.lua). Finding none, the fetcher blocks again at once:
+    no fetch between two pickups that would find the queue empty."""
+    ran: list[int] = []
+
+    @app.job
+    async def ping(n: int) -> None:
+        ran.append(n)
+
+    async with running(app.worker(concurrency=10)) as worker:
+        [fetcher] = worker.fetchers
+        await anyio.sleep(0.1)  # every lane settles into waiting
+        before = fetcher.fetches
+        for i in range(20):
+            await ping.defer(i)
+            await wait_for(lambda n=i: len(ran) == n + 1, timeout=2)
+        # One per job (the pickup); a BLMOVE timing out meanwhile (every 2 s) may add
+        # one fetch per lane. Without pickup.lua it was two or three per job.
+        assert fetcher.fetches - before <= 20 + 2
+    assert ran == list(range(20))
+
+
+async def test_burst_into_an_idle_worker_is_taken_by_the_pickup(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    """Jobs that arrive together at an idle worker: BLMOVE takes the first, its land
+    takes as many more as there is room for, the lanes fetch the rest; each runs once."""
+    ran: list[int] = []
+
+    @app.job
+    async def work(n: int) -> None:
+        ran.append(n)
+        await anyio.sleep(0.01)
+
+    async with running(app.worker(concurrency=8)) as worker:
+        await anyio.sleep(0.1)
+        await work.defer_many([(i,) for i in range(200)])
+        await wait_for(lambda: len(ran) == 200, timeout=10)
+        await worker.wait_idle()
+        assert not await redis.keys(INFLIGHT_PREFIX + "*")  # each acknowledged
+    assert sorted(ran) == list(range(200))
+
+
 async def test_embedded_worker_runs_jobs_in_this_loop(
     app: asyncjobs.App, redis: aioredis.Redis
 ) -> None:
