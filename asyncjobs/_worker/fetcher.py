@@ -10,7 +10,9 @@ within about one round trip of its enqueue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -174,11 +176,9 @@ class Fetcher:
                 if not self._trickle:
                     self._set(empty=False)
                 continue
-            self._reserved += n
-            self.fetching += 1
-            self._settled.clear()
             try:
-                got = await self.fetch(n)
+                with self._outstanding(n):
+                    got = await self.fetch(n)
             except Exception as exc:
                 if not lane:
                     raise
@@ -189,12 +189,6 @@ class Fetcher:
                 self._reconcile = True
                 self._set(empty=True)
                 continue
-            finally:
-                self._reserved -= n
-                self.fetching -= 1
-                if not self.fetching:
-                    self._settled.set()
-                capsule.poke()
             if self.health is not None and not lane:
                 self.health.ok(f"fetcher {capsule.name}")
             if self._down and not lane:
@@ -217,6 +211,22 @@ class Fetcher:
                     await self._wait_for_hint()
                     if not self._trickle:
                         self._set(empty=False)
+
+    @contextlib.contextmanager
+    def _outstanding(self, n: int) -> Iterator[None]:
+        """A fetch of up to ``n`` jobs on its way: its slots are reserved, and
+        :meth:`settled` waits for it; the capsule is poked when it is back."""
+        self._reserved += n
+        self.fetching += 1
+        self._settled.clear()
+        try:
+            yield
+        finally:
+            self._reserved -= n
+            self.fetching -= 1
+            if not self.fetching:
+                self._settled.set()
+            self.capsule.poke()
 
     async def settled(self) -> None:
         """Wait until no fetch is on its way."""
@@ -419,22 +429,12 @@ class Fetcher:
         if not more or sent is None:
             await asyncio.sleep(0)  # let the job's runner go first
             return
-        self._reserved += more
-        self.fetching += 1
-        self._settled.clear()
-        try:
-            # Shielded: jobs the script moved into the in-flight hash must be received.
-            with anyio.CancelScope(shield=True):
-                # Let the job's runner go first: the reply can wait a loop turn, the
-                # job (which somebody may be waiting for) should not.
-                await asyncio.sleep(0)
-                pairs = await store.picked(sent)
-        finally:
-            self._reserved -= more
-            self.fetching -= 1
-            if not self.fetching:
-                self._settled.set()
-            capsule.poke()
+        # Shielded: jobs the script moved into the in-flight hash must be received.
+        with self._outstanding(more), anyio.CancelScope(shield=True):
+            # Let the job's runner go first: the reply can wait a loop turn, the job
+            # (which somebody may be waiting for) should not.
+            await asyncio.sleep(0)
+            pairs = await store.picked(sent)
         if pairs:
             capsule.start(pairs)
         else:
