@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.adapters.base import Adapter, WorkerSpec, grouped_queues, one_queue_order
+from benchmarks.adapters.base import Adapter, WorkerSpec, one_queue_order
 
 
 class ArqAdapter(Adapter):
@@ -73,13 +73,9 @@ class ArqAdapter(Adapter):
     def curve_worker(
         self, concurrency: int | None, queues: Sequence[str] | None = None
     ) -> WorkerSpec:
-        spec = self.worker()
-        c = self.ctx.concurrency if concurrency is None else concurrency
-        spec.env["BENCH_CONCURRENCY"] = str(c)
-        spec.description = spec.description.replace(
-            f"max_jobs={self.ctx.concurrency}", f"max_jobs={c}"
+        return self.one_queue_curve_worker(
+            concurrency, queues, slots_option="max_jobs", job_module="benchmarks.jobs_arq"
         )
-        return grouped_queues(spec, queues, c, self.ctx.python, "benchmarks.jobs_arq")
 
     def worker(self) -> WorkerSpec:
         argv = [

@@ -161,6 +161,26 @@ class Adapter:
     def worker(self) -> WorkerSpec:
         raise NotSupported("no worker")
 
+    def one_queue_curve_worker(
+        self,
+        concurrency: int | None,
+        queues: Sequence[str] | None,
+        *,
+        slots_option: str,
+        job_module: str,
+    ) -> WorkerSpec:
+        """:meth:`curve_worker` for a system whose worker takes one queue: its suite
+        worker with ``concurrency`` slots (``BENCH_CONCURRENCY``, read by the job
+        module; ``slots_option`` is how its description names them), spread over
+        ``queues`` by :func:`grouped_queues`."""
+        spec = self.worker()
+        c = self.ctx.concurrency if concurrency is None else concurrency
+        spec.env["BENCH_CONCURRENCY"] = str(c)
+        spec.description = spec.description.replace(
+            f"{slots_option}={self.ctx.concurrency}", f"{slots_option}={c}"
+        )
+        return grouped_queues(spec, queues, c, self.ctx.python, job_module)
+
     def python_module(self, module: str, *args: str) -> list[str]:
         """argv for ``python -m module args...`` with the benchmark's interpreter."""
         return [self.ctx.python, "-m", module, *args]

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.adapters.base import Adapter, WorkerSpec, grouped_queues, one_queue_order
+from benchmarks.adapters.base import Adapter, WorkerSpec, one_queue_order
 from benchmarks.probe import FLAKY_BACKOFF
 
 #: saq passes job arguments by keyword
@@ -88,13 +88,9 @@ class SaqAdapter(Adapter):
     def curve_worker(
         self, concurrency: int | None, queues: Sequence[str] | None = None
     ) -> WorkerSpec:
-        spec = self.worker()
-        c = self.ctx.concurrency if concurrency is None else concurrency
-        spec.env["BENCH_CONCURRENCY"] = str(c)
-        spec.description = spec.description.replace(
-            f"concurrency={self.ctx.concurrency}", f"concurrency={c}"
+        return self.one_queue_curve_worker(
+            concurrency, queues, slots_option="concurrency", job_module="benchmarks.jobs_saq"
         )
-        return grouped_queues(spec, queues, c, self.ctx.python, "benchmarks.jobs_saq")
 
     def worker(self) -> WorkerSpec:
         argv = ["benchmarks.jobs_saq.settings", "--quiet"]

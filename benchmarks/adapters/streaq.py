@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.adapters.base import Adapter, WorkerSpec, grouped_queues, one_queue_order
+from benchmarks.adapters.base import Adapter, WorkerSpec, one_queue_order
 
 
 class StreaqAdapter(Adapter):
@@ -92,18 +92,11 @@ class StreaqAdapter(Adapter):
     def curve_worker(
         self, concurrency: int | None, queues: Sequence[str] | None = None
     ) -> WorkerSpec:
-        spec = self.worker()
-        c = self.ctx.concurrency if concurrency is None else concurrency
-        spec.env["BENCH_CONCURRENCY"] = str(c)
-        spec.description = spec.description.replace(
-            f"concurrency={self.ctx.concurrency}", f"concurrency={c}"
-        )
-        return grouped_queues(
-            spec,
+        return self.one_queue_curve_worker(
+            concurrency,
             queues if queues and len(queues) > 1 else None,
-            c,
-            self.ctx.python,
-            "benchmarks.jobs_streaq",
+            slots_option="concurrency",
+            job_module="benchmarks.jobs_streaq",
         )
 
     def worker(self) -> WorkerSpec:
