@@ -401,11 +401,12 @@ class Fetcher:
             return len(pairs) // 2
 
     async def _picked_up(self, raw: bytes) -> None:
-        """Start a job BLMOVE took, and land it in the in-flight hash. The land also
-        takes more jobs from the queue if there is room (pickup.lua): when it finds
-        none, the queue is trickling, and the first lane goes back to BLMOVE at once,
-        with no fetch in between that would find the queue empty. One exchange per
-        job fewer, and none per job for the other lanes, which stay at rest."""
+        """Start a job BLMOVE took, and land it in the in-flight hash. The land
+        (pickup.lua) also takes more jobs from the queue if there is room and the queue
+        is not paused (the heartbeat may have seen a pause while BLMOVE waited). When it
+        finds none, the queue is trickling: the first lane goes back to BLMOVE at once,
+        with no fetch in between that would find the queue empty. Two exchanges per job
+        fewer: this lane's fetch, and the other lane's, which stays at rest."""
         capsule, store = self.capsule, self.store
         assert isinstance(self.client, FastRedis)
         field = inflight_field(raw)
@@ -413,7 +414,7 @@ class Fetcher:
         self.fetches += 1
         isolation = capsule.isolation
         more = 0
-        if isolation is None or not isolation.blocking:
+        if not capsule.paused and (isolation is None or not isolation.blocking):
             cap = lane_cap(capsule.concurrency, capsule.prefetch, self.lanes)
             more = fetch_request(capsule.free, self._reserved, cap)
         # Into the in-flight hash, written now on this (connected) connection; the
