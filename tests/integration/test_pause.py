@@ -114,3 +114,29 @@ async def _registered(redis: aioredis.Redis, n: int) -> bool:
 
 async def _ran(redis: aioredis.Redis, n: int) -> bool:
     return int(await redis.llen("test:ran")) >= n
+
+
+async def test_a_pause_seen_while_waiting_for_a_job_stops_the_pickup_taking_more(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    """An idle one-queue worker waits in BLMOVE; the pause is seen by its heartbeat
+    while it waits. The job BLMOVE then takes runs (a pause takes effect within a
+    heartbeat), but the land that follows takes no more from the paused queue."""
+    ran: list[int] = []
+
+    @app.job
+    async def work(n: int) -> None:
+        ran.append(n)
+
+    async with running(app.worker(concurrency=10, heartbeat_interval=0.05)) as worker:
+        [fetcher] = worker.fetchers
+        await anyio.sleep(0.1)  # the fetcher waits in BLMOVE
+        assert await api.pause_queue(app, "default") is True
+        await wait_for(lambda: fetcher.capsule.paused, timeout=5)
+        await work.defer_many([(i,) for i in range(5)])
+        await anyio.sleep(0.3)
+        # 1 if BLMOVE was still waiting, 0 if its 2 s wait ended meanwhile; never more.
+        assert len(ran) <= 1
+        assert await redis.llen(app.keys.queue("default")) == 5 - len(ran)
+        await api.resume_queue(app, "default")
+        await wait_for(lambda: len(ran) == 5, timeout=5)
