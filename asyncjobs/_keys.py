@@ -156,6 +156,11 @@ class Keys:
         """A unique job's lock (``Lock.key``: the job's name and a digest)."""
         return f"{self.prefix}:unique:{lock}"
 
+    def clearing(self, token: str) -> str:
+        """A queue or sorted set being cleared, renamed out of the way (``clear.lua``)
+        while its entries are deleted in chunks and their unique locks released."""
+        return f"{self.prefix}:clearing:{token}"
+
     def periodic(self) -> str:
         """The hash of periodic entries: name -> definition (JSON), as last reconciled."""
         return f"{self.home.prefix}:periodic"

@@ -395,7 +395,7 @@ ACL_COMMANDS = (
     "zadd", "zrem", "zrange", "zrevrange", "zrangebyscore", "zcard", "zscan",
     "zremrangebyscore", "zremrangebyrank",
     "get", "mget", "set", "pttl", "incrby", "expire", "pexpire", "exists", "del",
-    "hexists",
+    "hexists", "rename",
     "time", "hmget", "zscore",
     "wait",  # durable enqueue (App(min_replicas=...)) only
 )  # fmt: skip
@@ -502,6 +502,8 @@ class Scripts:
             "push_unique",
             "unlock",
             "lock",
+            "clear",
+            "drain",
             "result",
             "limit_concurrent",
             "limit_window",
@@ -530,6 +532,8 @@ class Scripts:
     push_unique: Script
     unlock: Script
     lock: Script
+    clear: Script
+    drain: Script
     result: Script
     limit_concurrent: Script
     limit_window: Script

@@ -3,10 +3,12 @@
 -- KEYS[4] dead zset, then pairs: KEYS[2*i+3] queue list, KEYS[2*i+4] its wake list
 -- ARGV[1] process id, then groups of five: field, pair index i, payload (with its
 -- recovery count raised), target ('queue' | 'dead'), score (for dead)
--- Returns the number of jobs moved, or -1 if the process is alive after all. Only
--- fields still in the hash move, so racing reapers move each job exactly once.
+-- Returns {the number of jobs moved, then the payloads it moved to the dead set that
+-- contain '"unique":[' (the client releases their unique locks)}, or {-1} if the
+-- process is alive after all. Only fields still in the hash move, so racing reapers
+-- move each job exactly once.
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  return -1
+  return {-1}
 end
 -- >>> batches (#14): present only when a batch job goes to the dead set (a poison
 -- pill): ..., key prefix, batch TTL, (field, bid) pairs, their count, 'batches', taken
@@ -34,10 +36,14 @@ if ARGV[#ARGV] == 'batches' then
 end
 -- <<< batches
 local n = 0
+local out = {0}
 for j = 2, #ARGV, 5 do
   if redis.call('HDEL', KEYS[1], ARGV[j]) == 1 then
     if ARGV[j + 3] == 'dead' then
       redis.call('ZADD', KEYS[4], ARGV[j + 4], ARGV[j + 2])
+      if string.find(ARGV[j + 2], '"unique":[', 1, true) then
+        out[#out + 1] = ARGV[j + 2]
+      end
     else
       local idx = tonumber(ARGV[j + 1])
       redis.call('RPUSH', KEYS[2 * idx + 3], ARGV[j + 2])
@@ -51,4 +57,5 @@ end
 if redis.call('HLEN', KEYS[1]) == 0 then
   redis.call('SREM', KEYS[3], ARGV[1])
 end
-return n
+out[1] = n
+return out

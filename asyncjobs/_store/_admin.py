@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import os
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -13,7 +14,13 @@ from redis.asyncio.cluster import RedisCluster
 
 from ._base import StoreBase, mapped
 
-__all__ = ["Admin", "Counters"]
+__all__ = ["CLEAR_CHUNK", "CLEARING_TTL", "Admin", "Counters"]
+
+# A clear deletes this many entries per script call (drain.lua): each call holds Redis
+# for about a millisecond, whatever the size of the queue or set.
+CLEAR_CHUNK = 1000
+# Seconds a temporary key of a clear lives: a clear cut short leaves nothing forever.
+CLEARING_TTL = 3600
 
 
 class Counters(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,16 +99,35 @@ class Admin(StoreBase):
         removed: Any = await self.client.lrem(self.keys.queue(name), 1, raw)  # type: ignore[arg-type]
         return bool(removed)
 
+    # -- clearing a queue or a sorted set (its jobs' unique locks released) ---------
+
     @mapped
-    async def clear_queue(self, name: str) -> int:
-        """Delete every job waiting in a queue; returns how many there were."""
+    async def clear_begin(self, key: str, queue: str | None = None) -> tuple[str, int]:
+        """Move every entry of a queue (``queue``: its name, ``key`` its list) or a
+        sorted set (``key``) to a temporary key of the same slot, in one step
+        (clear.lua; a queue is also unregistered and its wake hint dropped): a job
+        pushed after this is not touched. Returns the temporary key and how many
+        entries it holds (0: none, and no key); :meth:`clear_drain` empties it."""
         k = self.keys
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.llen(k.queue(name))
-            pipe.delete(k.queue(name), k.wake(name))
-            pipe.srem(k.queues, name)
-            size, _, _ = await pipe.execute()
-        return int(size)
+        temp = k.clearing(os.urandom(8).hex())
+        if queue is None:
+            keys, args = [key, temp], ["zset", CLEARING_TTL]
+        else:
+            keys = [key, temp, k.wake(queue), k.queues]
+            args = ["list", CLEARING_TTL, queue]
+        return temp, int(await self.scripts.clear(self.fast or self.client, keys, args))
+
+    @mapped
+    async def clear_drain(
+        self, temp: str, *, queue: bool, count: int = CLEAR_CHUNK
+    ) -> tuple[int, list[bytes]]:
+        """Delete up to ``count`` entries of a temporary key of :meth:`clear_begin`
+        (drain.lua); returns how many are left, and the deleted payloads that may hold
+        a unique lock (they contain ``"unique":[``; the caller decodes them)."""
+        reply: list[Any] = await self.scripts.drain(
+            self.fast or self.client, [temp], ["list" if queue else "zset", count]
+        )
+        return int(reply[0]), [bytes(r) for r in reply[1:]]
 
     # -- sorted sets (schedule, retry, dead) -----------------------------------------
 

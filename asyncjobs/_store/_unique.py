@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from redis.asyncio.cluster import RedisCluster
 
-from .._payload import Lock
+from .._payload import DECODE_ERRORS, DECODER, Lock
 from .._redis import STORE_ERRORS
 from ._base import mapped
 from ._durable import DurableOps
 
-__all__ = ["Pushed", "UniqueOps"]
+__all__ = ["UNIQUE_MARK", "Pushed", "UniqueOps"]
+
+# What every payload that carries a unique lock contains (the encoder writes no spaces):
+# the scripts that hand back payloads to release (drain.lua, reap.lua) search for it.
+UNIQUE_MARK = b'"unique":['
 
 
 class Pushed(NamedTuple):
@@ -109,6 +113,46 @@ class UniqueOps(DurableOps):
         """Release a lock if ``jid`` holds it (its token); False if it does not."""
         c = self.fast or self.client
         return bool(await self.scripts.unlock(c, [self.keys.unique(lock)], [jid]))
+
+    @mapped
+    async def unlock_many(self, locks: Sequence[tuple[str, str]]) -> list[bool]:
+        """:meth:`unlock` for many ``(lock, jid)`` pairs: whether each was released;
+        pipelined in one round trip on a single server, one by one on a cluster."""
+        script = self.scripts.unlock
+        calls = [([self.keys.unique(lock)], [jid]) for lock, jid in locks]
+        fast = self.fast
+        if fast is not None and not isinstance(self.client, RedisCluster):
+            replies = await asyncio.gather(
+                *(script(fast, keys, args) for keys, args in calls), return_exceptions=True
+            )
+            for r in replies:
+                if isinstance(r, BaseException):
+                    if isinstance(r, STORE_ERRORS):
+                        self.fail(r)
+                    raise r
+            return [bool(r) for r in replies]
+        return [bool(await script(self.client, keys, args)) for keys, args in calls]
+
+    async def release_locks(self, payloads: Iterable[bytes]) -> int:
+        """Release the unique locks of these jobs, which left for good without running
+        again (deleted, cleared or killed by hand; sent to the dead set by the
+        reaper), each only if its jid still holds it (``unlock.lua``: a lock another
+        job took over stays). A lock held ``until="ttl"`` is a throttle that only its
+        TTL ends: it stays too. Plain jobs cost nothing (a byte search, no command);
+        returns how many locks were released."""
+        locks: list[tuple[str, str]] = []
+        for raw in payloads:
+            if UNIQUE_MARK not in raw:
+                continue
+            try:
+                p = DECODER.decode(raw)
+            except DECODE_ERRORS:
+                continue
+            if p.unique is not None and p.unique.until != "ttl":
+                locks.append((p.unique.key, p.jid))
+        if not locks:
+            return 0
+        return sum(await self.unlock_many(locks))
 
     @mapped
     async def lock(self, lock: str, jid: str, ttl: float) -> bool:

@@ -305,12 +305,13 @@ class WorkerOps(StoreBase):
         now: float,
         *,
         batch_deaths: Sequence[Any] = (),
-    ) -> int:
+    ) -> tuple[int, list[bytes]]:
         """reap.lua: give back a dead process's jobs, each ``(field, queue, payload,
         target)`` with target ``queue`` or ``dead``. ``batch_deaths``: flat (field, bid)
         pairs of the batch jobs it moves to the dead set, counted as deaths in their
         batches (#14). Returns how many moved, -1 if the process is alive after all
-        (its record came back)."""
+        (its record came back); and the payloads it moved to the dead set that may
+        hold a unique lock (they contain ``"unique":[``), for ``release_locks``."""
         k = self.keys
         inflight = k.inflight(process_id)
         pairs = QueuePairs(k, [inflight, k.process(process_id), k.processes, k.dead])
@@ -320,7 +321,8 @@ class WorkerOps(StoreBase):
         if batch_deaths:  # batches (#14): reap.lua's batch block takes these off the end
             args.extend((f"{k.prefix}:", BATCH_TTL, *batch_deaths, len(batch_deaths) // 2))
             args.append("batches")
-        return int(await self.scripts.reap(self.client, pairs.keys, args))
+        reply: list[Any] = await self.scripts.reap(self.client, pairs.keys, args)
+        return int(reply[0]), [bytes(r) for r in reply[1:]]
 
     # -- scheduler -------------------------------------------------------------------
 

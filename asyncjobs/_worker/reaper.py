@@ -4,7 +4,8 @@ A process is dead when its heartbeat record has expired, or, on this host, when 
 no longer runs. Its jobs go back to the head of their queues with one atomic script per
 process, which moves only fields still in the hash, so racing reapers move each job once.
 A job recovered ``max_recoveries`` times (it keeps killing its worker: a poison pill)
-goes to the dead set instead (invariant 3).
+goes to the dead set instead (invariant 3), and its unique lock, if it holds one, is
+released (as a death in a worker releases it).
 """
 
 from __future__ import annotations
@@ -145,7 +146,13 @@ class Reaper:
             else:
                 data = ENCODER.encode(msgspec.structs.replace(p, recoveries=n))
                 moves.append((field, p.queue, data, "queue"))
-        n = await store.reap(proc, moves, now, batch_deaths=deaths)
+        n, locked = await store.reap(proc, moves, now, batch_deaths=deaths)
+        if locked:
+            # A poison pill is a death: its unique lock goes, as a death in a worker's.
+            try:
+                await store.release_locks(locked)
+            except Exception as exc:  # Redis away: the locks' TTLs free them
+                log.warning("cannot release the unique locks of dead jobs (%s); TTLs will", exc)
         if dead:
             await store.trim_dead(now)
         if n > 0:

@@ -1,12 +1,19 @@
-"""What every api module shares: the store of an app (connecting it if need be)."""
+"""What every api module shares: the store of an app (connecting it if need be), and
+the release of the unique locks of the jobs an operator removes."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
+
+from .._errors import AsyncJobsError
 
 if TYPE_CHECKING:
     from .._app import App
     from .._store import Store
+
+log = logging.getLogger("asyncjobs.api")
 
 
 async def _store(app: App) -> Store:
@@ -23,3 +30,28 @@ async def _stores(app: App) -> list[Store]:
     """The store of every shard, shard 0 first (one store for an unsharded app)."""
     await _store(app)
     return app.stores
+
+
+async def _release(store: Store, payloads: Iterable[bytes]) -> None:
+    """Release the unique locks of jobs removed by hand (as sidekiq-unique-jobs' API
+    patches do), each only if its jid still holds it; nothing for plain jobs. The jobs
+    are gone already: if Redis fails here, the locks' TTLs free them, as before."""
+    try:
+        await store.release_locks(payloads)
+    except AsyncJobsError as exc:
+        log.warning("cannot release the unique locks of removed jobs (%s); their TTLs will", exc)
+
+
+async def _clear(store: Store, key: str, queue: str | None = None) -> int:
+    """Delete every entry of a queue (``queue``: its name; ``key``: its list) or a
+    sorted set of one store, releasing the unique locks of the jobs it held; returns
+    how many there were. One script moves them all aside (a job pushed after it, or
+    taken by a worker, is not touched), then chunks of 1,000 are deleted, each chunk
+    sending back only the payloads that may carry a lock."""
+    temp, size = await store.clear_begin(key, queue)
+    left = size
+    while left:
+        left, payloads = await store.clear_drain(temp, queue=queue is not None)
+        if payloads:
+            await _release(store, payloads)
+    return size

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from .._payload import DECODE_ERRORS, DECODER
-from ._common import _stores
+from ._common import _clear, _release, _stores
 from ._records import JobNotFound, JobRecord, check_jid
 
 if TYPE_CHECKING:
@@ -65,8 +65,10 @@ async def queue_entries(app: App, name: str, offset: int = 0, limit: int = 50) -
 
 
 async def clear_queue(app: App, name: str) -> int:
-    """Delete every job waiting in a queue; returns how many there were."""
-    return sum([await store.clear_queue(name) for store in await _stores(app)])
+    """Delete every job waiting in a queue; returns how many there were. The unique
+    jobs among them release their locks (each only if it still holds its lock). Jobs
+    pushed while it runs stay; jobs a worker took before it are not touched."""
+    return sum([await _clear(store, store.keys.queue(name), name) for store in await _stores(app)])
 
 
 async def find_queued(app: App, name: str, jid: str) -> JobRecord:
@@ -82,12 +84,14 @@ async def find_queued(app: App, name: str, jid: str) -> JobRecord:
 
 
 async def delete_queued(app: App, name: str, jid: str) -> JobRecord:
-    """Delete the job with this jid from queue ``name``; returns what it was."""
+    """Delete the job with this jid from queue ``name``; returns what it was. A unique
+    job releases its lock (if it still holds it)."""
     check_jid(jid)
     for store in await _stores(app):
         raw = await store.queue_find(name, jid)
         if raw is not None:
             if not await store.queue_remove(name, raw):
                 break
+            await _release(store, [raw])
             return JobRecord.from_raw(raw)
     raise JobNotFound(f"no job with jid {jid} waiting in queue {name}")

@@ -11,7 +11,7 @@ import msgspec
 
 from .._job import JobContext
 from .._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
-from ._common import _stores
+from ._common import _clear, _release, _stores
 from ._records import InvalidArgument, JobNotFound, JobRecord, check_jid
 
 if TYPE_CHECKING:
@@ -83,6 +83,9 @@ class SortedSet:
     kind = ""
     # The order entries() lists by default: soonest first, or (dead set) newest first.
     newest_first = False
+    # Whether its unique jobs hold their locks (scheduled, retry): removing one by hand
+    # releases it. A dead job holds none (its death released it).
+    holds_locks = True
 
     def __init__(self, app: App) -> None:
         self.app = app
@@ -231,10 +234,13 @@ class SortedSet:
         return JobRecord.from_raw(member, score)
 
     async def delete(self, jid: str) -> None:
-        """Remove the entry with this jid."""
+        """Remove the entry with this jid (a unique job of the scheduled or retry set
+        releases its lock, if it still holds it)."""
         store, member, _ = await self._find(jid)
         if not await store.zset_remove(self.key_of(store.keys), member):
             raise JobNotFound(f"job {jid} left the {self.kind} set meanwhile")
+        if self.holds_locks:
+            await _release(store, [member])
 
     async def retry(self, jid: str) -> None:
         """Enqueue this entry now (it leaves the set). As in Sidekiq, a retry by hand
@@ -261,19 +267,22 @@ class SortedSet:
     async def kill(self, jid: str, *, notify: bool = True) -> None:
         """Move this entry to the dead set now. Unless ``notify=False``, the app's
         death handlers run once, here, with a ``RuntimeError("killed by API")`` (as
-        Sidekiq's ``kill``; the job's own ``on_exhausted`` does not run)."""
+        Sidekiq's ``kill``; the job's own ``on_exhausted`` does not run). A unique job
+        releases its lock (if it still holds it), as a death in a worker does."""
         store, member, _ = await self._find(jid)
         now = time.time()
         new, payload = self._killed(member, now)
         if not await store.kill(self.key_of(store.keys), member, new, now):
             raise JobNotFound(f"job {jid} left the {self.kind} set meanwhile")
+        await _release(store, [member])
         if notify and payload is not None:
             await self._notify([payload])
 
     async def kill_all(self, *, notify: bool = False) -> int:
         """Move every entry to the dead set now; returns how many moved. The dead set
         is trimmed once, at the end. ``notify=True`` runs the death handlers for each
-        (off by default, as in Sidekiq's ``kill_all``)."""
+        (off by default, as in Sidekiq's ``kill_all``). Unique jobs release their locks
+        (each only if it still holds its lock)."""
         return sum([await self._kill_all_on(s, notify) for s in await _stores(self.app)])
 
     async def _kill_all_on(self, store: Store, notify: bool) -> int:
@@ -294,6 +303,7 @@ class SortedSet:
                     trim=False,
                 )
                 total += sum(flags)
+                await _release(store, [m for f, m in zip(flags, members, strict=True) if f])
                 if notify:
                     await self._notify(
                         [p for f, (_, p) in zip(flags, killed, strict=True) if f and p]
@@ -334,8 +344,13 @@ class SortedSet:
                 return total
 
     async def clear(self) -> int:
-        """Delete every entry; returns how many there were."""
-        return sum([await s.zset_clear(self.key_of(s.keys)) for s in await _stores(self.app)])
+        """Delete every entry; returns how many there were. The unique jobs of the
+        scheduled and retry sets release their locks (each only if it still holds its
+        lock); entries added while it runs stay."""
+        stores = await _stores(self.app)
+        if not self.holds_locks:
+            return sum([await s.zset_clear(self.key_of(s.keys)) for s in stores])
+        return sum([await _clear(s, self.key_of(s.keys)) for s in stores])
 
 
 class ScheduledSet(SortedSet):
@@ -361,6 +376,7 @@ class DeadSet(SortedSet):
 
     kind = "dead"
     newest_first = True
+    holds_locks = False
 
     def key_of(self, keys: Keys) -> str:
         return keys.dead

@@ -307,3 +307,35 @@ async def test_durable_enqueue_is_refused_on_a_cluster(cluster: RedisCluster) ->
         assert "\n" not in str(info.value)
     finally:
         await app.aclose()
+
+
+async def test_removals_by_hand_release_unique_locks_on_cluster(cluster: RedisCluster) -> None:
+    """clear.lua's RENAME and drain.lua stay on the namespace's slot, and the locks of
+    removed unique jobs are released there (unlock.lua, one call each on a cluster)."""
+    app = asyncjobs.App(cluster.url, namespace="removals")
+
+    @app.job
+    async def plain(n: int) -> None: ...
+
+    @app.job(unique=True)
+    async def once(n: int) -> None: ...
+
+    async with app:
+        client = await app.connect()
+        await plain.defer_many([(n,) for n in range(1500)])
+        for n in range(3):
+            assert await once.defer(n) is not None
+            assert await once.configure(delay=3600).defer(10 + n) is not None
+        assert await api.clear_queue(app, "default") == 1503
+        assert await api.ScheduledSet(app).clear() == 3
+        for pattern in ("unique:*", "clearing:*", "queue:*", "schedule"):
+            assert await _no_keys(client, "{removals}:" + pattern)
+        queued = await once.defer(0)
+        killed = await once.configure(delay=3600).defer(1)
+        deleted = await once.configure(delay=3600).defer(2)
+        assert queued and killed and deleted
+        await api.delete_queued(app, "default", queued)
+        await api.ScheduledSet(app).kill(killed)
+        await api.ScheduledSet(app).delete(deleted)
+        assert [await api.unique_lock(app, once, n) for n in range(3)] == [None] * 3
+        assert await once.defer(0) is not None

@@ -535,6 +535,17 @@ async def test_acl_user_of_the_deployment_guide_can_run_everything(tmp_path: Pat
                 [scheduled] = await api.ScheduledSet(app).entries()
                 r = await asyncio.to_thread(cli, "kill", scheduled.jid)
                 assert r.returncode == 0, r.stderr.decode()
+                # Clears (RENAME aside, then chunks) that release unique jobs' locks.
+                unique = resize.configure(queue="held", unique=True)
+                assert await unique.defer(7) is not None
+                later = resize.configure(queue="held", unique=True, delay=3600)
+                assert await later.defer(8) is not None
+                r = await asyncio.to_thread(cli, "queues", "--clear", "held", "--yes")
+                assert r.returncode == 0, r.stderr.decode()
+                r = await asyncio.to_thread(cli, "scheduled", "--clear", "--yes")
+                assert r.returncode == 0, r.stderr.decode()
+                assert await api.unique_lock(app, unique, 7) is None
+                assert await api.unique_lock(app, unique, 8) is None
                 r = await asyncio.to_thread(cli, "quiet", "--all")
                 assert r.returncode == 0, r.stderr.decode()
             # ... and no more than its namespace.

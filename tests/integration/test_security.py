@@ -46,6 +46,12 @@ async def _full_round(app: asyncjobs.App) -> None:
         assert len(await api.ProcessSet(app).list()) == 1
     [dead] = await api.DeadSet(app).entries()
     await api.DeadSet(app).delete(dead.jid)
+    # Clears (a RENAME aside, then chunks) that release the locks of unique jobs.
+    await work.configure(unique=True).defer(7)
+    await work.configure(unique=True, delay=3600).defer(8)
+    assert await api.clear_queue(app, "default") == 1
+    assert await api.ScheduledSet(app).clear() == 1
+    assert await work.configure(unique=True).defer(7) is not None
     await app.aclose()
 
 

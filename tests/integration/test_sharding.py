@@ -399,3 +399,36 @@ async def test_a_batch_on_a_sharded_app_completes_once(cluster: RedisCluster) ->
     assert ran == [90]
     assert callbacks == [batch.bid]
     assert (status.total, status.pending, status.failures) == (90, 0, 0)
+
+
+@pytest.mark.timeout(60)
+async def test_removals_by_hand_release_unique_locks_in_every_shard(cluster: RedisCluster) -> None:
+    """A clear, a kill-all, a delete and a kill find each unique job in its shard and
+    release its lock there (its lock lives in its job's shard)."""
+    app = asyncjobs.App(cluster.url, shards=SHARDS, namespace="removeshards")
+
+    @app.job(unique=True)
+    async def once(n: int) -> None: ...
+
+    async with app:
+        for n in range(12):
+            assert await once.defer(n) is not None
+            assert await once.configure(delay=3600).defer(100 + n) is not None
+        lock_shards = set()
+        for n in range(12):
+            lock = await api.unique_lock(app, once, n)
+            assert lock is not None
+            lock_shards.add(shard_of(lock.key.split(":unique:", 1)[1], SHARDS))
+        assert len(lock_shards) > 1
+        assert await api.clear_queue(app, "default") == 12
+        assert await api.ScheduledSet(app).kill_all() == 12
+        for n in [*range(12), *range(100, 112)]:
+            assert await api.unique_lock(app, once, n) is None
+        queued = await once.defer(0)
+        killed = await once.configure(delay=3600).defer(1)
+        assert queued and killed
+        await api.delete_queued(app, "default", queued)
+        await api.ScheduledSet(app).kill(killed)
+        assert await api.unique_lock(app, once, 0) is None
+        assert await api.unique_lock(app, once, 1) is None
+        assert await api.DeadSet(app).clear() == 13

@@ -141,7 +141,7 @@ async def test_reap_gives_back_a_dead_process_jobs(store: Store, redis: aioredis
     moves = [(b"a", "default", payload("a", recoveries=1), "queue")]
     moves.append((b"b", "default", payload("b", recoveries=3), "dead"))
     now = time.time()
-    assert await store.reap("dead:1:x", moves, now) == 2
+    assert await store.reap("dead:1:x", moves, now) == (2, [])
     assert await redis.lrange(K.queue("default"), 0, -1) == [payload("a", recoveries=1)]
     assert await redis.zrange(K.dead, 0, -1) == [payload("b", recoveries=3)]
     assert await store.process_ids() == []

@@ -11,9 +11,10 @@ import pytest
 import redis.asyncio as aioredis
 
 import asyncjobs
+import asyncjobs._payload
 import asyncjobs._unique
-from asyncjobs import Unique, UniqueConflict, api
-from tests.conftest import running, spawn_worker, text, wait_for
+from asyncjobs import Deferrer, Unique, UniqueConflict, api
+from tests.conftest import cli, running, spawn_worker, text, wait_for
 
 
 def fast(count: int, exc: BaseException) -> float:
@@ -371,3 +372,291 @@ async def test_replace_skips_an_earlier_job_promoted_before_it_could_be_removed(
         await anyio.sleep(0.1)
     assert ran == [2]
     assert f"replaced {reindex.name} jid={first} by jid=" in caplog.text
+
+
+# -- a unique job removed by hand releases its lock (sidekiq-unique-jobs' API patches) --
+
+# Every way the API removes a waiting job: where it waits, and what removes it.
+REMOVALS = [
+    "queue.delete",
+    "queue.clear",
+    "scheduled.delete",
+    "scheduled.clear",
+    "scheduled.kill",
+    "scheduled.kill_all",
+    "retry.delete",
+    "retry.clear",
+    "retry.kill",
+    "retry.kill_all",
+]
+
+
+def _hour(count: int, exc: BaseException) -> float:
+    return 3600.0
+
+
+def _failing_unique(app: asyncjobs.App, **unique: Any) -> asyncjobs.Job[Any, Any]:
+    @app.job(name="sync", unique=Unique(**unique), retry_in=_hour)
+    async def sync(account: int) -> None:
+        raise RuntimeError("fails, to wait in the retry set")
+
+    return sync
+
+
+async def _place(
+    app: asyncjobs.App, redis: aioredis.Redis, job: asyncjobs.Job[Any, Any], where: str, *ns: int
+) -> list[str]:
+    """Defer ``job(n)`` for each n to wait in a queue, the schedule or the retry set
+    (a worker runs them once: they fail, due again in an hour); their jids."""
+    d = job.configure(delay=3600) if where == "scheduled" else job
+    jids = [await d.defer(n) for n in ns]
+    assert None not in jids
+    if where == "retry":
+
+        async def all_retrying() -> bool:
+            return await redis.zcard(app.keys.retry) == len(ns)
+
+        async with running(app.worker()):
+            await wait_for(all_retrying)
+    return [str(j) for j in jids]
+
+
+async def _remove(app: asyncjobs.App, path: str, jid: str) -> None:
+    """Remove a waiting job through the API path ``path`` (the clears and kill-alls
+    take everything where it waits)."""
+    where, op = path.split(".")
+    if where == "queue":
+        if op == "delete":
+            await api.delete_queued(app, "default", jid)
+        else:
+            assert await api.clear_queue(app, "default") >= 1
+        return
+    jobs = api.ScheduledSet(app) if where == "scheduled" else api.RetrySet(app)
+    if op in ("delete", "kill"):
+        await getattr(jobs, op)(jid)
+    elif op == "clear":
+        assert await jobs.clear() >= 1
+    else:
+        assert await jobs.kill_all() >= 1
+
+
+async def _holder(
+    app: asyncjobs.App, job: asyncjobs.Job[Any, Any] | Deferrer[Any, Any], n: int
+) -> str | None:
+    lock = await api.unique_lock(app, job, n)
+    return None if lock is None else lock.holder
+
+
+@pytest.mark.parametrize("path", REMOVALS)
+async def test_a_unique_job_removed_by_hand_can_be_deferred_again_at_once(
+    app: asyncjobs.App, redis: aioredis.Redis, path: str
+) -> None:
+    sync = _failing_unique(app)
+    where, op = path.split(".")
+    first, other = await _place(app, redis, sync, where, 1, 2)
+    assert await sync.defer(1) is None  # held while it waits
+    await _remove(app, path, first)
+    again = await sync.defer(1)  # at once, with the same arguments
+    assert again is not None and again != first
+    assert await _holder(app, sync, 1) == again
+    if op in ("delete", "kill"):
+        assert await _holder(app, sync, 2) == other  # the job left waiting keeps its own
+    else:
+        assert await _holder(app, sync, 2) is None
+    if op.startswith("kill"):
+        # The dead set's operations touch no lock (a dead job holds none): the lock the
+        # new job took stays.
+        dead = api.DeadSet(app)
+        assert (await dead.find(first)).jid == first
+        await dead.delete(first)
+        await dead.clear()
+        assert await _holder(app, sync, 1) == again
+
+
+@pytest.mark.parametrize("path", REMOVALS)
+async def test_removing_a_job_leaves_the_lock_a_later_job_took_over(
+    app: asyncjobs.App, redis: aioredis.Redis, path: str
+) -> None:
+    """The older job's lock ran out (its TTL) and a later job with the same arguments
+    took it: removing the older one leaves the later one's lock; removing the later
+    one releases it."""
+    sync = _failing_unique(app)
+    where, _ = path.split(".")
+    [first] = await _place(app, redis, sync, where, 1)
+    [key] = await locks(redis, app)
+    await redis.delete(key)  # the TTL ran out
+    # The later job waits elsewhere (a clear or kill-all of the older one's place
+    # would take it too).
+    later = await (sync if where != "queue" else sync.configure(delay=3600)).defer(1)
+    assert later is not None
+    assert await _holder(app, sync, 1) == later
+    await _remove(app, path, first)
+    assert text(await redis.get(key) or b"").startswith(later + " ")
+    if where == "queue":
+        await api.ScheduledSet(app).delete(later)
+    else:
+        await api.delete_queued(app, "default", later)
+    assert await locks(redis, app) == []
+
+
+async def test_a_clear_releases_exactly_the_locks_of_its_unique_jobs(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    """A queue of plain jobs (several chunks of the drain) and unique ones: the clear
+    releases the locks of the unique jobs it deleted, and no other: not a lock held
+    until its TTL (a throttle), not one a later job took over, not one of another
+    queue."""
+
+    @app.job
+    async def plain(n: int) -> None: ...
+
+    @app.job(unique=True)
+    async def success(n: int) -> None: ...
+
+    @app.job(unique=Unique(until="start"))
+    async def start(n: int) -> None: ...
+
+    @app.job(unique=Unique(until="ttl"))
+    async def throttled(n: int) -> None: ...
+
+    for chunk in range(5):
+        await plain.defer_many([(n,) for n in range(chunk * 500, chunk * 500 + 500)])
+        assert await success.defer(chunk) is not None
+        assert await start.defer(chunk) is not None
+    assert await throttled.defer(0) is not None
+    taken = await success.defer(99)  # its lock ran out, and a later job took it
+    assert taken is not None
+    await redis.delete((await api.unique_lock(app, success, 99) or _no()).key)
+    later = await success.configure(delay=3600).defer(99)
+    assert later is not None
+    elsewhere = await success.configure(queue="other").defer(0)
+    assert elsewhere is not None
+    before = set(await locks(redis, app))
+    assert len(before) == 13
+    assert await api.clear_queue(app, "default") == 2500 + 10 + 2
+    assert await redis.llen(app.keys.queue("default")) == 0
+    after = set(await locks(redis, app))
+    assert len(after) == 3
+    assert await _holder(app, throttled, 0) is not None  # only its TTL ends it
+    assert await _holder(app, success, 99) == later
+    assert await _holder(app, success.configure(queue="other"), 0) == elsewhere
+    for n in range(5):
+        assert await success.defer(n) is not None
+        assert await start.defer(n) is not None
+    assert not await redis.keys(f"{app.keys.prefix}:clearing:*")  # nothing left behind
+
+
+def _no() -> Any:
+    raise AssertionError("no lock")
+
+
+@pytest.mark.parametrize("kind", ["queue", "scheduled"])
+async def test_a_clear_leaves_the_jobs_pushed_while_it_drains(
+    app: asyncjobs.App, redis: aioredis.Redis, kind: str
+) -> None:
+    """Driven step by step through the store: the first script moves the queue (or
+    set) aside, and jobs deferred between the chunks of the drain are not deleted; each
+    chunk hands back only the payloads of unique jobs."""
+
+    @app.job
+    async def plain(n: int) -> None: ...
+
+    @app.job(unique=True)
+    async def uniq(n: int) -> None: ...
+
+    d_plain = plain.configure(delay=3600) if kind == "scheduled" else plain
+    d_uniq = uniq.configure(delay=3600) if kind == "scheduled" else uniq
+    await d_plain.defer_many([(n,) for n in range(2500)])
+    held = [await d_uniq.defer(n) for n in range(3)]
+    store = app.store
+    assert store is not None
+    key = app.keys.queue("default") if kind == "queue" else app.keys.schedule
+    temp, size = await store.clear_begin(key, "default" if kind == "queue" else None)
+    assert size == 2503
+    assert temp.startswith(app.keys.prefix + ":clearing:")  # the same hash tag
+    assert not await redis.exists(key) and 3500 < await redis.ttl(temp) <= 3600
+    if kind == "queue":
+        assert not await redis.sismember(app.keys.queues, "default")
+    pushed = [await d_plain.defer(-1), await d_uniq.defer(100)]
+    assert await d_uniq.defer(0) is None  # not drained yet: its lock is still held
+    found: list[bytes] = []
+    left = size
+    while left:
+        left, payloads = await store.clear_drain(temp, queue=kind == "queue")
+        found += payloads
+        pushed.append(await d_plain.defer(-2 - len(pushed)))  # between two chunks
+    assert not await redis.exists(temp)
+    assert sorted(asyncjobs._payload.DECODER.decode(p).jid for p in found) == sorted(
+        str(j) for j in held
+    )
+    raws: list[Any] = await (
+        redis.lrange(key, 0, -1) if kind == "queue" else redis.zrange(key, 0, -1)
+    )
+    assert sorted(asyncjobs._payload.DECODER.decode(r).jid for r in raws) == sorted(
+        str(j) for j in pushed
+    )
+    assert await store.release_locks(found) == 3
+    assert [await d_uniq.defer(n) is not None for n in range(3)] == [True, True, True]
+
+
+async def test_a_poison_pill_the_reaper_kills_releases_its_lock(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    """reap.lua sends a job recovered once too often to the dead set: its lock is
+    released (as a death in a worker), unless a later job took it over or it is held
+    until its TTL; a job given back to its queue keeps its lock."""
+    import msgspec
+
+    from asyncjobs._payload import DECODER, ENCODER
+    from asyncjobs._worker.reaper import Reaper
+
+    @app.job(unique=True)
+    async def pill(n: int) -> None: ...
+
+    @app.job(unique=Unique(until="ttl"))
+    async def throttled(n: int) -> None: ...
+
+    jids = [await pill.defer(n) for n in range(4)] + [await throttled.defer(0)]
+    raws = await redis.lrange(app.keys.queue("default"), 0, -1)
+    await redis.delete(app.keys.queue("default"))
+    ghost = "ghost-host:1:abcdef"  # another host: presumed dead, its record gone
+    for raw in raws:
+        assert isinstance(raw, bytes)
+        p = DECODER.decode(raw)
+        # Jobs 0, 2, 3 and the throttled one were recovered once already: poison pills
+        # now (max_recoveries=2); job 1 goes back to its queue.
+        again = p.job == throttled.name or msgspec.json.decode(p.args)["n"] != 1
+        data = ENCODER.encode(msgspec.structs.replace(p, recoveries=1 if again else 0))
+        await redis.hset(app.keys.inflight(ghost), p.jid, data)
+    await redis.sadd(app.keys.processes, ghost)
+    key3 = (await api.unique_lock(app, pill, 3) or _no()).key
+    await redis.delete(key3)  # job 3's lock ran out, and a later job took it
+    later = await pill.configure(delay=3600).defer(3)
+    assert later is not None
+    store = app.store
+    assert store is not None
+    reaper = Reaper(store, "me:1:000000", interval=1.0, max_recoveries=2)
+    assert await reaper.reap_once() == 5
+    assert await redis.zcard(app.keys.dead) == 4
+    assert await redis.llen(app.keys.queue("default")) == 1
+    assert await _holder(app, pill, 0) is None
+    assert await _holder(app, pill, 2) is None
+    assert await _holder(app, pill, 1) == jids[1]  # back in its queue: still held
+    assert await _holder(app, pill, 3) == later
+    assert await _holder(app, throttled, 0) == jids[4]
+    assert await pill.defer(0) is not None
+
+
+async def test_the_cli_delete_releases_the_lock(
+    app: asyncjobs.App, redis: aioredis.Redis, redis_url: str
+) -> None:
+    """The CLI removes jobs through the API: its removals release locks too (with no
+    --app: the payload says which lock it holds)."""
+    sync = _failing_unique(app)
+    [scheduled] = await _place(app, redis, sync, "scheduled", 1)
+    [queued] = await _place(app, redis, sync, "queue", 2)
+    out = await cli(redis_url, "delete", scheduled)
+    assert out.returncode == 0, text(out.stderr)
+    out = await cli(redis_url, "queues", "default", "--delete", queued)
+    assert out.returncode == 0, text(out.stderr)
+    assert await locks(redis, app) == []
