@@ -814,9 +814,10 @@ class App(Registry):
             await process[0].send_cancel(process[1], jid)
             return "cancelling"
         raw: bytes | None = None
-        for shard in stores:
-            queues = [name for name, _, _ in await shard.queue_heads()]
-            raw = await shard.remove_waiting(jid, queues)
+        found = store
+        for found in stores:
+            queues = [name for name, _, _ in await found.queue_heads()]
+            raw = await found.remove_waiting(jid, queues)
             if raw is not None:
                 break
         if raw is None:
@@ -826,6 +827,8 @@ class App(Registry):
                 await process[0].send_cancel(process[1], jid)
                 return "cancelling"
             return "not found"
+        # Gone for good: a unique job's lock goes too (if it still holds it).
+        await found.release_locks([raw])
         try:
             name: str | None = DECODER.decode(raw).job
         except DECODE_ERRORS:

@@ -388,6 +388,9 @@ REMOVALS = [
     "retry.clear",
     "retry.kill",
     "retry.kill_all",
+    "queue.cancel",
+    "scheduled.cancel",
+    "retry.cancel",
 ]
 
 
@@ -425,6 +428,9 @@ async def _remove(app: asyncjobs.App, path: str, jid: str) -> None:
     """Remove a waiting job through the API path ``path`` (the clears and kill-alls
     take everything where it waits)."""
     where, op = path.split(".")
+    if op == "cancel":
+        assert await app.cancel(jid) == "removed"
+        return
     if where == "queue":
         if op == "delete":
             await api.delete_queued(app, "default", jid)
@@ -459,7 +465,7 @@ async def test_a_unique_job_removed_by_hand_can_be_deferred_again_at_once(
     again = await sync.defer(1)  # at once, with the same arguments
     assert again is not None and again != first
     assert await _holder(app, sync, 1) == again
-    if op in ("delete", "kill"):
+    if op in ("delete", "kill", "cancel"):
         assert await _holder(app, sync, 2) == other  # the job left waiting keeps its own
     else:
         assert await _holder(app, sync, 2) is None
