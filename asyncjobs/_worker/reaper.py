@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .._errors import AsyncJobsError
 from .._payload import DECODE_ERRORS, DECODER, ENCODER
 from .backoff import after_failure
 from .decisions import poison_pill, presumed_dead
@@ -151,7 +152,7 @@ class Reaper:
             # A poison pill is a death: its unique lock goes, as a death in a worker's.
             try:
                 await store.release_locks(locked)
-            except Exception as exc:  # Redis away: the locks' TTLs free them
+            except AsyncJobsError as exc:  # Redis away: the locks' TTLs free them
                 log.warning("cannot release the unique locks of dead jobs (%s); TTLs will", exc)
         if dead:
             await store.trim_dead(now)
