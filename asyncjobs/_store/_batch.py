@@ -88,9 +88,7 @@ class BatchOps(StoreBase):
                 pipe.srandmember(f"{key}:failed", sample)
                 pipe.scard(f"{key}:failed")
             res = await pipe.execute()
-        return [
-            (dict(res[i]), list(res[i + 1]), int(res[i + 2])) for i in range(0, len(res), 3)
-        ]
+        return [(dict(res[i]), list(res[i + 1]), int(res[i + 2])) for i in range(0, len(res), 3)]
 
     @mapped
     async def batch_unindex(self, bids: Sequence[str]) -> None:
