@@ -98,6 +98,11 @@ class BatchStatus(msgspec.Struct, frozen=True, kw_only=True):
     parent: str | None
     children: int  # child batches not complete yet
     open: bool  # an ``async with`` block holds it open (no callback fires meanwhile)
+    # The child batches' ids, every one made since (complete or not), oldest first.
+    child_bids: list[str] = msgspec.field(default_factory=list)
+    # The callbacks given: event (complete, success, death) -> job name. An event's
+    # callback fired when its time (complete_at, ...) is set.
+    callbacks: dict[str, str] = msgspec.field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -111,6 +116,17 @@ class BatchStatus(msgspec.Struct, frozen=True, kw_only=True):
     def dead(self) -> bool:
         return self.death_at is not None
 
+    @property
+    def state(self) -> str:
+        """``succeeded``, else ``dead`` (a job died: it will never succeed), else
+        ``complete`` (every job ran; some failed and wait for a retry), else
+        ``pending``."""
+        if self.success:
+            return "succeeded"
+        if self.dead:
+            return "dead"
+        return "complete" if self.complete else "pending"
+
 
 def _time(raw: bytes | None) -> dt.datetime | None:
     if raw is None:
@@ -118,23 +134,53 @@ def _time(raw: bytes | None) -> dt.datetime | None:
     return dt.datetime.fromtimestamp(float(raw), dt.UTC)
 
 
+def _num(raw: bytes) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        return 0.0
+
+
 def _text(raw: bytes | None) -> str | None:
     return None if raw is None else raw.decode(errors="replace")
 
 
-def status_from(bid: str, fields: Mapping[bytes, bytes], failed: list[bytes]) -> BatchStatus:
-    """A :class:`BatchStatus` from a batch's hash and its failed set."""
+class _CallbackHead(msgspec.Struct):
+    job: str = msgspec.field(name="class")
+
+
+_CALLBACK = msgspec.json.Decoder(_CallbackHead)
+
+
+def _callback_job(raw: bytes) -> str:
+    try:
+        return _CALLBACK.decode(raw).job
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return "?"
+
+
+def status_from(
+    bid: str, fields: Mapping[bytes, bytes], failed: list[bytes], failures: int | None = None
+) -> BatchStatus:
+    """A :class:`BatchStatus` from a batch's hash and its failed set (or, given
+    ``failures``, the set's size and some of its members)."""
 
     def num(name: bytes) -> int:
         raw = fields.get(name)
         return int(raw) if raw is not None else 0
 
+    kids = sorted((k for k in fields if k.startswith(b"kid:")), key=lambda k: (_num(fields[k]), k))
+    callbacks = {
+        k[3:].decode(errors="replace"): _callback_job(v)
+        for k, v in fields.items()
+        if k.startswith(b"cb:")
+    }
     return BatchStatus(
         bid=bid,
         description=_text(fields.get(b"desc")),
         total=num(b"total"),
         pending=max(0, num(b"pending")),
-        failures=len(failed),
+        failures=len(failed) if failures is None else failures,
         failed_jids=sorted(f.decode(errors="replace") for f in failed),
         created_at=_time(fields.get(b"created_at")),
         complete_at=_time(fields.get(b"complete_at")),
@@ -143,4 +189,6 @@ def status_from(bid: str, fields: Mapping[bytes, bytes], failed: list[bytes]) ->
         parent=_text(fields.get(b"parent")),
         children=max(0, num(b"kids")),
         open=num(b"holds") > 0,
+        child_bids=[k[4:].decode(errors="replace") for k in kids],
+        callbacks=dict(sorted(callbacks.items())),
     )

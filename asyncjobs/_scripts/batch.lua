@@ -3,7 +3,8 @@
 -- the prefix: one hash tag, so one slot.
 -- ARGV[1] key prefix "{ns}:", ARGV[2] TTL seconds, ARGV[3] bid, ARGV[4] action:
 --   'open'   ARGV[5] parent bid or '', then field/value pairs of the new hash;
---            takes one hold. Returns 1, or 0 if the parent is gone or complete.
+--            takes one hold; a child is counted in its parent and listed there
+--            (kid:<bid> = its created_at). Returns 1, or 0 if the parent is gone.
 --   'reopen' ARGV[5] '1' when the caller is a job of this batch (allowed after
 --            complete: the job itself is still pending). Takes one hold. Returns 1,
 --            0 if the batch is gone (expired), -1 if it completed.
@@ -14,12 +15,34 @@
 --            jobs). A jid whose outcome is stored counts at once; the others add the
 --            gate to {ns}:after:<jid> (result.lua counts them). The job is pushed when
 --            all succeeded. Returns 1, or the first jid with neither status nor outcome.
+-- 'open' and 'after' add the batch to the index {ns}:batches (sorted set, score
+-- created_at): one ZADD, and up to 8 entries older than the TTL whose hash is gone
+-- removed (bounded; the listing removes the others it meets).
 local BP, BTTL = ARGV[1], tonumber(ARGV[2])
 --#include batch_lib
 local bid, action = ARGV[3], ARGV[4]
 local key = bkey(bid)
+
+local function bindex(created)
+  local idx = BP .. 'batches'
+  redis.call('ZADD', idx, created, bid)
+  local old = redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. (tonumber(created) - BTTL),
+    'LIMIT', 0, 8)
+  for _, b in ipairs(old) do
+    if redis.call('EXISTS', bkey(b)) == 0 then
+      redis.call('ZREM', idx, b)
+    end
+  end
+end
 if action == 'open' then
   local parent = ARGV[5]
+  local created = nil
+  for j = 6, #ARGV - 1, 2 do
+    if ARGV[j] == 'created_at' then
+      created = ARGV[j + 1]
+    end
+  end
+  created = created or bnow()
   if parent ~= '' then
     local p = redis.call('HMGET', bkey(parent), 'holds')
     if not p[1] then
@@ -27,6 +50,7 @@ if action == 'open' then
     end
     redis.call('HINCRBY', bkey(parent), 'kids', 1)
     redis.call('HINCRBY', bkey(parent), 'kidss', 1)
+    redis.call('HSET', bkey(parent), 'kid:' .. bid, created)
     btouch(bkey(parent))
   end
   redis.call('HSET', key, 'holds', 1, 'total', 0, 'pending', 0, 'kids', 0, 'kidss', 0,
@@ -35,6 +59,7 @@ if action == 'open' then
     redis.call('HSET', key, 'parent', parent)
   end
   btouch(key)
+  bindex(created)
   return 1
 end
 if action == 'after' then
@@ -44,8 +69,10 @@ if action == 'after' then
     end
   end
   local n = #ARGV - 7
+  local created = bnow()
   redis.call('HSET', key, 'holds', 0, 'total', n, 'pending', n, 'kids', 0, 'kidss', 0,
-    'desc', ARGV[7], 'created_at', bnow(), 'cb:success', ARGV[5], 'cbq:success', ARGV[6])
+    'desc', ARGV[7], 'created_at', created, 'cb:success', ARGV[5], 'cbq:success', ARGV[6])
+  bindex(created)
   for j = 8, #ARGV do
     local jid = ARGV[j]
     local out = redis.call('GET', BP .. 'result:' .. jid)

@@ -6,8 +6,9 @@
 -- last activity) set before it is included.
 -- A batch's hash {ns}:batch:<bid>: holds (open `async with` blocks), total, pending
 -- (jobs not yet succeeded), kids (child batches not complete), kidss (children not
--- succeeded), parent, complete_at / success_at / death_at (set once, as its callback
--- is pushed), cb:<event> and cbq:<event> (a callback's payload and queue). Failed jids:
+-- succeeded), parent, kid:<bid> (a child batch), complete_at / success_at / death_at
+-- (set once, as its callback is pushed), cb:<event> and cbq:<event> (a callback's
+-- payload and queue). Failed jids:
 -- the set {ns}:batch:<bid>:failed (a later success removes its jid).
 local function bkey(bid)
   return BP .. 'batch:' .. bid

@@ -18,6 +18,11 @@ class BatchOps(StoreBase):
     def batch_key(self, bid: str) -> str:
         return f"{self.keys.prefix}:batch:{bid}"
 
+    @property
+    def batch_index_key(self) -> str:
+        """The index of batches: a sorted set of bids by creation time (batch.lua)."""
+        return f"{self.keys.prefix}:batches"
+
     async def _batch_call(self, bid: str, action: str, *args: Any) -> int:
         prefix = f"{self.keys.prefix}:"
         res = await self.scripts.batch(
@@ -69,3 +74,30 @@ class BatchOps(StoreBase):
             pipe.smembers(f"{key}:failed")
             fields, failed = await pipe.execute()
         return dict(fields), list(failed)
+
+    @mapped
+    async def batch_read_many(
+        self, bids: Sequence[str], sample: int
+    ) -> list[tuple[dict[bytes, bytes], list[bytes], int]]:
+        """Each batch's hash, up to ``sample`` of its failed jids and how many there
+        are: one round trip. A batch that is gone has an empty hash."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for bid in bids:
+                key = self.batch_key(bid)
+                pipe.hgetall(key)
+                pipe.srandmember(f"{key}:failed", sample)
+                pipe.scard(f"{key}:failed")
+            res = await pipe.execute()
+        return [(dict(res[i]), list(res[i + 1]), int(res[i + 2])) for i in range(0, len(res), 3)]
+
+    @mapped
+    async def batch_unindex(self, bids: Sequence[str]) -> None:
+        """Remove batches that are gone (expired) from the index."""
+        if bids:
+            await self.client.zrem(self.batch_index_key, *bids)
+
+    @mapped
+    async def batch_index_score(self, bid: str) -> float | None:
+        """A batch's creation time in the index (None if it is not there)."""
+        score = await self.client.zscore(self.batch_index_key, bid)
+        return None if score is None else float(score)

@@ -60,6 +60,8 @@ from ._stats import history as history
 from ._stats import reset_stats as reset_stats
 from ._batches import batch_dict as batch_dict
 from ._batches import batch_status as batch_status
+from ._batches import BatchPage as BatchPage
+from ._batches import batches as batches
 from ._stats import RedisInfo as RedisInfo
 from ._stats import redis_info as redis_info
 from ._metrics import JobMetrics as JobMetrics
@@ -76,6 +78,8 @@ __all__ = [
     "InvalidArgument",
     "batch_dict",
     "batch_status",
+    "batches",
+    "BatchPage",
     "DeadSet",
     "JobLocation",
     "JobMetrics",

@@ -1,4 +1,5 @@
-"""batch: a batch's counts, failed jids and callbacks fired (#14)."""
+"""batch, batches: a batch's counts, failed jids and callbacks fired; the recent
+batches (#14)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from ._admin import AppOpt, JsonOpt, NsOpt, UrlOpt, _run_admin
+from ._admin import AppOpt, JsonOpt, LimitOpt, NsOpt, UrlOpt, _run_admin
 from ._base import app
-from ._output import _print_json, _table
+from ._output import _print_json, _table, _when
 
 
 @app.command()
@@ -50,3 +51,48 @@ def batch(
         typer.echo("\nfailed jids:")
         for jid in status.failed_jids:
             typer.echo(jid)
+
+
+@app.command()
+def batches(
+    app_spec: AppOpt = None,
+    redis_url: UrlOpt = None,
+    namespace: NsOpt = None,
+    as_json: JsonOpt = False,
+    limit: LimitOpt = 50,
+    after: Annotated[
+        str | None,
+        typer.Option(
+            "--after",
+            metavar="BID",
+            help="Start after this batch (the bid a page ends with).",
+        ),
+    ] = None,
+) -> None:
+    """The batches of the last 30 days (app.batch), newest first: description,
+    created, total, pending, failures and state (pending, complete, succeeded, dead)."""
+    from .. import api
+
+    page = _run_admin(
+        app_spec, redis_url, namespace, lambda a: api.batches(a, after=after, limit=limit)
+    )
+    if as_json:
+        _print_json([api.batch_dict(s) for s in page.entries])
+        return
+    _table(
+        ["bid", "description", "created", "total", "pending", "failures", "state"],
+        [
+            [
+                s.bid,
+                (s.description or "")[:50],
+                _when(s.created_at.timestamp() if s.created_at else None),
+                s.total,
+                s.pending,
+                s.failures,
+                s.state + (" (open)" if s.open else ""),
+            ]
+            for s in page.entries
+        ],
+    )
+    if page.next is not None:
+        typer.echo(f"next page: --after {page.next}")

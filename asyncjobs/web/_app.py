@@ -28,7 +28,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import api
-from .._errors import AsyncJobsError, ConfigError
+from .._errors import AsyncJobsError, BatchError, ConfigError
 
 if TYPE_CHECKING:
     from .._app import App
@@ -44,6 +44,8 @@ KINDS: dict[str, type[api.SortedSet]] = {
     "dead": api.DeadSet,
 }
 PAGE_SIZE = 25
+# The failed jobs a batch's page links to (asyncjobs batch BID --json lists them all).
+FAILED_SHOWN = 100
 # The history ranges the overview offers: a day, a week, a month, three and six months.
 HISTORY_DAYS = (1, 7, 30, 90, 180)
 # The windows the Metrics page offers, in hours (the per-minute metrics live 72 hours).
@@ -491,6 +493,40 @@ class Dashboard:
         self.acted(request, f"{action} periodic {name}")
         return self.back(request.url_for("periodic"), msg)
 
+    async def batches(self, request: Request) -> Response:
+        """Sidekiq Pro's Batches tab: the recent batches, newest first, a page at a time."""
+        after = request.query_params.get("after") or None
+        status, error = 200, ""
+        try:
+            page = await api.batches(self.jobs, after=after, limit=PAGE_SIZE)
+        except api.InvalidArgument as exc:
+            page, error, status = api.BatchPage(entries=[]), str(exc), 400
+        return self.render(
+            request,
+            "batches.html",
+            status=status,
+            page="batches",
+            entries=page.entries,
+            next=page.next,
+            first=after is None,
+            error=error,
+        )
+
+    async def batch(self, request: Request) -> Response:
+        """One batch: its counts, callbacks (and whether they fired), parent, children
+        and failed jobs."""
+        bid = request.path_params["bid"]
+        try:
+            b = await api.batch_status(self.jobs, bid)
+        except BatchError as exc:
+            return self.render(
+                request, "batch.html", status=404, page="batches", bid=bid, error=str(exc)
+            )
+        fired = {"complete": b.complete_at, "success": b.success_at, "death": b.death_at}
+        return self.render(
+            request, "batch.html", page="batches", bid=bid, b=b, fired=fired, shown=FAILED_SHOWN
+        )
+
     async def job(self, request: Request) -> Response:
         jid = request.path_params["jid"]
         try:
@@ -655,6 +691,8 @@ def create_app(
         route("/metrics/jobs", dash.metrics_page, "metrics"),
         route("/metrics/jobs/{name:path}", dash.metrics_job, "metrics_job"),
         route("/periodic/{name}/action", dash.periodic_action, "periodic_action", post=True),
+        route("/batches", dash.batches, "batches"),
+        route("/batches/{bid}", dash.batch, "batch"),
         route("/job/{jid:path}", dash.job, "job"),
         route("/search", dash.search, "search"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

@@ -1,5 +1,5 @@
 """A job app for the dashboard's browser test: a job that naps, one that fails, one that
-records its run."""
+records its run, and a batch's callback."""
 
 from __future__ import annotations
 
@@ -27,6 +27,11 @@ async def mark(n: int) -> None:
     r = aioredis.Redis.from_url(app.redis_url)
     await r.rpush("test:ran", n)
     await r.aclose()
+
+
+@app.job
+async def batch_done(bid: str) -> None:
+    pass
 
 
 app.periodic(mark, "0 3 * * *", args={"n": 0}, name="nightly-mark")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 import asyncjobs
+from asyncjobs import api
 from asyncjobs._batch import BATCH_TTL
 from tests.conftest import cli, running, text, wait_for
 
@@ -412,3 +414,152 @@ async def test_no_batches_in_test_modes(app: asyncjobs.App) -> None:
         with pytest.raises(asyncjobs.ConfigError, match="not available in a test mode"):
             async with app.batch():
                 pass
+
+
+# -- the index of batches ({ns}:batches): api.batches, asyncjobs batches ------------------
+
+INDEX = "{asyncjobs}:batches"
+
+
+async def _index(redis: aioredis.Redis) -> set[str]:
+    members: list[Any] = await redis.zrange(INDEX, 0, -1)
+    return {text(m) for m in members}
+
+
+@pytest.mark.timeout(30)
+async def test_opening_a_batch_indexes_it(app: asyncjobs.App, redis: aioredis.Redis) -> None:
+    """batch.lua adds the batch to the index as it opens it, scored by its creation
+    time; a child is listed in its parent; api.batches lists them newest first."""
+    record = recorder(app, redis)
+
+    @app.job(name="ix")
+    async def ix(n: int) -> None:
+        pass
+
+    async with app.batch(description="outer", on_success=record.s(event="success")) as outer:
+        await ix.defer(1)
+        async with app.batch(description="inner") as inner:
+            await ix.defer(2)
+    rows: list[Any] = await redis.zrange(INDEX, 0, -1, withscores=True)
+    assert [text(m) for m, _ in rows] == [outer.bid, inner.bid]
+    created = await redis.hget(f"{{asyncjobs}}:batch:{outer.bid}", "created_at")
+    assert created is not None and rows[0][1] == pytest.approx(float(created))
+    page = await api.batches(app)
+    assert [s.bid for s in page.entries] == [inner.bid, outer.bid]
+    assert page.next is None
+    first = page.entries[1]
+    assert (first.description, first.total, first.pending) == ("outer", 1, 1)
+    assert first.state == "pending"
+    assert first.child_bids == [inner.bid] and first.callbacks == {"success": "record"}
+    assert page.entries[0].parent == outer.bid
+    async with running(app.worker()):
+        await wait_for(lambda: _n(redis, 1), 10)
+    done = (await api.batches(app)).entries
+    assert [s.state for s in done] == ["succeeded", "succeeded"]
+
+    # A gate of configure(after=...) is a batch too: indexed.
+    @app.job(name="kept", keep_result=60)
+    async def kept() -> None:
+        pass
+
+    handle = await kept.defer()
+    assert handle is not None
+    await ix.configure(after=[handle]).defer(3)
+    assert await redis.zcard(INDEX) == 3
+
+
+@pytest.mark.timeout(30)
+async def test_listing_pages_and_prunes(app: asyncjobs.App, redis: aioredis.Redis) -> None:
+    bids = []
+    for i in range(7):
+        async with app.batch(description=f"b{i}") as b:
+            pass
+        bids.append(b.bid)
+    newest = list(reversed(bids))
+    seen: list[str] = []
+    after = None
+    while True:
+        page = await api.batches(app, limit=3, after=after)
+        seen += [s.bid for s in page.entries]
+        if page.next is None:
+            break
+        after = page.next
+    assert seen == newest
+    # Same creation time: paging goes by (time, bid) and skips or repeats none.
+    await redis.zadd(INDEX, dict.fromkeys(bids, 1.5e9))
+    tied = [s.bid for s in (await api.batches(app, limit=2)).entries]
+    p = await api.batches(app, limit=2)
+    rest = []
+    while p.next is not None:
+        p = await api.batches(app, limit=2, after=p.next)
+        rest += [s.bid for s in p.entries]
+    assert sorted(tied + rest) == sorted(bids) and len(tied + rest) == 7
+    # A batch whose hash is gone (expired) is skipped by the listing and removed from
+    # the index; the page is still full.
+    await redis.zadd(INDEX, {b: i for i, b in enumerate(bids)})
+    for gone in (bids[6], bids[4]):
+        await redis.delete(f"{{asyncjobs}}:batch:{gone}")
+    page = await api.batches(app, limit=3)
+    assert [s.bid for s in page.entries] == [bids[5], bids[3], bids[2]]
+    assert await redis.zscore(INDEX, bids[6]) is None
+    assert await redis.zscore(INDEX, bids[4]) is None
+    assert await redis.zcard(INDEX) == 5
+    with pytest.raises(api.InvalidArgument, match="no batch nope in the index"):
+        await api.batches(app, after="nope")
+    with pytest.raises(api.InvalidArgument):
+        await api.batches(app, limit=0)
+
+
+@pytest.mark.timeout(30)
+async def test_opening_prunes_old_entries_whose_batch_is_gone(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    """batch.lua removes up to 8 entries older than the TTL whose hash is gone; an
+    old entry whose batch still lives (activity since) stays."""
+    async with app.batch() as alive:
+        pass
+    old = dt.datetime.now(dt.UTC).timestamp() - BATCH_TTL - 100
+    await redis.zadd(INDEX, {f"gone{i}": old + i for i in range(10)})
+    await redis.zadd(INDEX, {alive.bid: old + 50})
+    async with app.batch() as fresh:
+        pass
+    left = await _index(redis)
+    assert left == {alive.bid, fresh.bid, "gone8", "gone9"}
+    async with app.batch() as third:
+        pass
+    left = await _index(redis)
+    assert left == {alive.bid, fresh.bid, third.bid}
+
+
+@pytest.mark.timeout(60)
+async def test_cli_batches(app: asyncjobs.App, redis: aioredis.Redis, redis_url: str) -> None:
+    @app.job(name="cli_b", retry=0)
+    async def cli_b(fail: bool) -> None:
+        if fail:
+            raise ValueError("no")
+
+    async with app.batch(description="first") as first:
+        await cli_b.defer(False)
+    async with app.batch(description="second") as second:
+        await cli_b.defer(True)
+    async with running(app.worker()):
+        await wait_for(lambda: _complete(app, second.bid), 10)
+        await wait_for(lambda: _complete(app, first.bid), 10)
+    out = await cli(redis_url, "batches")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.decode().splitlines()
+    rows = [line for line in lines if first.bid in line or second.bid in line]
+    assert second.bid in rows[0] and "dead" in rows[0] and "second" in rows[0]
+    assert first.bid in rows[1] and "succeeded" in rows[1]
+    assert "next page" not in out.stdout.decode()
+    out = await cli(redis_url, "batches", "--limit", "1")
+    assert out.stdout.decode().splitlines()[-1] == f"next page: --after {second.bid}"
+    out = await cli(redis_url, "batches", "--json", "--limit", "1")
+    data = json.loads(out.stdout)
+    assert [b["bid"] for b in data] == [second.bid]
+    assert data[0]["state"] == "dead" and data[0]["failures"] == 1
+    assert data[0]["failed_jids"] and data[0]["description"] == "second"
+    out = await cli(redis_url, "batches", "--json", "--after", second.bid)
+    assert [b["bid"] for b in json.loads(out.stdout)] == [first.bid]
+    out = await cli(redis_url, "batches", "--after", "nope")
+    assert out.returncode == 2 and "no batch nope in the index" in out.stderr.decode()

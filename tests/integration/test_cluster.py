@@ -117,6 +117,39 @@ async def test_stats_and_paging_on_cluster(cluster: RedisCluster) -> None:
         assert len(first.entries) == 2 and len(rest.entries) == 1
 
 
+async def test_the_index_of_batches_on_cluster(cluster: RedisCluster) -> None:
+    """batch.lua's index and the listing's pipelines (hash, failed set) stay on the
+    namespace's slot; pruning an expired entry works there too."""
+    from asyncjobs import api
+
+    app = asyncjobs.App(cluster.url, namespace="bix")
+
+    @app.job
+    async def member() -> None:
+        pass
+
+    client = AsyncCluster.from_url(cluster.url)
+    try:
+        async with app:
+            bids = []
+            for i in range(4):
+                async with app.batch(description=f"c{i}") as batch:
+                    await member.defer()
+                bids.append(batch.bid)
+            async with app.batch(bid=bids[0]):  # reopened: not indexed twice
+                await member.defer()
+            first = await api.batches(app, limit=2)
+            rest = await api.batches(app, limit=2, after=first.next)
+            assert [s.bid for s in first.entries + rest.entries] == bids[::-1]
+            await client.delete(f"{{bix}}:batch:{bids[1]}")
+            left = await api.batches(app)
+            assert [s.bid for s in left.entries] == [bids[3], bids[2], bids[0]]
+            assert left.entries[-1].total == 2
+            assert await client.zcard("{bix}:batches") == 3
+    finally:
+        await client.aclose()
+
+
 async def test_results_status_and_cancel_on_cluster(cluster: RedisCluster) -> None:
     """#14: result.lua, the status reads (a pipeline there, not MGET), the result wait
     (BLMOVE) and the cancel channel (BRPOP on the cluster client) on a cluster."""

@@ -344,7 +344,7 @@ async def test_json_shapes_match_the_cli(redis_url: str) -> None:
     entry present: a processed job, a scheduled one, a retry, a dead one, a live worker."""
     assert {b.title for b in JSON_BLOCKS} >= {
         f"asyncjobs {c} --json"
-        for c in ("stats", "queues", "scheduled", "retries", "dead", "processes")
+        for c in ("stats", "queues", "scheduled", "retries", "dead", "processes", "batches")
     }
     # The jobs of the samples in docs/cli.md, so that even their arguments match.
     app = asyncjobs.App(redis_url)
@@ -361,6 +361,10 @@ async def test_json_shapes_match_the_cli(redis_url: str) -> None:
     async def import_contacts(user_id: int, csv_url: str) -> None:
         raise ValueError(f"{csv_url} is not a CSV file")
 
+    @app.job(name="myapp.jobs.import_done")
+    async def import_done(bid: str) -> None:
+        pass
+
     app.periodic(resize, "0 3 * * *", args={"image_id": 1, "size": "large"}, name="nightly-resize")
 
     try:
@@ -368,10 +372,11 @@ async def test_json_shapes_match_the_cli(redis_url: str) -> None:
             await resize.defer(42, size="large")
             await resize.configure(delay=3600).defer(7)
             await charge.defer(1001, "49.90")
-            await import_contacts.defer(7, "https://example.com/contacts.png")
+            async with app.batch(description="nightly import", on_complete=import_done):
+                await import_contacts.defer(7, "https://example.com/contacts.png")
             await resize.configure(queue="low").defer(8)  # waits: no worker on "low"
             deadline = time.monotonic() + 5
-            while (s := worker.statistics())["processed"] + s["failed"] < 3:
+            while (s := worker.statistics())["processed"] + s["failed"] < 4:
                 assert time.monotonic() < deadline, s
                 await asyncio.sleep(0.01)
             await worker.wait_idle()

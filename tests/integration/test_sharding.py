@@ -432,3 +432,32 @@ async def test_removals_by_hand_release_unique_locks_in_every_shard(cluster: Red
         assert await api.unique_lock(app, once, 0) is None
         assert await api.unique_lock(app, once, 1) is None
         assert await api.DeadSet(app).clear() == 13
+
+
+async def test_the_index_of_batches_on_a_sharded_app(cluster: RedisCluster) -> None:
+    """The index lives with the batches, on shard 0 (its hash tag); api.batches reads
+    every shard's index and merges the pages."""
+    app = asyncjobs.App(cluster.url, shards=SHARDS, namespace="indexed")
+
+    @app.job(name="piece")
+    async def piece(n: int) -> None:
+        pass
+
+    client = await _client(cluster)
+    try:
+        async with app:
+            bids = []
+            for i in range(5):
+                async with app.batch(description=f"s{i}") as batch:
+                    await piece.defer(i)
+                bids.append(batch.bid)
+            tags = shard_tags("indexed", SHARDS)
+            assert await client.zcard(f"{{{tags[0]}}}:batches") == 5
+            for tag in tags[1:]:
+                assert await client.exists(f"{{{tag}}}:batches") == 0
+            first = await api.batches(app, limit=3)
+            rest = await api.batches(app, limit=3, after=first.next)
+            assert [s.bid for s in first.entries + rest.entries] == bids[::-1]
+            assert rest.next is None and first.entries[0].total == 1
+    finally:
+        await client.aclose()

@@ -79,12 +79,20 @@ async def test_click_through(
     @app.job(name="tests.apps.dashboard.mark")
     async def mark(n: int) -> None: ...
 
+    @app.job(name="tests.apps.dashboard.batch_done")
+    async def batch_done(bid: str) -> None: ...
+
     worker = spawn_worker(redis_url, "-c", "4", app="tests.apps.dashboard:app")
     try:
         for i in range(3):
             await mark.defer(i)
         running = await nap.defer(60)
-        failing = await boom.defer("<b>bold</b> input")
+        # A batch with a failing job (retried later) and a child batch that succeeds.
+        async with app.batch(description="album 42 <import>", on_complete=batch_done) as album:
+            failing = await boom.defer("<b>bold</b> input")
+            await mark.defer(10)
+            async with app.batch(description="album 42 thumbnails") as thumbs:
+                await mark.defer_many([(11,), (12,)])
         parked = [await mark.configure(queue="parked").defer(100 + i) for i in range(3)]
         later = await mark.configure(delay=3600).defer(7)
         assert running and failing and later and all(parked)
@@ -95,7 +103,13 @@ async def test_click_through(
         async def settled() -> bool:
             stats = await api.Stats.fetch(app, days=1)
             work = await api.ProcessSet(app).work()
-            return stats.processed >= 3 and stats.retries == 1 and any(w.started_at for w in work)
+            batch = await app.batch_status(album.bid)
+            return (
+                stats.processed >= 3
+                and stats.retries == 1
+                and any(w.started_at for w in work)
+                and batch.complete
+            )
 
         try:
             await wait_for(settled, timeout=15)
@@ -177,6 +191,25 @@ async def test_click_through(
         await page.click("nav >> text=Retries")
         await expect(page.locator(f"tr[data-jid='{failing}']")).to_contain_text("<b>bold</b>")
         await shot("retries")
+
+        # Batches: the album batch (complete: its failed job waits for a retry), its
+        # page (counts, the callback fired, the child batch), then the failed job.
+        await page.click("nav >> text=Batches")
+        row = page.locator(f"tr[data-bid='{album.bid}']")
+        await expect(row).to_contain_text("album 42 <import>")
+        await expect(row).to_contain_text("complete")
+        await expect(page.locator(f"tr[data-bid='{thumbs.bid}']")).to_contain_text("succeeded")
+        await shot("batches")
+        await row.locator("a").click()
+        await expect(page.locator("h1")).to_contain_text(album.bid)
+        await expect(page.locator("[data-count=total]")).to_have_text("2")
+        await expect(page.locator("[data-count=failures]")).to_have_text("1")
+        await expect(page.locator("tr[data-event=complete]")).to_contain_text("fired")
+        await expect(page.locator("ul.children")).to_contain_text(thumbs.bid)
+        await shot("batch")
+        await page.click(f"ul.failed >> text={failing}")
+        await expect(page.locator("h1")).to_contain_text(failing)
+        await expect(page.locator(".state")).to_contain_text("retry")
 
         await page.click("nav >> text=Periodic")
         await expect(page.locator("tr[data-periodic='nightly-mark']")).to_contain_text("0 3 * * *")

@@ -25,6 +25,8 @@ async def test_every_page_on_cluster() -> None:
             dead = await later.configure(delay=3600).defer(2)
             assert jid and dead
             await api.ScheduledSet(app).kill(dead, notify=False)
+            async with app.batch(description="on a cluster") as batch:
+                await later.defer(3)
             web = create_app(app, auth=None)
             transport = httpx.ASGITransport(app=web)
             async with httpx.AsyncClient(transport=transport, base_url="http://d") as c:
@@ -40,7 +42,10 @@ async def test_every_page_on_cluster() -> None:
                     "/periodic",
                     f"/job/{jid}",
                     f"/job/{dead}",
+                    "/batches",
+                    f"/batches/{batch.bid}",
                 ):
                     r = await c.get(path)
                     assert r.status_code == 200, (path, r.text)
+                assert batch.bid in (await c.get("/batches")).text
                 assert "Version" in (await c.get("/")).text

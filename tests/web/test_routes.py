@@ -62,6 +62,7 @@ async def test_pages_render(app: asyncjobs.App, client: httpx.AsyncClient) -> No
         "/scheduled",
         "/retries",
         "/dead",
+        "/batches",
     ):
         r = await client.get(path)
         assert r.status_code == 200, (path, r.text)
@@ -422,3 +423,93 @@ async def test_mounted_in_fastapi(app: asyncjobs.App) -> None:
             follow_redirects=True,
         )
         assert "deleted 1 job(s) from default" in r.text
+
+
+async def _batch_complete(app: asyncjobs.App, bid: str) -> bool:
+    return (await app.batch_status(bid)).complete
+
+
+async def test_batches_pages(app: asyncjobs.App, client: httpx.AsyncClient) -> None:
+    """The Batches tab: the listing (bid, description, counts, status) and a batch's
+    page (counts, callbacks fired, parent and children, failed jobs linked); a
+    description with markup stays text; an unknown bid is a 404 page."""
+
+    @app.job(name="bw", retry=0)
+    async def bw(fail: bool) -> None:
+        if fail:
+            raise ValueError("no")
+
+    @app.job(name="bw_done")
+    async def bw_done(bid: str) -> None: ...
+
+    evil = "<script>alert(1)</script>"
+    async with app.batch(description=evil, on_complete=bw_done, on_success=bw_done) as outer:
+        failed = await bw.defer(True)
+        await bw.defer(False)
+        async with app.batch(description="child") as child:
+            await bw.defer(False)
+    assert failed
+    async with app.run_worker():
+        deadline = time.monotonic() + 10
+        while not await _batch_complete(app, outer.bid):
+            assert time.monotonic() < deadline, "the batch did not complete"
+            await __import__("anyio").sleep(0.02)
+    r = await client.get("/batches")
+    assert r.status_code == 200
+    assert evil not in r.text and "&lt;script&gt;alert(1)&lt;/script&gt;" in r.text
+    assert 'class="active">Batches' in r.text
+    rows = re.findall(r'<tr data-bid="([0-9a-f]+)">', r.text)
+    assert rows == [child.bid, outer.bid]  # newest first
+    row = r.text.split(f'<tr data-bid="{outer.bid}">')[1].split("</tr>")[0]
+    assert f'href="http://dash/batches/{outer.bid}"' in row
+    assert re.findall(r"<td>(\d+)</td>", row) == ["2", "1", "1"]  # total, pending, failures
+    assert "state-dead" in row
+    assert "state-succeeded" in r.text.split(f'<tr data-bid="{child.bid}">')[1].split("</tr>")[0]
+
+    r = await client.get(f"/batches/{outer.bid}")
+    assert r.status_code == 200
+    assert evil not in r.text and "&lt;script&gt;" in r.text
+    assert f'href="http://dash/job/{failed}"' in r.text
+    assert f'href="http://dash/batches/{child.bid}"' in r.text
+    complete = r.text.split('<tr data-event="complete">')[1].split("</tr>")[0]
+    assert "bw_done" in complete and "fired" in complete
+    success = r.text.split('<tr data-event="success">')[1].split("</tr>")[0]
+    assert "not yet" in success
+    r = await client.get(f"/batches/{child.bid}")
+    assert f'href="http://dash/batches/{outer.bid}"' in r.text  # its parent
+    # The failed job's page, from the link.
+    r = await client.get(f"/job/{failed}")
+    assert r.status_code == 200 and "ValueError" in r.text
+
+    r = await client.get("/batches/nosuchbid")
+    assert r.status_code == 404 and "no batch nosuchbid" in r.text
+    r = await client.get("/batches", params={"after": "nosuchbid"})
+    assert r.status_code == 400 and "no batch nosuchbid in the index" in r.text
+
+
+async def test_batches_paging(app: asyncjobs.App, client: httpx.AsyncClient) -> None:
+    bids = []
+    for i in range(27):
+        async with app.batch(description=f"n{i}") as b:
+            pass
+        bids.append(b.bid)
+    r = await client.get("/batches")
+    first = re.findall(r'<tr data-bid="([0-9a-f]+)">', r.text)
+    assert first == bids[::-1][:25]
+    m = re.search(r'href="([^"]+)" rel="next"', r.text)
+    assert m and m.group(1).endswith(f"?after={bids[2]}")
+    r = await client.get(m.group(1).replace("&amp;", "&"))
+    assert re.findall(r'<tr data-bid="([0-9a-f]+)">', r.text) == [bids[1], bids[0]]
+    assert "First page" in r.text
+
+
+async def test_batches_go_through_the_auth_hook(app: asyncjobs.App) -> None:
+    async with app.batch(description="secret") as b:
+        pass
+    web = create_app(app, auth=lambda request: request.headers.get("x-user"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=web), base_url="http://d") as c:
+        for path in ("/batches", f"/batches/{b.bid}"):
+            r = await c.get(path)
+            assert r.status_code == 403 and "secret" not in r.text
+            r = await c.get(path, headers={"x-user": "ann"})
+            assert r.status_code == 200 and "secret" in r.text
