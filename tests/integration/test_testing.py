@@ -6,13 +6,16 @@ assertions, run three ways:
 - ``redis``: the real client pushes to the private redis-server, then a real worker
   (``app.run_worker``, in this event loop) runs everything until Redis is empty.
 
-The in-memory modes use an app whose Redis URL points at a closed port, so any Redis
-call they made would fail the test. The second half tests what only the helpers do
+The scenarios cover batches (callbacks, deaths, retries pending, nesting), chains,
+results and ``after=``: the test modes' in-memory batches are checked against the
+scripts they stand in for. The in-memory modes use an app whose Redis URL points at a
+closed port, so any Redis call they made would fail the test. The second half tests what only the helpers do
 (failures, timeouts, drain options, restoring the app).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -28,7 +31,7 @@ import pytest
 
 import asyncjobs
 from asyncjobs import api, testing
-from asyncjobs._payload import Payload
+from asyncjobs._payload import Payload, new_jid
 from tests.conftest import all_sent, wait_for
 
 QUEUES = ["critical", "default", "low"]
@@ -56,9 +59,16 @@ class Harness:
         """The jobs deferred so far and not yet settled, by jid."""
         raise NotImplementedError
 
-    async def settle(self) -> None:
-        """Run every deferred job, and every job they defer, to the end."""
+    async def settle(self, *, raise_errors: bool = True) -> None:
+        """Run every deferred job, and every job they defer, to the end.
+        ``raise_errors=False``: a failing job does not stop it (capture's drain option;
+        the other modes never raise here)."""
         raise NotImplementedError
+
+    def raises(self, exc: type[Exception]) -> contextlib.AbstractContextManager[Any]:
+        """Around a ``defer`` (or ``app.chain``) whose job fails: inline raises the
+        failure there, the other modes later (or never)."""
+        return contextlib.nullcontext()
 
 
 class CaptureHarness(Harness):
@@ -72,8 +82,8 @@ class CaptureHarness(Harness):
             key=lambda d: d.jid,
         )
 
-    async def settle(self) -> None:
-        await self.captured.drain()
+    async def settle(self, *, raise_errors: bool = True) -> None:
+        await self.captured.drain(raise_errors=raise_errors)
 
 
 class InlineHarness(Harness):
@@ -88,8 +98,11 @@ class InlineHarness(Harness):
             key=lambda d: d.jid,
         )
 
-    async def settle(self) -> None:
+    async def settle(self, *, raise_errors: bool = True) -> None:
         pass
+
+    def raises(self, exc: type[Exception]) -> contextlib.AbstractContextManager[Any]:
+        return pytest.raises(exc)
 
 
 class RedisHarness(Harness):
@@ -105,19 +118,27 @@ class RedisHarness(Harness):
         )
         return sorted(out, key=lambda d: d.jid)
 
-    async def settle(self) -> None:
+    async def settle(self, *, raise_errors: bool = True) -> None:
         async with self.app.run_worker(queues=QUEUES, concurrency=4) as worker:
+            store = await self.app.open_store()
+            keys = store.keys
+            places = [
+                *(keys.queue(q) for q in QUEUES),
+                keys.landing(worker.process_id),
+                keys.inflight(worker.process_id),
+            ]
 
             async def empty() -> bool:
-                # A job is always in a queue, the schedule or the in-flight record
-                # (invariant 1), so all three empty with nothing running means done.
-                if worker.statistics()["busy"]:
-                    return False
-                if any(q.size for q in await api.queues(self.app)):
-                    return False
-                if await api.ScheduledSet(self.app).size():
-                    return False
-                return not await api.ProcessSet(self.app).inflight(worker.process_id)
+                # A job is always in a queue, the schedule, or the process's landing
+                # list or in-flight record (invariant 1; a job that ends pushes the
+                # callbacks and chain steps it fires in the same step), so all of them
+                # empty at one instant (one MULTI: a job moves on between separate
+                # reads) means done. The retry and dead sets are not waited for.
+                async with store.client.pipeline(transaction=True) as pipe:
+                    pipe.exists(*places)
+                    pipe.zcard(keys.schedule)
+                    found = await pipe.execute()
+                return not any(found)
 
             await wait_for(empty, timeout=10)
             await worker.wait_idle()
@@ -359,6 +380,315 @@ async def test_middleware_carries_a_field_from_defer_to_the_job(harness: Harness
     await work.defer_many([(), ()])
     await harness.settle()
     assert seen == [("server", "req-7"), ("job", "req-7")] * 3
+
+
+# -- batches, chains and after=: the same scenarios, every mode --------------------------
+
+
+def _status(s: asyncjobs.BatchStatus) -> tuple[Any, ...]:
+    """What a batch's status says, less its timestamps (which differ run to run)."""
+    return (
+        s.description,
+        s.total,
+        s.pending,
+        s.failures,
+        s.failed_jids,
+        s.complete,
+        s.success,
+        s.dead,
+        s.parent,
+        s.children,
+        s.open,
+    )
+
+
+class Calls:
+    """What the jobs of a scenario saw: work runs, and callback calls with the batch id
+    and arguments each got."""
+
+    def __init__(self, app: asyncjobs.App) -> None:
+        self.log: list[tuple[Any, ...]] = []
+        log = self.log
+
+        @app.job(name="tb.work")
+        async def work(n: int) -> None:
+            log.append(("work", n))
+
+        @app.job(name="tb.noted")
+        async def noted(bid: str, event: str, tag: str = "") -> None:
+            log.append((event, bid, tag))
+
+        self.work = work
+        self.noted = noted
+
+    def runs(self) -> list[tuple[Any, ...]]:
+        return sorted(c for c in self.log if c[0] == "work")
+
+    def callbacks(self) -> list[tuple[Any, ...]]:
+        return sorted(c for c in self.log if c[0] != "work")
+
+
+async def test_batch_fires_complete_and_success_once(harness: Harness) -> None:
+    app = harness.app
+    calls = Calls(app)
+    async with app.batch(
+        description="three",
+        on_complete=calls.noted.s("complete", tag="t"),
+        on_success=calls.noted.s(event="success", tag="t"),
+        on_death=calls.noted.s(event="death", tag="t"),
+    ) as batch:
+        await calls.work.defer(1)
+        await calls.work.defer_many([(2,), (3,)])
+        assert batch.added == 3
+    await harness.settle()
+
+    bid = batch.bid
+    assert calls.runs() == [("work", 1), ("work", 2), ("work", 3)]
+    assert calls.callbacks() == [("complete", bid, "t"), ("success", bid, "t")]
+    status = await app.batch_status(bid)
+    assert _status(status) == ("three", 3, 0, 0, [], True, True, False, None, 0, False)
+    assert status.complete_at is not None and status.success_at is not None
+    assert status.complete_at <= status.success_at
+    assert await batch.status() == status
+
+
+async def test_batch_with_a_death_or_a_discard_completes_and_never_succeeds(
+    harness: Harness,
+) -> None:
+    app = harness.app
+    calls = Calls(app)
+
+    @app.job(name="tb.doomed", retry=0)
+    async def doomed() -> None:
+        raise RuntimeError("dies")
+
+    @app.job(name="tb.skipped", retry=5, discard_on=(KeyError,))
+    async def skipped() -> None:
+        raise KeyError("not worth a retry")
+
+    def events(tag: str) -> dict[str, Any]:
+        return {
+            f"on_{e}": calls.noted.s(event=e, tag=tag) for e in ("complete", "success", "death")
+        }
+
+    dead_jid, discarded_jid = new_jid(), new_jid()
+    async with app.batch(**events("dies")) as dies:
+        await calls.work.defer(1)
+        with harness.raises(RuntimeError):
+            await doomed.configure(jid=dead_jid).defer()
+        await calls.work.defer(2)
+    async with app.batch(**events("discards")) as discards:
+        with harness.raises(KeyError):
+            await skipped.configure(jid=discarded_jid).defer()
+        await calls.work.defer(3)
+    await harness.settle(raise_errors=False)
+
+    assert calls.runs() == [("work", 1), ("work", 2), ("work", 3)]
+    assert calls.callbacks() == sorted(
+        [
+            ("complete", dies.bid, "dies"),
+            ("complete", discards.bid, "discards"),
+            ("death", dies.bid, "dies"),  # a discard is a failure, not a death
+        ]
+    )
+    assert _status(await dies.status()) == (
+        *(None, 3, 1, 1, [dead_jid]),
+        *(True, False, True, None, 0, False),
+    )
+    assert _status(await discards.status()) == (
+        *(None, 2, 1, 1, [discarded_jid]),
+        *(True, False, False, None, 0, False),
+    )
+
+
+async def test_a_failure_waiting_for_its_retry_completes_the_batch_only(
+    harness: Harness,
+) -> None:
+    """Sidekiq's rule: a failed job counts as run (complete), not as succeeded. Test
+    modes make no retries, so the batch stays where Redis has it until the retry runs
+    (here an hour away)."""
+    app = harness.app
+    calls = Calls(app)
+
+    @app.job(name="tb.flaky", retry=3, retry_in=lambda count, exc: 3600)
+    async def flaky() -> None:
+        raise ConnectionError("try again later")
+
+    failed_jid = new_jid()
+    async with app.batch(
+        on_complete=calls.noted.s(event="complete"),
+        on_success=calls.noted.s(event="success"),
+        on_death=calls.noted.s(event="death"),
+    ) as batch:
+        with harness.raises(ConnectionError):
+            await flaky.configure(jid=failed_jid).defer()
+        await calls.work.defer(1)
+    await harness.settle(raise_errors=False)
+
+    assert calls.callbacks() == [("complete", batch.bid, "")]
+    assert _status(await batch.status()) == (
+        *(None, 2, 1, 1, [failed_jid]),
+        *(True, False, False, None, 0, False),
+    )
+
+
+async def test_nested_batches_count_their_children(harness: Harness) -> None:
+    """A batch made in a batch block, or by a job of a batch, is a child: its parent
+    completes and succeeds only after it."""
+    app = harness.app
+    calls = Calls(app)
+    made: list[str] = []
+
+    def events(tag: str) -> dict[str, Any]:
+        return {f"on_{e}": calls.noted.s(event=e, tag=tag) for e in ("complete", "success")}
+
+    @app.job(name="tb.spawner")
+    async def spawner() -> None:
+        async with app.batch(**events("grandchild")) as grandchild:
+            await calls.work.defer(3)
+        made.append(grandchild.bid)
+
+    async with app.batch(**events("parent")) as parent:
+        await calls.work.defer(1)
+        async with app.batch(**events("child")) as child:
+            await calls.work.defer(2)
+            await spawner.defer()
+    await harness.settle()
+
+    [grandchild] = made
+    assert calls.runs() == [("work", 1), ("work", 2), ("work", 3)]
+    assert calls.callbacks() == sorted(
+        (event, bid, tag)
+        for bid, tag in ((parent.bid, "parent"), (child.bid, "child"), (grandchild, "grandchild"))
+        for event in ("complete", "success")
+    )
+    p, c, g = [await app.batch_status(b) for b in (parent.bid, child.bid, grandchild)]
+    assert _status(p) == (None, 1, 0, 0, [], True, True, False, None, 0, False)
+    assert _status(c) == (None, 2, 0, 0, [], True, True, False, parent.bid, 0, False)
+    assert _status(g) == (None, 1, 0, 0, [], True, True, False, child.bid, 0, False)
+    assert g.success_at and c.success_at and p.success_at
+    assert g.success_at <= c.success_at <= p.success_at
+
+
+async def test_chain_runs_steps_in_order_passing_results(harness: Harness) -> None:
+    app = harness.app
+    log: list[tuple[Any, ...]] = []
+
+    @app.job(name="tb.add", keep_result=60)
+    async def add(x: int, y: int) -> int:
+        log.append(("add", x, y))
+        return x + y
+
+    @app.job(name="tb.times", keep_result=60)
+    async def times(prev: int, k: int) -> int:
+        log.append(("times", prev, k))
+        return prev * k
+
+    @app.job(name="tb.report")
+    async def report(prev: list[int], label: str) -> None:
+        log.append(("report", prev, label))
+
+    @app.job(name="tb.plain")
+    async def plain(tag: str) -> int:  # keeps no result: the next step gets nothing
+        log.append(("plain", tag))
+        return 7
+
+    bid = await app.chain(
+        add.s(1, 2),
+        [times.s(k=10), times.s(k=100)],  # fan-in: both get 3, the next step both results
+        report.s(label="total"),
+        plain.s("after"),
+        plain.s("last"),
+        description="sums",
+    )
+    await harness.settle()
+
+    assert log[0] == ("add", 1, 2), log
+    assert sorted(log[1:3]) == [("times", 3, 10), ("times", 3, 100)]
+    assert log[3:] == [("report", [30, 300], "total"), ("plain", "after"), ("plain", "last")]
+    first = await app.batch_status(bid)
+    assert _status(first) == ("sums: step 1", 1, 0, 0, [], True, True, False, None, 0, False)
+
+
+async def test_chain_stops_at_a_death_or_goes_on_with_none(harness: Harness) -> None:
+    app = harness.app
+    log: list[tuple[Any, ...]] = []
+
+    @app.job(name="tb.fails", keep_result=60, retry=0)
+    async def fails(tag: str) -> int:
+        raise RuntimeError(f"{tag} dies")
+
+    @app.job(name="tb.next")
+    async def after(prev: int | None, tag: str) -> None:
+        log.append(("next", prev, tag))
+
+    with harness.raises(RuntimeError):
+        await app.chain(fails.s("stop"), after.s("stop"))
+    with harness.raises(RuntimeError):
+        await app.chain(fails.s("go"), after.s("go"), on_failure="continue")
+    await harness.settle(raise_errors=False)
+
+    assert log == [("next", None, "go")]
+
+
+async def test_results_of_tracked_jobs(harness: Harness) -> None:
+    app = harness.app
+
+    @app.job(name="tb.sum", keep_result=60)
+    async def total(values: list[int]) -> int:
+        return sum(values)
+
+    @app.job(name="tb.broken", keep_result=60, retry=0)
+    async def broken() -> int:
+        raise ValueError("no result")
+
+    handle = await total.defer([1, 2, 3])
+    assert handle is not None
+    dead_jid = new_jid()
+    with harness.raises(ValueError):
+        await broken.configure(jid=dead_jid).defer()
+    await harness.settle(raise_errors=False)
+
+    assert await handle.result(timeout=5) == 6
+    assert await app.result(handle, timeout=5) == 6
+    with pytest.raises(asyncjobs.JobFailed) as info:
+        await broken.result(dead_jid, timeout=5)
+    assert (info.value.state, info.value.error_class) == ("dead", "ValueError")
+    assert info.value.error_message == "no result"
+
+
+async def test_after_holds_a_job_until_the_jobs_it_waits_for_succeeded(
+    harness: Harness,
+) -> None:
+    app = harness.app
+    log: list[tuple[str, str]] = []
+
+    @app.job(name="tb.download", track_status=True)
+    async def download(url: str) -> None:
+        log.append(("download", url))
+
+    @app.job(name="tb.broken_download", track_status=True, retry=0)
+    async def broken_download(url: str) -> None:
+        raise OSError(f"{url}: gone")
+
+    @app.job(name="tb.merge")
+    async def merge(name: str) -> None:
+        log.append(("merge", name))
+
+    first = await download.defer("a.csv")
+    second = await download.defer("b.csv")
+    assert first is not None and second is not None
+    await merge.configure(after=[first, second]).defer("report.csv")
+    gone = new_jid()
+    with harness.raises(OSError):
+        await broken_download.configure(jid=gone).defer("c.csv")
+    await merge.configure(after=[first, gone]).defer("never.csv")  # a dead one: never runs
+    with pytest.raises(asyncjobs.ConfigError, match="has no status"):
+        await merge.configure(after=[new_jid()]).defer("unknown.csv")
+    await harness.settle(raise_errors=False)
+
+    assert sorted(log[:2]) == [("download", "a.csv"), ("download", "b.csv")]
+    assert log[2:] == [("merge", "report.csv")]
 
 
 # -- what only the helpers do ---------------------------------------------------------------
