@@ -8,9 +8,10 @@ assertions, run three ways:
 
 The scenarios cover batches (callbacks, deaths, retries pending, nesting), chains,
 results and ``after=``: the test modes' in-memory batches are checked against the
-scripts they stand in for. The in-memory modes use an app whose Redis URL points at a
-closed port, so any Redis call they made would fail the test. The second half tests what only the helpers do
-(failures, timeouts, drain options, restoring the app).
+scripts they stand in for, down to the order callbacks are pushed in. The in-memory
+modes use an app whose Redis URL points at a closed port, so any Redis call they made
+would fail the test. The second half tests what only the helpers do (failures,
+timeouts, drain options, restoring the app).
 """
 
 from __future__ import annotations
@@ -691,6 +692,125 @@ async def test_after_holds_a_job_until_the_jobs_it_waits_for_succeeded(
     assert log[2:] == [("merge", "report.csv")]
 
 
+async def test_jobs_of_a_batch_add_to_it_and_defer_others_outside_it(harness: Harness) -> None:
+    app = harness.app
+    calls = Calls(app)
+    crawled: list[int] = []
+
+    @app.job(name="tb.crawl")
+    async def crawl(depth: int) -> None:
+        crawled.append(depth)
+        await calls.work.defer(depth)  # a plain defer from a batch job: not in the batch
+        if depth < 2:
+            bid = asyncjobs.current_job().bid
+            assert bid is not None
+            async with app.batch(bid=bid):  # a job of the batch may always add to it
+                await crawl.defer(depth + 1)
+
+    async with app.batch(on_success=calls.noted.s(event="success")) as batch:
+        await crawl.defer(0)
+    await harness.settle()
+
+    assert crawled == [0, 1, 2]
+    assert calls.runs() == [("work", 0), ("work", 1), ("work", 2)]
+    assert calls.callbacks() == [("success", batch.bid, "")]
+    assert _status(await batch.status()) == (None, 3, 0, 0, [], True, True, False, None, 0, False)
+    with pytest.raises(asyncjobs.BatchError, match="is complete"):
+        async with app.batch(bid=batch.bid):  # from outside, once complete: refused
+            pass  # pragma: no cover
+    with pytest.raises(asyncjobs.BatchError, match="no batch"):
+        await app.batch_status(new_jid())
+
+
+# The order the scripts push a nested batch's callbacks (parent: job 1 and a child
+# batch with job 2) depends on when the jobs end: after both blocks closed, in the
+# order deferred, or each inside its still-open block.
+PUSH_ORDER = {
+    "after": ["complete child", "complete parent", "success child", "success parent"],
+    "inside": ["complete child", "success child", "complete parent", "success parent"],
+}
+
+
+@pytest.mark.parametrize(
+    "mode,timeline",
+    [("redis", "after"), ("capture", "after"), ("redis", "inside"), ("capture", "inside")]
+    + [("inline", "inside")],  # inline jobs always end inside the block
+)
+async def test_callbacks_come_in_the_order_redis_pushes_them(
+    mode: str, timeline: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("redis_url") if mode == "redis" else NO_REDIS
+    app = asyncjobs.App(url)
+
+    @app.job(name="po.work")
+    async def work(n: int) -> None:
+        pass
+
+    @app.job(name="po.noted", queue="callbacks")  # a queue no worker here reads
+    async def noted(bid: str, event: str, tag: str) -> None:
+        pass
+
+    def events(tag: str) -> dict[str, Any]:
+        return {f"on_{e}": noted.s(event=e, tag=tag) for e in ("complete", "success")}
+
+    async def nested(between: Callable[[], Awaitable[Any]]) -> None:
+        async with app.batch(**events("parent")):
+            await work.defer(1)
+            await between()
+            async with app.batch(**events("child")):
+                await work.defer(2)
+                await between()
+
+    async def nothing() -> None:
+        pass
+
+    def named(args: list[dict[str, Any]]) -> list[str]:
+        return [f"{a['event']} {a['tag']}" for a in args]
+
+    try:
+        if mode == "redis":
+            if timeline == "after":
+                await nested(nothing)
+            async with app.run_worker(queues=["default"], concurrency=1) as worker:
+                if timeline == "inside":
+                    await nested(lambda: _acked(app, worker.process_id))
+                store = await app.open_store()
+                await wait_for(lambda: _has(store.client.llen(store.keys.queue("callbacks"))), 10)
+                await _acked(app, worker.process_id)
+            pushed = named([r.args for r in await api.queue_entries(app, "callbacks")])
+        elif mode == "capture":
+            with testing.capture(app) as captured:
+                await nested(nothing if timeline == "after" else lambda: captured.drain(work))
+                await captured.drain(work)
+                pushed = named([c.arguments for c in captured.for_queue("callbacks")])
+        else:
+            with testing.inline(app) as state:
+                await nested(nothing)
+                pushed = named([c.arguments for c in state.for_job(noted)])
+        assert pushed == PUSH_ORDER[timeline]
+    finally:
+        await app.aclose()
+
+
+async def _has(n: Awaitable[int], at_least: int = 4) -> bool:
+    return await n >= at_least
+
+
+async def _acked(app: asyncjobs.App, process_id: str) -> None:
+    """Wait until the worker has run and acknowledged every job of queue default."""
+    store = await app.open_store()
+    places = [
+        store.keys.queue("default"),
+        store.keys.landing(process_id),
+        store.keys.inflight(process_id),
+    ]
+
+    async def done() -> bool:
+        return not await store.client.exists(*places)
+
+    await wait_for(done, 10)
+
+
 # -- what only the helpers do ---------------------------------------------------------------
 
 
@@ -958,3 +1078,103 @@ async def test_inline_timeout_leaves_the_caller_usable(mem_app: asyncjobs.App) -
             await slow.defer()
         with anyio.fail_after(1):
             await anyio.sleep(0.01)
+
+
+async def test_capture_drain_that_raises_leaves_the_batch_pending(mem_app: asyncjobs.App) -> None:
+    """A failure stops drain(): the failed job counts as a failure waiting for its retry
+    (test modes make none), the jobs after it stay pending, and so does the batch."""
+    events: list[str] = []
+
+    @mem_app.job
+    async def work(n: int) -> None:
+        if n == 1:
+            raise ValueError("one fails")
+
+    @mem_app.job
+    async def noted(bid: str, event: str) -> None:
+        events.append(event)
+
+    with testing.capture(mem_app) as captured:
+        async with mem_app.batch(
+            on_complete=noted.s(event="complete"), on_success=noted.s(event="success")
+        ) as batch:
+            await work.defer_many([(1,), (2,), (3,)])
+        with pytest.raises(ValueError, match="one fails"):
+            await captured.drain()
+        status = await batch.status()
+        assert (status.pending, status.failures, status.complete) == (3, 1, False)
+        assert [c.arguments["n"] for c in captured.jobs] == [2, 3]
+        await captured.drain()  # the rest run; the batch completes, never succeeds
+        status = await batch.status()
+        assert (status.pending, status.failures, status.complete, status.success) == (
+            *(1, 1),
+            *(True, False),
+        )
+        assert events == ["complete"]
+
+
+async def test_inline_batch_block_closes_when_a_job_raises(mem_app: asyncjobs.App) -> None:
+    """Inline, a failing job raises out of its defer, and so out of the block: the
+    block still closes (the jobs deferred before count), and the callbacks its close
+    fires run before the failure reaches the test."""
+    events: list[str] = []
+
+    @mem_app.job
+    async def work(n: int) -> None:
+        if n == 2:
+            raise ValueError("two fails")
+
+    @mem_app.job
+    async def noted(bid: str, event: str) -> None:
+        events.append(event)
+
+    with testing.inline(mem_app):
+        with pytest.raises(ValueError, match="two fails"):
+            async with mem_app.batch(on_complete=noted.s(event="complete")) as batch:
+                await work.defer(1)
+                await work.defer(2)
+                await work.defer(3)  # pragma: no cover
+        status = await batch.status()
+        assert (status.total, status.pending, status.failures, status.complete) == (2, 1, 1, True)
+    assert events == ["complete"]
+
+
+async def test_inline_runs_every_callback_then_raises_the_first_failure(
+    mem_app: asyncjobs.App,
+) -> None:
+    events: list[str] = []
+
+    @mem_app.job
+    async def work() -> None:
+        pass
+
+    @mem_app.job
+    async def noted(bid: str, event: str) -> None:
+        events.append(event)
+        if event == "complete":
+            raise RuntimeError("callback fails")
+
+    with testing.inline(mem_app):
+        with pytest.raises(RuntimeError, match="callback fails"):
+            async with mem_app.batch(
+                on_complete=noted.s(event="complete"), on_success=noted.s(event="success")
+            ):
+                await work.defer()
+    assert events == ["complete", "success"]
+
+
+async def test_results_in_a_test_mode_wait_for_nothing(mem_app: asyncjobs.App) -> None:
+    """A job that has not run (yet) has no result in a test mode: TimeoutError at once,
+    whatever the timeout (nothing else would run it meanwhile)."""
+
+    @mem_app.job(keep_result=60)
+    async def answer() -> int:
+        return 42
+
+    with testing.capture(mem_app) as captured:
+        handle = await answer.defer()
+        assert handle is not None
+        with pytest.raises(TimeoutError, match="drain it first"):
+            await handle.result()
+        await captured.drain()
+        assert await handle.result() == 42
