@@ -33,6 +33,31 @@ What differs from a real worker: jobs run one at a time in the caller's task, ``
 and ``at`` are recorded but not waited for, and a failure is raised to the test instead
 of being retried (see :func:`inline` and :meth:`Capture.drain`). Nothing touches Redis:
 no connection is opened, so these modes need no server.
+
+Batches, chains and ``after=`` work in both modes, with the same API as with Redis
+(``async with app.batch(...)``, ``app.batch_status``, ``app.chain``,
+``configure(after=...)``). The mode keeps batches in memory for the length of its block
+and counts each job's outcome by the rules of Redis's scripts (the stand-in is
+``asyncjobs._membatch``, tested scenario by scenario against Redis and a worker). A
+callback is deferred through the mode when the script would push it, without client
+middleware: :func:`capture` records it once the job that completes its batch has run,
+and :meth:`Capture.drain` runs it; :func:`inline` runs it at once, which is when the
+block exits, since inline jobs end inside it. A job runs outside the caller's batch
+block, as on a worker. The outcomes of tracked jobs (``keep_result=``,
+``track_status=True``) are kept for the block too, so ``handle.result()`` works, a
+chain passes results from step to step, and ``after=`` holds a job until the jobs it
+waits for succeeded.
+
+What a failure means for a batch, since nothing is retried here: a job that fails with
+retries left counts as a failure waiting for its retry, as in Redis until that retry
+runs: its batch can complete (``on_complete``), cannot succeed, and has no death. So a
+:meth:`Capture.drain` that raises leaves the batch pending (the jobs after the failure
+stay in :attr:`Capture.jobs`), and ``drain(raise_errors=False)`` counts the failure the
+same way. Inline, the failure is raised out of ``defer``, and so out of the batch
+block, which still closes (its callbacks run first). A job dies, and fires
+``on_death``, only as on a worker: out of retries (``retry=0``), ``dead_on=``, or
+``"kill"`` from ``retry_in=``; a discarded job is a failure without death. Inline, every
+callback that one step fired runs before the first one's failure is raised.
 """
 
 from __future__ import annotations
@@ -405,8 +430,9 @@ class Capture(_Mode):
                 ``Job.drain``; ``None`` runs everything.
             raise_errors: ``True`` (default): the first job that raises stops the drain
                 and its exception propagates; that job is gone from :attr:`jobs`, the
-                others stay pending. ``False``: failures are collected and the drain
-                goes on.
+                others stay pending (a failed job of a batch counts there as a failure
+                waiting for its retry, which never comes here). ``False``: failures
+                are collected and the drain goes on.
             limit: the most jobs one drain runs, so that a job that keeps deferring
                 itself fails the test instead of hanging it.
 
@@ -449,7 +475,9 @@ def inline(app: App) -> Iterator[Inline]:
 
     A job that raises makes ``defer`` raise that exception (no retries; death handlers
     run when the job's retries are exhausted, as in a worker); with ``defer_many`` the
-    jobs after the failing one do not run.
+    jobs after the failing one do not run. Batch callbacks, a chain's next steps and
+    jobs waiting with ``after=`` run inline as soon as Redis would push them (see the
+    module's docstring).
 
     Args:
         app: the app whose jobs run inline (each job's ``job.app``).
@@ -472,8 +500,10 @@ def capture(app: App) -> Iterator[Capture]:
     While the block is active, ``await job.defer(...)`` validates the arguments and runs
     the client middleware as the real client does, records the job in
     :attr:`Capture.jobs` and returns its jid; the test then asserts on what was deferred
-    and runs it with :meth:`Capture.drain` or :meth:`Capture.run_one`. Jobs left pending
-    when the block ends are dropped.
+    and runs it with :meth:`Capture.drain` or :meth:`Capture.run_one`. Batch callbacks, a
+    chain's next steps and jobs waiting with ``after=`` are recorded as soon as Redis
+    would push them (see the module's docstring). Jobs left pending when the block ends
+    are dropped.
 
     Args:
         app: the app whose jobs are captured (each job's ``job.app``).
