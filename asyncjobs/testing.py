@@ -343,9 +343,11 @@ class Inline(_Mode):
     async def accept(self, payloads: Sequence[Payload]) -> list[str]:
         # Encode them all first: one oversized payload accepts none, as the real client.
         decoded = [_round_trip(self.app, p) for p in payloads]
-        self._accepted(decoded)
         jids = []
         for payload in decoded:
+            # Counted as it runs: with defer_many, the jobs after a failing one never
+            # run, so they do not join its batch either.
+            self._accepted([payload])
             self.ran.append(_captured(self.app, payload))
             await self._perform(payload)
             jids.append(payload.jid)
@@ -475,7 +477,7 @@ def inline(app: App) -> Iterator[Inline]:
 
     A job that raises makes ``defer`` raise that exception (no retries; death handlers
     run when the job's retries are exhausted, as in a worker); with ``defer_many`` the
-    jobs after the failing one do not run. Batch callbacks, a chain's next steps and
+    jobs after the failing one do not run (nor count in a batch). Batch callbacks, a chain's next steps and
     jobs waiting with ``after=`` run inline as soon as Redis would push them (see the
     module's docstring).
 

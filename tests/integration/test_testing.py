@@ -1136,7 +1136,13 @@ async def test_inline_batch_block_closes_when_a_job_raises(mem_app: asyncjobs.Ap
                 await work.defer(3)  # pragma: no cover
         status = await batch.status()
         assert (status.total, status.pending, status.failures, status.complete) == (2, 1, 1, True)
-    assert events == ["complete"]
+        # defer_many stops at the failure: the jobs after it neither run nor count.
+        with pytest.raises(ValueError, match="two fails"):
+            async with mem_app.batch(on_complete=noted.s(event="complete")) as batch:
+                await work.defer_many([(1,), (2,), (3,)])
+        status = await batch.status()
+        assert (status.total, status.pending, status.failures, status.complete) == (2, 1, 1, True)
+    assert events == ["complete", "complete"]
 
 
 async def test_inline_runs_every_callback_then_raises_the_first_failure(
