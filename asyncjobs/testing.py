@@ -477,9 +477,9 @@ def inline(app: App) -> Iterator[Inline]:
 
     A job that raises makes ``defer`` raise that exception (no retries; death handlers
     run when the job's retries are exhausted, as in a worker); with ``defer_many`` the
-    jobs after the failing one do not run (nor count in a batch). Batch callbacks, a chain's next steps and
-    jobs waiting with ``after=`` run inline as soon as Redis would push them (see the
-    module's docstring).
+    jobs after the failing one do not run (nor count in a batch). Batch callbacks, a
+    chain's next steps and jobs waiting with ``after=`` run inline as soon as Redis
+    would push them (see the module's docstring).
 
     Args:
         app: the app whose jobs run inline (each job's ``job.app``).
