@@ -383,6 +383,33 @@ async def test_middleware_carries_a_field_from_defer_to_the_job(harness: Harness
     assert seen == [("server", "req-7"), ("job", "req-7")] * 3
 
 
+async def test_server_middleware_gets_the_return_value(harness: Harness) -> None:
+    """call_next() returns what the job returned, for a plain job and for one that
+    keeps its result (the executor's other path) alike."""
+    app = harness.app
+    seen: list[tuple[str, Any]] = []
+
+    async def look(ctx: asyncjobs.JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
+        value = await call_next()
+        seen.append((ctx.name.rsplit(".", 1)[-1], value))
+        return value
+
+    app.server_middleware.append(look)
+
+    @app.job(name="mw.plain")
+    async def plain() -> int:
+        return 1
+
+    @app.job(name="mw.kept", keep_result=60)
+    async def kept() -> int:
+        return 2
+
+    await plain.defer()
+    await kept.defer()
+    await harness.settle()
+    assert sorted(seen) == [("kept", 2), ("plain", 1)]
+
+
 # -- batches, chains and after=: the same scenarios, every mode --------------------------
 
 
