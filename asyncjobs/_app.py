@@ -17,7 +17,15 @@ import anyio
 import msgspec
 
 from ._batch import BatchStatus, scope_var
-from ._batching import Batch, Callback, chain, defer_after, read_status, register_steps
+from ._batching import (
+    Batch,
+    BatchStore,
+    Callback,
+    chain,
+    defer_after,
+    read_status,
+    register_steps,
+)
 from ._conn import FastRedis
 from ._errors import AsyncJobsError, ConfigError, EnqueueError, UniqueConflict
 from ._job import Job, OnExhausted, RetryIn
@@ -71,9 +79,18 @@ def _initial(payload: Payload) -> State:
 
 class TestMode:
     """What a test mode (``asyncjobs.testing``) does with jobs that went through the
-    client chain, instead of pushing them to Redis."""
+    client chain, instead of pushing them to Redis; where it keeps batches and the
+    outcomes of tracked jobs. Reached only while a mode is active for the app."""
 
     async def accept(self, payloads: Sequence[Payload]) -> list[str]:
+        raise NotImplementedError
+
+    def batches(self) -> BatchStore:
+        """The mode's in-memory stand-in for the store's batch operations."""
+        raise NotImplementedError
+
+    def outcome(self, jid: str) -> Outcome:
+        """A tracked job's outcome; TimeoutError if it has none (yet)."""
         raise NotImplementedError
 
 
@@ -778,6 +795,10 @@ class App(Registry):
         )
 
     async def _wait_outcome(self, jid: str, timeout: float | None) -> Outcome:
+        modes = _test_modes.get()
+        mode = modes.get(id(self)) if modes else None
+        if mode is not None:  # a test mode keeps the outcomes of the jobs it ran
+            return mode.outcome(jid)
         store = await self.open_store()
         raw = await store.wait_result(jid, timeout)
         if raw is None:
@@ -883,6 +904,15 @@ class App(Registry):
             callbacks={"complete": on_complete, "success": on_success, "death": on_death},
             bid=bid,
         )
+
+    async def _batches(self) -> BatchStore:
+        """Where batches live: the store; under a test mode, the mode's in-memory
+        stand-in (``asyncjobs.testing``)."""
+        modes = _test_modes.get()
+        mode = modes.get(id(self)) if modes else None
+        if mode is not None:
+            return mode.batches()
+        return await self.open_store()
 
     async def _defer_after(self, payload: Payload, after: tuple[str, ...]) -> str:
         return await defer_after(self, payload, after)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import msgspec
@@ -28,11 +28,11 @@ from ._unique import Unique
 
 if TYPE_CHECKING:
     from ._app import App
-    from ._store import Store
 
 __all__ = [
     "STEP_JOB",
     "Batch",
+    "BatchStore",
     "Callback",
     "chain",
     "defer_after",
@@ -43,6 +43,23 @@ __all__ = [
 Callback = Job[Any, Any] | Signature
 EVENTS = ("complete", "success", "death")
 STEP_JOB = "asyncjobs.chain"  # the job that runs a workflow's next step
+
+
+class BatchStore(Protocol):
+    """Where batches live: the store (``batch.lua``, ``_store/_batch.py``), or under a
+    test mode its in-memory stand-in (``asyncjobs.testing``), which counts the same."""
+
+    async def batch_open(self, bid: str, parent: str | None, fields: Sequence[Any]) -> bool: ...
+
+    async def batch_reopen(self, bid: str, *, member: bool) -> int: ...
+
+    async def batch_close(self, bid: str, added: int) -> bool: ...
+
+    async def batch_after(
+        self, gate: str, payload: bytes, queue: str, desc: str, jids: Sequence[str]
+    ) -> str | None: ...
+
+    async def batch_read(self, bid: str) -> tuple[dict[bytes, bytes], list[bytes]]: ...
 
 
 class Batch:
@@ -79,15 +96,10 @@ class Batch:
         self.parent: str | None = None
         self._scope: Scope | None = None
         self._token: Any = None
-        self._store: Store | None = None
+        self._store: BatchStore | None = None
 
     async def __aenter__(self) -> Batch:
-        store = await self._app._open()
-        if store is None:
-            raise ConfigError(
-                "batches need Redis: app.batch() is not available in a test mode "
-                "(asyncjobs.testing); run a worker against a test Redis instead"
-            )
+        store = await self._app._batches()
         self._store = store
         running = current_payload()
         if self._reopen is not None:
@@ -174,7 +186,7 @@ def _callback_payload(app: App, cb: Callback, bid: str, event: str) -> tuple[str
 
 
 async def read_status(app: App, bid: str) -> BatchStatus:
-    store = await app.open_store()
+    store = await app._batches()
     fields, failed = await store.batch_read(bid)
     if not fields:
         raise BatchError(bid, f"no batch {bid} (expired, or never made)")
@@ -188,9 +200,7 @@ async def defer_after(app: App, payload: Payload, after: tuple[str, ...]) -> str
     """``configure(after=[...]).defer(...)``: a gate batch waits for the jobs ``after``
     names (tracked jobs: their outcome, stored by result.lua, is what it counts) and
     pushes ``payload`` when all of them succeeded. Returns the job's jid."""
-    store = await app._open()
-    if store is None:
-        raise ConfigError("after= needs Redis: it is not available in a test mode")
+    store = await app._batches()
     gate = new_jid()
     payload = msgspec.structs.replace(payload, bid=None, enqueued_at=None)
     desc = f"{payload.job} jid={payload.jid} after {', '.join(after)}"

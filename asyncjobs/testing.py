@@ -33,6 +33,31 @@ What differs from a real worker: jobs run one at a time in the caller's task, ``
 and ``at`` are recorded but not waited for, and a failure is raised to the test instead
 of being retried (see :func:`inline` and :meth:`Capture.drain`). Nothing touches Redis:
 no connection is opened, so these modes need no server.
+
+Batches, chains and ``after=`` work in both modes, with the same API as with Redis
+(``async with app.batch(...)``, ``app.batch_status``, ``app.chain``,
+``configure(after=...)``). The mode keeps batches in memory for the length of its block
+and counts each job's outcome by the rules of Redis's scripts (the stand-in is
+``asyncjobs._membatch``, tested scenario by scenario against Redis and a worker). A
+callback is deferred through the mode when the script would push it, without client
+middleware: :func:`capture` records it once the job that completes its batch has run,
+and :meth:`Capture.drain` runs it; :func:`inline` runs it at once, which is when the
+block exits, since inline jobs end inside it. A job runs outside the caller's batch
+block, as on a worker. The outcomes of tracked jobs (``keep_result=``,
+``track_status=True``) are kept for the block too, so ``handle.result()`` works, a
+chain passes results from step to step, and ``after=`` holds a job until the jobs it
+waits for succeeded.
+
+What a failure means for a batch, since nothing is retried here: a job that fails with
+retries left counts as a failure waiting for its retry, as in Redis until that retry
+runs: its batch can complete (``on_complete``), cannot succeed, and has no death. So a
+:meth:`Capture.drain` that raises leaves the batch pending (the jobs after the failure
+stay in :attr:`Capture.jobs`), and ``drain(raise_errors=False)`` counts the failure the
+same way. Inline, the failure is raised out of ``defer``, and so out of the batch
+block, which still closes (its callbacks run first). A job dies, and fires
+``on_death``, only as on a worker: out of retries (``retry=0``), ``dead_on=``, or
+``"kill"`` from ``retry_in=``; a discarded job is a failure without death. Inline, every
+callback that one step fired runs before the first one's failure is raised.
 """
 
 from __future__ import annotations
@@ -50,12 +75,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
-from ._app import TestMode, _test_modes
+from ._app import TestMode, _count_added, _test_modes
+from ._batch import scope_var
 from ._errors import UnknownJobError
-from ._job import Job
+from ._job import Job, JobContext
+from ._membatch import MemoryBatches
+from ._middleware import Chain, ServerMiddleware, ServerNext
 from ._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
 from ._seal import unpack
-from ._worker.executor import Executor, Running
+from ._status import Outcome
+from ._worker.executor import Executor, Running, describe
 
 if TYPE_CHECKING:
     from ._app import App
@@ -118,16 +147,49 @@ class Failure:
 
 
 class _Mode(TestMode):
-    """What both modes share: the worker's executor, and running one job with it."""
+    """What both modes share: the worker's executor and running one job with it; the
+    batches (an in-memory stand-in that counts as Redis does) and the outcomes of
+    tracked jobs (for ``handle.result()``, chains and ``after=``)."""
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self._executor = Executor(app, _NoSink())
+        self._sink = _Sink()
+        # Innermost server middleware of the mode: it keeps the return values of the
+        # jobs that keep results (the executor stores them in Redis, which is not here).
+        keep: Chain[ServerMiddleware] = Chain([self._keep_value])
+        self._executor = Executor(app, self._sink, middleware=keep)
+        self._batches = MemoryBatches(self._deliver)
+        self._values: dict[str, Any] = {}
+        self._outcomes: dict[str, Outcome] = {}
+
+    def batches(self) -> MemoryBatches:
+        return self._batches
+
+    def outcome(self, jid: str) -> Outcome:
+        out = self._outcomes.get(jid)
+        if out is None:
+            raise TimeoutError(
+                f"job {jid} has no outcome in this test mode: it has not run yet (capture: "
+                "drain it first), it failed with retries left (test modes make no retries), "
+                "or it keeps no status"
+            )
+        return out
+
+    def _accepted(self, payloads: Sequence[Payload]) -> None:
+        """Jobs now deferred: a batch job is counted by the block it joined, a tracked
+        job gets a status (so ``after=`` can wait for it), as after a real push."""
+        _count_added([p for p in payloads if p.bid is not None])
+        for p in payloads:
+            job = self.app.jobs.get(p.job)
+            if job is not None and job.track_status:
+                self._batches.deferred(p.jid)
 
     async def _perform(self, payload: Payload) -> None:
         """Run one job as a capsule does (the same executor: decoded arguments,
-        ``current_job()``, server middleware, timeout, retry decision, death handlers).
-        A failure is raised to the caller."""
+        ``current_job()``, server middleware, timeout, retry decision, death handlers),
+        then count its outcome as the worker's acknowledgement would (its batch, the
+        gates waiting for it) and hand on the callbacks that fired. A failure is raised
+        to the caller."""
         _job_for(self.app, payload)
         if payload.enqueued_at is None:
             # A scheduled job gets its enqueued_at when the scheduler promotes it.
@@ -137,31 +199,130 @@ class _Mode(TestMode):
         rec = Running(payload.jid.encode(), ENCODER.encode(payload))
         rec.task = asyncio.current_task()
         job = self.app.jobs[payload.job]
-        if payload.timeout or job.timeout:
-            # The same watchdog as a worker's capsule, for the length of this job.
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(executor.watchdog.run)
+        processed = executor.processed
+        # A job runs outside any batch block of the caller, as on a worker: what it
+        # defers joins a batch only through app.batch() of its own.
+        token = scope_var.set(None)
+        try:
+            if payload.timeout or job.timeout:
+                # The same watchdog as a worker's capsule, for the length of this job.
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(executor.watchdog.run)
+                    await executor.run(rec)
+                    tg.cancel_scope.cancel()
+            else:
                 await executor.run(rec)
-                tg.cancel_scope.cancel()
-        else:
-            await executor.run(rec)
+        finally:
+            scope_var.reset(token)
         # Death handlers and on_exhausted have run by the time defer or drain returns.
         await executor.wait_background()
+        await self._settle(payload, job, rec, ran=executor.processed > processed)
         if rec.error is not None:
             raise rec.error
 
+    async def _settle(self, payload: Payload, job: Job[Any, Any], rec: Running, ran: bool) -> None:
+        """Count a job's outcome where Redis would: a tracked job's outcome (result.lua,
+        and the ``after=`` gates waiting for it), then its batch (ack.lua)."""
+        jid = payload.jid
+        target, data = self._sink.outcomes.pop(rec.field, (None, b""))
+        bid = self._sink.bids.pop(rec.field, None)
+        value = self._values.pop(jid, None)
+        if job.track_status and target is not None:
+            out = _outcome(payload, job, rec, target, data, ran, value)
+            if out is not None:
+                self._outcomes[jid] = out
+                self._batches.ended(jid, out.state)
+        if bid is not None and target is not None:
+            self._batches.acked(jid, bid, target)
+        await self._batches.flush()
 
-class _NoSink:
-    """Outcomes of test runs go nowhere: the failure is raised to the test instead."""
+    async def _keep_value(self, ctx: JobContext, call_next: ServerNext) -> Any:
+        value = await call_next()
+        job = self.app.jobs.get(ctx.name)
+        if job is not None and job.keep_result is not None:
+            self._values[ctx.jid] = value
+        return value
+
+    async def _deliver(self, fired: list[bytes]) -> None:
+        """Callbacks a batch fired (and jobs whose ``after=`` gate opened): deferred
+        through this mode, without client middleware, as the script pushes them. Inline
+        runs each; the first failure is raised once all have run."""
+        now = time.time()
+        error: Exception | None = None
+        for raw in fired:
+            payload = msgspec.structs.replace(DECODER.decode(raw), enqueued_at=now)
+            try:
+                await self.accept([payload])
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+
+
+def _outcome(
+    payload: Payload,
+    job: Job[Any, Any],
+    rec: Running,
+    target: str,
+    data: bytes,
+    ran: bool,
+    value: Any,
+) -> Outcome | None:
+    """A tracked job's outcome as the executor would store it; None while it waits for
+    a retry (or was rescheduled)."""
+    now = time.time()
+    if target == "done":
+        if not ran:  # dropped unrun (expires_in)
+            reason = "expired (expires_in), or replaced by a later unique job"
+            return Outcome(
+                state="failed", at=now, job=payload.job, error_class="NotRun", error_message=reason
+            )
+        raw = b"null"
+        if job.keep_result is not None:
+            try:
+                raw = ENCODER.encode(value)
+            except (TypeError, ValueError, msgspec.EncodeError) as exc:
+                log.error(
+                    "result of %s jid=%s cannot be encoded (%s); kept as null",
+                    payload.job,
+                    payload.jid,
+                    exc,
+                )
+        return Outcome(state="succeeded", at=now, job=payload.job, value=msgspec.Raw(raw))
+    if target not in ("dead", "drop"):
+        return None
+    error_class: str | None = None
+    message: str | None = None
+    if target == "dead" and data:
+        dead = DECODER.decode(data)
+        error_class, message = dead.error_class, dead.error_message
+    elif rec.error is not None:
+        error_class, message = type(rec.error).__name__, describe(rec.error)
+    return Outcome(
+        state="dead" if target == "dead" else "failed",
+        at=now,
+        job=payload.job,
+        error_class=error_class,
+        error_message=message,
+    )
+
+
+class _Sink:
+    """Where the executor reports outcomes in a test mode: kept until the mode counts
+    them (a failure is also raised to the test)."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[bytes, tuple[str, bytes]] = {}
+        self.bids: dict[bytes, str] = {}
 
     def done(self, field: bytes) -> None:
-        pass
+        self.outcomes[field] = ("done", b"")
 
     def move(self, field: bytes, target: str, at: float, data: bytes) -> None:
-        pass
+        self.outcomes[field] = (target, data)
 
     def batch(self, field: bytes, bid: str) -> None:
-        pass
+        self.bids[field] = bid
 
 
 class Inline(_Mode):
@@ -184,6 +345,9 @@ class Inline(_Mode):
         decoded = [_round_trip(self.app, p) for p in payloads]
         jids = []
         for payload in decoded:
+            # Counted as it runs: with defer_many, the jobs after a failing one never
+            # run, so they do not join its batch either.
+            self._accepted([payload])
             self.ran.append(_captured(self.app, payload))
             await self._perform(payload)
             jids.append(payload.jid)
@@ -223,6 +387,7 @@ class Capture(_Mode):
     async def accept(self, payloads: Sequence[Payload]) -> list[str]:
         # Encode them all first: one oversized payload accepts none, as the real client.
         decoded = [_round_trip(self.app, p) for p in payloads]
+        self._accepted(decoded)
         self.jobs.extend(_captured(self.app, p) for p in decoded)
         return [p.jid for p in decoded]
 
@@ -267,8 +432,9 @@ class Capture(_Mode):
                 ``Job.drain``; ``None`` runs everything.
             raise_errors: ``True`` (default): the first job that raises stops the drain
                 and its exception propagates; that job is gone from :attr:`jobs`, the
-                others stay pending. ``False``: failures are collected and the drain
-                goes on.
+                others stay pending (a failed job of a batch counts there as a failure
+                waiting for its retry, which never comes here). ``False``: failures
+                are collected and the drain goes on.
             limit: the most jobs one drain runs, so that a job that keeps deferring
                 itself fails the test instead of hanging it.
 
@@ -311,7 +477,9 @@ def inline(app: App) -> Iterator[Inline]:
 
     A job that raises makes ``defer`` raise that exception (no retries; death handlers
     run when the job's retries are exhausted, as in a worker); with ``defer_many`` the
-    jobs after the failing one do not run.
+    jobs after the failing one do not run (nor count in a batch). Batch callbacks, a
+    chain's next steps and jobs waiting with ``after=`` run inline as soon as Redis
+    would push them (see the module's docstring).
 
     Args:
         app: the app whose jobs run inline (each job's ``job.app``).
@@ -334,8 +502,10 @@ def capture(app: App) -> Iterator[Capture]:
     While the block is active, ``await job.defer(...)`` validates the arguments and runs
     the client middleware as the real client does, records the job in
     :attr:`Capture.jobs` and returns its jid; the test then asserts on what was deferred
-    and runs it with :meth:`Capture.drain` or :meth:`Capture.run_one`. Jobs left pending
-    when the block ends are dropped.
+    and runs it with :meth:`Capture.drain` or :meth:`Capture.run_one`. Batch callbacks, a
+    chain's next steps and jobs waiting with ``after=`` are recorded as soon as Redis
+    would push them (see the module's docstring). Jobs left pending when the block ends
+    are dropped.
 
     Args:
         app: the app whose jobs are captured (each job's ``job.app``).

@@ -371,8 +371,11 @@ class Executor:
             if self.app.server_middleware.entries or self.middleware.entries:
                 box: list[Any] = [None]
 
-                async def call() -> None:
-                    box[0] = await fn(*args, **kwargs)
+                async def call() -> Any:
+                    # The value goes to the job's outcome, and back through the
+                    # middleware (as on the plain path).
+                    box[0] = result = await fn(*args, **kwargs)
+                    return result
 
                 await run_server(self._chain(), JobContext(payload), call)
                 value = box[0]

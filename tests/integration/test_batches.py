@@ -403,17 +403,32 @@ async def test_a_poison_pill_the_reaper_kills_counts_as_a_death(
 
 
 @pytest.mark.timeout(30)
-async def test_no_batches_in_test_modes(app: asyncjobs.App) -> None:
+async def test_test_modes_keep_their_batches_out_of_redis(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    """Under a test mode a batch lives in the mode (asyncjobs.testing): nothing of it
+    reaches Redis, even with an app bound to a live server."""
     from asyncjobs import testing
+
+    seen: list[str] = []
 
     @app.job(name="tm")
     async def tm() -> None:
         pass
 
-    with testing.capture(app):
-        with pytest.raises(asyncjobs.ConfigError, match="not available in a test mode"):
-            async with app.batch():
-                pass
+    @app.job(name="tm_done")
+    async def tm_done(bid: str) -> None:
+        seen.append(bid)
+
+    with testing.capture(app) as captured:
+        async with app.batch(on_success=tm_done) as batch:
+            await tm.defer()
+        await captured.drain()
+        assert (await app.batch_status(batch.bid)).success
+    assert seen == [batch.bid]
+    assert await redis.keys("{asyncjobs}:*") == []
+    with pytest.raises(asyncjobs.BatchError):
+        await app.batch_status(batch.bid)  # the real store knows nothing of it
 
 
 # -- the index of batches ({ns}:batches): api.batches, asyncjobs batches ------------------

@@ -6,13 +6,17 @@ assertions, run three ways:
 - ``redis``: the real client pushes to the private redis-server, then a real worker
   (``app.run_worker``, in this event loop) runs everything until Redis is empty.
 
-The in-memory modes use an app whose Redis URL points at a closed port, so any Redis
-call they made would fail the test. The second half tests what only the helpers do
-(failures, timeouts, drain options, restoring the app).
+The scenarios cover batches (callbacks, deaths, retries pending, nesting), chains,
+results and ``after=``: the test modes' in-memory batches are checked against the
+scripts they stand in for, down to the order callbacks are pushed in. The in-memory
+modes use an app whose Redis URL points at a closed port, so any Redis call they made
+would fail the test. The second half tests what only the helpers do (failures,
+timeouts, drain options, restoring the app).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -28,7 +32,7 @@ import pytest
 
 import asyncjobs
 from asyncjobs import api, testing
-from asyncjobs._payload import Payload
+from asyncjobs._payload import Payload, new_jid
 from tests.conftest import all_sent, wait_for
 
 QUEUES = ["critical", "default", "low"]
@@ -56,9 +60,16 @@ class Harness:
         """The jobs deferred so far and not yet settled, by jid."""
         raise NotImplementedError
 
-    async def settle(self) -> None:
-        """Run every deferred job, and every job they defer, to the end."""
+    async def settle(self, *, raise_errors: bool = True) -> None:
+        """Run every deferred job, and every job they defer, to the end.
+        ``raise_errors=False``: a failing job does not stop it (capture's drain option;
+        the other modes never raise here)."""
         raise NotImplementedError
+
+    def raises(self, exc: type[Exception]) -> contextlib.AbstractContextManager[Any]:
+        """Around a ``defer`` (or ``app.chain``) whose job fails: inline raises the
+        failure there, the other modes later (or never)."""
+        return contextlib.nullcontext()
 
 
 class CaptureHarness(Harness):
@@ -72,8 +83,8 @@ class CaptureHarness(Harness):
             key=lambda d: d.jid,
         )
 
-    async def settle(self) -> None:
-        await self.captured.drain()
+    async def settle(self, *, raise_errors: bool = True) -> None:
+        await self.captured.drain(raise_errors=raise_errors)
 
 
 class InlineHarness(Harness):
@@ -88,8 +99,11 @@ class InlineHarness(Harness):
             key=lambda d: d.jid,
         )
 
-    async def settle(self) -> None:
+    async def settle(self, *, raise_errors: bool = True) -> None:
         pass
+
+    def raises(self, exc: type[Exception]) -> contextlib.AbstractContextManager[Any]:
+        return pytest.raises(exc)
 
 
 class RedisHarness(Harness):
@@ -105,19 +119,27 @@ class RedisHarness(Harness):
         )
         return sorted(out, key=lambda d: d.jid)
 
-    async def settle(self) -> None:
+    async def settle(self, *, raise_errors: bool = True) -> None:
         async with self.app.run_worker(queues=QUEUES, concurrency=4) as worker:
+            store = await self.app.open_store()
+            keys = store.keys
+            places = [
+                *(keys.queue(q) for q in QUEUES),
+                keys.landing(worker.process_id),
+                keys.inflight(worker.process_id),
+            ]
 
             async def empty() -> bool:
-                # A job is always in a queue, the schedule or the in-flight record
-                # (invariant 1), so all three empty with nothing running means done.
-                if worker.statistics()["busy"]:
-                    return False
-                if any(q.size for q in await api.queues(self.app)):
-                    return False
-                if await api.ScheduledSet(self.app).size():
-                    return False
-                return not await api.ProcessSet(self.app).inflight(worker.process_id)
+                # A job is always in a queue, the schedule, or the process's landing
+                # list or in-flight record (invariant 1; a job that ends pushes the
+                # callbacks and chain steps it fires in the same step), so all of them
+                # empty at one instant (one MULTI: a job moves on between separate
+                # reads) means done. The retry and dead sets are not waited for.
+                async with store.client.pipeline(transaction=True) as pipe:
+                    pipe.exists(*places)
+                    pipe.zcard(keys.schedule)
+                    found = await pipe.execute()
+                return not any(found)
 
             await wait_for(empty, timeout=10)
             await worker.wait_idle()
@@ -359,6 +381,461 @@ async def test_middleware_carries_a_field_from_defer_to_the_job(harness: Harness
     await work.defer_many([(), ()])
     await harness.settle()
     assert seen == [("server", "req-7"), ("job", "req-7")] * 3
+
+
+async def test_server_middleware_gets_the_return_value(harness: Harness) -> None:
+    """call_next() returns what the job returned, for a plain job and for one that
+    keeps its result (the executor's other path) alike."""
+    app = harness.app
+    seen: list[tuple[str, Any]] = []
+
+    async def look(ctx: asyncjobs.JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
+        value = await call_next()
+        seen.append((ctx.name.rsplit(".", 1)[-1], value))
+        return value
+
+    app.server_middleware.append(look)
+
+    @app.job(name="mw.plain")
+    async def plain() -> int:
+        return 1
+
+    @app.job(name="mw.kept", keep_result=60)
+    async def kept() -> int:
+        return 2
+
+    await plain.defer()
+    await kept.defer()
+    await harness.settle()
+    assert sorted(seen) == [("kept", 2), ("plain", 1)]
+
+
+# -- batches, chains and after=: the same scenarios, every mode --------------------------
+
+
+def _status(s: asyncjobs.BatchStatus) -> tuple[Any, ...]:
+    """What a batch's status says, less its timestamps (which differ run to run)."""
+    return (
+        s.description,
+        s.total,
+        s.pending,
+        s.failures,
+        s.failed_jids,
+        s.complete,
+        s.success,
+        s.dead,
+        s.parent,
+        s.children,
+        s.open,
+    )
+
+
+class Calls:
+    """What the jobs of a scenario saw: work runs, and callback calls with the batch id
+    and arguments each got."""
+
+    def __init__(self, app: asyncjobs.App) -> None:
+        self.log: list[tuple[Any, ...]] = []
+        log = self.log
+
+        @app.job(name="tb.work")
+        async def work(n: int) -> None:
+            log.append(("work", n))
+
+        @app.job(name="tb.noted")
+        async def noted(bid: str, event: str, tag: str = "") -> None:
+            log.append((event, bid, tag))
+
+        self.work = work
+        self.noted = noted
+
+    def runs(self) -> list[tuple[Any, ...]]:
+        return sorted(c for c in self.log if c[0] == "work")
+
+    def callbacks(self) -> list[tuple[Any, ...]]:
+        return sorted(c for c in self.log if c[0] != "work")
+
+
+async def test_batch_fires_complete_and_success_once(harness: Harness) -> None:
+    app = harness.app
+    calls = Calls(app)
+    async with app.batch(
+        description="three",
+        on_complete=calls.noted.s("complete", tag="t"),
+        on_success=calls.noted.s(event="success", tag="t"),
+        on_death=calls.noted.s(event="death", tag="t"),
+    ) as batch:
+        await calls.work.defer(1)
+        await calls.work.defer_many([(2,), (3,)])
+        assert batch.added == 3
+    await harness.settle()
+
+    bid = batch.bid
+    assert calls.runs() == [("work", 1), ("work", 2), ("work", 3)]
+    assert calls.callbacks() == [("complete", bid, "t"), ("success", bid, "t")]
+    status = await app.batch_status(bid)
+    assert _status(status) == ("three", 3, 0, 0, [], True, True, False, None, 0, False)
+    assert status.complete_at is not None and status.success_at is not None
+    assert status.complete_at <= status.success_at
+    assert await batch.status() == status
+
+
+async def test_batch_with_a_death_or_a_discard_completes_and_never_succeeds(
+    harness: Harness,
+) -> None:
+    app = harness.app
+    calls = Calls(app)
+
+    @app.job(name="tb.doomed", retry=0)
+    async def doomed() -> None:
+        raise RuntimeError("dies")
+
+    @app.job(name="tb.skipped", retry=5, discard_on=(KeyError,))
+    async def skipped() -> None:
+        raise KeyError("not worth a retry")
+
+    def events(tag: str) -> dict[str, Any]:
+        return {
+            f"on_{e}": calls.noted.s(event=e, tag=tag) for e in ("complete", "success", "death")
+        }
+
+    dead_jid, discarded_jid = new_jid(), new_jid()
+    async with app.batch(**events("dies")) as dies:
+        await calls.work.defer(1)
+        with harness.raises(RuntimeError):
+            await doomed.configure(jid=dead_jid).defer()
+        await calls.work.defer(2)
+    async with app.batch(**events("discards")) as discards:
+        with harness.raises(KeyError):
+            await skipped.configure(jid=discarded_jid).defer()
+        await calls.work.defer(3)
+    await harness.settle(raise_errors=False)
+
+    assert calls.runs() == [("work", 1), ("work", 2), ("work", 3)]
+    assert calls.callbacks() == sorted(
+        [
+            ("complete", dies.bid, "dies"),
+            ("complete", discards.bid, "discards"),
+            ("death", dies.bid, "dies"),  # a discard is a failure, not a death
+        ]
+    )
+    assert _status(await dies.status()) == (
+        *(None, 3, 1, 1, [dead_jid]),
+        *(True, False, True, None, 0, False),
+    )
+    assert _status(await discards.status()) == (
+        *(None, 2, 1, 1, [discarded_jid]),
+        *(True, False, False, None, 0, False),
+    )
+
+
+async def test_a_failure_waiting_for_its_retry_completes_the_batch_only(
+    harness: Harness,
+) -> None:
+    """Sidekiq's rule: a failed job counts as run (complete), not as succeeded. Test
+    modes make no retries, so the batch stays where Redis has it until the retry runs
+    (here an hour away)."""
+    app = harness.app
+    calls = Calls(app)
+
+    @app.job(name="tb.flaky", retry=3, retry_in=lambda count, exc: 3600)
+    async def flaky() -> None:
+        raise ConnectionError("try again later")
+
+    failed_jid = new_jid()
+    async with app.batch(
+        on_complete=calls.noted.s(event="complete"),
+        on_success=calls.noted.s(event="success"),
+        on_death=calls.noted.s(event="death"),
+    ) as batch:
+        with harness.raises(ConnectionError):
+            await flaky.configure(jid=failed_jid).defer()
+        await calls.work.defer(1)
+    await harness.settle(raise_errors=False)
+
+    assert calls.callbacks() == [("complete", batch.bid, "")]
+    assert _status(await batch.status()) == (
+        *(None, 2, 1, 1, [failed_jid]),
+        *(True, False, False, None, 0, False),
+    )
+
+
+async def test_nested_batches_count_their_children(harness: Harness) -> None:
+    """A batch made in a batch block, or by a job of a batch, is a child: its parent
+    completes and succeeds only after it."""
+    app = harness.app
+    calls = Calls(app)
+    made: list[str] = []
+
+    def events(tag: str) -> dict[str, Any]:
+        return {f"on_{e}": calls.noted.s(event=e, tag=tag) for e in ("complete", "success")}
+
+    @app.job(name="tb.spawner")
+    async def spawner() -> None:
+        async with app.batch(**events("grandchild")) as grandchild:
+            await calls.work.defer(3)
+        made.append(grandchild.bid)
+
+    async with app.batch(**events("parent")) as parent:
+        await calls.work.defer(1)
+        async with app.batch(**events("child")) as child:
+            await calls.work.defer(2)
+            await spawner.defer()
+    await harness.settle()
+
+    [grandchild] = made
+    assert calls.runs() == [("work", 1), ("work", 2), ("work", 3)]
+    assert calls.callbacks() == sorted(
+        (event, bid, tag)
+        for bid, tag in ((parent.bid, "parent"), (child.bid, "child"), (grandchild, "grandchild"))
+        for event in ("complete", "success")
+    )
+    p, c, g = [await app.batch_status(b) for b in (parent.bid, child.bid, grandchild)]
+    assert _status(p) == (None, 1, 0, 0, [], True, True, False, None, 0, False)
+    assert _status(c) == (None, 2, 0, 0, [], True, True, False, parent.bid, 0, False)
+    assert _status(g) == (None, 1, 0, 0, [], True, True, False, child.bid, 0, False)
+    assert g.success_at and c.success_at and p.success_at
+    assert g.success_at <= c.success_at <= p.success_at
+
+
+async def test_chain_runs_steps_in_order_passing_results(harness: Harness) -> None:
+    app = harness.app
+    log: list[tuple[Any, ...]] = []
+
+    @app.job(name="tb.add", keep_result=60)
+    async def add(x: int, y: int) -> int:
+        log.append(("add", x, y))
+        return x + y
+
+    @app.job(name="tb.times", keep_result=60)
+    async def times(prev: int, k: int) -> int:
+        log.append(("times", prev, k))
+        return prev * k
+
+    @app.job(name="tb.report")
+    async def report(prev: list[int], label: str) -> None:
+        log.append(("report", prev, label))
+
+    @app.job(name="tb.plain")
+    async def plain(tag: str) -> int:  # keeps no result: the next step gets nothing
+        log.append(("plain", tag))
+        return 7
+
+    bid = await app.chain(
+        add.s(1, 2),
+        [times.s(k=10), times.s(k=100)],  # fan-in: both get 3, the next step both results
+        report.s(label="total"),
+        plain.s("after"),
+        plain.s("last"),
+        description="sums",
+    )
+    await harness.settle()
+
+    assert log[0] == ("add", 1, 2), log
+    assert sorted(log[1:3]) == [("times", 3, 10), ("times", 3, 100)]
+    assert log[3:] == [("report", [30, 300], "total"), ("plain", "after"), ("plain", "last")]
+    first = await app.batch_status(bid)
+    assert _status(first) == ("sums: step 1", 1, 0, 0, [], True, True, False, None, 0, False)
+
+
+async def test_chain_stops_at_a_death_or_goes_on_with_none(harness: Harness) -> None:
+    app = harness.app
+    log: list[tuple[Any, ...]] = []
+
+    @app.job(name="tb.fails", keep_result=60, retry=0)
+    async def fails(tag: str) -> int:
+        raise RuntimeError(f"{tag} dies")
+
+    @app.job(name="tb.next")
+    async def after(prev: int | None, tag: str) -> None:
+        log.append(("next", prev, tag))
+
+    with harness.raises(RuntimeError):
+        await app.chain(fails.s("stop"), after.s("stop"))
+    with harness.raises(RuntimeError):
+        await app.chain(fails.s("go"), after.s("go"), on_failure="continue")
+    await harness.settle(raise_errors=False)
+
+    assert log == [("next", None, "go")]
+
+
+async def test_results_of_tracked_jobs(harness: Harness) -> None:
+    app = harness.app
+
+    @app.job(name="tb.sum", keep_result=60)
+    async def total(values: list[int]) -> int:
+        return sum(values)
+
+    @app.job(name="tb.broken", keep_result=60, retry=0)
+    async def broken() -> int:
+        raise ValueError("no result")
+
+    handle = await total.defer([1, 2, 3])
+    assert handle is not None
+    dead_jid = new_jid()
+    with harness.raises(ValueError):
+        await broken.configure(jid=dead_jid).defer()
+    await harness.settle(raise_errors=False)
+
+    assert await handle.result(timeout=5) == 6
+    assert await app.result(handle, timeout=5) == 6
+    with pytest.raises(asyncjobs.JobFailed) as info:
+        await broken.result(dead_jid, timeout=5)
+    assert (info.value.state, info.value.error_class) == ("dead", "ValueError")
+    assert info.value.error_message == "no result"
+
+
+async def test_after_holds_a_job_until_the_jobs_it_waits_for_succeeded(
+    harness: Harness,
+) -> None:
+    app = harness.app
+    log: list[tuple[str, str]] = []
+
+    @app.job(name="tb.download", track_status=True)
+    async def download(url: str) -> None:
+        log.append(("download", url))
+
+    @app.job(name="tb.broken_download", track_status=True, retry=0)
+    async def broken_download(url: str) -> None:
+        raise OSError(f"{url}: gone")
+
+    @app.job(name="tb.merge")
+    async def merge(name: str) -> None:
+        log.append(("merge", name))
+
+    first = await download.defer("a.csv")
+    second = await download.defer("b.csv")
+    assert first is not None and second is not None
+    await merge.configure(after=[first, second]).defer("report.csv")
+    gone = new_jid()
+    with harness.raises(OSError):
+        await broken_download.configure(jid=gone).defer("c.csv")
+    await merge.configure(after=[first, gone]).defer("never.csv")  # a dead one: never runs
+    with pytest.raises(asyncjobs.ConfigError, match="has no status"):
+        await merge.configure(after=[new_jid()]).defer("unknown.csv")
+    await harness.settle(raise_errors=False)
+
+    assert sorted(log[:2]) == [("download", "a.csv"), ("download", "b.csv")]
+    assert log[2:] == [("merge", "report.csv")]
+
+
+async def test_jobs_of_a_batch_add_to_it_and_defer_others_outside_it(harness: Harness) -> None:
+    app = harness.app
+    calls = Calls(app)
+    crawled: list[int] = []
+
+    @app.job(name="tb.crawl")
+    async def crawl(depth: int) -> None:
+        crawled.append(depth)
+        await calls.work.defer(depth)  # a plain defer from a batch job: not in the batch
+        if depth < 2:
+            bid = asyncjobs.current_job().bid
+            assert bid is not None
+            async with app.batch(bid=bid):  # a job of the batch may always add to it
+                await crawl.defer(depth + 1)
+
+    async with app.batch(on_success=calls.noted.s(event="success")) as batch:
+        await crawl.defer(0)
+    await harness.settle()
+
+    assert crawled == [0, 1, 2]
+    assert calls.runs() == [("work", 0), ("work", 1), ("work", 2)]
+    assert calls.callbacks() == [("success", batch.bid, "")]
+    assert _status(await batch.status()) == (None, 3, 0, 0, [], True, True, False, None, 0, False)
+    with pytest.raises(asyncjobs.BatchError, match="is complete"):
+        async with app.batch(bid=batch.bid):  # from outside, once complete: refused
+            pass  # pragma: no cover
+    with pytest.raises(asyncjobs.BatchError, match="no batch"):
+        await app.batch_status(new_jid())
+
+
+# The order the scripts push a nested batch's callbacks (parent: job 1 and a child
+# batch with job 2) depends on when the jobs end: after both blocks closed, in the
+# order deferred, or each inside its still-open block.
+PUSH_ORDER = {
+    "after": ["complete child", "complete parent", "success child", "success parent"],
+    "inside": ["complete child", "success child", "complete parent", "success parent"],
+}
+
+
+@pytest.mark.parametrize(
+    "mode,timeline",
+    [("redis", "after"), ("capture", "after"), ("redis", "inside"), ("capture", "inside")]
+    + [("inline", "inside")],  # inline jobs always end inside the block
+)
+async def test_callbacks_come_in_the_order_redis_pushes_them(
+    mode: str, timeline: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("redis_url") if mode == "redis" else NO_REDIS
+    app = asyncjobs.App(url)
+
+    @app.job(name="po.work")
+    async def work(n: int) -> None:
+        pass
+
+    @app.job(name="po.noted", queue="callbacks")  # a queue no worker here reads
+    async def noted(bid: str, event: str, tag: str) -> None:
+        pass
+
+    def events(tag: str) -> dict[str, Any]:
+        return {f"on_{e}": noted.s(event=e, tag=tag) for e in ("complete", "success")}
+
+    async def nested(between: Callable[[], Awaitable[Any]]) -> None:
+        async with app.batch(**events("parent")):
+            await work.defer(1)
+            await between()
+            async with app.batch(**events("child")):
+                await work.defer(2)
+                await between()
+
+    async def nothing() -> None:
+        pass
+
+    def named(args: list[dict[str, Any]]) -> list[str]:
+        return [f"{a['event']} {a['tag']}" for a in args]
+
+    try:
+        if mode == "redis":
+            if timeline == "after":
+                await nested(nothing)
+            async with app.run_worker(queues=["default"], concurrency=1) as worker:
+                if timeline == "inside":
+                    await nested(lambda: _acked(app, worker.process_id))
+                store = await app.open_store()
+                await wait_for(lambda: _has(store.client.llen(store.keys.queue("callbacks"))), 10)
+                await _acked(app, worker.process_id)
+            pushed = named([r.args for r in await api.queue_entries(app, "callbacks")])
+        elif mode == "capture":
+            with testing.capture(app) as captured:
+                await nested(nothing if timeline == "after" else lambda: captured.drain(work))
+                await captured.drain(work)
+                pushed = named([c.arguments for c in captured.for_queue("callbacks")])
+        else:
+            with testing.inline(app) as state:
+                await nested(nothing)
+                pushed = named([c.arguments for c in state.for_job(noted)])
+        assert pushed == PUSH_ORDER[timeline]
+    finally:
+        await app.aclose()
+
+
+async def _has(n: Awaitable[int], at_least: int = 4) -> bool:
+    return await n >= at_least
+
+
+async def _acked(app: asyncjobs.App, process_id: str) -> None:
+    """Wait until the worker has run and acknowledged every job of queue default."""
+    store = await app.open_store()
+    places = [
+        store.keys.queue("default"),
+        store.keys.landing(process_id),
+        store.keys.inflight(process_id),
+    ]
+
+    async def done() -> bool:
+        return not await store.client.exists(*places)
+
+    await wait_for(done, 10)
 
 
 # -- what only the helpers do ---------------------------------------------------------------
@@ -628,3 +1105,109 @@ async def test_inline_timeout_leaves_the_caller_usable(mem_app: asyncjobs.App) -
             await slow.defer()
         with anyio.fail_after(1):
             await anyio.sleep(0.01)
+
+
+async def test_capture_drain_that_raises_leaves_the_batch_pending(mem_app: asyncjobs.App) -> None:
+    """A failure stops drain(): the failed job counts as a failure waiting for its retry
+    (test modes make none), the jobs after it stay pending, and so does the batch."""
+    events: list[str] = []
+
+    @mem_app.job
+    async def work(n: int) -> None:
+        if n == 1:
+            raise ValueError("one fails")
+
+    @mem_app.job
+    async def noted(bid: str, event: str) -> None:
+        events.append(event)
+
+    with testing.capture(mem_app) as captured:
+        async with mem_app.batch(
+            on_complete=noted.s(event="complete"), on_success=noted.s(event="success")
+        ) as batch:
+            await work.defer_many([(1,), (2,), (3,)])
+        with pytest.raises(ValueError, match="one fails"):
+            await captured.drain()
+        status = await batch.status()
+        assert (status.pending, status.failures, status.complete) == (3, 1, False)
+        assert [c.arguments["n"] for c in captured.jobs] == [2, 3]
+        await captured.drain()  # the rest run; the batch completes, never succeeds
+        status = await batch.status()
+        assert (status.pending, status.failures, status.complete, status.success) == (
+            *(1, 1),
+            *(True, False),
+        )
+        assert events == ["complete"]
+
+
+async def test_inline_batch_block_closes_when_a_job_raises(mem_app: asyncjobs.App) -> None:
+    """Inline, a failing job raises out of its defer, and so out of the block: the
+    block still closes (the jobs deferred before count), and the callbacks its close
+    fires run before the failure reaches the test."""
+    events: list[str] = []
+
+    @mem_app.job
+    async def work(n: int) -> None:
+        if n == 2:
+            raise ValueError("two fails")
+
+    @mem_app.job
+    async def noted(bid: str, event: str) -> None:
+        events.append(event)
+
+    with testing.inline(mem_app):
+        with pytest.raises(ValueError, match="two fails"):
+            async with mem_app.batch(on_complete=noted.s(event="complete")) as batch:
+                await work.defer(1)
+                await work.defer(2)
+                await work.defer(3)  # pragma: no cover
+        status = await batch.status()
+        assert (status.total, status.pending, status.failures, status.complete) == (2, 1, 1, True)
+        # defer_many stops at the failure: the jobs after it neither run nor count.
+        with pytest.raises(ValueError, match="two fails"):
+            async with mem_app.batch(on_complete=noted.s(event="complete")) as batch:
+                await work.defer_many([(1,), (2,), (3,)])
+        status = await batch.status()
+        assert (status.total, status.pending, status.failures, status.complete) == (2, 1, 1, True)
+    assert events == ["complete", "complete"]
+
+
+async def test_inline_runs_every_callback_then_raises_the_first_failure(
+    mem_app: asyncjobs.App,
+) -> None:
+    events: list[str] = []
+
+    @mem_app.job
+    async def work() -> None:
+        pass
+
+    @mem_app.job
+    async def noted(bid: str, event: str) -> None:
+        events.append(event)
+        if event == "complete":
+            raise RuntimeError("callback fails")
+
+    with testing.inline(mem_app):
+        with pytest.raises(RuntimeError, match="callback fails"):
+            async with mem_app.batch(
+                on_complete=noted.s(event="complete"), on_success=noted.s(event="success")
+            ):
+                await work.defer()
+    assert events == ["complete", "success"]
+
+
+async def test_results_in_a_test_mode_wait_for_nothing(mem_app: asyncjobs.App) -> None:
+    """A job that has not run (yet) has no result in a test mode: TimeoutError at once,
+    whatever the timeout (nothing else would run it meanwhile)."""
+
+    @mem_app.job(keep_result=60)
+    async def answer() -> int:
+        return 42
+
+    with testing.capture(mem_app) as captured:
+        handle = await answer.defer()
+        assert handle is not None
+        with pytest.raises(TimeoutError, match="drain it first"):
+            await handle.result()
+        await captured.drain()
+        assert await handle.result() == 42
