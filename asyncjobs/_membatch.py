@@ -93,15 +93,17 @@ class MemoryBatches:
     # -- the store's batch operations (batch.lua) ----------------------------------------
 
     async def batch_open(self, bid: str, parent: str | None, fields: Sequence[Any]) -> bool:
+        b = _Batch(parent or None, holds=1)
+        for i in range(0, len(fields), 2):
+            b.fields[str(fields[i])] = _bytes(fields[i + 1])
         if parent:
             p = self._batches.get(parent)
             if p is None:
                 return False
             p.kids += 1
             p.kidss += 1
-        b = _Batch(parent or None, holds=1)
-        for i in range(0, len(fields), 2):
-            b.fields[str(fields[i])] = _bytes(fields[i + 1])
+            # listed in its parent, as batch.lua does (kid:<bid> = its created_at)
+            p.fields[f"kid:{bid}"] = b.fields.get("created_at", b"%f" % time.time())
         self._batches[bid] = b
         return True
 

@@ -596,6 +596,10 @@ async def test_nested_batches_count_their_children(harness: Harness) -> None:
     assert _status(g) == (None, 1, 0, 0, [], True, True, False, child.bid, 0, False)
     assert g.success_at and c.success_at and p.success_at
     assert g.success_at <= c.success_at <= p.success_at
+    # Each lists its children, as the dashboard's batch page shows them.
+    assert (p.child_bids, c.child_bids, g.child_bids) == ([child.bid], [grandchild], [])
+    assert p.state == c.state == g.state == "succeeded"
+    assert p.callbacks == {"complete": "tb.noted", "success": "tb.noted"}
 
 
 async def test_chain_runs_steps_in_order_passing_results(harness: Harness) -> None:
