@@ -272,6 +272,22 @@ def _check_after(after: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def _exceptions(value: Any, what: str) -> tuple[type[BaseException], ...]:
+    """An exception class, or a tuple or list of them, as the tuple ``isinstance``
+    takes; anything else is a :class:`ConfigError` at registration, not a crash when
+    the job first fails."""
+    items = (value,) if isinstance(value, type) else value
+    try:
+        out = tuple(items)
+    except TypeError:
+        out = None
+    if out is None or not all(isinstance(c, type) and issubclass(c, BaseException) for c in out):
+        raise ConfigError(
+            f"{what} takes exception classes (one, or a tuple or list of them), got {value!r}"
+        )
+    return out
+
+
 def _check_limits(limits: object, name: str) -> tuple[Any, ...]:
     """``limits=[...]``: limiters made by ``app.limiter(...)`` (or ``limiter(key=...)``)."""
     if isinstance(limits, str) or not isinstance(limits, Sequence):
@@ -373,8 +389,8 @@ class Job(Generic[P, R]):
         timeout: float | dt.timedelta | None = None,
         dead: bool = True,
         retry_in: RetryIn | None = None,
-        discard_on: tuple[type[BaseException], ...] = (),
-        dead_on: tuple[type[BaseException], ...] = (),
+        discard_on: type[BaseException] | Sequence[type[BaseException]] = (),
+        dead_on: type[BaseException] | Sequence[type[BaseException]] = (),
         on_exhausted: OnExhausted | None = None,
         backtrace: bool | int = 20,
         retry_queue: str | None = None,
@@ -419,8 +435,8 @@ class Job(Generic[P, R]):
             raise ConfigError(f"job {self.name}: retry_for must be more than 0 seconds")
         self.dead = dead
         self.retry_in = retry_in
-        self.discard_on = discard_on
-        self.dead_on = dead_on
+        self.discard_on = _exceptions(discard_on, f"job {self.name}: discard_on")
+        self.dead_on = _exceptions(dead_on, f"job {self.name}: dead_on")
         self.on_exhausted = on_exhausted
         # Rate limiters (app.limiter(...)) taken before each run (#13); a job without
         # them pays nothing.

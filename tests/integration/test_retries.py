@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import anyio
+import pytest
 import redis.asyncio as aioredis
 
 import asyncjobs
@@ -127,6 +128,28 @@ async def test_permanent_errors_go_dead_at_once(app: asyncjobs.App) -> None:
         "ValueError",
     ]
     assert await api.RetrySet(app).size() == 0
+
+
+async def test_dead_on_and_discard_on_take_a_class_or_a_list(app: asyncjobs.App) -> None:
+    """As Sidekiq users write them: one class, or a list; a list once crashed the worker
+    at the job's first failure (isinstance takes no list)."""
+    runs: list[str] = []
+
+    @app.job(dead_on=ValueError, discard_on=[LookupError, OSError])
+    async def parse(kind: str) -> None:
+        runs.append(kind)
+        raise ValueError("bad") if kind == "value" else KeyError("gone")
+
+    for kind in ("value", "lookup"):
+        await parse.defer(kind)
+    async with running(app.worker()) as w:
+        await wait_for(lambda: len(runs) == 2)
+        await w.wait_idle()
+        assert w.statistics()["failed"] == 2
+    assert [e.error_class for e in await api.DeadSet(app).entries()] == ["ValueError"]
+    assert await api.RetrySet(app).size() == 0
+    with pytest.raises(asyncjobs.ConfigError, match="discard_on takes exception classes"):
+        app.job(name="bad", discard_on=["KeyError"])(parse.fn)  # type: ignore[list-item]
 
 
 async def test_dead_set_is_trimmed(redis_url: str) -> None:
