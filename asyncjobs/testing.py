@@ -84,7 +84,7 @@ from ._middleware import Chain, ServerMiddleware, ServerNext
 from ._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
 from ._seal import unpack
 from ._status import Outcome
-from ._worker.executor import Executor, Running, describe
+from ._worker.executor import Executor, Running, describe, result_json
 
 if TYPE_CHECKING:
     from ._app import App
@@ -277,17 +277,7 @@ def _outcome(
             return Outcome(
                 state="failed", at=now, job=payload.job, error_class="NotRun", error_message=reason
             )
-        raw = b"null"
-        if job.keep_result is not None:
-            try:
-                raw = ENCODER.encode(value)
-            except (TypeError, ValueError, msgspec.EncodeError) as exc:
-                log.error(
-                    "result of %s jid=%s cannot be encoded (%s); kept as null",
-                    payload.job,
-                    payload.jid,
-                    exc,
-                )
+        raw = result_json(payload, value) if job.keep_result is not None else b"null"
         return Outcome(state="succeeded", at=now, job=payload.job, value=msgspec.Raw(raw))
     if target not in ("dead", "drop"):
         return None

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from redis.asyncio.cluster import RedisCluster
 
 from .._payload import DECODE_ERRORS, DECODER, Lock
-from .._redis import STORE_ERRORS
+from .._redis import STORE_ERRORS, Script
 from ._base import mapped
 from ._durable import DurableOps
 
@@ -95,18 +95,7 @@ class UniqueOps(DurableOps):
         if self.durable is not None:
             replies = await self.durable_calls([(script, k, a) for k, a in calls])
             return [_pushed(r) for r in replies]
-        fast = self.fast
-        if fast is not None and not isinstance(self.client, RedisCluster):
-            replies = await asyncio.gather(
-                *(script(fast, keys, args) for keys, args in calls), return_exceptions=True
-            )
-            for r in replies:
-                if isinstance(r, BaseException):
-                    if isinstance(r, STORE_ERRORS):
-                        self.fail(r)
-                    raise r
-            return [_pushed(r) for r in replies]
-        return [_pushed(await script(self.client, keys, args)) for keys, args in calls]
+        return [_pushed(r) for r in await self._each(script, calls)]
 
     @mapped
     async def unlock(self, lock: str, jid: str) -> bool:
@@ -120,6 +109,14 @@ class UniqueOps(DurableOps):
         pipelined in one round trip on a single server, one by one on a cluster."""
         script = self.scripts.unlock
         calls = [([self.keys.unique(lock)], [jid]) for lock, jid in locks]
+        return [bool(r) for r in await self._each(script, calls)]
+
+    async def _each(
+        self, script: Script, calls: Sequence[tuple[list[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """The replies of ``script`` for each (keys, args), in order: pipelined in one
+        round trip on a single server, one by one on a cluster (the keys of one call
+        share a slot, those of two calls need not)."""
         fast = self.fast
         if fast is not None and not isinstance(self.client, RedisCluster):
             replies = await asyncio.gather(
@@ -130,8 +127,8 @@ class UniqueOps(DurableOps):
                     if isinstance(r, STORE_ERRORS):
                         self.fail(r)
                     raise r
-            return [bool(r) for r in replies]
-        return [bool(await script(self.client, keys, args)) for keys, args in calls]
+            return replies
+        return [await script(self.client, keys, args) for keys, args in calls]
 
     async def release_locks(self, payloads: Iterable[bytes]) -> int:
         """Release the unique locks of these jobs, which left for good without running

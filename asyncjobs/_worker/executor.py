@@ -782,15 +782,7 @@ class Executor:
             return
         raw = b"null"
         if job.keep_result is not None and state == "succeeded":
-            try:
-                raw = ENCODER.encode(value)
-            except (TypeError, ValueError, msgspec.EncodeError) as exc:
-                joblog.error(
-                    "result of %s jid=%s cannot be encoded (%s); stored as null",
-                    payload.job,
-                    payload.jid,
-                    exc,
-                )
+            raw = result_json(payload, value)
         out = Outcome(
             state=state,
             at=time.time(),
@@ -922,6 +914,21 @@ class _Reporter:
                     return
         finally:
             self._writing = False
+
+
+def result_json(payload: Payload, value: Any) -> bytes:
+    """A job's return value as the JSON its outcome keeps (``keep_result``); ``null``,
+    and an error logged, if it cannot be encoded."""
+    try:
+        return ENCODER.encode(value)
+    except (TypeError, ValueError, msgspec.EncodeError) as exc:
+        joblog.error(
+            "result of %s jid=%s cannot be encoded (%s); stored as null",
+            payload.job,
+            payload.jid,
+            exc,
+        )
+        return b"null"
 
 
 def _past_timeout(rec: Running) -> bool:
