@@ -27,7 +27,7 @@ from ._batching import (
     register_steps,
 )
 from ._conn import FastRedis
-from ._errors import AsyncJobsError, ConfigError, EnqueueError, UniqueConflict
+from ._errors import ConfigError, EnqueueError, UniqueConflict
 from ._job import Job, OnExhausted, RetryIn
 from ._keys import shard_of
 from ._limits import LimitSpec
@@ -848,12 +848,8 @@ class App(Registry):
                 await process[0].send_cancel(process[1], jid)
                 return "cancelling"
             return "not found"
-        # Gone for good: a unique job's lock goes too (if it still holds it). The job is
-        # removed already: if Redis fails here, the lock's TTL frees it.
-        try:
-            await found.release_locks([raw])
-        except AsyncJobsError as exc:
-            uniquelog.warning("cannot release the unique lock of cancelled %s (%s)", jid, exc)
+        # Gone for good: a unique job's lock goes too (if it still holds it).
+        await found.release_locks([raw])
         try:
             name: str | None = DECODER.decode(raw).job
         except DECODE_ERRORS:

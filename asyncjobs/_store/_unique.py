@@ -7,16 +7,20 @@ acknowledged by ``done.lua`` as before, with no extra command.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from redis.asyncio.cluster import RedisCluster
 
+from .._errors import AsyncJobsError
 from .._payload import DECODE_ERRORS, DECODER, Lock
 from .._redis import STORE_ERRORS, Script
 from ._base import mapped
 from ._durable import DurableOps
+
+log = logging.getLogger("asyncjobs.unique")
 
 __all__ = ["UNIQUE_MARK", "Pushed", "UniqueOps"]
 
@@ -136,7 +140,8 @@ class UniqueOps(DurableOps):
         reaper), each only if its jid still holds it (``unlock.lua``: a lock another
         job took over stays). A lock held ``until="ttl"`` is a throttle that only its
         TTL ends: it stays too. Plain jobs cost nothing (a byte search, no command);
-        returns how many locks were released."""
+        returns how many locks were released. The jobs are gone already, so this
+        never raises for Redis: a failure is logged, and the locks' TTLs free them."""
         locks: list[tuple[str, str]] = []
         for raw in payloads:
             if UNIQUE_MARK not in raw:
@@ -149,7 +154,15 @@ class UniqueOps(DurableOps):
                 locks.append((p.unique.key, p.jid))
         if not locks:
             return 0
-        return sum(await self.unlock_many(locks))
+        try:
+            return sum(await self.unlock_many(locks))
+        except AsyncJobsError as exc:
+            log.warning(
+                "cannot release the unique locks of %d removed jobs (%s); their TTLs will",
+                len(locks),
+                exc,
+            )
+            return 0
 
     @mapped
     async def lock(self, lock: str, jid: str, ttl: float) -> bool:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .._errors import AsyncJobsError
 from .._payload import DECODE_ERRORS, DECODER, ENCODER
 from .backoff import after_failure
 from .decisions import poison_pill, presumed_dead
@@ -150,10 +149,7 @@ class Reaper:
         n, locked = await store.reap(proc, moves, now, batch_deaths=deaths)
         if locked:
             # A poison pill is a death: its unique lock goes, as a death in a worker's.
-            try:
-                await store.release_locks(locked)
-            except AsyncJobsError as exc:  # Redis away: the locks' TTLs free them
-                log.warning("cannot release the unique locks of dead jobs (%s); TTLs will", exc)
+            await store.release_locks(locked)
         if dead:
             await store.trim_dead(now)
         if n > 0:

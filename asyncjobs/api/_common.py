@@ -1,19 +1,13 @@
 """What every api module shares: the store of an app (connecting it if need be), and
-the release of the unique locks of the jobs an operator removes."""
+the clear of a queue or a set that releases its unique jobs' locks."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
-
-from .._errors import AsyncJobsError
 
 if TYPE_CHECKING:
     from .._app import App
     from .._store import Store
-
-log = logging.getLogger("asyncjobs.api")
 
 
 async def _store(app: App) -> Store:
@@ -32,16 +26,6 @@ async def _stores(app: App) -> list[Store]:
     return app.stores
 
 
-async def _release(store: Store, payloads: Iterable[bytes]) -> None:
-    """Release the unique locks of jobs removed by hand (as sidekiq-unique-jobs' API
-    patches do), each only if its jid still holds it; nothing for plain jobs. The jobs
-    are gone already: if Redis fails here, the locks' TTLs free them, as before."""
-    try:
-        await store.release_locks(payloads)
-    except AsyncJobsError as exc:
-        log.warning("cannot release the unique locks of removed jobs (%s); their TTLs will", exc)
-
-
 async def _clear(store: Store, key: str, queue: str | None = None) -> int:
     """Delete every entry of a queue (``queue``: its name; ``key``: its list) or a
     sorted set of one store, releasing the unique locks of the jobs it held; returns
@@ -53,5 +37,5 @@ async def _clear(store: Store, key: str, queue: str | None = None) -> int:
     while left:
         left, payloads = await store.clear_drain(temp, queue=queue is not None)
         if payloads:
-            await _release(store, payloads)
+            await store.release_locks(payloads)
     return size

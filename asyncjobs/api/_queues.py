@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from .._payload import DECODE_ERRORS, DECODER
-from ._common import _clear, _release, _stores
+from ._common import _clear, _stores
 from ._records import JobNotFound, JobRecord, check_jid
 
 if TYPE_CHECKING:
@@ -92,6 +92,6 @@ async def delete_queued(app: App, name: str, jid: str) -> JobRecord:
         if raw is not None:
             if not await store.queue_remove(name, raw):
                 break
-            await _release(store, [raw])
+            await store.release_locks([raw])
             return JobRecord.from_raw(raw)
     raise JobNotFound(f"no job with jid {jid} waiting in queue {name}")

@@ -11,7 +11,7 @@ import msgspec
 
 from .._job import JobContext
 from .._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
-from ._common import _clear, _release, _stores
+from ._common import _clear, _stores
 from ._records import InvalidArgument, JobNotFound, JobRecord, check_jid
 
 if TYPE_CHECKING:
@@ -240,7 +240,7 @@ class SortedSet:
         if not await store.zset_remove(self.key_of(store.keys), member):
             raise JobNotFound(f"job {jid} left the {self.kind} set meanwhile")
         if self.holds_locks:
-            await _release(store, [member])
+            await store.release_locks([member])
 
     async def retry(self, jid: str) -> None:
         """Enqueue this entry now (it leaves the set). As in Sidekiq, a retry by hand
@@ -274,7 +274,7 @@ class SortedSet:
         new, payload = self._killed(member, now)
         if not await store.kill(self.key_of(store.keys), member, new, now):
             raise JobNotFound(f"job {jid} left the {self.kind} set meanwhile")
-        await _release(store, [member])
+        await store.release_locks([member])
         if notify and payload is not None:
             await self._notify([payload])
 
@@ -303,7 +303,7 @@ class SortedSet:
                     trim=False,
                 )
                 total += sum(flags)
-                await _release(store, [m for f, m in zip(flags, members, strict=True) if f])
+                await store.release_locks([m for f, m in zip(flags, members, strict=True) if f])
                 if notify:
                     await self._notify(
                         [p for f, (_, p) in zip(flags, killed, strict=True) if f and p]
