@@ -33,7 +33,9 @@ size.
   worker's processes and averaged over the steady window, / slots.
 * ``latency-load``: capacity = the system's drain rate of 20,000 no-op jobs in this
   run; then one producer sends latency jobs with Poisson arrivals at 25%, 50% and 90%
-  of it, without waiting for completions, for 2-8 s each; p50/p99/p99.9 of (job's first
+  of it, and at 500, 1,000 and 2,000 jobs/s where that is at most 90% of it (the same
+  loads for all: the shares differ in rate by up to 100x between systems), without
+  waiting for completions, for 2-8 s each; p50/p99/p99.9 of (job's first
   line - ``time.time()`` taken before its enqueue call), and the rate it achieved. The
   ``floor`` system (when chosen, as by default) runs too, right after asyncjobs and at
   asyncjobs' rates: a ``BLMPOP`` loop with no framework, the latency that Redis and this
@@ -91,8 +93,9 @@ BIG_MEMORY = BIG | {"streaq"}
 #: + this): a list entry for a waiting job, a sorted-set entry (skiplist node and dict
 #: entry, Redis's encoding past 128 members) for a scheduled one
 FIXED_OVERHEAD = {"waiting": 64, "waiting-1KB": 64, "scheduled": 160}
-#: the latency-load curve's load common to all systems (jobs/s)
-COMMON_RATE = 500
+#: the latency-load curve's loads common to all systems (jobs/s): each system runs those
+#: up to 90% of its capacity, so every peer meets asyncjobs at a rate both can take
+COMMON_RATES = (500, 1_000, 2_000)
 #: metrics charted on a log scale (they span orders of magnitude across systems)
 LOG_SCALE = frozenset(
     {
@@ -599,9 +602,10 @@ class Curves:
         curve = Curve(
             "latency-load",
             "defer -> first line under open-loop (Poisson) load, % of the capacity"
-            f" (the drain rate, or what one producer can send if less), and {COMMON_RATE}/s"
-            " for all",
-            [*(f"{round(f * 100)}%" for f in loads), f"{COMMON_RATE}/s"],
+            " (the drain rate, or what one producer can send if less), and "
+            + ", ".join(f"{r:,}/s" for r in COMMON_RATES)
+            + " for every system that can take them",
+            [*(f"{round(f * 100)}%" for f in loads), *(f"{r:,}/s" for r in COMMON_RATES)],
             [
                 ("p50_ms", "p50 ms", ".2f"),
                 ("p99_ms", "p99 ms", ".2f"),
@@ -613,7 +617,7 @@ class Curves:
             ],
             ("p50_ms", "p50 latency, ms"),
             [("p99_ms", "p99 latency, ms"), ("p999_ms", "p99.9 latency, ms")],
-            detached=1,
+            detached=len(COMMON_RATES),
         )
         self.curves["latency-load"] = curve
         jitter = await self.guarded_jitter()
@@ -656,15 +660,16 @@ class Curves:
                     if system == "asyncjobs":
                         ours[point] = rate
                     self.record(curve, system, point, outcome)
-                # the same load for every system that can take it
-                common = curve.points[-1]
-                if COMMON_RATE > 0.9 * basis:
-                    reason = f"n/a: {COMMON_RATE}/s is over 90% of its capacity ({basis:,.0f}/s)"
-                    self.record(curve, system, common, Outcome("n/a", reason))
-                else:
-                    outcome = await self.guarded(self.open_loop(adapter, COMMON_RATE))
+                # the same loads for every system that can take them
+                common = curve.points[len(loads) :]
+                for rate, point in zip(COMMON_RATES, common, strict=True):
+                    if rate > 0.9 * basis:
+                        reason = f"n/a: {rate:,}/s is over 90% of its capacity ({basis:,.0f}/s)"
+                        self.record(curve, system, point, Outcome("n/a", reason))
+                        continue
+                    outcome = await self.guarded(self.open_loop(adapter, rate))
                     outcome.metrics.update(capacity=capacity, producer_max=producer, basis=basis)
-                    self.record(curve, system, common, outcome)
+                    self.record(curve, system, point, outcome)
             finally:
                 worker.stop()
 
@@ -675,6 +680,36 @@ class Curves:
         await self.each_system(curve, body, systems)
         for floor in self.latency_floors:
             curve.notes.extend(self.floor_notes(curve, floor, bool(ours)))
+        curve.notes.extend(self.same_rate_notes(curve, curve.points[len(loads) :]))
+
+    def same_rate_notes(self, curve: Curve, points: list[str]) -> list[str]:
+        """At each rate common to all, asyncjobs against the peers that took it: the
+        comparison at the same offered load (the shares of capacity above differ by up
+        to two orders of magnitude in rate)."""
+        found = {(p.system, p.point): p.outcome for p in curve.results}
+        notes = []
+        for point in points:
+            ours = found.get(("asyncjobs", point))
+            if ours is None or ours.status != "ok":
+                continue
+            peers = [
+                (s, o)
+                for (s, pt), o in found.items()
+                if pt == point and s != "asyncjobs" and s not in FLOORS and o.status == "ok"
+            ]
+            if not peers:
+                continue
+            cells = []
+            for key, name in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
+                best, o = min(peers, key=lambda so: so[1].metrics[key])
+                mine = ours.metrics[key]
+                verdict = "lowest" if mine < o.metrics[key] else f"above {best}"
+                cells.append(f"{name} {mine:.2f} vs {o.metrics[key]:.2f} ms ({best}): {verdict}")
+            notes.append(
+                f"at {point}, the same for all ({len(peers)} peer{'s' * (len(peers) > 1)} took"
+                " it): " + "; ".join(cells)
+            )
+        return notes
 
     def floor_notes(self, curve: Curve, floor: str, at_ours: bool) -> list[str]:
         """What the floor is, and asyncjobs' latency against it at each load."""
