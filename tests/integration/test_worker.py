@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import enum
 import json
+import logging
 import time
 import uuid
 from decimal import Decimal
@@ -13,6 +14,7 @@ from typing import Any
 
 import anyio
 import msgspec
+import pytest
 import redis.asyncio as aioredis
 
 import asyncjobs
@@ -284,6 +286,33 @@ async def test_burst_into_an_idle_worker_is_taken_by_the_pickup(
         await worker.wait_idle()
         assert not await redis.keys(INFLIGHT_PREFIX + "*")  # each acknowledged
     assert sorted(ran) == list(range(200))
+
+
+async def test_pickups_after_redis_lost_its_scripts_run_each_job_once(
+    app: asyncjobs.App, redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis loses its scripts (a restart, SCRIPT FLUSH) while BLMOVE waits: the
+    pickup, the ack and the next pickups still work; no error logged, no job run twice
+    or left in the in-flight hash or the landing list."""
+    ran: list[int] = []
+
+    @app.job
+    async def ping(n: int) -> None:
+        ran.append(n)
+
+    caplog.set_level(logging.WARNING, logger="asyncjobs")
+    async with running(app.worker(concurrency=10)) as worker:
+        [fetcher] = worker.fetchers
+        for i in range(5):
+            await wait_for(lambda: fetcher.fetching == 0)  # waiting in BLMOVE
+            await redis.script_flush()
+            await ping.defer(i)
+            await wait_for(lambda n=i: len(ran) == n + 1, timeout=5)
+        await worker.wait_idle()
+        assert not await redis.keys(INFLIGHT_PREFIX + "*")  # each acknowledged
+        assert not await redis.keys("{asyncjobs}:landing:*")
+    assert ran == list(range(5))
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("asyncjobs")]
 
 
 async def test_embedded_worker_runs_jobs_in_this_loop(
