@@ -12,7 +12,7 @@ import anyio
 import pytest
 import redis.exceptions as rexc
 
-from asyncjobs._conn import FastRedis, pack
+from asyncjobs._conn import FastRedis, _pack, pack
 from asyncjobs._errors import ConfigError
 from asyncjobs._redis import map_error
 
@@ -87,6 +87,18 @@ def test_pack_encodes_every_argument_type() -> None:
     assert pack((b"X", "é", 3, 1.5, True)) == (
         b"*5\r\n$1\r\nX\r\n$2\r\n\xc3\xa9\r\n$1\r\n3\r\n$3\r\n1.5\r\n$1\r\n1\r\n"
     )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (b"EVALSHA", "a" * 40, 2, "{q}:k", "{q}:w", b'{"jid":"x"}', 0, 1796063089.7935548),
+        (b"X", 1e-07, 1e20, -0.0, 2**64, -5, float("inf"), memoryview(b"m"), b"\x00\xff"),
+        (b"X", True, False, bytearray(b"ab")),  # hiredis refuses these: the Python packer
+    ],
+)
+def test_hiredis_packer_and_ours_agree(args: tuple[object, ...]) -> None:
+    assert pack(args) == _pack(args)
 
 
 @pytest.mark.parametrize(
