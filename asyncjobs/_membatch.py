@@ -4,8 +4,8 @@ for the batch bookkeeping that Redis does, used only while a test mode is active
 It counts as the scripts do, rule for rule, so that a test without Redis sees the
 callbacks a worker would push, in the same order:
 
-- ``batch.lua``: open (a child counted in its parent), reopen, close, and the gate of
-  ``configure(after=...)``;
+- ``batch.lua``: open (a child counted in its parent), open once (nothing if the batch
+  exists), reopen, close, and the gate of ``configure(after=...)``;
 - ``batch_lib.lua``: ``bcheck`` (complete, success, each once; nothing while a block
   holds the batch open; a child's event counted in its parent) and ``bdeath``;
 - the batch block of ``ack.lua``: a batch job's outcome (``done`` is a success;
@@ -80,6 +80,10 @@ class MemoryBatches:
             order the scripts push them, once the operation is done.
     """
 
+    # The test modes make no retries, and inline raises a job's own failure out of
+    # ``defer`` (it ran): a chain step's block that raised closes, as any block.
+    batch_reruns = False
+
     def __init__(self, deliver: Callable[[list[bytes]], Awaitable[None]]) -> None:
         self._deliver = deliver
         self._batches: dict[str, _Batch] = {}
@@ -106,6 +110,12 @@ class MemoryBatches:
             p.fields[f"kid:{bid}"] = b.fields.get("created_at", b"%f" % time.time())
         self._batches[bid] = b
         return True
+
+    async def batch_open_once(self, bid: str, parent: str | None, fields: Sequence[Any]) -> int:
+        b = self._batches.get(bid)
+        if b is not None:
+            return 3 if b.holds > 0 else 2
+        return 1 if await self.batch_open(bid, parent, fields) else 0
 
     async def batch_reopen(self, bid: str, *, member: bool) -> int:
         b = self._batches.get(bid)

@@ -5,6 +5,10 @@
 --   'open'   ARGV[5] parent bid or '', then field/value pairs of the new hash;
 --            takes one hold; a child is counted in its parent and listed there
 --            (kid:<bid> = its created_at). Returns 1, or 0 if the parent is gone.
+--   'once'   as 'open', for a batch whose bid is derived (a chain's next step, from the
+--            step before): if the batch exists already, writes nothing and returns 2
+--            if no block holds it (closed: its jobs were all deferred), 3 if one does
+--            (a block still deferring, or one whose process died or raised inside it).
 --   'reopen' ARGV[5] '1' when the caller is a job of this batch (allowed after
 --            complete: the job itself is still pending). Takes one hold. Returns 1,
 --            0 if the batch is gone (expired), -1 if it completed.
@@ -33,6 +37,13 @@ local function bindex(created)
       redis.call('ZREM', idx, b)
     end
   end
+end
+if action == 'once' then
+  local holds = redis.call('HGET', key, 'holds')
+  if holds then
+    return tonumber(holds) > 0 and 3 or 2
+  end
+  action = 'open'
 end
 if action == 'open' then
   local parent = ARGV[5]

@@ -15,6 +15,10 @@ __all__ = ["BatchOps"]
 class BatchOps(StoreBase):
     """A batch's hash ``{ns}:batch:<bid>`` and failed set, through ``batch.lua``."""
 
+    # A job that raises runs again (a worker's retries): a chain's step whose block
+    # raised leaves its batch held for the retry (``_batching._run_step``).
+    batch_reruns = True
+
     def batch_key(self, bid: str) -> str:
         return f"{self.keys.prefix}:batch:{bid}"
 
@@ -35,6 +39,14 @@ class BatchOps(StoreBase):
         """Create a batch held open by one block (``fields``: flat field/value pairs);
         a child of ``parent`` if given. False if the parent is gone."""
         return await self._batch_call(bid, "open", parent or "", *fields) == 1
+
+    @mapped
+    async def batch_open_once(self, bid: str, parent: str | None, fields: Sequence[Any]) -> int:
+        """``batch_open``, unless a batch ``bid`` exists already (a chain's next step,
+        whose bid is derived from the step before): then nothing is written. 1 opened,
+        0 the parent is gone, 2 the batch exists and is closed, 3 it exists and a block
+        holds it."""
+        return await self._batch_call(bid, "once", parent or "", *fields)
 
     @mapped
     async def batch_reopen(self, bid: str, *, member: bool) -> int:
