@@ -11,6 +11,7 @@ job is acknowledged. See docs/concepts/batches.md.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from ._app import App
 
 __all__ = [
+    "STEP_BIDS",
     "STEP_JOB",
     "Batch",
     "BatchStore",
@@ -38,6 +40,7 @@ __all__ = [
     "defer_after",
     "read_status",
     "register_steps",
+    "step_bid",
 ]
 
 Callback = Job[Any, Any] | Signature
@@ -49,7 +52,12 @@ class BatchStore(Protocol):
     """Where batches live: the store (``batch.lua``, ``_store/_batch.py``), or under a
     test mode its in-memory stand-in (``asyncjobs.testing``), which counts the same."""
 
+    # Whether a job that raised runs again (a worker's retries; not the test modes).
+    batch_reruns: bool
+
     async def batch_open(self, bid: str, parent: str | None, fields: Sequence[Any]) -> bool: ...
+
+    async def batch_open_once(self, bid: str, parent: str | None, fields: Sequence[Any]) -> int: ...
 
     async def batch_reopen(self, bid: str, *, member: bool) -> int: ...
 
@@ -60,6 +68,15 @@ class BatchStore(Protocol):
     ) -> str | None: ...
 
     async def batch_read(self, bid: str) -> tuple[dict[bytes, bytes], list[bytes]]: ...
+
+
+class _Exists(Exception):
+    """``Batch(once=...)``: a batch has that id already. ``closed``: no block holds it
+    (its jobs were all deferred); else a block does, or did and never closed it."""
+
+    def __init__(self, closed: bool) -> None:
+        super().__init__("closed" if closed else "held")
+        self.closed = closed
 
 
 class Batch:
@@ -77,7 +94,12 @@ class Batch:
         description: str | None,
         callbacks: dict[str, Callback | None],
         bid: str | None,
+        once: str | None = None,
     ) -> None:
+        """``once``: make the batch under this id, unless one has it already (a chain's
+        next step, ``_run_step``): then ``async with`` raises ``_Exists`` and does
+        nothing. Such a block that raises is not closed where jobs run again (a
+        worker's retries): its batch stays held, so it never fires."""
         self._app = app
         self.description = description
         self._callbacks = {e: cb for e, cb in callbacks.items() if cb is not None}
@@ -92,6 +114,7 @@ class Batch:
                 "given when it was made; pass bid= alone"
             )
         self._reopen = bid
+        self._once = once
         self.bid = bid or ""
         self.parent: str | None = None
         self._scope: Scope | None = None
@@ -113,7 +136,7 @@ class Batch:
                     f"batch {self._reopen} is complete: only its own jobs can add to it now",
                 )
         else:
-            self.bid = new_jid()
+            self.bid = self._once or new_jid()
             outer = scope_var.get()
             if outer is not None:
                 self.parent = outer.bid
@@ -125,7 +148,14 @@ class Batch:
             for event, cb in self._callbacks.items():
                 queue, data = _callback_payload(self._app, cb, self.bid, event)
                 fields += [f"cb:{event}", data, f"cbq:{event}", queue]
-            if not await store.batch_open(self.bid, self.parent, fields):
+            if self._once is None:
+                opened = await store.batch_open(self.bid, self.parent, fields)
+            else:
+                res = await store.batch_open_once(self.bid, self.parent, fields)
+                if res in (2, 3):
+                    raise _Exists(closed=res == 2)
+                opened = res == 1
+            if not opened:
                 raise BatchError(
                     self.parent or "", f"the parent batch {self.parent} is gone (expired)"
                 )
@@ -143,6 +173,12 @@ class Batch:
         # counting them keeps the callbacks right (an unclosed batch never completes).
         scope_var.reset(self._token)
         assert self._store is not None and self._scope is not None
+        if exc_type is not None and self._once is not None and self._store.batch_reruns:
+            # A chain's step cut short (a defer raised, the job was cancelled): closed,
+            # its batch would fire with the jobs deferred so far, and the step job's
+            # run again would find it closed. Held, it never fires; the run again
+            # defers the whole step in a batch of its own (_run_step).
+            return
         # Shielded: a block cancelled now (a web request gone) still releases its hold,
         # or the batch would never complete.
         with anyio.CancelScope(shield=True):
@@ -268,6 +304,20 @@ async def chain(
     return await _run_step(app, groups[0], rest, on_failure, [], description, 1)
 
 
+# The ids a step may be deferred under, in order (``step_bid``): one more for each run
+# of its step job cut short inside its block, so this bound is never met in practice.
+STEP_BIDS = 64
+
+
+def step_bid(after: str, attempt: int) -> str:
+    """The bid of the step that follows batch ``after`` (its step job's first
+    argument): the same for every run of that step job, and for both of its callbacks
+    (success, death). ``attempt``: 0, or how many runs were cut short before. 24 hex
+    digits, as ``new_jid``."""
+    seed = f"{after}:{attempt}".encode()
+    return hashlib.blake2b(seed, digest_size=12, person=b"asyncjobs.chain").hexdigest()
+
+
 async def _run_step(
     app: App,
     group: list[Signature],
@@ -276,29 +326,66 @@ async def _run_step(
     prev: list[Any],
     description: str | None,
     number: int,
+    after: str | None = None,
 ) -> str:
-    """Defer one step's jobs in a batch whose callback defers the next step."""
-    jids = [new_jid() for _ in group]
-    callbacks: dict[str, Callback | None] = {}
-    if rest:
-        step_job = app.jobs[STEP_JOB]
-        ran = [[jid, sig.job.name] for jid, sig in zip(jids, group, strict=True)]
-        nxt = step_job.s(
-            ran=ran,
-            rest=rest,
-            on_failure=on_failure,
-            number=number + 1,
-            description=description,
-        )
-        callbacks["success"] = nxt
-        if on_failure == "continue":
-            callbacks["death"] = nxt
+    """Defer one step's jobs in a batch whose callback defers the next step; return
+    its bid.
+
+    The first step (``after`` None, from ``app.chain``) gets a fresh bid. A later one
+    is deferred by the step job of batch ``after``, which may run more than once
+    (at-least-once delivery: its worker killed before the acknowledgement, or a
+    failure retried), so its bid is derived from ``after`` (``step_bid``) and the
+    batch made only if no batch has that bid (``batch_open_once``, the same single
+    script call as a plain open):
+
+    - a batch there that is closed: an earlier run deferred the whole step; nothing
+      is deferred again, and the step's jobs run once;
+    - one still held: an earlier run was cut short inside its block (its process
+      killed, or a ``defer`` raised: such a block is left held, see ``Batch``), or is
+      still deferring (a worker presumed dead that is still running). That batch
+      never fires; the whole step is deferred in the batch of the next derived bid,
+      with fresh jids, so the jobs deferred before the cut run twice (once counted in
+      each batch), and a run still going forks the chain. Not exactly-once: making
+      the batch, pushing its jobs and closing it are separate calls (no single
+      script may touch the jobs' keys and the batch's on a Cluster).
+
+    The first run costs no more round trips than before; each earlier run cut short
+    costs a later run one more ``batch.lua`` call.
+    """
     desc = f"{description or 'chain'}: step {number}"
-    async with Batch(app, description=desc, callbacks=callbacks, bid=None) as batch:
-        for jid, sig in zip(jids, group, strict=True):
-            opts = msgspec.structs.replace(sig.opts or sig.job._opts, jid=jid)
-            await Deferrer(sig.job, opts).defer(*prev, *sig.args, **sig.kwargs)
-    return batch.bid
+    for attempt in range(1 if after is None else STEP_BIDS):
+        jids = [new_jid() for _ in group]
+        callbacks: dict[str, Callback | None] = {}
+        if rest:
+            step_job = app.jobs[STEP_JOB]
+            ran = [[jid, sig.job.name] for jid, sig in zip(jids, group, strict=True)]
+            nxt = step_job.s(
+                ran=ran,
+                rest=rest,
+                on_failure=on_failure,
+                number=number + 1,
+                description=description,
+            )
+            callbacks["success"] = nxt
+            if on_failure == "continue":
+                callbacks["death"] = nxt
+        once = None if after is None else step_bid(after, attempt)
+        batch = Batch(app, description=desc, callbacks=callbacks, bid=None, once=once)
+        try:
+            async with batch:
+                for jid, sig in zip(jids, group, strict=True):
+                    opts = msgspec.structs.replace(sig.opts or sig.job._opts, jid=jid)
+                    await Deferrer(sig.job, opts).defer(*prev, *sig.args, **sig.kwargs)
+        except _Exists as found:
+            if found.closed:
+                return batch.bid  # deferred by an earlier run: nothing more to do
+            continue  # held: an earlier run cut short; the next id
+        return batch.bid
+    raise BatchError(
+        after or "",
+        f"chain: {STEP_BIDS} batches for step {number} after batch {after} are all held "
+        "open (runs of its step job cut short); nothing deferred",
+    )
 
 
 def _opts_from(job: Job[Any, Any], stored: dict[str, Any]) -> Any:
@@ -330,7 +417,8 @@ def register_steps(app: App) -> None:
     ) -> None:
         """A workflow's next step: its jobs are deferred, each with the results of the
         step before (when its jobs keep results) as first argument: one job's result,
-        or a list of them for a group."""
+        or a list of them for a group. Run again (delivery is at-least-once), it
+        defers nothing more once a run deferred the whole step (``_run_step``)."""
         results: list[Any] = []
         keep = True
         for jid, name in ran:
@@ -354,6 +442,6 @@ def register_steps(app: App) -> None:
             )
             for s in rest[0]
         ]
-        await _run_step(app, group, rest[1:], on_failure, prev, description, number)
+        await _run_step(app, group, rest[1:], on_failure, prev, description, number, bid)
 
     app.job(name=STEP_JOB, retry=5)(step)

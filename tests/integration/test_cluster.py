@@ -332,6 +332,37 @@ async def test_batches_on_cluster(cluster: RedisCluster) -> None:
         assert (status.total, status.pending, status.failures) == (51, 1, 1)
 
 
+async def test_a_chain_step_run_again_on_cluster(cluster: RedisCluster) -> None:
+    """A chain's step job delivered again finds the next step's batch (bid derived from
+    its own batch's, under the namespace's hash tag: the same slot) closed, and defers
+    nothing: every step runs once."""
+    app = asyncjobs.App(cluster.url, namespace="chains")
+    ran: list[str] = []
+
+    @app.job
+    async def step(name: str) -> None:
+        ran.append(name)
+
+    async with app:
+        bid = await app.chain(step.s("a"), [step.s("b1"), step.s("b2")], step.s("c"))
+        store = await app.open_store()
+        worker = app.worker(concurrency=4)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await wait_for(lambda: len(ran) == 4, timeout=10)
+            await wait_for(lambda: worker.statistics()["processed"] == 6, timeout=10)
+            # The step job that deferred step 2, as the script pushed it: again.
+            again = await store.client.hget(store.batch_key(bid), "cb:success")
+            assert isinstance(again, bytes)
+            await store.push("default", again)
+            await wait_for(lambda: worker.statistics()["processed"] >= 7, timeout=10)
+            await worker.wait_idle()
+            # It deferred nothing: no queue holds a job (pushed before its ack, if any).
+            assert await store.client.llen(store.keys.queue("default")) == 0
+            worker.stop()
+        assert sorted(ran) == ["a", "b1", "b2", "c"]
+
+
 async def test_durable_enqueue_is_refused_on_a_cluster(cluster: RedisCluster) -> None:
     app = asyncjobs.App(cluster.url, min_replicas=1)
     try:

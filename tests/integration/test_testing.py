@@ -32,7 +32,7 @@ import pytest
 
 import asyncjobs
 from asyncjobs import api, testing
-from asyncjobs._payload import Payload, new_jid
+from asyncjobs._payload import ENCODER, Payload, new_jid
 from tests.conftest import all_sent, wait_for
 
 QUEUES = ["critical", "default", "low"]
@@ -71,6 +71,11 @@ class Harness:
         failure there, the other modes later (or never)."""
         return contextlib.nullcontext()
 
+    async def redeliver(self, payload: Payload) -> None:
+        """Deliver a job that already ran once more, as is (at-least-once delivery: a
+        worker killed before its acknowledgement, the reaper gives the job back)."""
+        raise NotImplementedError
+
 
 class CaptureHarness(Harness):
     def __init__(self, app: asyncjobs.App, captured: testing.Capture) -> None:
@@ -85,6 +90,9 @@ class CaptureHarness(Harness):
 
     async def settle(self, *, raise_errors: bool = True) -> None:
         await self.captured.drain(raise_errors=raise_errors)
+
+    async def redeliver(self, payload: Payload) -> None:
+        await self.captured.accept([payload])
 
 
 class InlineHarness(Harness):
@@ -105,8 +113,15 @@ class InlineHarness(Harness):
     def raises(self, exc: type[Exception]) -> contextlib.AbstractContextManager[Any]:
         return pytest.raises(exc)
 
+    async def redeliver(self, payload: Payload) -> None:
+        await self.state.accept([payload])
+
 
 class RedisHarness(Harness):
+    async def redeliver(self, payload: Payload) -> None:
+        store = await self.app.open_store()
+        await store.push(payload.queue, ENCODER.encode(payload))
+
     async def deferred(self) -> list[Deferred]:
         out = [
             Deferred(r.jid, r.job, r.queue, False)
@@ -661,6 +676,47 @@ async def test_chain_stops_at_a_death_or_goes_on_with_none(harness: Harness) -> 
     await harness.settle(raise_errors=False)
 
     assert log == [("next", None, "go")]
+
+
+async def test_a_chain_step_delivered_again_defers_nothing(harness: Harness) -> None:
+    """A step job (``asyncjobs.chain``) that runs a second time, after it deferred the
+    next step, defers nothing: every job of the chain runs once."""
+    app = harness.app
+    log: list[tuple[Any, ...]] = []
+    steps: list[Payload] = []
+
+    async def keep_steps(ctx: asyncjobs.JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
+        if ctx.name == "asyncjobs.chain":
+            steps.append(ctx._payload)
+        return await call_next()
+
+    app.server_middleware.append(keep_steps)
+
+    @app.job(name="tb.first", keep_result=60)
+    async def first() -> int:
+        log.append(("first",))
+        return 1
+
+    @app.job(name="tb.second", keep_result=60)
+    async def second(prev: int, n: int) -> int:
+        log.append(("second", prev, n))
+        return prev + n
+
+    @app.job(name="tb.third")
+    async def third(prev: list[int]) -> None:
+        log.append(("third", prev))
+
+    bid = await app.chain(first.s(), [second.s(n=1), second.s(n=2)], third.s())
+    await harness.settle()
+    first_runs = steps.copy()  # inline, each redelivery runs (and is appended) at once
+    assert len(first_runs) == 2
+    for step in first_runs:
+        await harness.redeliver(step)
+    await harness.settle()
+
+    assert sorted(log) == [("first",), ("second", 1, 1), ("second", 1, 2), ("third", [2, 3])]
+    assert len(steps) == 4  # each step job ran twice, and no other
+    assert (await app.batch_status(bid)).success
 
 
 async def test_results_of_tracked_jobs(harness: Harness) -> None:

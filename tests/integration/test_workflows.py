@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
 
 import asyncjobs
+from asyncjobs import api
+from asyncjobs._batching import step_bid
+from asyncjobs._payload import Payload
 from tests.conftest import running, text, wait_for
 
 
@@ -276,3 +280,130 @@ async def test_per_call_options_travel_with_signatures(
     with pytest.raises(asyncjobs.ConfigError, match="takes no after="):
         async with app.batch(on_success=on_done.configure(delay=5).s()):
             pass
+
+
+async def _settled(app: asyncjobs.App, worker: asyncjobs.Worker, queues: list[str]) -> None:
+    """Wait until every job has run: the queues, the schedule and the worker's landing
+    list and in-flight hash all empty at one instant (one MULTI). A job that ends pushes
+    what it deferred before its acknowledgement takes it out of the in-flight hash, and
+    the callbacks it fires in that same script call, so nothing is missed between."""
+    store = await app.open_store()
+    keys = store.keys
+    places = [
+        *(keys.queue(q) for q in queues),
+        keys.landing(worker.process_id),
+        keys.inflight(worker.process_id),
+    ]
+
+    async def empty() -> bool:
+        async with store.client.pipeline(transaction=True) as pipe:
+            pipe.exists(*places)
+            pipe.zcard(keys.schedule)
+            found = await pipe.execute()
+        return not any(found)
+
+    await wait_for(empty, timeout=10)
+    await worker.wait_idle()
+
+
+async def _step_batches(redis: aioredis.Redis) -> dict[str, list[str]]:
+    """The batches by description (``chain: step N``), each a list of bids."""
+    out: dict[str, list[str]] = {}
+    for key in await redis.keys("{asyncjobs}:batch:*"):
+        name = text(key)
+        if not name.endswith(":failed"):
+            desc = text(await redis.hget(key, "desc") or b"")
+            out.setdefault(desc, []).append(name.rsplit(":", 1)[1])
+    return out
+
+
+@pytest.mark.timeout(30)
+async def test_a_step_that_runs_again_defers_nothing(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    """Delivery is at-least-once: the step job (``asyncjobs.chain``) may run again after
+    it deferred the next step (its worker killed before the ack, the reaper gives it
+    back). The very same payload, delivered again, defers nothing: each job of the
+    next step runs once, and the rest of the chain does not fork."""
+
+    @app.job(name="one")
+    async def one() -> None:
+        await redis.rpush("got", "one")
+
+    @app.job(name="two")
+    async def two(n: int) -> None:
+        await redis.rpush("got", f"two {n}")
+
+    @app.job(name="three")
+    async def three() -> None:
+        await redis.rpush("got", "three")
+
+    bid = await app.chain(one.s(), [two.s(1), two.s(2)], three.s())
+    async with running(app.worker()) as worker:
+        await _settled(app, worker, ["default"])
+        assert sorted(await _got(redis, 10)) == ["one", "three", "two 1", "two 2"]
+        # The step job that deferred step 2, as the script pushed it: again.
+        step = await redis.hget(f"{{asyncjobs}}:batch:{bid}", "cb:success")
+        assert isinstance(step, bytes) and b'"asyncjobs.chain"' in step
+        store = await app.open_store()
+        await store.push("default", step)
+        await wait_for(lambda: worker.statistics()["processed"] >= 7, 10)  # it ran
+        await _settled(app, worker, ["default"])
+    got = sorted(await _got(redis, 10))
+    assert got == ["one", "three", "two 1", "two 2"], f"ran: {got}"
+    batches = await _step_batches(redis)
+    assert sorted(batches) == ["chain: step 1", "chain: step 2", "chain: step 3"]
+    assert all(len(bids) == 1 for bids in batches.values()), batches
+
+
+@pytest.mark.timeout(30)
+async def test_a_step_cut_short_is_deferred_again_in_a_new_batch(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    """The step job raised after it deferred some of the next step's jobs (as if its
+    worker died there): that batch is left held open, so it never fires; the retry
+    defers the whole step in a batch of its own. The jobs deferred before the failure
+    run twice; the chain goes on once."""
+
+    @app.job(name="one")
+    async def one() -> None:
+        await redis.rpush("got", "one")
+
+    @app.job(name="two")
+    async def two(n: int) -> None:
+        await redis.rpush("got", f"two {n}")
+
+    @app.job(name="three")
+    async def three() -> None:
+        await redis.rpush("got", "three")
+
+    cut: list[str] = []
+
+    async def cut_once(
+        payload: Payload, call_next: Callable[[Payload], Awaitable[str | None]]
+    ) -> str | None:
+        if payload.job == "two" and b"2" in bytes(payload.args) and not cut:
+            cut.append(payload.jid)
+            raise ConnectionError("cut short")
+        return await call_next(payload)
+
+    app.client_middleware.append(cut_once)
+    bid = await app.chain(one.s(), [two.s(1), two.s(2)], three.s())
+    async with running(app.worker()) as worker:
+        await _settled(app, worker, ["default"])
+        [retry] = await api.RetrySet(app).entries()
+        assert retry.job == "asyncjobs.chain"
+        await api.RetrySet(app).retry(retry.jid)  # its retry, due now
+        await wait_for(lambda: _has(redis, 5), 10)
+        await _settled(app, worker, ["default"])
+    got = sorted(await _got(redis, 10))
+    assert got == ["one", "three", "two 1", "two 1", "two 2"], f"ran: {got}"
+    batches = await _step_batches(redis)
+    assert [len(batches[f"chain: step {n}"]) for n in (1, 2, 3)] == [1, 2, 1], batches
+    # Both derived from the batch of step 1: the first id, then the next one.
+    assert sorted(batches["chain: step 2"]) == sorted([step_bid(bid, 0), step_bid(bid, 1)])
+    step2 = [await app.batch_status(b) for b in batches["chain: step 2"]]
+    held, done = sorted(step2, key=lambda s: s.total)
+    # The batch cut short: still held (its job counted in no total), never fired.
+    assert held.open and held.total == 0 and not held.complete
+    assert done.success and done.total == 2 and not done.open
