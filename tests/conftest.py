@@ -84,6 +84,33 @@ async def wait_for(
             await anyio.sleep(interval)
 
 
+async def wait_settled(
+    app: asyncjobs.App, worker: asyncjobs.Worker, queues: list[str], timeout: float = 10
+) -> None:
+    """Wait until every job has run. A job is always in a queue, the schedule, or the
+    process's landing list or in-flight hash (invariant 1; a job that ends pushes what
+    it deferred, and the callbacks and chain steps it fires, before its acknowledgement
+    takes it out), so all of them empty at one instant (one MULTI: a job moves on
+    between separate reads) means done. The retry and dead sets are not waited for."""
+    store = await app.open_store()
+    keys = store.keys
+    places = [
+        *(keys.queue(q) for q in queues),
+        keys.landing(worker.process_id),
+        keys.inflight(worker.process_id),
+    ]
+
+    async def empty() -> bool:
+        async with store.client.pipeline(transaction=True) as pipe:
+            pipe.exists(*places)
+            pipe.zcard(keys.schedule)
+            found = await pipe.execute()
+        return not any(found)
+
+    await wait_for(empty, timeout=timeout)
+    await worker.wait_idle()
+
+
 @asynccontextmanager
 async def running(worker: asyncjobs.Worker) -> AsyncIterator[asyncjobs.Worker]:
     """Run ``worker`` in the background for the block; stop it (gracefully) after."""

@@ -33,7 +33,7 @@ import pytest
 import asyncjobs
 from asyncjobs import api, testing
 from asyncjobs._payload import ENCODER, Payload, new_jid
-from tests.conftest import all_sent, wait_for
+from tests.conftest import all_sent, wait_for, wait_settled
 
 QUEUES = ["critical", "default", "low"]
 # Nothing listens here: an in-memory mode that touched Redis would raise.
@@ -136,28 +136,7 @@ class RedisHarness(Harness):
 
     async def settle(self, *, raise_errors: bool = True) -> None:
         async with self.app.run_worker(queues=QUEUES, concurrency=4) as worker:
-            store = await self.app.open_store()
-            keys = store.keys
-            places = [
-                *(keys.queue(q) for q in QUEUES),
-                keys.landing(worker.process_id),
-                keys.inflight(worker.process_id),
-            ]
-
-            async def empty() -> bool:
-                # A job is always in a queue, the schedule, or the process's landing
-                # list or in-flight record (invariant 1; a job that ends pushes the
-                # callbacks and chain steps it fires in the same step), so all of them
-                # empty at one instant (one MULTI: a job moves on between separate
-                # reads) means done. The retry and dead sets are not waited for.
-                async with store.client.pipeline(transaction=True) as pipe:
-                    pipe.exists(*places)
-                    pipe.zcard(keys.schedule)
-                    found = await pipe.execute()
-                return not any(found)
-
-            await wait_for(empty, timeout=10)
-            await worker.wait_idle()
+            await wait_settled(self.app, worker, QUEUES)
 
 
 @pytest.fixture(params=["capture", "inline", "redis"])

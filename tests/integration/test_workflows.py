@@ -12,7 +12,7 @@ import asyncjobs
 from asyncjobs import api
 from asyncjobs._batching import step_bid
 from asyncjobs._payload import Payload
-from tests.conftest import running, text, wait_for
+from tests.conftest import running, text, wait_for, wait_settled
 
 
 async def _got(redis: aioredis.Redis, n: int = 1) -> list[str]:
@@ -282,30 +282,6 @@ async def test_per_call_options_travel_with_signatures(
             pass
 
 
-async def _settled(app: asyncjobs.App, worker: asyncjobs.Worker, queues: list[str]) -> None:
-    """Wait until every job has run: the queues, the schedule and the worker's landing
-    list and in-flight hash all empty at one instant (one MULTI). A job that ends pushes
-    what it deferred before its acknowledgement takes it out of the in-flight hash, and
-    the callbacks it fires in that same script call, so nothing is missed between."""
-    store = await app.open_store()
-    keys = store.keys
-    places = [
-        *(keys.queue(q) for q in queues),
-        keys.landing(worker.process_id),
-        keys.inflight(worker.process_id),
-    ]
-
-    async def empty() -> bool:
-        async with store.client.pipeline(transaction=True) as pipe:
-            pipe.exists(*places)
-            pipe.zcard(keys.schedule)
-            found = await pipe.execute()
-        return not any(found)
-
-    await wait_for(empty, timeout=10)
-    await worker.wait_idle()
-
-
 async def _step_batches(redis: aioredis.Redis) -> dict[str, list[str]]:
     """The batches by description (``chain: step N``), each a list of bids."""
     out: dict[str, list[str]] = {}
@@ -340,7 +316,7 @@ async def test_a_step_that_runs_again_defers_nothing(
 
     bid = await app.chain(one.s(), [two.s(1), two.s(2)], three.s())
     async with running(app.worker()) as worker:
-        await _settled(app, worker, ["default"])
+        await wait_settled(app, worker, ["default"])
         assert sorted(await _got(redis, 10)) == ["one", "three", "two 1", "two 2"]
         # The step job that deferred step 2, as the script pushed it: again.
         step = await redis.hget(f"{{asyncjobs}}:batch:{bid}", "cb:success")
@@ -348,7 +324,7 @@ async def test_a_step_that_runs_again_defers_nothing(
         store = await app.open_store()
         await store.push("default", step)
         await wait_for(lambda: worker.statistics()["processed"] >= 7, 10)  # it ran
-        await _settled(app, worker, ["default"])
+        await wait_settled(app, worker, ["default"])
     got = sorted(await _got(redis, 10))
     assert got == ["one", "three", "two 1", "two 2"], f"ran: {got}"
     batches = await _step_batches(redis)
@@ -390,12 +366,12 @@ async def test_a_step_cut_short_is_deferred_again_in_a_new_batch(
     app.client_middleware.append(cut_once)
     bid = await app.chain(one.s(), [two.s(1), two.s(2)], three.s())
     async with running(app.worker()) as worker:
-        await _settled(app, worker, ["default"])
+        await wait_settled(app, worker, ["default"])
         [retry] = await api.RetrySet(app).entries()
         assert retry.job == "asyncjobs.chain"
         await api.RetrySet(app).retry(retry.jid)  # its retry, due now
         await wait_for(lambda: _has(redis, 5), 10)
-        await _settled(app, worker, ["default"])
+        await wait_settled(app, worker, ["default"])
     got = sorted(await _got(redis, 10))
     assert got == ["one", "three", "two 1", "two 1", "two 2"], f"ran: {got}"
     batches = await _step_batches(redis)
