@@ -83,10 +83,12 @@ DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, V
 def _enc_hook(obj: object) -> object:
     """What msgspec cannot encode by itself: a ``str`` subclass (a ``JobHandle``, the jid
     ``defer`` returns, passed on as an argument) is encoded as its string. Called only
-    for such objects: plain types never reach it."""
+    for such objects: plain types never reach it. Anything else is a TypeError, as
+    msgspec raises without a hook (and as the callers catch: a result or a progress
+    report it cannot encode, an argument it refuses)."""
     if isinstance(obj, str):
         return str.__str__(obj)
-    raise NotImplementedError(f"Encoding objects of type {type(obj).__name__} is unsupported")
+    raise TypeError(f"Encoding objects of type {type(obj).__name__} is unsupported")
 
 
 ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+import asyncjobs
 from asyncjobs import ConfigError, Permanent
 from asyncjobs._keys import Keys
-from asyncjobs._payload import inflight_field, new_jid, valid_jid
+from asyncjobs._payload import ENCODER, inflight_field, new_jid, valid_jid
 from asyncjobs._queues import QueueOrder, parse_queue_spec
 from asyncjobs._retry import backoff, decide
 from asyncjobs._settings import capsules_from, load_settings
@@ -88,6 +89,24 @@ def test_inflight_field_mirrors_fetch_script() -> None:
     assert inflight_field(b"garbage") == b"garbage"
     assert len(new_jid()) == 24 and valid_jid(new_jid())
     assert not valid_jid('a"b')
+
+
+def test_what_json_cannot_hold_is_a_type_error() -> None:
+    """The payload encoder's hook refuses other objects with msgspec's own TypeError, which
+    the callers catch (an argument refused by name, a result stored as null, a progress
+    report's ValueError): not NotImplementedError, which they did not, and which left a
+    keep_result job that returned one in flight."""
+    app = asyncjobs.App("redis://127.0.0.1:1/0")
+
+    @app.job(name="anything")
+    async def anything(x: Any) -> None: ...
+
+    with pytest.raises(TypeError, match="type object is unsupported"):
+        ENCODER.encode({"x": object()})
+    with pytest.raises(asyncjobs.ArgumentError, match="argument 'x' cannot be encoded"):
+        anything.encode_args((object(),), {})
+    jid = new_jid()
+    assert ENCODER.encode([asyncjobs.JobHandle(jid, anything)]) == f'["{jid}"]'.encode()
 
 
 def test_backoff_matches_sidekiq() -> None:
