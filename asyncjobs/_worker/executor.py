@@ -688,17 +688,8 @@ class Executor:
                 d.at - now,
             )
             if job is not None and job.track_status and self.locks is not None:
-                state = State(
-                    state="retrying",
-                    at=now,
-                    queue=failed.queue,
-                    retry_count=count + 1,
-                    next_at=d.at,
-                    error_class=failed.error_class,
-                    error_message=failed.error_message,
-                )
                 self.tasks.start_soon(
-                    self._write_state, payload.jid, ENCODER.encode(state), name="status"
+                    self._write_state, payload.jid, retrying_state(failed, now), name="status"
                 )
             if self.measure is not None:
                 self._measure(rec, payload, RETRY)
@@ -756,8 +747,8 @@ class Executor:
     def _track_start(self, payload: Payload) -> Any:
         """A tracked job starts: its "running" state is written in the background, and
         its progress reporter set; returns the reporter's context token."""
-        state = State(state="running", at=time.time(), queue=payload.queue, process=self.process_id)
-        self.tasks.start_soon(self._write_state, payload.jid, ENCODER.encode(state), name="status")
+        state = running_state(payload, self.process_id)
+        self.tasks.start_soon(self._write_state, payload.jid, state, name="status")
         return set_progress_reporter(_Reporter(self, payload.jid))
 
     async def _write_state(self, jid: str, data: bytes) -> None:
@@ -892,11 +883,7 @@ class _Reporter:
         self._writing = False
 
     def __call__(self, fraction: float, message: str | None, meta: dict[str, Any] | None) -> None:
-        report = Progress(fraction=fraction, at=time.time(), message=message, meta=meta)
-        try:
-            self._pending = ENCODER.encode(report)
-        except (TypeError, ValueError, msgspec.EncodeError) as exc:
-            raise ValueError(f"progress meta cannot be encoded as JSON: {exc}") from None
+        self._pending = progress_json(fraction, message, meta)
         if not self._writing:
             self._writing = True
             self._executor.tasks.start_soon(self._write, name="progress")
@@ -914,6 +901,39 @@ class _Reporter:
                     return
         finally:
             self._writing = False
+
+
+def running_state(payload: Payload, process: str | None) -> bytes:
+    """A tracked job's state as a run starts (``process``: who runs it), as stored."""
+    return ENCODER.encode(
+        State(state="running", at=time.time(), queue=payload.queue, process=process)
+    )
+
+
+def retrying_state(failed: Payload, now: float) -> bytes:
+    """A tracked job's state after a failure with retries left, as stored: ``failed`` is
+    the payload bound for the retry set (its error, the retries made before this one,
+    its due time ``at``)."""
+    return ENCODER.encode(
+        State(
+            state="retrying",
+            at=now,
+            queue=failed.queue,
+            retry_count=(failed.retry_count or 0) + 1,
+            next_at=failed.at,
+            error_class=failed.error_class,
+            error_message=failed.error_message,
+        )
+    )
+
+
+def progress_json(fraction: float, message: str | None, meta: dict[str, Any] | None) -> bytes:
+    """A ``ctx.progress`` report as stored; ValueError if ``meta`` is not JSON."""
+    report = Progress(fraction=fraction, at=time.time(), message=message, meta=meta)
+    try:
+        return ENCODER.encode(report)
+    except (TypeError, ValueError, msgspec.EncodeError) as exc:
+        raise ValueError(f"progress meta cannot be encoded as JSON: {exc}") from None
 
 
 def result_json(payload: Payload, value: Any) -> bytes:
