@@ -80,7 +80,8 @@ def _initial(payload: Payload) -> State:
 class TestMode:
     """What a test mode (``asyncjobs.testing``) does with jobs that went through the
     client chain, instead of pushing them to Redis; where it keeps batches and the
-    outcomes of tracked jobs. Reached only while a mode is active for the app."""
+    statuses and outcomes of tracked jobs. Reached only while a mode is active for the
+    app."""
 
     async def accept(self, payloads: Sequence[Payload]) -> list[str]:
         raise NotImplementedError
@@ -91,6 +92,15 @@ class TestMode:
 
     def outcome(self, jid: str) -> Outcome:
         """A tracked job's outcome; TimeoutError if it has none (yet)."""
+        raise NotImplementedError
+
+    def track(self, payloads: Sequence[Payload]) -> None:
+        """Tracked jobs were deferred: their first state (queued or scheduled), unless
+        they have one already, as ``App._track``."""
+        raise NotImplementedError
+
+    def status(self, jid: str) -> JobStatus:
+        """What ``app.status(jid)`` says, from what the mode keeps."""
         raise NotImplementedError
 
 
@@ -769,27 +779,28 @@ class App(Registry):
 
     # -- status, results, cancellation (#14) ----------------------------------------
 
-    async def _open(self) -> Store | None:
-        """The store, or None inside a test mode (which keeps no status)."""
-        modes = _test_modes.get()
-        if modes and modes.get(id(self)) is not None:
-            return None
-        return await self.open_store()
-
     async def _track(self, payload: Payload, keep: float) -> None:
         """A tracked job was deferred: record it as queued or scheduled (unless a
         worker recorded it running already)."""
-        store = await self._open()
-        if store is None:
+        modes = _test_modes.get()
+        mode = modes.get(id(self)) if modes else None
+        if mode is not None:  # a test mode keeps the statuses of its jobs
+            mode.track([payload])
             return
+        store = await self.open_store()
         data = ENCODER.encode(_initial(payload))
         await store.set_status(payload.jid, data, PENDING_TTL, only_new=True)
 
     async def _track_many(self, payloads: Sequence[Payload]) -> None:
         """``defer_many`` of a tracked job: their states in one round trip."""
-        store = await self._open() if payloads else None
-        if store is None:
+        if not payloads:
             return
+        modes = _test_modes.get()
+        mode = modes.get(id(self)) if modes else None
+        if mode is not None:
+            mode.track(payloads)
+            return
+        store = await self.open_store()
         await store.set_statuses(
             [(p.jid, ENCODER.encode(_initial(p))) for p in payloads], PENDING_TTL
         )
@@ -809,7 +820,12 @@ class App(Registry):
         """Where job ``jid`` is: queued, scheduled, running (``process``, since ``at``),
         retrying (``retry_count``, ``next_at``), succeeded, failed, dead, cancelled, or
         unknown; with its last ``progress``. One round trip (three GETs). Known for jobs
-        with ``keep_result`` or ``track_status`` only (others are ``unknown``)."""
+        with ``keep_result`` or ``track_status`` only (others are ``unknown``). Under a
+        test mode (``asyncjobs.testing``), what the mode keeps, with no round trip."""
+        modes = _test_modes.get()
+        mode = modes.get(id(self)) if modes else None
+        if mode is not None:
+            return mode.status(jid)
         store = await self.open_store()
         return combine(jid, *await store.read_status(jid))
 

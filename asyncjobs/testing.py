@@ -75,16 +75,25 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
-from ._app import TestMode, _count_added, _test_modes
+from ._app import TestMode, _count_added, _initial, _test_modes
 from ._batch import scope_var
 from ._errors import UnknownJobError
-from ._job import Job, JobContext
+from ._job import Job, JobContext, reset_progress_reporter, set_progress_reporter
 from ._membatch import MemoryBatches
 from ._middleware import Chain, ServerMiddleware, ServerNext
 from ._payload import DECODE_ERRORS, DECODER, ENCODER, Payload
 from ._seal import unpack
-from ._status import Outcome
-from ._worker.executor import Executor, Running, describe, result_json
+from ._status import JobStatus, Outcome, combine
+from ._worker.executor import (
+    Executor,
+    Running,
+    describe,
+    progress_json,
+    result_json,
+    retrying_state,
+    running_state,
+)
+from ._worker.heartbeat import new_process_id
 
 if TYPE_CHECKING:
     from ._app import App
@@ -148,8 +157,10 @@ class Failure:
 
 class _Mode(TestMode):
     """What both modes share: the worker's executor and running one job with it; the
-    batches (an in-memory stand-in that counts as Redis does) and the outcomes of
-    tracked jobs (for ``handle.result()``, chains and ``after=``)."""
+    batches (an in-memory stand-in that counts as Redis does) and what Redis keeps of
+    tracked jobs: their state, outcome (for ``handle.result()``, chains and ``after=``)
+    and progress, written when a client and a worker would write them, and read back
+    by ``app.status`` as the store's are."""
 
     def __init__(self, app: App) -> None:
         self.app = app
@@ -160,7 +171,14 @@ class _Mode(TestMode):
         self._executor = Executor(app, self._sink, middleware=keep)
         self._batches = MemoryBatches(self._deliver)
         self._values: dict[str, Any] = {}
+        # A tracked job's three keys ({ns}:status, :result, :progress): the state and
+        # the progress as stored (JSON), the outcome decoded.
+        self._states: dict[str, bytes] = {}
         self._outcomes: dict[str, Outcome] = {}
+        self._progress: dict[str, bytes] = {}
+        # What a running job's state names as its process: an id of this mode's own, in
+        # a worker's form (host:pid:random).
+        self._executor.process_id = new_process_id()
 
     def batches(self) -> MemoryBatches:
         return self._batches
@@ -174,6 +192,16 @@ class _Mode(TestMode):
                 "or it keeps no status"
             )
         return out
+
+    def track(self, payloads: Sequence[Payload]) -> None:
+        # SET NX, as the client: a job that ran already (inline) keeps what it has.
+        for p in payloads:
+            self._states.setdefault(p.jid, ENCODER.encode(_initial(p)))
+
+    def status(self, jid: str) -> JobStatus:
+        out = self._outcomes.get(jid)
+        raw = None if out is None else ENCODER.encode(out)
+        return combine(jid, self._states.get(jid), raw, self._progress.get(jid))
 
     def _accepted(self, payloads: Sequence[Payload]) -> None:
         """Jobs now deferred: a batch job is counted by the block it joined, a tracked
@@ -189,8 +217,9 @@ class _Mode(TestMode):
         ``current_job()``, server middleware, timeout, retry decision, death handlers),
         then count its outcome as the worker's acknowledgement would (its batch, the
         gates waiting for it) and hand on the callbacks that fired. A failure is raised
-        to the caller."""
-        _job_for(self.app, payload)
+        to the caller. A tracked job is ``running`` while it runs, and its
+        ``ctx.progress`` is kept."""
+        job = _job_for(self.app, payload)
         if payload.enqueued_at is None:
             # A scheduled job gets its enqueued_at when the scheduler promotes it.
             payload = msgspec.structs.replace(payload, enqueued_at=time.time())
@@ -198,8 +227,14 @@ class _Mode(TestMode):
         executor = self._executor
         rec = Running(payload.jid.encode(), ENCODER.encode(payload))
         rec.task = asyncio.current_task()
-        job = self.app.jobs[payload.job]
         processed = executor.processed
+        reporter = None
+        if job.track_status:
+            self._states[payload.jid] = running_state(payload, executor.process_id)
+            reporter = _Reporter(self._progress, payload.jid)
+        # Set for every job (None: untracked), so that a job run inline inside another
+        # never reports into the other's progress.
+        progress = set_progress_reporter(reporter)
         # A job runs outside any batch block of the caller, as on a worker: what it
         # defers joins a batch only through app.batch() of its own.
         token = scope_var.set(None)
@@ -214,27 +249,37 @@ class _Mode(TestMode):
                 await executor.run(rec)
         finally:
             scope_var.reset(token)
+            reset_progress_reporter(progress)
+        # As a worker: the outcome is stored before the death handlers start.
+        target, bid = self._ended(payload, job, rec, ran=executor.processed > processed)
         # Death handlers and on_exhausted have run by the time defer or drain returns.
         await executor.wait_background()
-        await self._settle(payload, job, rec, ran=executor.processed > processed)
+        if bid is not None and target is not None:
+            self._batches.acked(payload.jid, bid, target)  # ack.lua
+        await self._batches.flush()
         if rec.error is not None:
             raise rec.error
 
-    async def _settle(self, payload: Payload, job: Job[Any, Any], rec: Running, ran: bool) -> None:
-        """Count a job's outcome where Redis would: a tracked job's outcome (result.lua,
-        and the ``after=`` gates waiting for it), then its batch (ack.lua)."""
+    def _ended(
+        self, payload: Payload, job: Job[Any, Any], rec: Running, ran: bool
+    ) -> tuple[str | None, str | None]:
+        """What a worker writes of a tracked job as its run ends: its outcome (result.lua:
+        the state goes, the progress stays, the ``after=`` gates waiting for it count
+        it), or ``retrying`` when it failed with retries left. Returns the run's target
+        (done, retry, dead, drop) and its batch, for the acknowledgement."""
         jid = payload.jid
         target, data = self._sink.outcomes.pop(rec.field, (None, b""))
         bid = self._sink.bids.pop(rec.field, None)
         value = self._values.pop(jid, None)
-        if job.track_status and target is not None:
+        if job.track_status and target == "retry":
+            self._states[jid] = retrying_state(DECODER.decode(data), time.time())
+        elif job.track_status and target is not None:
             out = _outcome(payload, job, rec, target, data, ran, value)
             if out is not None:
                 self._outcomes[jid] = out
+                self._states.pop(jid, None)
                 self._batches.ended(jid, out.state)
-        if bid is not None and target is not None:
-            self._batches.acked(jid, bid, target)
-        await self._batches.flush()
+        return target, bid
 
     async def _keep_value(self, ctx: JobContext, call_next: ServerNext) -> Any:
         value = await call_next()
@@ -295,6 +340,20 @@ def _outcome(
         error_class=error_class,
         error_message=message,
     )
+
+
+class _Reporter:
+    """A tracked job's ``ctx.progress`` in a test mode: the latest report, kept at once
+    (a worker writes it in the background)."""
+
+    __slots__ = ("_jid", "_kept")
+
+    def __init__(self, kept: dict[str, bytes], jid: str) -> None:
+        self._kept = kept
+        self._jid = jid
+
+    def __call__(self, fraction: float, message: str | None, meta: dict[str, Any] | None) -> None:
+        self._kept[self._jid] = progress_json(fraction, message, meta)
 
 
 class _Sink:
