@@ -20,6 +20,8 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from decimal import Decimal
@@ -52,6 +54,9 @@ class Deferred:
 
 class Harness:
     """One way of running the scenarios; ``app`` is where the scenario registers jobs."""
+
+    # Inline runs a job inside its defer: nothing is ever seen waiting.
+    runs_at_defer = False
 
     def __init__(self, app: asyncjobs.App) -> None:
         self.app = app
@@ -96,6 +101,8 @@ class CaptureHarness(Harness):
 
 
 class InlineHarness(Harness):
+    runs_at_defer = True
+
     def __init__(self, app: asyncjobs.App, state: testing.Inline) -> None:
         super().__init__(app)
         self.state = state
@@ -877,6 +884,225 @@ async def _acked(app: asyncjobs.App, process_id: str) -> None:
     await wait_for(done, 10)
 
 
+# -- status: app.status and handle.status, the same scenarios, every mode -------------------
+
+# A worker's process id, host:pid:random: what a running job's status names.
+PROCESS = re.compile(r"^[^:]+:\d+:[0-9a-f]{6}$")
+
+
+def _check(st: asyncjobs.JobStatus, since: float, state: str, **fields: Any) -> None:
+    """``st`` is ``state`` since a time from ``since`` to now, with ``fields`` and
+    nothing else set."""
+    assert st.at is not None and since <= st.at <= time.time(), st
+    assert st == asyncjobs.JobStatus(jid=st.jid, state=state, at=st.at, **fields)
+
+
+def _progress(st: asyncjobs.JobStatus, since: float) -> tuple[Any, ...]:
+    """What a status's progress says, less its time (checked here)."""
+    assert st.progress is not None, st
+    assert since <= st.progress.at <= time.time()
+    return (st.progress.fraction, st.progress.message, st.progress.meta)
+
+
+async def test_status_of_tracked_jobs_from_defer_to_their_end(harness: Harness) -> None:
+    """``queued`` or ``scheduled`` from defer (inline has run the job by then),
+    ``succeeded`` after; a job that keeps no status, and a jid never deferred, are
+    ``unknown``."""
+    app = harness.app
+
+    @app.job(name="ts.kept", keep_result=60)
+    async def kept(n: int) -> int:
+        return 2 * n
+
+    @app.job(name="ts.tracked", track_status=True, queue="low")
+    async def tracked() -> None:
+        pass
+
+    @app.job(name="ts.plain")
+    async def plain() -> None:
+        asyncjobs.current_job().progress(1.0, "not kept")  # untracked: a no-op
+
+    since = time.time()
+    handle = await kept.defer(21)
+    later = await kept.configure(delay=0.2).defer(1)
+    low = await tracked.defer()
+    many = all_sent(await tracked.defer_many([(), ()]))
+    untracked = await plain.defer()
+    assert handle is not None and later is not None and low is not None
+    assert untracked is not None
+
+    if not harness.runs_at_defer:
+        _check(await app.status(handle), since, "queued", queue="default")
+        st = await later.status()
+        _check(st, since, "scheduled", queue="default", next_at=st.next_at)
+        assert st.at is not None and st.next_at == pytest.approx(st.at + 0.2)
+        _check(await low.status(), since, "queued", queue="low")
+        for jid in many:
+            _check(await app.status(jid), since, "queued", queue="low")
+    await harness.settle()
+
+    jids: list[str] = [handle, later, low, *many]
+    for ended in jids:
+        _check(await app.status(ended), since, "succeeded", has_result=True)
+    assert await handle.status() == await app.status(handle)
+    assert await api.job_status(app, handle) == await app.status(handle)
+    assert await handle.result() == 42
+    for jid in (untracked, new_jid()):
+        assert await app.status(jid) == asyncjobs.JobStatus(jid=jid, state="unknown")
+
+
+class Skipped(Exception):
+    """Not worth a retry (``discard_on``)."""
+
+
+async def test_status_of_jobs_that_fail(harness: Harness) -> None:
+    """``dead``, ``failed`` (discarded, or dropped unrun by its ``expires_in``) and
+    ``retrying`` carry the error as a worker stores it; the death handlers see the
+    outcome already stored."""
+    app = harness.app
+    seen: list[asyncjobs.JobStatus] = []
+
+    @app.job(name="ts.doomed", keep_result=60, retry=0)
+    async def doomed() -> int:
+        raise ValueError("no good")
+
+    @app.job(name="ts.skipped", track_status=True, discard_on=Skipped)
+    async def skipped() -> None:
+        raise Skipped("not worth a retry")
+
+    @app.job(name="ts.flaky", track_status=True, retry=3, retry_in=lambda count, exc: 3600)
+    async def flaky() -> None:
+        raise ConnectionError("try again later")
+
+    @app.job(name="ts.late", track_status=True)
+    async def late() -> None:
+        pass
+
+    async def died(ctx: asyncjobs.JobContext, exc: BaseException) -> None:
+        seen.append(await app.status(ctx.jid))
+
+    app.death_handlers.append(died)
+    since = time.time()
+    dead, discarded, retrying = new_jid(), new_jid(), new_jid()
+    with harness.raises(ValueError):
+        await doomed.configure(jid=dead).defer()
+    with harness.raises(Skipped):
+        await skipped.configure(jid=discarded).defer()
+    with harness.raises(ConnectionError):
+        await flaky.configure(jid=retrying).defer()
+    stale = await late.configure(expires_in=0.05).defer()
+    assert stale is not None
+    expired = time.time() + 0.05
+    await wait_for(lambda: time.time() > expired)  # capture and Redis: it expires unrun
+    await harness.settle(raise_errors=False)
+
+    _check(await app.status(dead), since, "dead", error_class="ValueError", error_message="no good")
+    _check(
+        await app.status(discarded),
+        since,
+        "failed",
+        error_class="Skipped",
+        error_message="not worth a retry",
+    )
+    st = await app.status(retrying)
+    _check(
+        st,
+        since,
+        "retrying",
+        queue="default",
+        retry_count=1,
+        next_at=st.next_at,
+        error_class="ConnectionError",
+        error_message="try again later",
+    )
+    assert st.at is not None and st.next_at == pytest.approx(st.at + 3600)
+    if harness.runs_at_defer:
+        _check(await stale.status(), since, "succeeded", has_result=True)
+    else:
+        _check(
+            await stale.status(),
+            since,
+            "failed",
+            error_class="NotRun",
+            error_message="expired (expires_in), or replaced by a later unique job",
+        )
+    assert sorted((s.jid, s.state) for s in seen) == sorted([(dead, "dead"), (discarded, "failed")])
+
+
+async def test_status_of_a_running_job_and_its_progress(harness: Harness) -> None:
+    """A running job sees itself ``running``, with the process that runs it and its last
+    progress (a worker writes both in the background: the job waits for them); what an
+    untracked job it defers reports goes nowhere; the last progress outlives the run."""
+    app = harness.app
+    seen: list[asyncjobs.JobStatus] = []
+
+    @app.job(name="ts.child")
+    async def child() -> None:
+        asyncjobs.current_job().progress(0.9, "the child's")
+
+    @app.job(name="ts.export", track_status=True, queue="low")
+    async def export(rows: int) -> None:
+        ctx = asyncjobs.current_job()
+        ctx.progress(0.5, "half way", meta={"rows": rows // 2})
+
+        async def reported() -> bool:
+            st = await app.status(ctx.jid)
+            return st.state == "running" and st.progress is not None
+
+        await wait_for(reported)
+        seen.append(await app.status(ctx.jid))
+        await child.defer()  # inline: runs now, inside this job
+        seen.append(await app.status(ctx.jid))
+        ctx.progress(1.0, "done", meta={"rows": rows})
+
+    since = time.time()
+    handle = await export.defer(10)
+    assert handle is not None
+    await harness.settle()
+
+    first, second = seen
+    assert first.process is not None and PROCESS.match(first.process), first
+    assert _progress(first, since) == (0.5, "half way", {"rows": 5})
+    _check(first, since, "running", queue="low", process=first.process, progress=first.progress)
+    assert second == first
+    st = await handle.status()
+    assert _progress(st, since) == (1.0, "done", {"rows": 10})
+    _check(st, since, "succeeded", has_result=True, progress=st.progress)
+
+
+async def test_what_json_cannot_hold(harness: Harness) -> None:
+    """A progress ``meta`` that JSON cannot hold raises ValueError in the job; a return
+    value it cannot hold is stored as ``null`` (an error logged), the job succeeded."""
+    app = harness.app
+
+    @app.job(name="ts.odd_progress", track_status=True, retry=0)
+    async def odd_progress() -> None:
+        asyncjobs.current_job().progress(0.1, meta={"what": object()})
+
+    @app.job(name="ts.odd_result", keep_result=60)
+    async def odd_result() -> object:
+        return object()
+
+    since = time.time()
+    failing = new_jid()
+    with harness.raises(ValueError):
+        await odd_progress.configure(jid=failing).defer()
+    handle = await odd_result.defer()
+    assert handle is not None
+    await harness.settle(raise_errors=False)
+
+    _check(
+        await app.status(failing),
+        since,
+        "dead",
+        error_class="ValueError",
+        error_message="progress meta cannot be encoded as JSON: "
+        "Encoding objects of type object is unsupported",
+    )
+    _check(await handle.status(), since, "succeeded", has_result=True)
+    assert await handle.result() is None
+
+
 # -- what only the helpers do ---------------------------------------------------------------
 
 
@@ -1250,3 +1476,31 @@ async def test_results_in_a_test_mode_wait_for_nothing(mem_app: asyncjobs.App) -
             await handle.result()
         await captured.drain()
         assert await handle.result() == 42
+
+
+async def test_status_in_a_test_mode_needs_no_redis(
+    mem_app: asyncjobs.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """app.status and handle.status answer from the mode, without connecting; outside
+    the block they go to Redis again."""
+
+    async def no_connection(self: asyncjobs.App) -> None:
+        raise AssertionError("app.status tried to connect to Redis")
+
+    @mem_app.job(keep_result=60)
+    async def answer() -> int:
+        return 42
+
+    with testing.capture(mem_app) as captured:
+        handle = await answer.defer()
+        assert handle is not None
+        monkeypatch.setattr(asyncjobs.App, "connect", no_connection)
+        assert (await mem_app.status(handle)).state == "queued"
+        await captured.drain()
+        assert (await handle.status()).state == "succeeded"
+    with testing.inline(mem_app):
+        handle = await answer.defer()
+        assert handle is not None
+        assert (await handle.status()).state == "succeeded"
+    with pytest.raises(AssertionError, match="tried to connect"):
+        await mem_app.status(handle)
