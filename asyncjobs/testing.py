@@ -43,10 +43,14 @@ callback is deferred through the mode when the script would push it, without cli
 middleware: :func:`capture` records it once the job that completes its batch has run,
 and :meth:`Capture.drain` runs it; :func:`inline` runs it at once, which is when the
 block exits, since inline jobs end inside it. A job runs outside the caller's batch
-block, as on a worker. The outcomes of tracked jobs (``keep_result=``,
-``track_status=True``) are kept for the block too, so ``handle.result()`` works, a
-chain passes results from step to step, and ``after=`` holds a job until the jobs it
-waits for succeeded.
+block, as on a worker. What Redis keeps of tracked jobs (``keep_result=``,
+``track_status=True``) is kept for the block too, written when a client and a worker
+would write it: so ``handle.result()`` works, a chain passes results from step to step,
+``after=`` holds a job until the jobs it waits for succeeded, and ``app.status(jid)``
+(``handle.status()``) says ``queued`` or ``scheduled`` from ``defer``, ``running``
+(with the last ``ctx.progress``) while the job runs, ``retrying`` after a failure with
+retries left, then the outcome, as the store would. ``app.cancel`` is not taken by the
+modes (it goes to Redis).
 
 What a failure means for a batch, since nothing is retried here: a job that fails with
 retries left counts as a failure waiting for its retry, as in Redis until that retry
