@@ -209,7 +209,8 @@ class _Mode(TestMode):
 
     def _accepted(self, payloads: Sequence[Payload]) -> None:
         """Jobs now deferred: a batch job is counted by the block it joined, a tracked
-        job gets a status (so ``after=`` can wait for it), as after a real push."""
+        job is known to the in-memory batches (so ``after=`` can wait for it), as after
+        a real push. (Its ``queued`` state comes from ``App._track``, as with Redis.)"""
         _count_added([p for p in payloads if p.bid is not None])
         for p in payloads:
             job = self.app.jobs.get(p.job)
