@@ -75,6 +75,9 @@ class Outcome(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
     value: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
     error_class: str | None = None
     error_message: str | None = None
+    # False for a job with track_status but no keep_result: its value is not a result
+    # (absent, as in records written before this field, means True).
+    kept: bool = True
 
 
 class Progress(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
@@ -131,7 +134,7 @@ def combine(
             error_class=out.error_class,
             error_message=out.error_message,
             progress=prog,
-            has_result=out.state == "succeeded",
+            has_result=out.state == "succeeded" and out.kept,
         )
     st = _safe(_STATE, state)
     if st is None:

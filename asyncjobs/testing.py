@@ -327,8 +327,11 @@ def _outcome(
             return Outcome(
                 state="failed", at=now, job=payload.job, error_class="NotRun", error_message=reason
             )
-        raw = result_json(payload, value) if job.keep_result is not None else b"null"
-        return Outcome(state="succeeded", at=now, job=payload.job, value=msgspec.Raw(raw))
+        kept = job.keep_result is not None
+        raw = result_json(payload, value) if kept else b"null"
+        return Outcome(
+            state="succeeded", at=now, job=payload.job, value=msgspec.Raw(raw), kept=kept
+        )
     if target not in ("dead", "drop"):
         return None
     error_class: str | None = None

@@ -781,6 +781,7 @@ class Executor:
             value=msgspec.Raw(raw),
             error_class=error[0],
             error_message=error[1],
+            kept=job.keep_result is not None,
         )
         try:
             await self.locks.save_result(
