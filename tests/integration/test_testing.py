@@ -941,10 +941,10 @@ async def test_status_of_tracked_jobs_from_defer_to_their_end(harness: Harness) 
             _check(await app.status(jid), since, "queued", queue="low")
     await harness.settle()
 
-    for ended in (handle, later):
-        _check(await app.status(ended), since, "succeeded", has_result=True)
-    for ended in (low, *many):  # track_status alone keeps no result
-        _check(await app.status(ended), since, "succeeded")
+    for kept_jid in (handle, later):
+        _check(await app.status(kept_jid), since, "succeeded", has_result=True)
+    for tracked_jid in (low, *many):  # track_status alone keeps no result
+        _check(await app.status(tracked_jid), since, "succeeded")
     assert await handle.status() == await app.status(handle)
     assert await api.job_status(app, handle) == await app.status(handle)
     assert await handle.result() == 42
