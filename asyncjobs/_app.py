@@ -414,8 +414,7 @@ class App(Registry):
     async def _limit_store(self) -> LimitStore:
         """Where limiters count: the store; under a test mode, a stand-in that grants
         every acquire (a test of a job does not need Redis for its limiters)."""
-        modes = _test_modes.get()
-        if modes and id(self) in modes:
+        if self._test_mode() is not None:
             return UNLIMITED
         return await self.open_store()
 
@@ -594,10 +593,16 @@ class App(Registry):
             )
         return data
 
+    def _test_mode(self) -> TestMode | None:
+        """The test mode (``asyncjobs.testing``) active for this app in this context, if
+        any: one context-variable read, all that ``defer``, ``status`` and the rest pay
+        for the test modes outside them."""
+        modes = _test_modes.get()
+        return modes.get(id(self)) if modes else None
+
     async def _enqueue(self, payload: Payload) -> str | None:
         """``defer``: the client chain, then Redis (or the test mode of this context)."""
-        modes = _test_modes.get()
-        mode = modes.get(id(self)) if modes else None
+        mode = self._test_mode()
         chain = self.client_middleware
         if mode is None:
             if not chain.entries:
@@ -646,8 +651,7 @@ class App(Registry):
         ``push_bulk``), then every job that came through in one round trip."""
         if not payloads:
             return []
-        modes = _test_modes.get()
-        mode = modes.get(id(self)) if modes else None
+        mode = self._test_mode()
         chain = self.client_middleware
         if chain.entries:
             entries = chain.entries
@@ -782,8 +786,7 @@ class App(Registry):
     async def _track(self, payload: Payload, keep: float) -> None:
         """A tracked job was deferred: record it as queued or scheduled (unless a
         worker recorded it running already)."""
-        modes = _test_modes.get()
-        mode = modes.get(id(self)) if modes else None
+        mode = self._test_mode()
         if mode is not None:  # a test mode keeps the statuses of its jobs
             mode.track([payload])
             return
@@ -795,8 +798,7 @@ class App(Registry):
         """``defer_many`` of a tracked job: their states in one round trip."""
         if not payloads:
             return
-        modes = _test_modes.get()
-        mode = modes.get(id(self)) if modes else None
+        mode = self._test_mode()
         if mode is not None:
             mode.track(payloads)
             return
@@ -806,8 +808,7 @@ class App(Registry):
         )
 
     async def _wait_outcome(self, jid: str, timeout: float | None) -> Outcome:
-        modes = _test_modes.get()
-        mode = modes.get(id(self)) if modes else None
+        mode = self._test_mode()
         if mode is not None:  # a test mode keeps the outcomes of the jobs it ran
             return mode.outcome(jid)
         store = await self.open_store()
@@ -822,8 +823,7 @@ class App(Registry):
         unknown; with its last ``progress``. One round trip (three GETs). Known for jobs
         with ``keep_result`` or ``track_status`` only (others are ``unknown``). Under a
         test mode (``asyncjobs.testing``), what the mode keeps, with no round trip."""
-        modes = _test_modes.get()
-        mode = modes.get(id(self)) if modes else None
+        mode = self._test_mode()
         if mode is not None:
             return mode.status(jid)
         store = await self.open_store()
@@ -920,8 +920,7 @@ class App(Registry):
     async def _batches(self) -> BatchStore:
         """Where batches live: the store; under a test mode, the mode's in-memory
         stand-in (``asyncjobs.testing``)."""
-        modes = _test_modes.get()
-        mode = modes.get(id(self)) if modes else None
+        mode = self._test_mode()
         if mode is not None:
             return mode.batches()
         return await self.open_store()
