@@ -147,14 +147,21 @@ class Fleet:
         self.logs = logs
         self.procs: list[WorkerProc] = []
 
-    def start(self, *extra: str, url: str | None = None, prefix: Sequence[str] = ()) -> WorkerProc:
-        """Start a worker (``prefix``: a command line to run it under)."""
+    def start(
+        self,
+        *extra: str,
+        url: str | None = None,
+        prefix: Sequence[str] = (),
+        app: str = APP,
+    ) -> WorkerProc:
+        """Start a worker of ``app`` (``prefix``: a command line to run it under)."""
         w = WorkerProc(
             url or self.url,
             self.config,
             self.logs / f"worker-{len(self.procs)}.log",
             *extra,
             prefix=prefix,
+            app=app,
         )
         self.procs.append(w)
         return w

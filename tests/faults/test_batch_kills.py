@@ -35,7 +35,6 @@ from tests.devserver import RedisProcess
 from tests.faults._support import (
     HEARTBEAT_TTL,
     Fleet,
-    WorkerProc,
     anything_in_flight,
     client,
     held,
@@ -96,8 +95,8 @@ async def _run(
 
     config = write_config(tmp_path, concurrency=10, max_recoveries=1000, scheduler_poll=0.2)
     fleet = fleets(url, config)
-    workers = [_start(fleet, url, config, tmp_path, "default") for _ in range(WORKERS)]
-    callbacks = _start(fleet, url, config, tmp_path, "callbacks")
+    workers = [fleet.start("-q", "default", app=APP) for _ in range(WORKERS)]
+    callbacks = fleet.start("-q", "callbacks", app=APP)
     total = BATCHES * PER_BATCH
     thresholds = sorted(rng.sample(range(total * 5 // 100, total * 85 // 100), KILLS + FREEZES))
     freezes = set(rng.sample(range(KILLS + FREEZES), FREEZES))
@@ -134,7 +133,7 @@ async def _run(
         workers.remove(victim)
         victim.kill()  # SIGKILL: whatever it held or was acknowledging is cut short
         killed += 1
-        workers.append(_start(fleet, url, config, tmp_path, "default"))
+        workers.append(fleet.start("-q", "default", app=APP))
 
     async def done() -> bool:
         got = await r.hgetall("test:callbacks")
@@ -176,16 +175,3 @@ async def _run(
     assert await anything_in_flight(r) == 0, context
     assert await r.llen("{asyncjobs}:queue:default") == 0, context
     assert await r.llen("{asyncjobs}:queue:callbacks") == 0, context
-
-
-def _start(fleet: Fleet, url: str, config: Path, tmp_path: Path, queue: str) -> WorkerProc:
-    w = WorkerProc(
-        url,
-        config,
-        tmp_path / f"worker-{len(fleet.procs)}.log",
-        "-q",
-        queue,
-        app=APP,
-    )
-    fleet.procs.append(w)
-    return w

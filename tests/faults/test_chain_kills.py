@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from tests.apps import chained
 from tests.conftest import text, wait_for
 from tests.devserver import RedisProcess
-from tests.faults._support import INFLIGHT, LANDING, Fleet, WorkerProc, client, write_config
+from tests.faults._support import INFLIGHT, LANDING, Fleet, client, write_config
 
 pytestmark = pytest.mark.faults
 
@@ -50,12 +50,12 @@ async def _run(
 
     config = write_config(tmp_path, concurrency=1, timeout=60.0, max_recoveries=100)
     fleet = fleets(url, config)
-    _start(fleet, url, config, tmp_path, "work", "--concurrency", "4")
-    victim = _start(fleet, url, config, tmp_path, "default")
+    fleet.start("-q", "work", "--concurrency", "4", app=APP)
+    victim = fleet.start("-q", "default", app=APP)
     await wait_for(lambda: r.get("test:stalled"), timeout=20)
     stalled = text(await r.get("test:stalled") or b"")
     victim.kill()  # the step job deferred step 2, and is not acknowledged
-    _start(fleet, url, config, tmp_path, "default")
+    fleet.start("-q", "default", app=APP)
 
     async def ran_again() -> bool:
         return int(await r.hget("test:steps", stalled) or 0) >= 2
@@ -89,19 +89,3 @@ async def _settled(r: aioredis.Redis) -> bool:
         pipe.keys(LANDING + "*")
         found = await pipe.execute()
     return not any(found)
-
-
-def _start(
-    fleet: Fleet, url: str, config: Path, tmp_path: Path, queue: str, *extra: str
-) -> WorkerProc:
-    w = WorkerProc(
-        url,
-        config,
-        tmp_path / f"worker-{len(fleet.procs)}.log",
-        "-q",
-        queue,
-        *extra,
-        app=APP,
-    )
-    fleet.procs.append(w)
-    return w
