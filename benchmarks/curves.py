@@ -62,7 +62,6 @@ import functools
 import json
 import math
 import os
-import random
 import subprocess
 import sys
 import time
@@ -74,7 +73,14 @@ from typing import Any
 from benchmarks import probe
 from benchmarks.adapters import FLOORS, SYSTEMS, load_adapter
 from benchmarks.adapters.base import Adapter, NotSupported
-from benchmarks.runner import Outcome, Runner, ScenarioError, WorkerProcs, percentile
+from benchmarks.runner import (
+    Outcome,
+    Runner,
+    ScenarioError,
+    WorkerProcs,
+    percentile,
+    poisson_sends,
+)
 
 CURVES = (
     "memory",
@@ -754,38 +760,10 @@ class Curves:
         run; a producer that falls behind sends at once (its achieved rate says so)."""
         # 10,000 jobs where 20 s allow: the p99.9 is then the 10th slowest, not one outlier
         duration = duration or min(20.0, max(2.0, 10_000 / rate))
-        rng = random.Random(16)
         meter = self.runner.meter()
-        start = time.perf_counter()
-        due = start
-        sent = 0
         stamp = adapter.enqueue_stamp
-        # each send is its own task, so a slow reply does not hold the next arrival back
-        # (a synchronous client blocks the loop instead: its sends are sequential)
-        gate = asyncio.Semaphore(64)
-        pending: set[asyncio.Task[None]] = set()
-
-        async def send() -> None:
-            async with gate:
-                await stamp(None)
-
-        while True:
-            now = time.perf_counter()
-            if due - start >= duration:
-                break
-            if due > now:
-                await asyncio.sleep(due - now)
-                continue
-            task = asyncio.ensure_future(send())
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            sent += 1
-            due += rng.expovariate(rate)
-            if len(pending) > 64:
-                await asyncio.sleep(0)  # let the sends run
-        if pending:
-            await asyncio.gather(*pending)
-        achieved = sent / (time.perf_counter() - start)
+        sent, elapsed = await poisson_sends(lambda: stamp(None), rate, duration)
+        achieved = sent / elapsed
         samples = [v * 1000 for v in await self.collect_stamps(sent, 30.0, stall=5.0)]
         cpu = meter.stop()
         if not samples:

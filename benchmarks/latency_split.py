@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from typing import Any
 
 import asyncjobs
 from benchmarks import _uvloop
-from benchmarks.runner import RedisServer, percentile
+from benchmarks.runner import RedisServer, percentile, poisson_sends
 
 app = asyncjobs.App(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
 
@@ -112,33 +111,13 @@ async def _collect(path: Path, timeout: float = 30.0) -> list[tuple[float, float
     return seen
 
 
+async def _send() -> None:
+    await stamp.defer(time.time())
+
+
 async def _round(rate: float, seconds: float, worker: int, redis: int, work: Path) -> str:
-    rng = random.Random(16)
-    gate = asyncio.Semaphore(64)
-    pending: set[asyncio.Task[None]] = set()
-
-    async def send() -> None:
-        async with gate:
-            await stamp.defer(time.time())
-
     cpu0 = (_cpu(worker), _cpu(redis), time.process_time())
-    start = due = time.perf_counter()
-    sent = 0
-    while due - start < seconds:
-        now = time.perf_counter()
-        if due > now:
-            await asyncio.sleep(due - now)
-            continue
-        task = asyncio.ensure_future(send())
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-        sent += 1
-        due += rng.expovariate(rate)
-        if len(pending) > 64:
-            await asyncio.sleep(0)
-    if pending:
-        await asyncio.gather(*pending)
-    elapsed = time.perf_counter() - start
+    sent, elapsed = await poisson_sends(_send, rate, seconds)
     cpu1 = (_cpu(worker), _cpu(redis), time.process_time())
     busy = [100 * (b - a) / elapsed for a, b in zip(cpu0, cpu1, strict=True)]
     seen = await _collect(work / "seen.json")

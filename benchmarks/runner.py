@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import math
 import os
+import random
 import shutil
 import signal
 import socket
@@ -42,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -385,6 +386,41 @@ class WorkerProcs:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+async def poisson_sends(
+    send: Callable[[], Awaitable[None]], rate: float, duration: float, seed: int = 16
+) -> tuple[int, float]:
+    """Call ``send`` at Poisson arrivals of ``rate``/s for ``duration`` seconds, each
+    call its own task (at most 64 at once), so a slow reply does not hold the next
+    arrival back; a sender that falls behind sends at once. Returns how many were sent
+    and the seconds until the last one was done. (A synchronous client blocks the loop
+    instead: its sends are sequential.)"""
+    rng = random.Random(seed)
+    gate = asyncio.Semaphore(64)
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one() -> None:
+        async with gate:
+            await send()
+
+    start = due = time.perf_counter()
+    sent = 0
+    while due - start < duration:
+        now = time.perf_counter()
+        if due > now:
+            await asyncio.sleep(due - now)
+            continue
+        task = asyncio.ensure_future(one())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        sent += 1
+        due += rng.expovariate(rate)
+        if len(pending) > 64:
+            await asyncio.sleep(0)  # let the sends run
+    if pending:
+        await asyncio.gather(*pending)
+    return sent, time.perf_counter() - start
 
 
 def percentile(values: Sequence[float], q: float) -> float:
