@@ -293,14 +293,10 @@ async def _step_batches(redis: aioredis.Redis) -> dict[str, list[str]]:
     return out
 
 
-@pytest.mark.timeout(30)
-async def test_a_step_that_runs_again_defers_nothing(
+def _chain_jobs(
     app: asyncjobs.App, redis: aioredis.Redis
-) -> None:
-    """Delivery is at-least-once: the step job (``asyncjobs.chain``) may run again after
-    it deferred the next step (its worker killed before the ack, the reaper gives it
-    back). The very same payload, delivered again, defers nothing: each job of the
-    next step runs once, and the rest of the chain does not fork."""
+) -> tuple[asyncjobs.Job[[], None], asyncjobs.Job[[int], None], asyncjobs.Job[[], None]]:
+    """Three jobs, ``one``, ``two(n)`` and ``three``, that record each run in ``got``."""
 
     @app.job(name="one")
     async def one() -> None:
@@ -314,6 +310,19 @@ async def test_a_step_that_runs_again_defers_nothing(
     async def three() -> None:
         await redis.rpush("got", "three")
 
+    return one, two, three
+
+
+@pytest.mark.timeout(30)
+async def test_a_step_that_runs_again_defers_nothing(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    """Delivery is at-least-once: the step job (``asyncjobs.chain``) may run again after
+    it deferred the next step (its worker killed before the ack, the reaper gives it
+    back). The very same payload, delivered again, defers nothing: each job of the
+    next step runs once, and the rest of the chain does not fork."""
+
+    one, two, three = _chain_jobs(app, redis)
     bid = await app.chain(one.s(), [two.s(1), two.s(2)], three.s())
     async with running(app.worker()) as worker:
         await wait_settled(app, worker, ["default"])
@@ -341,18 +350,7 @@ async def test_a_step_cut_short_is_deferred_again_in_a_new_batch(
     defers the whole step in a batch of its own. The jobs deferred before the failure
     run twice; the chain goes on once."""
 
-    @app.job(name="one")
-    async def one() -> None:
-        await redis.rpush("got", "one")
-
-    @app.job(name="two")
-    async def two(n: int) -> None:
-        await redis.rpush("got", f"two {n}")
-
-    @app.job(name="three")
-    async def three() -> None:
-        await redis.rpush("got", "three")
-
+    one, two, three = _chain_jobs(app, redis)
     cut: list[str] = []
 
     async def cut_once(
