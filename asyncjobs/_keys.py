@@ -173,6 +173,13 @@ class Keys:
         """The list of a periodic entry's recent runs, newest first."""
         return f"{self.home.prefix}:periodic:{name}:history"
 
+    def periodic_removed(self) -> str:
+        """Set when entries are removed by hand (``api.remove_periodic``), deleted when a
+        worker writes its entries: with the entries hash gone, it tells a schedule
+        emptied on purpose from one Redis lost (which a worker writes again). Not under
+        ``periodic:``, where an entry's name could meet it."""
+        return f"{self.home.prefix}:periodic-removed"
+
     def periodic_claim(self, name: str, tick: int) -> str:
         """The claim of one tick of a periodic entry (SET NX, with a TTL)."""
         return f"{self.home.prefix}:periodic:{name}:tick:{tick}"

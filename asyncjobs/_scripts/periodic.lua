@@ -1,17 +1,21 @@
 -- periodic: claim one tick of a periodic entry and enqueue its job, in one atomic step.
 -- KEYS[1] entries hash (name -> definition), KEYS[2] the entry's state hash,
 -- KEYS[3] the tick's claim key, KEYS[4] the entry's history list,
--- KEYS[5] queues set, KEYS[6] queue list, KEYS[7] wake list of that queue
+-- KEYS[5] queues set, KEYS[6] queue list, KEYS[7] wake list of that queue,
+-- KEYS[8] the removed-by-hand marker (set by asyncjobs periodic remove)
 -- ARGV[1] entry name, ARGV[2] tick (Unix seconds), ARGV[3] claim TTL (ms),
 -- ARGV[4] queue name, ARGV[5] payload, ARGV[6] jid, ARGV[7] now (the claim's value),
 -- ARGV[8] history length,
 -- ARGV[9] mode: 'tick' (a due tick), 'missed' (the latest missed tick: only if newer than
 -- the last enqueued one), 'now' (run by hand: no claim, not refused when paused)
 -- Returns 1 enqueued, 0 another process claimed it, -1 paused, -2 not in the schedule
--- (a deploy removed it), -3 no schedule at all (Redis lost its data: reconcile again).
+-- (a deploy or asyncjobs periodic remove removed it), -3 no schedule at all (Redis lost
+-- its data: reconcile again).
 -- Exactly once per tick: whoever sets the claim key (SET NX) pushes, in the same step.
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
-  if redis.call('EXISTS', KEYS[1]) == 0 then
+  -- No entries and no marker: Redis lost its data. With the marker, the last entries
+  -- were removed by hand, and writing them again would undo that.
+  if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[8]) == 0 then
     return -3
   end
   return -2

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from importlib import resources
 from typing import Any
 
@@ -48,6 +48,7 @@ class PeriodicOps(StoreBase):
             k.queues,
             k.queue(queue),
             k.wake(queue),
+            k.periodic_removed(),
         )
         args = (name, tick, claim_ttl_ms, queue, data, jid, repr(now), history, mode)
         try:
@@ -59,7 +60,8 @@ class PeriodicOps(StoreBase):
     @mapped
     async def periodic_reconcile(self, definitions: Mapping[str, bytes]) -> list[str]:
         """Make the stored entries those of ``definitions`` (name -> JSON): write them,
-        delete the others with their state and history. Returns the names deleted."""
+        delete the others with their state and history (and the removed-by-hand marker,
+        as the entries hash exists again). Returns the names deleted."""
         k = self.keys
         stored: list[Any] = await self.client.hkeys(k.periodic())
         stale = [n.decode() for n in stored if n.decode() not in definitions]
@@ -67,12 +69,38 @@ class PeriodicOps(StoreBase):
             if definitions:
                 mapping: dict[Any, Any] = dict(definitions)
                 pipe.hset(k.periodic(), mapping=mapping)
+                pipe.delete(k.periodic_removed())
             if stale:
                 pipe.hdel(k.periodic(), *stale)
                 for n in stale:
                     pipe.delete(k.periodic_state(n), k.periodic_history(n))
             await pipe.execute()
         return stale
+
+    @mapped
+    async def periodic_remove(
+        self, names: Collection[str] | None, now: float
+    ) -> tuple[list[str], list[str]]:
+        """Delete the entries ``names`` (None: every stored one) with their state and
+        history, in one transaction, unless one of them is not stored. Returns (removed,
+        unknown); nothing is removed when ``unknown`` is not empty. Sets the marker that
+        keeps periodic.lua from taking an emptied schedule for a lost one."""
+        k = self.keys
+        keys: list[Any] = await self.client.hkeys(k.periodic())
+        stored = {n.decode() for n in keys}
+        if names is None:
+            names = sorted(stored)
+        unknown = [n for n in names if n not in stored]
+        if unknown or not names:
+            return [], unknown
+        removed = list(names)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hdel(k.periodic(), *removed)
+            for n in removed:
+                pipe.delete(k.periodic_state(n), k.periodic_history(n))
+            pipe.set(k.periodic_removed(), repr(now))
+            await pipe.execute()
+        return removed, []
 
     @mapped
     async def periodic_last(self, names: list[str]) -> dict[str, float | None]:

@@ -53,6 +53,10 @@ class Periodic:
         self.cursors: dict[str, float] = {}
         # Tick lateness (enqueue reply time - tick), for the benchmark and the tests.
         self.lateness: list[float] = []
+        # Entries periodic.lua refused as no longer stored, logged once: the loop goes on
+        # calling it for them each tick, so that an entry written again (a worker with
+        # that code started) ticks again here too.
+        self.removed: set[str] = set()
         self._wake = asyncio.Event()
 
     def quiet_down(self) -> None:
@@ -155,15 +159,20 @@ class Periodic:
             # a flush, a failover to an empty replica). Write it again and go on.
             log.warning("periodic: the schedule is gone from Redis; writing it again")
             await self.reconcile()
+        if result != REMOVED:
+            self.removed.discard(spec.name)
         if result == ENQUEUED:
             self.enqueued += 1
             self.lateness.append(time.time() - tick)
             log.info("periodic %s: tick %s enqueued as %s", spec.name, int(tick), payload.jid)
         elif result == PAUSED:
             log.debug("periodic %s: paused, tick %s skipped", spec.name, int(tick))
-        elif result == REMOVED:
+        elif result == REMOVED and spec.name not in self.removed:
+            self.removed.add(spec.name)
             log.warning(
-                "periodic %s: no longer in the schedule (a newer deploy removed it)", spec.name
+                "periodic %s: no longer in the schedule (removed by a newer deploy or by "
+                "asyncjobs periodic remove): its ticks are not enqueued",
+                spec.name,
             )
         return result
 

@@ -54,6 +54,8 @@ from ._periodic import periodic_entries as periodic_entries
 from ._periodic import pause_periodic as pause_periodic
 from ._periodic import resume_periodic as resume_periodic
 from ._periodic import run_periodic as run_periodic
+from ._periodic import remove_periodic as remove_periodic
+from ._periodic import clear_periodic as clear_periodic
 from ._limits import limiter_state as limiter_state
 from ._limits import limiters as limiters
 from ._stats import history as history
@@ -105,6 +107,7 @@ __all__ = [
     "UniqueLock",
     "WorkItem",
     "cancel_job",
+    "clear_periodic",
     "clear_queue",
     "delete_queued",
     "find_job",
@@ -123,6 +126,7 @@ __all__ = [
     "queue_entries",
     "queues",
     "redis_info",
+    "remove_periodic",
     "reset_stats",
     "resume_periodic",
     "status_dict",

@@ -1,5 +1,5 @@
 """Periodic entries: list them (last run, next run, recent history), pause, resume, run
-now. Read from what the workers reconciled in Redis: no job code is needed."""
+now, remove. Read from what the workers reconciled in Redis: no job code is needed."""
 
 from __future__ import annotations
 
@@ -156,8 +156,28 @@ async def run_periodic(app: App, name: str) -> str:
     return payload.jid
 
 
-def _not_found(name: str) -> PeriodicNotFound:
+async def remove_periodic(app: App, name: str, *names: str) -> None:
+    """Remove the entries named, with their state and history, in one transaction: no
+    worker enqueues them any more, also one running code that declares them (until a
+    worker with that code starts, and writes them again). An unknown name raises
+    ``PeriodicNotFound`` and nothing is removed."""
+    store = await _store(app)
+    _, unknown = await store.periodic_remove(list(dict.fromkeys((name, *names))), time.time())
+    if unknown:
+        raise _not_found(*unknown, nothing_removed=bool(names))
+
+
+async def clear_periodic(app: App) -> list[str]:
+    """Remove every periodic entry, as ``remove_periodic`` does each; returns their names
+    (none: an empty list). The way to stop the entries of an app that declares none any
+    more: its workers write no schedule, so they delete none."""
+    removed, _ = await (await _store(app)).periodic_remove(None, time.time())
+    return removed
+
+
+def _not_found(*names: str, nothing_removed: bool = False) -> PeriodicNotFound:
+    which = f"entry {names[0]!r}" if len(names) == 1 else f"entries {', '.join(map(repr, names))}"
     return PeriodicNotFound(
-        f"no periodic entry {name!r} (asyncjobs periodic list shows them; a worker "
-        "writes the entries of its app at start)"
+        f"no periodic {which} (asyncjobs periodic list shows them; a worker writes the "
+        "entries of its app at start)" + ("; nothing removed" if nothing_removed else "")
     )

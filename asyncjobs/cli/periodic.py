@@ -1,4 +1,4 @@
-"""asyncjobs periodic: list, pause, resume and run the periodic (cron) entries."""
+"""asyncjobs periodic: list, pause, resume, run and remove the periodic (cron) entries."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Annotated
 import typer
 
 from ._admin import AppOpt, JsonOpt, NsOpt, UrlOpt, _run_admin
-from ._base import _Group, app
+from ._base import _Group, app, fail
 from ._output import _print_json, _table, _when
 
 periodic_app = typer.Typer(
     cls=_Group,
-    help="Periodic (cron) entries: list, pause, resume, run now.",
+    help="Periodic (cron) entries: list, pause, resume, run now, remove.",
     no_args_is_help=True,
 )
 app.add_typer(periodic_app, name="periodic")
@@ -92,3 +92,36 @@ def _periodic_act(verb: str, help_text: str) -> None:
 _periodic_act("pause", "Pause an entry: its ticks are skipped until it is resumed.")
 _periodic_act("resume", "Resume a paused entry from its next tick.")
 _periodic_act("run", "Enqueue one run of an entry now (the schedule is unchanged).")
+
+
+@periodic_app.command("remove")
+def periodic_remove(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[NAME]...", help="The entries' names (see list)."),
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every entry.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm --all.")] = False,
+    app_spec: AppOpt = None,
+    redis_url: UrlOpt = None,
+    namespace: NsOpt = None,
+) -> None:
+    """Remove entries with their state and history: no worker enqueues them any more
+    (until a worker whose code declares one starts: it writes it again)."""
+    from .. import api
+
+    if names and all_:
+        fail("give NAME... or --all, not both")
+    if all_:
+        if not yes:
+            fail("--all removes every periodic entry: add --yes to confirm")
+        removed = _run_admin(app_spec, redis_url, namespace, api.clear_periodic)
+        listed = f": {', '.join(removed)}" if removed else ""
+        typer.echo(f"removed {len(removed)} periodic entries{listed}")
+        return
+    if not names:
+        fail("give NAME (see asyncjobs periodic list) or --all --yes to remove")
+    wanted = list(dict.fromkeys(names))
+    _run_admin(app_spec, redis_url, namespace, lambda a: api.remove_periodic(a, *wanted))
+    for name in wanted:
+        typer.echo(f"{name}: removed")

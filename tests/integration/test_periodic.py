@@ -1,8 +1,9 @@
 """Periodic jobs against a real Redis: ticks enqueued once, reconciliation, pause,
-resume, run now, the missed-tick policies."""
+resume, run now, remove, the missed-tick policies."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import anyio
@@ -239,3 +240,111 @@ async def test_check_lists_the_periodic_entries(redis_url: str) -> None:
     assert b"  periodic every_second  '* * * * * *' UTC -> tests.apps.periodic.every_second" in (
         out.stdout
     )
+
+
+async def _declare_two(app: asyncjobs.App, redis: aioredis.Redis) -> None:
+    """Entries "a" and "b" stored as a worker writes them, each with state and history."""
+
+    @app.job
+    async def report(kind: str) -> None:
+        pass
+
+    app.periodic(report, "0 7 * * *", args={"kind": "a"}, name="a")
+    app.periodic(report, "0 8 * * *", args={"kind": "b"}, name="b")
+    async with running(app.worker()):
+        pass
+    for name in ("a", "b"):
+        await api.run_periodic(app, name)  # a state hash and a history
+        assert await redis.exists(f"{NS}:periodic:{name}", f"{NS}:periodic:{name}:history") == 2
+
+
+async def test_remove_deletes_the_entry_its_state_and_history(
+    app: asyncjobs.App, redis: aioredis.Redis
+) -> None:
+    await _declare_two(app, redis)
+    await api.remove_periodic(app, "a")
+    assert [e.name for e in await api.periodic_entries(app)] == ["b"]
+    assert await redis.hkeys(f"{NS}:periodic") == [b"b"]
+    assert await redis.exists(f"{NS}:periodic:a", f"{NS}:periodic:a:history") == 0
+    assert await redis.exists(f"{NS}:periodic:b", f"{NS}:periodic:b:history") == 2
+
+    # An unknown name among known ones: one error naming it, and nothing removed.
+    with pytest.raises(api.PeriodicNotFound, match=r"no periodic entry 'a' .*nothing removed"):
+        await api.remove_periodic(app, "b", "a")
+    assert [e.name for e in await api.periodic_entries(app)] == ["b"]
+    with pytest.raises(api.PeriodicNotFound, match="no periodic entries 'x', 'y'"):
+        await api.remove_periodic(app, "x", "y")
+
+    assert await api.clear_periodic(app) == ["b"]
+    assert await api.periodic_entries(app) == []
+    assert await redis.keys(f"{NS}:periodic:*") == []
+    assert await api.clear_periodic(app) == []  # nothing stored: nothing to do
+
+
+async def test_remove_through_the_cli(
+    app: asyncjobs.App, redis_url: str, redis: aioredis.Redis
+) -> None:
+    await _declare_two(app, redis)
+
+    out = await cli(redis_url, "periodic", "remove", "a", "nope")
+    assert out.returncode == 2 and out.stdout == b""
+    assert out.stderr.count(b"\n") == 1, out.stderr
+    assert b"asyncjobs: error: no periodic entry 'nope'" in out.stderr
+    assert b"nothing removed" in out.stderr
+    out = await cli(redis_url, "periodic", "remove")
+    assert out.returncode == 2 and out.stderr.count(b"\n") == 1, out.stderr
+    assert b"give NAME" in out.stderr
+    out = await cli(redis_url, "periodic", "remove", "a", "--all", "--yes")
+    assert out.returncode == 2 and out.stderr.count(b"\n") == 1, out.stderr
+    out = await cli(redis_url, "periodic", "remove", "--all")
+    assert out.returncode == 2 and out.stderr.count(b"\n") == 1, out.stderr
+    assert b"add --yes to confirm" in out.stderr
+    assert sorted(await redis.hkeys(f"{NS}:periodic")) == [b"a", b"b"]  # all refused
+
+    out = await cli(redis_url, "periodic", "remove", "a", "a")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == b"a: removed\n"
+    assert await redis.hkeys(f"{NS}:periodic") == [b"b"]
+    assert not await redis.exists(f"{NS}:periodic:a", f"{NS}:periodic:a:history")
+
+    out = await cli(redis_url, "periodic", "remove", "--all", "--yes")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == b"removed 1 periodic entries: b\n"
+    assert await redis.keys(f"{NS}:periodic:*") == []
+    out = await cli(redis_url, "periodic", "list")
+    assert out.returncode == 0 and b" b " not in out.stdout
+
+
+async def test_a_running_worker_stops_enqueuing_a_removed_entry(
+    app: asyncjobs.App, redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "asyncjobs.periodic")
+
+    # The only entry, on a queue the worker does not fetch: its jobs stay there to count.
+    @app.periodic("* * * * * *", queue="ticks")
+    async def tick() -> None:
+        pass
+
+    w = app.worker(queues=["default"])
+    async with running(w):
+        loop = w.periodic
+        assert loop is not None
+        await wait_for(lambda: loop.enqueued >= 1, timeout=4)
+        await api.remove_periodic(app, tick.name)
+        removed_at = time.time()
+        queued = await redis.llen(f"{NS}:queue:ticks")  # every tick before the removal
+        # Three ticks the worker tried after the removal (a cursor moves past a tick
+        # once its call returned): none enqueued, the schedule not written again.
+        await wait_for(lambda: loop.cursors[tick.name] > removed_at + 3, timeout=6)
+        assert await redis.llen(f"{NS}:queue:ticks") == queued
+        assert await api.periodic_entries(app) == []
+    refused = [r for r in caplog.records if "no longer in the schedule" in r.getMessage()]
+    assert len(refused) == 1, [r.getMessage() for r in refused]
+
+    # A worker started with the code that declares it writes it again (the documented
+    # model: the code defines the schedule), and it ticks again.
+    w = app.worker(queues=["default"])
+    async with running(w):
+        assert [e.name for e in await api.periodic_entries(app)] == [tick.name]
+        assert not await redis.exists(f"{NS}:periodic-removed")
+        await wait_for(lambda: w.periodic is not None and w.periodic.enqueued >= 1, timeout=4)
