@@ -103,6 +103,11 @@ class TestMode:
         """What ``app.status(jid)`` says, from what the mode keeps."""
         raise NotImplementedError
 
+    async def cancel(self, jid: str) -> str:
+        """What ``app.cancel(jid)`` does to the mode's jobs: ``"removed"``,
+        ``"cancelling"`` or ``"not found"``, as with Redis."""
+        raise NotImplementedError
+
 
 # The test modes active in this context, by app. A context variable, not an attribute
 # of the App, so a mode covers the code of its ``with`` block (and tasks started from
@@ -843,7 +848,11 @@ class App(Registry):
         """Cancel job ``jid``: removed if it waits (queue, schedule, retry set),
         cancelled on the host that runs it (within a round trip or two) if running.
         Returns what was done: ``"removed"``, ``"cancelling"``, or ``"not found"``
-        (finished, dead, unknown, or between two places at that instant)."""
+        (finished, dead, unknown, or between two places at that instant). Under a test
+        mode (``asyncjobs.testing``), the mode's jobs, with no round trip."""
+        mode = self._test_mode()
+        if mode is not None:
+            return await mode.cancel(jid)
         stores = await self.open_stores()
         store = stores[0]
         process = await self._running_on(stores, jid)

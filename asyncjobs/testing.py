@@ -49,8 +49,13 @@ would write it: so ``handle.result()`` works, a chain passes results from step t
 ``after=`` holds a job until the jobs it waits for succeeded, and ``app.status(jid)``
 (``handle.status()``) says ``queued`` or ``scheduled`` from ``defer``, ``running``
 (with the last ``ctx.progress``) while the job runs, ``retrying`` after a failure with
-retries left, then the outcome, as the store would. ``app.cancel`` is not taken by the
-modes (it goes to Redis).
+retries left, then the outcome, as the store would. ``app.cancel(jid)``
+(``handle.cancel()``) acts on the mode's jobs as on Redis's: a job not run yet
+(:func:`capture`), or one that failed with retries left (waiting for its retry, as in
+Redis's retry set), is removed (``"removed"``; ``cancelled`` if tracked); a running job
+is cancelled at its next ``await`` (``"cancelling"``; its outcome ``cancelled``, the
+app's ``cancel_handlers`` run, ``asyncjobs.shield()`` holds the request back); anything
+else is ``"not found"``. The modes take no unique locks, so there is none to release.
 
 What a failure means for a batch, since nothing is retried here: a job that fails with
 retries left counts as a failure waiting for its retry, as in Redis until that retry
@@ -98,6 +103,7 @@ from ._worker.executor import (
     running_state,
 )
 from ._worker.heartbeat import new_process_id
+from ._worker.shield import shielded
 
 if TYPE_CHECKING:
     from ._app import App
@@ -105,6 +111,9 @@ if TYPE_CHECKING:
 __all__ = ["Capture", "CapturedJob", "Failure", "Inline", "capture", "inline"]
 
 log = logging.getLogger("asyncjobs.testing")
+
+# How often a cancel request held back by asyncjobs.shield() looks again (seconds).
+SHIELD_POLL = 0.005
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -183,6 +192,12 @@ class _Mode(TestMode):
         # What a running job's state names as its process: an id of this mode's own, in
         # a worker's form (host:pid:random).
         self._executor.process_id = new_process_id()
+        # app.cancel: the jobs running now by jid, the innermost last per task (a job
+        # run inline inside another shares its task), and those that failed with
+        # retries left (in Redis's retry set: a cancel removes them).
+        self._running: dict[str, _Run] = {}
+        self._stacks: dict[asyncio.Task[Any], list[_Run]] = {}
+        self._retrying: dict[str, Payload] = {}
 
     def batches(self) -> MemoryBatches:
         return self._batches
@@ -206,6 +221,58 @@ class _Mode(TestMode):
         out = self._outcomes.get(jid)
         raw = None if out is None else ENCODER.encode(out)
         return combine(jid, self._states.get(jid), raw, self._progress.get(jid))
+
+    async def cancel(self, jid: str) -> str:
+        """``app.cancel`` as with Redis: a running job is cancelled (``"cancelling"``);
+        a waiting one (not run yet, or waiting for a retry) is removed (``"removed"``;
+        a tracked one's outcome is ``cancelled``, as ``App.cancel`` stores it); else
+        ``"not found"``."""
+        run = self._running.get(jid)
+        if run is not None:
+            rec = run.rec
+            if rec.reason is None:  # else ending, or being cancelled: too late, as capsule.cancel
+                rec.reason = "cancel"
+                run.pending = True
+                self._deliver_soon(run)
+            return "cancelling"
+        payload = self._remove_waiting(jid)
+        if payload is None:
+            return "not found"
+        job = self.app.jobs.get(payload.job)
+        if job is not None and job.track_status:
+            self._outcomes[jid] = Outcome(state="cancelled", at=time.time(), job=payload.job)
+            self._states.pop(jid, None)
+            self._batches.ended(jid, "cancelled")  # result.lua: its after= gates learn it
+            await self._batches.flush()
+        return "removed"
+
+    def _remove_waiting(self, jid: str) -> Payload | None:
+        """Take job ``jid`` out of where it waits in the mode; its payload, or None."""
+        return self._retrying.pop(jid, None)
+
+    def _deliver_soon(self, run: _Run) -> None:
+        """Deliver a cancel request once the loop has run, as a worker's canceller does
+        from its own task: the job's task is then suspended at an ``await``."""
+        asyncio.get_running_loop().call_soon(self._deliver_cancel, run)
+
+    def _deliver_cancel(self, run: _Run) -> None:
+        """Cancel the job's task if the request is still pending and the task waits inside
+        the job's own function (not in the mode's code around it, nor in a job it runs
+        inline: the request waits until that one has ended)."""
+        task = run.rec.task
+        if not run.pending or task is None or task.done() or not run.inside:
+            return
+        stack = self._stacks.get(task)
+        if not stack or stack[-1] is not run:
+            return
+        if shielded(task):
+            # Held back while the job is in asyncjobs.shield(), then delivered at its
+            # next await; looked at again shortly (a job that ends without another
+            # await after the block has succeeded, as on a worker).
+            asyncio.get_running_loop().call_later(SHIELD_POLL, self._deliver_cancel, run)
+            return
+        run.pending = False
+        task.cancel()
 
     def _accepted(self, payloads: Sequence[Payload]) -> None:
         """Jobs now deferred: a batch job is counted by the block it joined, a tracked
@@ -231,7 +298,15 @@ class _Mode(TestMode):
         log.debug("run %s jid=%s queue=%s", payload.job, payload.jid, payload.queue)
         executor = self._executor
         rec = Running(payload.jid.encode(), ENCODER.encode(payload))
-        rec.task = asyncio.current_task()
+        rec.task = task = asyncio.current_task()
+        assert task is not None
+        # Running now, where app.cancel finds it; no longer waiting for a retry.
+        self._retrying.pop(payload.jid, None)
+        run = _Run(rec)
+        outer = self._running.get(payload.jid)
+        self._running[payload.jid] = run
+        stack = self._stacks.setdefault(task, [])
+        stack.append(run)
         processed = executor.processed
         reporter = None
         if job.track_status:
@@ -244,24 +319,42 @@ class _Mode(TestMode):
         # defers joins a batch only through app.batch() of its own.
         token = scope_var.set(None)
         try:
-            if payload.timeout or job.timeout:
-                # The same watchdog as a worker's capsule, for the length of this job.
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(executor.watchdog.run)
+            try:
+                if payload.timeout or job.timeout:
+                    # The same watchdog as a worker's capsule, for the length of this job.
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(executor.watchdog.run)
+                        await executor.run(rec)
+                        tg.cancel_scope.cancel()
+                else:
                     await executor.run(rec)
-                    tg.cancel_scope.cancel()
-            else:
-                await executor.run(rec)
+            finally:
+                scope_var.reset(token)
+                reset_progress_reporter(progress)
+                # Ended: app.cancel no longer finds it.
+                if outer is not None:
+                    self._running[payload.jid] = outer
+                else:
+                    del self._running[payload.jid]
+            # As a worker: the outcome is stored before the death handlers start.
+            ran = executor.processed - processed - run.nested > 0  # not counting inline runs
+            target, bid = self._ended(payload, job, rec, ran=ran)
+            # Death handlers and on_exhausted have run by the time defer or drain returns.
+            await executor.wait_background()
+            if bid is not None and target is not None:
+                self._batches.acked(payload.jid, bid, target)  # ack.lua
+            await self._batches.flush()
         finally:
-            scope_var.reset(token)
-            reset_progress_reporter(progress)
-        # As a worker: the outcome is stored before the death handlers start.
-        target, bid = self._ended(payload, job, rec, ran=executor.processed > processed)
-        # Death handlers and on_exhausted have run by the time defer or drain returns.
-        await executor.wait_background()
-        if bid is not None and target is not None:
-            self._batches.acked(payload.jid, bid, target)  # ack.lua
-        await self._batches.flush()
+            # Off its task's stack only now, so that a cancel request for the job that
+            # runs this one inline waits until this one's acknowledgement is done too.
+            stack.pop()
+            if stack:
+                # What ran here is not the enclosing job's own run.
+                stack[-1].nested += executor.processed - processed
+                if stack[-1].pending:  # a cancel request for it: its turn now
+                    self._deliver_soon(stack[-1])
+            else:
+                del self._stacks[task]
         if rec.error is not None:
             raise rec.error
 
@@ -276,6 +369,8 @@ class _Mode(TestMode):
         target, data = self._sink.outcomes.pop(rec.field, (None, b""))
         bid = self._sink.bids.pop(rec.field, None)
         value = self._values.pop(jid, None)
+        if target == "retry":  # waiting for its retry: app.cancel removes it
+            self._retrying[jid] = payload
         if job.track_status and target == "retry":
             self._states[jid] = retrying_state(DECODER.decode(data), time.time())
         elif job.track_status and target is not None:
@@ -287,7 +382,19 @@ class _Mode(TestMode):
         return target, bid
 
     async def _keep_value(self, ctx: JobContext, call_next: ServerNext) -> Any:
-        value = await call_next()
+        # The job's function runs inside this innermost middleware: a cancel request is
+        # delivered only meanwhile (see _deliver_cancel).
+        stack = self._stacks.get(asyncio.current_task())  # type: ignore[arg-type]
+        run = stack[-1] if stack else None
+        if run is not None:
+            run.inside = True
+            if run.pending:  # asked before the job's function started
+                self._deliver_soon(run)
+        try:
+            value = await call_next()
+        finally:
+            if run is not None:
+                run.inside = False
         job = self.app.jobs.get(ctx.name)
         if job is not None and job.keep_result is not None:
             self._values[ctx.jid] = value
@@ -321,6 +428,11 @@ def _outcome(
     """A tracked job's outcome as the executor would store it; None while it waits for
     a retry (or was rescheduled)."""
     now = time.time()
+    if target == "done" and not ran and rec.reason == "cancel":
+        # Cancelled by app.cancel while running (or before it started), as the
+        # executor's _cancelled stores it.
+        kept = job.keep_result is not None
+        return Outcome(state="cancelled", at=now, job=payload.job, kept=kept)
     if target == "done":
         if not ran:  # dropped unrun (expires_in)
             reason = "expired (expires_in), or replaced by a later unique job"
@@ -348,6 +460,21 @@ def _outcome(
         error_class=error_class,
         error_message=message,
     )
+
+
+class _Run:
+    """A job a mode is running, for ``app.cancel``: its executor record, whether its
+    own function runs now (``inside``: between the enter and exit of the mode's
+    innermost server middleware), whether a cancel request awaits delivery, and how
+    many jobs ran inline inside it (so that their runs do not count as its own)."""
+
+    __slots__ = ("inside", "nested", "pending", "rec")
+
+    def __init__(self, rec: Running) -> None:
+        self.rec = rec
+        self.inside = False
+        self.pending = False
+        self.nested = 0  # jobs that ran inline inside this one (the executor counts them)
 
 
 class _Reporter:
@@ -447,6 +574,14 @@ class Capture(_Mode):
         self._accepted(decoded)
         self.jobs.extend(_captured(self.app, p) for p in decoded)
         return [p.jid for p in decoded]
+
+    def _remove_waiting(self, jid: str) -> Payload | None:
+        """A captured job not run yet (queued or scheduled) is removed: it never runs."""
+        for i, c in enumerate(self.jobs):
+            if c.jid == jid:
+                del self.jobs[i]
+                return c._payload
+        return super()._remove_waiting(jid)
 
     def _check_active(self, what: str) -> None:
         if not self._active:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 
-__all__ = ["cancel_unless_shielded", "shield"]
+__all__ = ["cancel_unless_shielded", "shield", "shielded"]
 
 # Task → depth of nested shield() blocks; tasks whose cancel waits for the block's end.
 _shielded: dict[asyncio.Task[object], int] = {}
@@ -37,6 +37,11 @@ def shield() -> Iterator[None]:
             if task in _deferred:
                 _deferred.discard(task)
                 task.cancel()
+
+
+def shielded(task: asyncio.Task[object]) -> bool:
+    """Whether ``task`` is inside a ``shield()`` block now."""
+    return task in _shielded
 
 
 def cancel_unless_shielded(task: asyncio.Task[object]) -> None:

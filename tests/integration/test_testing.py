@@ -1104,6 +1104,195 @@ async def test_what_json_cannot_hold(harness: Harness) -> None:
     assert await handle.result() is None
 
 
+# -- cancel: app.cancel and handle.cancel, the same scenarios, every mode -------------------
+
+
+async def test_cancel_a_job_that_has_not_run(harness: Harness) -> None:
+    """A job waiting in its queue or the schedule is removed and never runs; a tracked
+    one is ``cancelled`` (its result raises JobCancelled), an untracked one ``unknown``;
+    cancelling it again, or a jid never deferred: ``"not found"``. Inline has run each
+    job inside its defer (``delay`` and ``at`` too): ``"not found"``, as a finished job."""
+    app = harness.app
+    ran: list[int] = []
+
+    @app.job(name="tc.kept", keep_result=60)
+    async def kept(n: int) -> int:
+        ran.append(n)
+        return n
+
+    @app.job(name="tc.tracked", track_status=True, queue="low")
+    async def tracked(n: int) -> None:
+        ran.append(n)
+
+    @app.job(name="tc.plain")
+    async def plain(n: int) -> None:
+        ran.append(n)
+
+    since = time.time()
+    queued = await kept.defer(1)
+    scheduled = await kept.configure(delay=600).defer(2)
+    status_only = await tracked.defer(3)
+    untracked = await plain.configure(at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).defer(4)
+    other = await plain.defer(5)
+    assert queued is not None and scheduled is not None and status_only is not None
+    assert untracked is not None and other is not None
+
+    expected = "not found" if harness.runs_at_defer else "removed"
+    assert await queued.cancel() == expected
+    for waiting in (scheduled, status_only, untracked):
+        assert await app.cancel(waiting) == expected
+    for gone in (queued, untracked, new_jid()):
+        assert await app.cancel(gone) == "not found"
+    if not harness.runs_at_defer:
+        assert [d.jid for d in await harness.deferred()] == [other]
+    await harness.settle()
+
+    if harness.runs_at_defer:
+        assert ran == [1, 2, 3, 4, 5]
+        assert await queued.result() == 1
+        _check(await status_only.status(), since, "succeeded")
+        return
+    assert ran == [5]
+    for jid in (queued, scheduled, status_only):
+        _check(await app.status(jid), since, "cancelled")
+        assert await api.job_status(app, jid) == await app.status(jid)
+    for handle in (queued, scheduled):
+        with pytest.raises(asyncjobs.JobCancelled):
+            await handle.result(timeout=1)
+    assert await app.status(untracked) == asyncjobs.JobStatus(jid=untracked, state="unknown")
+
+
+async def test_cancel_a_job_waiting_for_its_retry(harness: Harness) -> None:
+    """A job that failed with retries left waits for its retry (the test modes make none:
+    it waits for good): removed, as from Redis's retry set; ``cancelled`` if tracked."""
+    app = harness.app
+
+    @app.job(name="tc.flaky", track_status=True, retry=3, retry_in=lambda count, exc: 3600)
+    async def flaky() -> None:
+        raise ConnectionError("try again later")
+
+    @app.job(name="tc.flaky_plain", retry=3, retry_in=lambda count, exc: 3600)
+    async def flaky_plain() -> None:
+        raise ConnectionError("try again later")
+
+    since = time.time()
+    tracked, untracked = new_jid(), new_jid()
+    with harness.raises(ConnectionError):
+        await flaky.configure(jid=tracked).defer()
+    with harness.raises(ConnectionError):
+        await flaky_plain.configure(jid=untracked).defer()
+    await harness.settle(raise_errors=False)
+    assert (await app.status(tracked)).state == "retrying"
+
+    for jid in (tracked, untracked):
+        assert await app.cancel(jid) == "removed"
+        assert await app.cancel(jid) == "not found"
+    _check(await app.status(tracked), since, "cancelled")
+    assert await app.status(untracked) == asyncjobs.JobStatus(jid=untracked, state="unknown")
+
+
+async def test_cancel_a_running_job_from_another_task(harness: Harness) -> None:
+    """A running job (capture: while ``drain`` runs it; inline: inside its ``defer``) is
+    cancelled at its ``await``: ``"cancelling"``, its outcome ``cancelled`` (its result
+    raises JobCancelled), the app's cancel handlers run; then ``"not found"``. The
+    caller (drain, defer) goes on: a cancelled job is not a failure."""
+    app = harness.app
+    started = anyio.Event()
+    answers: list[str] = []
+    handled: list[tuple[str, str]] = []
+
+    @app.job(name="tc.crawl", keep_result=60)
+    async def crawl(site: str) -> int:
+        started.set()
+        await anyio.sleep(3600)  # a long crawl
+        return 0
+
+    async def on_cancel(ctx: asyncjobs.JobContext, exc: BaseException) -> None:
+        handled.append((ctx.jid, type(exc).__name__))
+
+    app.cancel_handlers.append(on_cancel)
+    since = time.time()
+    jid = new_jid()
+
+    async def cancel_once_started() -> None:
+        await started.wait()
+        answers.append(await app.cancel(jid))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cancel_once_started)
+            handle = await crawl.configure(jid=jid).defer("example.com")
+            await harness.settle()
+    assert handle is not None
+    assert answers == ["cancelling"]
+    with pytest.raises(asyncjobs.JobCancelled):
+        await handle.result(timeout=5)
+    _check(await handle.status(), since, "cancelled")
+    await wait_for(lambda: handled == [(jid, "CancelledError")])
+    assert await handle.cancel() == "not found"
+
+
+async def test_a_job_cancels_itself_and_shield_holds_the_request_back(harness: Harness) -> None:
+    """A job that cancels itself is cancelled at an ``await`` (on Redis maybe in that
+    very ``app.cancel`` call: the request may arrive before its reply). Inside
+    ``asyncjobs.shield()`` the request waits for the block's end: ``"cancelling"``."""
+    app = harness.app
+    answers: list[str] = []
+    charged: list[int] = []
+
+    @app.job(name="tc.quitter", track_status=True)
+    async def quitter() -> None:
+        await app.cancel(asyncjobs.current_job().jid)
+        await anyio.sleep(3600)
+
+    @app.job(name="tc.checkout", track_status=True)
+    async def checkout(order: int) -> None:
+        with asyncjobs.shield():
+            answers.append(await app.cancel(asyncjobs.current_job().jid))
+            await anyio.sleep(0.2)  # the request is held back meanwhile
+            charged.append(order)
+        await anyio.sleep(3600)
+
+    since = time.time()
+    with anyio.fail_after(10):
+        quit_handle = await quitter.defer()
+        checkout_handle = await checkout.defer(42)
+        assert quit_handle is not None and checkout_handle is not None
+        await harness.settle()
+    assert answers == ["cancelling"]
+    assert charged == [42]
+    for handle in (quit_handle, checkout_handle):
+        _check(await handle.status(), since, "cancelled")
+
+
+@pytest.mark.parametrize("harness", ["inline", "redis"], indirect=True)
+async def test_a_job_cancels_the_job_that_deferred_it(harness: Harness) -> None:
+    """A job cancels the job that deferred it while that one runs: on Redis the two run
+    side by side; inline the child runs inside its parent's ``defer`` (in its task), and
+    the request reaches the parent at its first ``await`` after the child ended. (Not
+    in capture: it runs one job at a time, so the child would run after its parent.)"""
+    app = harness.app
+    answers: list[str] = []
+
+    @app.job(name="tc.child", track_status=True)
+    async def child(parent_jid: str) -> None:
+        answers.append(await app.cancel(parent_jid))
+
+    @app.job(name="tc.parent", track_status=True)
+    async def parent() -> None:
+        handle = await child.defer(asyncjobs.current_job().jid)
+        assert handle is not None
+        await anyio.sleep(3600)
+
+    since = time.time()
+    with anyio.fail_after(10):
+        handle = await parent.defer()
+        assert handle is not None
+        await harness.settle()
+    assert answers == ["cancelling"]
+    _check(await handle.status(), since, "cancelled")
+
+
 # -- what only the helpers do ---------------------------------------------------------------
 
 
@@ -1505,3 +1694,39 @@ async def test_status_in_a_test_mode_needs_no_redis(
         assert (await handle.status()).state == "succeeded"
     with pytest.raises(AssertionError, match="tried to connect"):
         await mem_app.status(handle)
+
+
+async def test_cancel_in_a_test_mode_needs_no_redis(
+    mem_app: asyncjobs.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """app.cancel and handle.cancel answer from the mode, without connecting: a captured
+    job is removed and never runs; inline, the job ran in its defer. Outside the block
+    they go to Redis again."""
+    ran: list[int] = []
+
+    async def no_connection(self: asyncjobs.App) -> None:
+        raise AssertionError("app.cancel tried to connect to Redis")
+
+    @mem_app.job(keep_result=60)
+    async def answer(n: int) -> int:
+        ran.append(n)
+        return n
+
+    monkeypatch.setattr(asyncjobs.App, "connect", no_connection)
+    with testing.capture(mem_app) as captured:
+        handle = await answer.defer(1)
+        assert handle is not None
+        assert await mem_app.cancel(handle) == "removed"
+        assert captured.jobs == []
+        assert await handle.cancel() == "not found"
+        assert (await handle.status()).state == "cancelled"
+        with pytest.raises(asyncjobs.JobCancelled):
+            await handle.result()
+        await captured.drain()
+    with testing.inline(mem_app):
+        handle = await answer.defer(2)
+        assert handle is not None
+        assert await handle.cancel() == "not found"
+    assert ran == [2]
+    with pytest.raises(AssertionError, match="tried to connect"):
+        await mem_app.cancel(handle)
