@@ -84,9 +84,13 @@ class SentinelSetup:
         auth: list[str] = []
         if master_password is not None:
             auth = ["--requirepass", master_password, "--masterauth", master_password]
-        self.master = RedisProcess(*auth)
-        self.replica = RedisProcess(*auth)
-        self.more_replicas = [RedisProcess(*auth) for _ in range(replicas - 1)]
+        # A replica's first sync at once, not after Redis's five-second wait for more
+        # replicas to share it: until then a (re)joined replica is empty, and one the
+        # Sentinels promote in that time takes every job with it (see rejoin).
+        opts = [*auth, "--repl-diskless-sync-delay", "0"]
+        self.master = RedisProcess(*opts)
+        self.replica = RedisProcess(*opts)
+        self.more_replicas = [RedisProcess(*opts) for _ in range(replicas - 1)]
         self.sentinels: list[SentinelProcess] = []
 
     @property
@@ -186,6 +190,38 @@ class SentinelSetup:
             if time.monotonic() - t0 > timeout:
                 raise RuntimeError(f"the Sentinels still name {ports} after {timeout}s")
             time.sleep(0.05)
+
+    def rejoin(self, server: RedisProcess, master_port: int, timeout: float = 10.0) -> None:
+        """Restart ``server`` (a former master, killed) as a replica of the master on
+        ``master_port``, and return once it has synced.
+
+        Not a plain restart: with no persistence it would come back as an *empty
+        master*, which the Sentinels still list as a replica and turn into one only
+        seconds later. Should the new master miss their pings for a second meanwhile
+        (a loaded machine), they fail over to that empty server, and the new master,
+        made its replica, drops every job it held (seen once in about fifty runs of
+        the Sentinel fault tests on a loaded machine: a worker that followed the
+        master there found nothing to run while the jobs sat on the demoted server
+        until its resync wiped them; a CI failure read as a worker slow to start
+        looks the same). Redis's advice for servers without persistence: do not
+        let them restart as masters."""
+        args, skip = [], 0
+        for a in server.args:  # an earlier --replicaof goes
+            if skip:
+                skip -= 1
+            elif a == "--replicaof":
+                skip = 2
+            else:
+                args.append(a)
+        server.args = [*args, "--replicaof", "127.0.0.1", str(master_port)]
+        server.restart()
+        deadline = time.monotonic() + timeout
+        while "master_link_status:up" not in self._server_command(
+            server.port, "INFO", "replication"
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{server.port} did not sync with {master_port} in {timeout}s")
+            time.sleep(0.02)
 
     def server(self, port: int) -> RedisProcess:
         """The master or replica process listening on ``port``."""
