@@ -117,7 +117,8 @@ def periodic_remove(
             fail("--all removes every periodic entry: add --yes to confirm")
         removed = _run_admin(app_spec, redis_url, namespace, api.clear_periodic)
         listed = f": {', '.join(removed)}" if removed else ""
-        typer.echo(f"removed {len(removed)} periodic entries{listed}")
+        noun = "entry" if len(removed) == 1 else "entries"
+        typer.echo(f"removed {len(removed)} periodic {noun}{listed}")
         return
     if not names:
         fail("give NAME (see asyncjobs periodic list) or --all --yes to remove")

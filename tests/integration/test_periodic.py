@@ -309,7 +309,7 @@ async def test_remove_through_the_cli(
 
     out = await cli(redis_url, "periodic", "remove", "--all", "--yes")
     assert out.returncode == 0, out.stderr
-    assert out.stdout == b"removed 1 periodic entries: b\n"
+    assert out.stdout == b"removed 1 periodic entry: b\n"
     assert await redis.keys(f"{NS}:periodic:*") == []
     out = await cli(redis_url, "periodic", "list")
     assert out.returncode == 0 and b" b " not in out.stdout
