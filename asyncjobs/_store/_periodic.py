@@ -71,9 +71,7 @@ class PeriodicOps(StoreBase):
                 pipe.hset(k.periodic(), mapping=mapping)
                 pipe.delete(k.periodic_removed())
             if stale:
-                pipe.hdel(k.periodic(), *stale)
-                for n in stale:
-                    pipe.delete(k.periodic_state(n), k.periodic_history(n))
+                self._drop_entries(pipe, stale)
             await pipe.execute()
         return stale
 
@@ -95,12 +93,19 @@ class PeriodicOps(StoreBase):
             return [], unknown
         removed = list(names)
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hdel(k.periodic(), *removed)
-            for n in removed:
-                pipe.delete(k.periodic_state(n), k.periodic_history(n))
+            self._drop_entries(pipe, removed)
             pipe.set(k.periodic_removed(), repr(now))
             await pipe.execute()
         return removed, []
+
+    def _drop_entries(self, pipe: Any, names: list[str]) -> None:
+        """Queue on ``pipe`` the deletion of entries ``names``: the definition and
+        every key an entry owns (its state and its history). The one place that names
+        them, for reconciliation and removal alike."""
+        k = self.keys
+        pipe.hdel(k.periodic(), *names)
+        for n in names:
+            pipe.delete(k.periodic_state(n), k.periodic_history(n))
 
     @mapped
     async def periodic_last(self, names: list[str]) -> dict[str, float | None]:
