@@ -24,6 +24,25 @@ from tests.devserver import RedisProcess
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """How ``pytest -n N --dist loadscope`` (pytest-xdist; scripts/check) shares the tests
+    out: a file's tests run in one process, so a module's servers (a Cluster, a Sentinel
+    set) start once; the fault tests (tests/faults) all run one after another in one
+    process, first, so two of them never SIGKILL, stall or restart servers at the same
+    time, and each one's deadlines meet one fault at a time. Other ``--dist`` modes are
+    left as they are."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    class FaultsTogether(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/faults" if path.startswith("tests/faults/") else path
+
+    return FaultsTogether(config, log)
+
+
 @pytest.fixture(autouse=True)
 def _collect_garbage_at_teardown() -> Iterator[None]:
     """A socket or transport a test leaves open is reported (an unraisable
