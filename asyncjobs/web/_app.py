@@ -486,8 +486,13 @@ class Dashboard:
             elif action == "resume":
                 await api.resume_periodic(self.jobs, name)
                 msg = f"resumed {name}"
+            elif action == "remove":
+                await api.remove_periodic(self.jobs, name)
+                msg = f"removed {name} (a worker whose code declares it writes it back at start)"
             else:
-                raise HTTPException(400, f"unknown action {action!r}: use run, pause or resume")
+                raise HTTPException(
+                    400, f"unknown action {action!r}: use run, pause, resume or remove"
+                )
         except api.PeriodicNotFound as exc:
             msg = str(exc)
         self.acted(request, f"{action} periodic {name}")

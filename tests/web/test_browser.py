@@ -250,6 +250,12 @@ async def test_click_through(
         await page.click("nav >> text=Dead")
         await expect(page.locator(f"tr[data-jid='{failing}']")).to_contain_text("ValueError")
 
+        # Remove the periodic entry, past its confirmation: gone from the Periodic tab.
+        await page.click("nav >> text=Periodic")
+        await page.click("tr[data-periodic='nightly-mark'] >> text=Remove")
+        await expect(page.locator(".flash")).to_contain_text("removed nightly-mark")
+        await expect(page.locator("tr[data-periodic='nightly-mark']")).to_have_count(0)
+
         # Dark mode at phone width, for the docs.
         await page.emulate_media(color_scheme="dark")
         await page.set_viewport_size({"width": 390, "height": 844})

@@ -402,6 +402,18 @@ async def test_periodic_page(app: asyncjobs.App, client: httpx.AsyncClient) -> N
     assert [q.size for q in await api.queues(app) if q.name == "q1"] == [1]
     r = await client.post("/periodic/nope/action", data={"action": "run", "csrf": token})
     assert "nope" in (await client.get(r.headers["location"])).text
+    r = await client.post("/periodic/nope/action", data={"action": "remove", "csrf": token})
+    assert "no periodic entry &#39;nope&#39;" in (await client.get(r.headers["location"])).text
+    assert [e.name for e in await api.periodic_entries(app)] == ["nightly-report"]
+    r = await client.post(
+        "/periodic/nightly-report/action", data={"action": "remove", "csrf": token}
+    )
+    page = await client.get(r.headers["location"])
+    assert "removed nightly-report" in page.text
+    assert 'data-periodic="nightly-report"' not in page.text
+    assert await api.periodic_entries(app) == []
+    r = await client.post("/periodic/x/action", data={"action": "zap", "csrf": token})
+    assert r.status_code == 400 and "use run, pause, resume or remove" in r.text
 
 
 async def test_mounted_in_fastapi(app: asyncjobs.App) -> None:
