@@ -8,19 +8,14 @@ own queue and counts its runs in Redis: ``HINCRBY test:callbacks "<event>:<bid>"
 from __future__ import annotations
 
 import anyio
-import redis.asyncio as aioredis
 
 import asyncjobs
+from tests.apps import evidence_client
 
 app = asyncjobs.App()
-_r: aioredis.Redis | None = None
 
 
-def r() -> aioredis.Redis:
-    global _r
-    if _r is None:
-        _r = aioredis.Redis.from_url(app.redis_url, socket_connect_timeout=2.0)
-    return _r
+r = evidence_client(app, socket_connect_timeout=2.0)
 
 
 @app.job(queue="default", retry_in=lambda count, exc: 0.2)

@@ -14,19 +14,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-import redis.asyncio as aioredis
 
 import asyncjobs
+from tests.apps import evidence_client
 
 app = asyncjobs.App()
-_r: aioredis.Redis | None = None
 
 
-def r() -> aioredis.Redis:
-    global _r
-    if _r is None:
-        _r = aioredis.Redis.from_url(app.redis_url, socket_connect_timeout=2.0)
-    return _r
+r = evidence_client(app, socket_connect_timeout=2.0)
 
 
 @app.job(queue="work")

@@ -17,23 +17,18 @@ import os
 import time
 
 import anyio
-import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
 import asyncjobs
+from tests.apps import evidence_client
 
 app = asyncjobs.App()
-_r: aioredis.Redis | None = None
 
 # How long a job keeps retrying one evidence write while Redis is unreachable.
 WRITE_PATIENCE = 60.0
 
 
-def r() -> aioredis.Redis:
-    global _r
-    if _r is None:
-        _r = aioredis.Redis.from_url(app.redis_url, socket_connect_timeout=2.0)
-    return _r
+r = evidence_client(app, socket_connect_timeout=2.0)
 
 
 async def _hset(key: str, field: str, value: str) -> None:

@@ -7,23 +7,18 @@ import os
 from collections.abc import AsyncIterator
 
 import anyio
-import redis.asyncio as aioredis
 
 import asyncjobs
 from asyncjobs import Iteration
 from asyncjobs.iteration import from_range
+from tests.apps import evidence_client
 
 app = asyncjobs.App()
-_r: aioredis.Redis | None = None
 
 SAVE_EVERY = 20
 
 
-def r() -> aioredis.Redis:
-    global _r
-    if _r is None:
-        _r = aioredis.Redis.from_url(app.redis_url)
-    return _r
+r = evidence_client(app)
 
 
 @app.iterable_job(name="walk", save_every=SAVE_EVERY, save_interval=None)
