@@ -24,6 +24,7 @@ from tests.devserver import RedisProcess
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: no error without it
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """How ``pytest -n N --dist loadscope`` (pytest-xdist; scripts/check) shares the tests
     out: a file's tests run in one process, so a module's servers (a Cluster, a Sentinel
